@@ -1,0 +1,83 @@
+"""The per-run sha256 hash chain over canonical event bytes.
+
+``hash[n] = sha256(prev_hash[n] || run_id || 0x00 || seq (8 bytes, big endian) || payload)``
+with ``prev_hash[0]`` = 32 zero bytes and ``prev_hash[n] = hash[n-1]``. An auditor can
+recompute it from an export alone: editing, removing, reordering or inserting any event
+breaks the link at (or right after) that event.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from hashlib import sha256
+
+from .errors import ChainBroken
+from .events import Event, StoredEvent, encode_event, kind_of
+
+__all__ = ["GENESIS", "Chain", "link", "verify"]
+
+GENESIS = bytes(32)
+
+
+def link(run_id: str, seq: int, payload: bytes, prev_hash: bytes) -> bytes:
+    """The hash of one event, given the hash before it."""
+    h = sha256(prev_hash)
+    h.update(run_id.encode())
+    h.update(b"\x00")
+    h.update(seq.to_bytes(8, "big"))
+    h.update(payload)
+    return h.digest()
+
+
+class Chain:
+    """The head of one run's chain: turns events into stored, linked events."""
+
+    __slots__ = ("run_id", "next_seq", "head")
+
+    def __init__(self, run_id: str, next_seq: int = 0, head: bytes = GENESIS) -> None:
+        self.run_id = run_id
+        self.next_seq = next_seq
+        self.head = head
+
+    @classmethod
+    def after(cls, run_id: str, stored: Sequence[StoredEvent]) -> Chain:
+        if not stored:
+            return cls(run_id)
+        last = stored[-1]
+        return cls(run_id, last.seq + 1, last.hash)
+
+    def seal(self, events: Iterable[Event]) -> list[StoredEvent]:
+        """Link events onto the chain. The head moves only when the caller commits."""
+        out: list[StoredEvent] = []
+        seq, head, run_id = self.next_seq, self.head, self.run_id
+        for event in events:
+            payload = encode_event(event)
+            digest = link(run_id, seq, payload, head)
+            out.append(StoredEvent(run_id, seq, kind_of(event), payload, head, digest))
+            seq, head = seq + 1, digest
+        return out
+
+    def advance(self, stored: Sequence[StoredEvent]) -> None:
+        if stored:
+            self.next_seq = stored[-1].seq + 1
+            self.head = stored[-1].hash
+
+
+def verify(stored: Iterable[StoredEvent]) -> int:
+    """Check one run's events, in seq order, against the chain.
+
+    Returns the number of events checked. Raises ChainBroken naming the first bad link.
+    """
+    expected_seq, head, run_id = 0, GENESIS, None
+    for event in stored:
+        run_id = event.run_id if run_id is None else run_id
+        if event.run_id != run_id:
+            raise ChainBroken(event.run_id, event.seq, f"event of another run inside run {run_id!r}")
+        if event.seq != expected_seq:
+            raise ChainBroken(run_id, expected_seq, f"expected seq {expected_seq}, found {event.seq}")
+        if event.prev_hash != head:
+            raise ChainBroken(run_id, event.seq, "prev_hash does not match the previous event's hash")
+        if link(run_id, event.seq, event.payload, head) != event.hash:
+            raise ChainBroken(run_id, event.seq, "hash does not match the event's payload")
+        expected_seq, head = expected_seq + 1, event.hash
+    return expected_seq

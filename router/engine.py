@@ -1,0 +1,395 @@
+"""The async driver: the only core module that awaits.
+
+It folds the run's events, asks ``fsm.next_effect`` what to do, performs that effect
+(call the model, run tools) and records the outcome as events. Events are appended in
+one batch per side effect: a batch is committed before the model is called and before
+a tool that is not idempotent runs, so a step costs one store round trip, two when it
+runs a side-effecting tool.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import Any, Literal, final
+
+import anyio
+import msgspec
+
+from .chain import Chain, verify
+from .clock import Clock, IdSource, RandomIds, SystemClock
+from .errors import DecisionError, RunNotFound
+from .events import (
+    Event,
+    Limits,
+    Message,
+    ModelResponded,
+    Principal,
+    RunCancelled,
+    RunFailed,
+    RunStarted,
+    ToolCallResolved,
+    ToolFailed,
+    ToolStarted,
+    ToolSucceeded,
+    Usage,
+    decode_event,
+    LimitExceeded,
+)
+from .fsm import (
+    CallModel,
+    DecideCalls,
+    Phase,
+    Record,
+    RunState,
+    RunTools,
+    apply,
+    fold,
+    next_effect,
+    resume_events,
+)
+from .limits import PriceTable
+from .protocols import Model, ModelTurn, Store
+from .tools import Retry, Tools, encode_result, record_calls
+from .transcript import Transcript
+
+__all__ = ["Engine", "RunResult", "load_run", "resolve_call"]
+
+
+class RunResult(msgspec.Struct, frozen=True):
+    """Where a run stands when ``start`` or ``resume`` returns."""
+
+    run_id: str
+    phase: Phase
+    output: str
+    reason: str
+    steps: int
+    tool_calls: int
+    usage: Usage
+    cost_usd: float
+    interrupted: tuple[str, ...] = ()  # calls waiting for a reviewer's decision
+
+    @classmethod
+    def of(cls, run_id: str, state: RunState) -> RunResult:
+        return cls(
+            run_id=run_id, phase=state.phase, output=state.output, reason=state.reason,
+            steps=state.steps, tool_calls=state.tool_calls, usage=state.usage,
+            cost_usd=state.cost_nusd / 1e9,
+            interrupted=tuple(c.call.id for c in state.calls if c.status == "interrupted"),
+        )
+
+
+class _Run:
+    """One run being advanced: its folded state, transcript, chain head and unsaved events."""
+
+    __slots__ = ("run_id", "state", "transcript", "chain", "pending", "args")
+
+    def __init__(self, run_id: str, chain: Chain, state: RunState, transcript: Transcript) -> None:
+        self.run_id = run_id
+        self.chain = chain
+        self.state = state
+        self.transcript = transcript
+        self.pending: list[Event] = []
+        self.args: dict[str, Any] = {}  # decoded arguments of calls decided in this process
+
+    def add(self, event: Event) -> None:
+        self.state = apply(self.state, event)
+        self.transcript.apply(event)
+        self.pending.append(event)
+
+
+async def load_run(store: Store, run_id: str) -> tuple[list[Any], RunState, Chain]:
+    """Read, verify and fold a run's log: its stored events, state and chain head."""
+    stored = await store.read(run_id)
+    if not stored:
+        raise RunNotFound(run_id)
+    verify(stored)
+    events = [decode_event(s.payload) for s in stored]
+    return events, fold(events), Chain.after(run_id, stored)
+
+
+@final
+class Engine:
+    """Drives runs of one agent: a model, its tools and a store.
+
+    clock and ids are injected so that tests and replays are deterministic. ``owner``
+    names this process in leases; two engines never advance the same run at once.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        model: Model,
+        tools: Tools,
+        *,
+        limits: Limits | None = None,
+        prices: PriceTable | None = None,
+        clock: Clock | None = None,
+        ids: IdSource | None = None,
+        owner: str | None = None,
+        lease_ttl_s: float = 30.0,
+        model_retry: Retry | None = None,
+    ) -> None:
+        self.store = store
+        self.model = model
+        self.tools = tools
+        self.limits = limits or Limits()
+        self.prices = prices or PriceTable()
+        self.clock = clock or SystemClock()
+        self.ids = ids or RandomIds()
+        self.owner = owner or RandomIds().new_id("engine")
+        self.lease_ttl_s = lease_ttl_s
+        self.model_retry = model_retry or Retry(attempts=3, base_delay_s=0.2)
+        self._renewed: dict[str, float] = {}
+
+    async def start(
+        self,
+        messages: str | Sequence[Message],
+        *,
+        principal: Principal,
+        limits: Limits | None = None,
+        run_id: str | None = None,
+    ) -> RunResult:
+        """Start a run and drive it until it ends or waits for a reviewer."""
+        if isinstance(messages, str):
+            messages = (Message(role="user", content=messages),)
+        run_id = run_id or self.ids.new_id("run")
+        run = _Run(run_id, Chain(run_id), RunState(), Transcript())
+        await self._lease(run_id)
+        run.add(RunStarted(
+            at=self.clock.now_us(), messages=tuple(messages), principal=principal,
+            limits=limits or self.limits, model=self.model.name, tools=self.tools.names,
+        ))
+        return await self._drive(run)
+
+    async def resume(self, run_id: str) -> RunResult:
+        """Continue an unfinished run from its log alone.
+
+        A finished run, or one still waiting for a decision, is returned as it stands.
+        Calls started before a crash with no result run again if their tool is
+        idempotent; otherwise the run stops, interrupted, until ``resolve_call``.
+        """
+        await self._lease(run_id)
+        try:
+            events, state, chain = await load_run(self.store, run_id)
+        except BaseException:
+            await self._release(run_id)
+            raise
+        run = _Run(run_id, chain, state, Transcript(events))
+        if state.terminal or state.phase is Phase.INTERRUPTED:
+            await self._release(run_id)
+            return RunResult.of(run_id, state)
+        for event in resume_events(state, self.clock.now_us(), self.owner):
+            run.add(event)
+        return await self._drive(run)
+
+    async def _drive(self, run: _Run) -> RunResult:
+        try:
+            while True:
+                effect = next_effect(run.state)
+                if isinstance(effect, Record):
+                    run.add(effect.event)
+                elif isinstance(effect, DecideCalls):
+                    self._decide(run, effect)
+                elif isinstance(effect, CallModel):
+                    await self._flush(run)
+                    run.add(await self._call_model(run))
+                elif isinstance(effect, RunTools):
+                    if not all(s.idempotent for s in effect.calls):
+                        await self._flush(run)
+                    for event in await self._run_tools(run, effect.calls):
+                        run.add(event)
+                else:  # Finish, AwaitDecision or Idle: the run stops here
+                    await self._flush(run)
+                    return RunResult.of(run.run_id, run.state)
+        except anyio.get_cancelled_exc_class():
+            with anyio.CancelScope(shield=True):
+                if not run.state.terminal:
+                    run.add(RunCancelled(at=self.clock.now_us(), reason="the task driving the run was cancelled"))
+                await self._flush(run)
+            raise
+        finally:
+            with anyio.CancelScope(shield=True):
+                await self._release(run.run_id)
+
+    def _decide(self, run: _Run, effect: DecideCalls) -> None:
+        principal = run.state.principal
+        for call in effect.calls:
+            event, args = self.tools.decide(call, principal, self.clock.now_us())
+            if args is not None:
+                run.args[call.id] = args
+            run.add(event)
+
+    async def _flush(self, run: _Run) -> None:
+        if not run.pending:
+            return
+        await self._renew(run.run_id)
+        sealed = run.chain.seal(run.pending)
+        await self.store.append(sealed)
+        run.chain.advance(sealed)
+        run.pending.clear()
+
+    def _remaining(self, state: RunState) -> float:
+        deadline = state.limits.deadline_s
+        if deadline is None:
+            return float("inf")
+        return deadline - (self.clock.now_us() - state.started_at) / 1e6
+
+    def _deadline_passed(self, state: RunState) -> LimitExceeded:
+        elapsed = (self.clock.now_us() - state.started_at) / 1e6
+        return LimitExceeded(
+            at=self.clock.now_us(), limit="deadline", value=elapsed, ceiling=state.limits.deadline_s or 0,
+            detail="the deadline passed while router waited",
+        )
+
+    async def _call_model(self, run: _Run) -> Event:
+        state = run.state
+        begin = self.clock.now_us()
+        error = ""
+        with anyio.move_on_after(self._remaining(state)):
+            for attempt in range(1, self.model_retry.attempts + 1):
+                if attempt > 1:
+                    await anyio.sleep(self.model_retry.delay_before(attempt))
+                try:
+                    turn = await self.model.respond(run.transcript.messages, self.tools.schemas)
+                    if not isinstance(turn, ModelTurn):
+                        raise TypeError(f"the model returned {type(turn).__name__}, not ModelTurn")
+                    return self._responded(state, turn, begin)
+                except Exception as exc:  # recorded as run_failed once the retries are spent
+                    error = f"{type(exc).__name__}: {exc}"
+            return RunFailed(
+                at=self.clock.now_us(), code="model_error",
+                reason=f"the model failed {self.model_retry.attempts} times; last error: {error}",
+            )
+        return self._deadline_passed(state)
+
+    def _responded(self, state: RunState, turn: ModelTurn, begin: int) -> ModelResponded:
+        now = self.clock.now_us()
+        model = turn.model or self.model.name
+        step = state.steps + 1
+        return ModelResponded(
+            at=now, step=step, text=turn.text, tool_calls=record_calls(step, turn.tool_calls),
+            usage=turn.usage, cost_nusd=self.prices.cost_nusd(model, turn.usage), model=model,
+            latency_us=now - begin,
+        )
+
+    async def _run_tools(self, run: _Run, calls: tuple[ToolStarted, ...]) -> list[Event]:
+        """Run the calls concurrently; results come back in call order."""
+        results: list[Event | None] = [None] * len(calls)
+
+        async def one(i: int) -> None:
+            results[i] = await self._run_tool(run, calls[i])
+
+        with anyio.move_on_after(self._remaining(run.state)) as scope:
+            if len(calls) == 1:
+                await one(0)
+            else:
+                async with anyio.create_task_group() as tg:
+                    for i in range(len(calls)):
+                        tg.start_soon(one, i)
+        done = [r for r in results if r is not None]
+        if scope.cancelled_caught:
+            done.append(self._deadline_passed(run.state))
+        return done
+
+    async def _run_tool(self, run: _Run, started: ToolStarted) -> Event:
+        t = self.tools[started.tool]
+        args = run.args.pop(started.call_id, None)
+        if args is None:  # decided by another process before a crash
+            args = t.decode(started.arguments)
+        timeout = t.timeout_s if t.timeout_s is not None else run.state.limits.tool_timeout_s
+        begin = self.clock.now_us()
+        errors: list[str] = []
+        timeouts = 0
+        for attempt in range(1, t.retry.attempts + 1):
+            if attempt > 1:
+                await anyio.sleep(t.retry.delay_before(attempt))
+            try:
+                with anyio.fail_after(timeout if timeout is not None else float("inf")):
+                    if t.is_async:
+                        value = await t.call(args)
+                    elif t.inline:
+                        value = t.call(args)
+                    else:
+                        value = await anyio.to_thread.run_sync(t.call, args, abandon_on_cancel=True)
+            except TimeoutError:
+                timeouts += 1
+                errors.append(f"timed out after {timeout:g} s")
+                continue
+            except Exception as exc:  # a tool's failure is an event fed back to the model
+                errors.append(f"{type(exc).__name__}: {exc}")
+                continue
+            latency = self.clock.now_us() - begin
+            try:
+                result = encode_result(value)
+            except (TypeError, ValueError) as exc:
+                return ToolFailed(
+                    at=self.clock.now_us(), call_id=started.call_id, tool=t.name,
+                    error=f"the result is not JSON-encodable: {exc}", latency_us=latency, attempts=attempt,
+                )
+            return ToolSucceeded(
+                at=self.clock.now_us(), call_id=started.call_id, tool=t.name, result=result,
+                latency_us=latency, attempts=attempt,
+            )
+        return ToolFailed(
+            at=self.clock.now_us(), call_id=started.call_id, tool=t.name, error="; ".join(errors),
+            timed_out=timeouts == t.retry.attempts, latency_us=self.clock.now_us() - begin,
+            attempts=t.retry.attempts,
+        )
+
+    async def _lease(self, run_id: str) -> None:
+        await self.store.acquire_lease(run_id, self.owner, self.lease_ttl_s)
+        self._renewed[run_id] = time.monotonic()
+
+    async def _renew(self, run_id: str) -> None:
+        if time.monotonic() - self._renewed.get(run_id, 0.0) > self.lease_ttl_s / 3:
+            await self._lease(run_id)
+
+    async def _release(self, run_id: str) -> None:
+        self._renewed.pop(run_id, None)
+        await self.store.release_lease(run_id, self.owner)
+
+
+async def resolve_call(
+    store: Store,
+    run_id: str,
+    call_id: str,
+    decision: Literal["retry", "supply", "fail"],
+    *,
+    result: Any = None,
+    by: str = "",
+    note: str = "",
+    clock: Clock | None = None,
+    owner: str | None = None,
+) -> RunState:
+    """Record a reviewer's decision on an interrupted call; returns the run's new state.
+
+    retry: start the call again when the run resumes. supply: take ``result`` (any
+    JSON-encodable value) as the call's result without running it. fail: end the run.
+    Raises DecisionError if the call is not waiting for a decision.
+    """
+    owner = owner or RandomIds().new_id("reviewer")
+    clock = clock or SystemClock()
+    await store.acquire_lease(run_id, owner, 30.0)
+    try:
+        _, state, chain = await load_run(store, run_id)
+        if state.phase is not Phase.INTERRUPTED:
+            raise DecisionError(run_id, call_id, f"the run is {state.phase}, not interrupted")
+        if not any(c.call.id == call_id and c.status == "interrupted" for c in state.calls):
+            waiting = ", ".join(c.call.id for c in state.calls if c.status == "interrupted")
+            raise DecisionError(run_id, call_id, f"no such call waits for a decision (waiting: {waiting})")
+        encoded = ""
+        if decision == "supply":
+            try:
+                encoded = encode_result(result)
+            except (TypeError, ValueError) as exc:
+                raise DecisionError(run_id, call_id, f"the supplied result is not JSON-encodable: {exc}") from exc
+        event = ToolCallResolved(
+            at=clock.now_us(), call_id=call_id, decision=decision, result=encoded, by=by, note=note,
+        )
+        sealed = chain.seal([event])
+        await store.append(sealed)
+        return apply(state, event)
+    finally:
+        with anyio.CancelScope(shield=True):
+            await store.release_lease(run_id, owner)

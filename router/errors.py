@@ -1,0 +1,109 @@
+"""The exceptions router raises. Every one is a RouterError with a stable ``code``.
+
+What a model causes (bad arguments, an unknown tool, a denied call) is never an
+exception: it is an event in the run's log. Exceptions are for callers and
+operators: a wrong configuration, a store that refuses, a chain that does not verify.
+
+    RouterError
+    ├── ConfigError          a tool, limit or option is declared wrongly
+    ├── RunNotFound          no events exist for the run id
+    ├── RunNotResumable      the run is terminal, or waits for a decision
+    ├── DecisionError        a decision names no interrupted call
+    └── StoreError           the store refused or failed
+        ├── SeqConflict      an append does not continue the run's chain
+        ├── LeaseHeld        another owner holds the run's lease
+        ├── LeaseLost        our lease expired or was taken over
+        └── ChainBroken      a stored hash does not match its event
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ChainBroken",
+    "ConfigError",
+    "DecisionError",
+    "LeaseHeld",
+    "LeaseLost",
+    "RouterError",
+    "RunNotFound",
+    "RunNotResumable",
+    "SeqConflict",
+    "StoreError",
+]
+
+
+class RouterError(Exception):
+    """Base of every router exception; ``code`` is stable and documented."""
+
+    code = "router_error"
+
+
+class ConfigError(RouterError):
+    code = "config_error"
+
+
+class RunNotFound(RouterError):
+    code = "run_not_found"
+
+    def __init__(self, run_id: str) -> None:
+        self.run_id = run_id
+        super().__init__(f"no run with id {run_id!r}")
+
+
+class RunNotResumable(RouterError):
+    code = "run_not_resumable"
+
+    def __init__(self, run_id: str, phase: str) -> None:
+        self.run_id = run_id
+        self.phase = phase
+        super().__init__(f"run {run_id!r} is {phase} and cannot be resumed")
+
+
+class DecisionError(RouterError):
+    code = "decision_error"
+
+    def __init__(self, run_id: str, call_id: str, reason: str) -> None:
+        self.run_id = run_id
+        self.call_id = call_id
+        super().__init__(f"run {run_id!r}, call {call_id!r}: {reason}")
+
+
+class StoreError(RouterError):
+    code = "store_error"
+
+
+class SeqConflict(StoreError):
+    code = "seq_conflict"
+
+    def __init__(self, run_id: str, seq: int, reason: str) -> None:
+        self.run_id = run_id
+        self.seq = seq
+        super().__init__(f"run {run_id!r}: append at seq {seq} refused: {reason}")
+
+
+class LeaseHeld(StoreError):
+    code = "lease_held"
+
+    def __init__(self, run_id: str, owner: str) -> None:
+        self.run_id = run_id
+        self.owner = owner
+        super().__init__(f"run {run_id!r} is being advanced by {owner!r}")
+
+
+class LeaseLost(StoreError):
+    code = "lease_lost"
+
+    def __init__(self, run_id: str, owner: str) -> None:
+        self.run_id = run_id
+        self.owner = owner
+        super().__init__(f"lease on run {run_id!r} held by {owner!r} expired or was taken")
+
+
+class ChainBroken(StoreError):
+    code = "chain_broken"
+
+    def __init__(self, run_id: str, seq: int, reason: str) -> None:
+        self.run_id = run_id
+        self.seq = seq
+        self.reason = reason
+        super().__init__(f"run {run_id!r}: chain broken at seq {seq}: {reason}")

@@ -1,0 +1,275 @@
+"""Every fact a run records, as frozen msgspec Structs in one tagged union.
+
+A run is the sequence of these events and nothing else: its state is a fold of them
+(see ``router.fsm``). Each event carries ``at``, the injected clock's reading in
+microseconds, which is recorded as a fact and never read back as "now".
+
+The encoding is canonical: one encoder, struct fields in declaration order, dict keys
+sorted, defaults omitted. Equal runs give byte-equal payloads.
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import Literal, TypeAlias, Union
+
+import msgspec
+
+__all__ = [
+    "EVENT_TYPES",
+    "Event",
+    "Kind",
+    "Limits",
+    "LimitExceeded",
+    "Message",
+    "ModelResponded",
+    "Principal",
+    "RunCancelled",
+    "RunFailed",
+    "RunInterrupted",
+    "RunResumed",
+    "RunStarted",
+    "StoredEvent",
+    "ToolCall",
+    "ToolCallDenied",
+    "ToolCallRejected",
+    "ToolCallResolved",
+    "ToolFailed",
+    "ToolStarted",
+    "ToolSucceeded",
+    "Usage",
+    "decode_event",
+    "encode_event",
+    "kind_of",
+]
+
+
+class Data(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True, gc=False):
+    """Base of the plain records that events carry."""
+
+
+class ToolCall(Data):
+    """One tool call as the model proposed it, arguments still unparsed."""
+
+    id: str
+    name: str
+    arguments: str
+    invalid_utf8: bool = False  # the model's bytes were not UTF-8; ``arguments`` is escaped
+
+
+class Usage(Data):
+    input_tokens: int = 0
+    output_tokens: int = 0
+
+    @property
+    def total_tokens(self) -> int:
+        return self.input_tokens + self.output_tokens
+
+
+class Message(Data):
+    """One message of the conversation the model sees."""
+
+    role: Literal["system", "user", "assistant", "tool"]
+    content: str = ""
+    tool_calls: tuple[ToolCall, ...] = ()
+    call_id: str = ""  # for role "tool": the call this message answers
+    name: str = ""  # for role "tool": the tool's name
+
+
+class Principal(Data):
+    """Who a run acts for: an id and the roles it holds."""
+
+    id: str
+    roles: frozenset[str] = frozenset()
+
+
+class Limits(Data, omit_defaults=False):
+    """Hard limits of a run. ``None`` turns a limit off.
+
+    A step is one model turn. Limits gate the next effect: a run that crosses one ends
+    in ``limit_exceeded`` before router calls the model or a tool again.
+    """
+
+    max_steps: int = 50
+    max_tool_calls: int = 200
+    max_input_tokens: int | None = None
+    max_output_tokens: int | None = None
+    max_total_tokens: int | None = None
+    max_cost_usd: float | None = None
+    deadline_s: float | None = None
+    tool_timeout_s: float | None = 30.0
+    max_repeats: int = 3  # the same tool with the same arguments, within loop_window calls
+    loop_window: int = 10
+    max_rejected_calls: int = 5  # invalid, unknown or denied calls per run
+
+
+class Event(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True, gc=False, tag_field="kind"):
+    """Base of every event. ``at`` is the clock's reading in microseconds."""
+
+    at: int
+
+
+class RunStarted(Event, tag="run_started"):
+    messages: tuple[Message, ...]
+    principal: Principal
+    limits: Limits
+    model: str
+    tools: tuple[str, ...] = ()
+
+
+class ModelResponded(Event, tag="model_responded"):
+    step: int
+    text: str = ""
+    tool_calls: tuple[ToolCall, ...] = ()
+    usage: Usage = Usage()
+    cost_nusd: int = 0  # cost in billionths of a US dollar, from the run's price table
+    model: str = ""
+    latency_us: int = 0
+
+
+class ToolCallRejected(Event, tag="tool_call_rejected"):
+    """A proposed call that cannot run: unknown tool or invalid arguments."""
+
+    call_id: str
+    tool: str
+    code: Literal["unknown_tool", "invalid_arguments", "malformed_json", "oversized", "not_utf8"]
+    reason: str
+    path: str = ""  # where in the arguments, as $.field[0].sub
+
+
+class ToolCallDenied(Event, tag="tool_call_denied"):
+    call_id: str
+    tool: str
+    principal: str
+    missing: tuple[str, ...]
+
+
+class ToolStarted(Event, tag="tool_started"):
+    call_id: str
+    tool: str
+    arguments: str  # canonical JSON of the validated arguments
+    idempotent: bool
+    attempt: int = 1  # 2 and more after a reviewer asked for a retry
+
+
+class ToolSucceeded(Event, tag="tool_succeeded"):
+    call_id: str
+    tool: str
+    result: str  # JSON
+    latency_us: int = 0
+    attempts: int = 1
+    supplied_by: str = ""  # a reviewer supplied this result instead of running the tool
+
+
+class ToolFailed(Event, tag="tool_failed"):
+    call_id: str
+    tool: str
+    error: str
+    timed_out: bool = False
+    latency_us: int = 0
+    attempts: int = 1
+
+
+class RunResumed(Event, tag="run_resumed"):
+    owner: str
+
+
+class RunInterrupted(Event, tag="run_interrupted"):
+    """Calls started before a crash, with no result, whose tools are not idempotent."""
+
+    call_ids: tuple[str, ...]
+    reason: str
+
+
+class ToolCallResolved(Event, tag="tool_call_resolved"):
+    """A reviewer's decision on an interrupted call."""
+
+    call_id: str
+    decision: Literal["retry", "supply", "fail"]
+    result: str = ""  # JSON, for "supply"
+    by: str = ""
+    note: str = ""
+
+
+class LimitExceeded(Event, tag="limit_exceeded"):
+    limit: str
+    value: float
+    ceiling: float
+    detail: str = ""
+
+
+class RunFailed(Event, tag="run_failed"):
+    code: str
+    reason: str
+
+
+class RunCancelled(Event, tag="run_cancelled"):
+    reason: str = ""
+
+
+AnyEvent: TypeAlias = Union[
+    RunStarted,
+    ModelResponded,
+    ToolCallRejected,
+    ToolCallDenied,
+    ToolStarted,
+    ToolSucceeded,
+    ToolFailed,
+    RunResumed,
+    RunInterrupted,
+    ToolCallResolved,
+    LimitExceeded,
+    RunFailed,
+    RunCancelled,
+]
+
+EVENT_TYPES: tuple[type[Event], ...] = AnyEvent.__args__  # type: ignore[attr-defined]
+
+
+class Kind(enum.StrEnum):
+    """The stable ``kind`` tag of every event type."""
+
+    RUN_STARTED = "run_started"
+    MODEL_RESPONDED = "model_responded"
+    TOOL_CALL_REJECTED = "tool_call_rejected"
+    TOOL_CALL_DENIED = "tool_call_denied"
+    TOOL_STARTED = "tool_started"
+    TOOL_SUCCEEDED = "tool_succeeded"
+    TOOL_FAILED = "tool_failed"
+    RUN_RESUMED = "run_resumed"
+    RUN_INTERRUPTED = "run_interrupted"
+    TOOL_CALL_RESOLVED = "tool_call_resolved"
+    LIMIT_EXCEEDED = "limit_exceeded"
+    RUN_FAILED = "run_failed"
+    RUN_CANCELLED = "run_cancelled"
+
+
+_KINDS: dict[type[Event], Kind] = {t: Kind(t.__struct_config__.tag) for t in EVENT_TYPES}
+
+
+def kind_of(event: Event) -> Kind:
+    return _KINDS[type(event)]
+
+
+class StoredEvent(msgspec.Struct, frozen=True, gc=False):
+    """An event as a store holds it: position, canonical payload and chain links."""
+
+    run_id: str
+    seq: int
+    kind: str
+    payload: bytes
+    prev_hash: bytes
+    hash: bytes
+
+
+_encoder = msgspec.json.Encoder(order="deterministic")
+_decoder: msgspec.json.Decoder[AnyEvent] = msgspec.json.Decoder(AnyEvent)
+
+
+def encode_event(event: Event) -> bytes:
+    """The canonical bytes of an event (its stored payload)."""
+    return _encoder.encode(event)
+
+
+def decode_event(payload: bytes) -> AnyEvent:
+    return _decoder.decode(payload)

@@ -1,0 +1,371 @@
+"""The agent loop as an explicit finite-state machine. Pure: no I/O, no clock, no randomness.
+
+``transition(state, event) -> (state, effects)`` is total: a (phase, event kind) pair
+that is not in ``TABLE`` never raises; it marks the state faulty and the next effect
+records a ``run_failed`` event. ``fold(events)`` rebuilds a run's state from its log.
+``next_effect(state)`` says what the driver must do next; limits are checked there,
+before every effect, so crossing one ends the run before router calls anything again.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable, Iterable
+from typing import Literal, TypeAlias
+
+import msgspec
+from msgspec.structs import replace
+
+from .events import (
+    Event,
+    Kind,
+    LimitExceeded,
+    Limits,
+    ModelResponded,
+    Principal,
+    RunFailed,
+    RunInterrupted,
+    RunResumed,
+    RunStarted,
+    ToolCall,
+    ToolCallDenied,
+    ToolCallRejected,
+    ToolCallResolved,
+    ToolFailed,
+    ToolStarted,
+    ToolSucceeded,
+    Usage,
+    kind_of,
+)
+from .limits import call_signature, check_limits
+
+__all__ = [
+    "TABLE",
+    "TERMINAL",
+    "AwaitDecision",
+    "CallModel",
+    "CallState",
+    "DecideCalls",
+    "Effect",
+    "Finish",
+    "Idle",
+    "Phase",
+    "Record",
+    "RunState",
+    "RunTools",
+    "fold",
+    "mermaid",
+    "next_effect",
+    "resume_events",
+    "transition",
+]
+
+
+class Phase(enum.StrEnum):
+    NEW = "new"
+    AWAITING_MODEL = "awaiting_model"
+    RUNNING_TOOLS = "running_tools"
+    INTERRUPTED = "interrupted"
+    DONE = "done"
+    FAILED = "failed"
+    LIMIT_EXCEEDED = "limit_exceeded"
+    CANCELLED = "cancelled"
+
+
+TERMINAL = frozenset({Phase.DONE, Phase.FAILED, Phase.LIMIT_EXCEEDED, Phase.CANCELLED})
+LIVE = tuple(p for p in Phase if p not in TERMINAL and p is not Phase.NEW)
+
+CallStatus: TypeAlias = Literal["proposed", "started", "interrupted", "done"]
+
+
+class CallState(msgspec.Struct, frozen=True, gc=False):
+    """One call of the current model turn."""
+
+    call: ToolCall
+    status: CallStatus = "proposed"
+    attempt: int = 0  # how many times it was started
+    started: ToolStarted | None = None
+
+
+class RunState(msgspec.Struct, frozen=True, gc=False):
+    phase: Phase = Phase.NEW
+    limits: Limits = Limits()
+    principal: Principal = Principal(id="")
+    model: str = ""
+    started_at: int = 0
+    last_at: int = 0
+    steps: int = 0
+    tool_calls: int = 0
+    rejected: int = 0
+    usage: Usage = Usage()
+    cost_nusd: int = 0
+    recent_calls: tuple[str, ...] = ()
+    calls: tuple[CallState, ...] = ()
+    output: str = ""
+    reason: str = ""  # why the run ended, for the terminal phases other than done
+    timed_out: str = ""  # a call that timed out on every attempt
+    fault: str = ""  # an event that was not allowed where it arrived
+
+    @property
+    def terminal(self) -> bool:
+        return self.phase in TERMINAL
+
+
+# --- effects: what the driver must do next -------------------------------------------
+
+
+class Effect(msgspec.Struct, frozen=True, gc=False):
+    pass
+
+
+class Idle(Effect):
+    """Nothing to do: the run has not started."""
+
+
+class CallModel(Effect):
+    pass
+
+
+class DecideCalls(Effect):
+    """Validate and authorize these proposed calls; record a decision for each."""
+
+    calls: tuple[ToolCall, ...]
+
+
+class RunTools(Effect):
+    """Run these started calls and record their results in this order."""
+
+    calls: tuple[ToolStarted, ...]
+
+
+class Record(Effect):
+    """Append an event the core decided (a limit crossed, a failure)."""
+
+    event: Event
+
+
+class AwaitDecision(Effect):
+    call_ids: tuple[str, ...]
+
+
+class Finish(Effect):
+    phase: Phase
+
+
+# --- the transition table -------------------------------------------------------------
+
+Handler: TypeAlias = Callable[[RunState, Event], RunState]
+
+
+def _start(state: RunState, event: Event) -> RunState:
+    assert isinstance(event, RunStarted)
+    return replace(
+        state, phase=Phase.AWAITING_MODEL, limits=event.limits, principal=event.principal,
+        model=event.model, started_at=event.at,
+    )
+
+
+def _model_responded(state: RunState, event: Event) -> RunState:
+    assert isinstance(event, ModelResponded)
+    usage = Usage(
+        input_tokens=state.usage.input_tokens + event.usage.input_tokens,
+        output_tokens=state.usage.output_tokens + event.usage.output_tokens,
+    )
+    common = {"steps": state.steps + 1, "usage": usage, "cost_nusd": state.cost_nusd + event.cost_nusd}
+    if not event.tool_calls:
+        return replace(state, phase=Phase.DONE, output=event.text, calls=(), **common)
+    window = state.limits.loop_window
+    recent = (state.recent_calls + tuple(call_signature(c) for c in event.tool_calls))[-window:]
+    calls = tuple(CallState(c) for c in event.tool_calls)
+    return replace(state, phase=Phase.RUNNING_TOOLS, calls=calls, recent_calls=recent, **common)
+
+
+def _find(state: RunState, call_id: str, status: CallStatus) -> int:
+    for i, c in enumerate(state.calls):
+        if c.call.id == call_id and c.status == status:
+            return i
+    return -1
+
+
+def _settle(state: RunState, index: int, updated: CallState, **changes: object) -> RunState:
+    calls = state.calls[:index] + (updated,) + state.calls[index + 1 :]
+    phase = state.phase
+    if all(c.status == "done" for c in calls):
+        phase = Phase.AWAITING_MODEL
+    elif phase is Phase.INTERRUPTED and not any(c.status == "interrupted" for c in calls):
+        phase = Phase.RUNNING_TOOLS
+    return replace(state, calls=calls, phase=phase, **changes)  # type: ignore[arg-type]
+
+
+def _fault(state: RunState, event: Event, why: str) -> RunState:
+    return replace(state, fault=f"{kind_of(event)} in phase {state.phase}: {why}")
+
+
+def _refused(state: RunState, event: Event) -> RunState:
+    assert isinstance(event, ToolCallRejected | ToolCallDenied)
+    i = _find(state, event.call_id, "proposed")
+    if i < 0:
+        return _fault(state, event, f"no proposed call {event.call_id!r}")
+    return _settle(state, i, replace(state.calls[i], status="done"), rejected=state.rejected + 1)
+
+
+def _tool_started(state: RunState, event: Event) -> RunState:
+    assert isinstance(event, ToolStarted)
+    i = _find(state, event.call_id, "proposed")
+    if i < 0:
+        return _fault(state, event, f"no proposed call {event.call_id!r}")
+    old = state.calls[i]
+    new = replace(old, status="started", attempt=old.attempt + 1, started=event)
+    calls = state.calls[:i] + (new,) + state.calls[i + 1 :]
+    return replace(state, calls=calls, tool_calls=state.tool_calls + (old.attempt == 0))
+
+
+def _tool_ended(state: RunState, event: Event) -> RunState:
+    assert isinstance(event, ToolSucceeded | ToolFailed)
+    i = _find(state, event.call_id, "started")
+    if i < 0:
+        return _fault(state, event, f"no started call {event.call_id!r}")
+    timed_out = event.call_id if isinstance(event, ToolFailed) and event.timed_out else state.timed_out
+    return _settle(state, i, replace(state.calls[i], status="done"), timed_out=timed_out)
+
+
+def _interrupted(state: RunState, event: Event) -> RunState:
+    assert isinstance(event, RunInterrupted)
+    calls = list(state.calls)
+    for call_id in event.call_ids:
+        i = _find(state, call_id, "started")
+        if i < 0:
+            return _fault(state, event, f"no started call {call_id!r}")
+        calls[i] = replace(calls[i], status="interrupted")
+    return replace(state, phase=Phase.INTERRUPTED, calls=tuple(calls))
+
+
+def _resolved(state: RunState, event: Event) -> RunState:
+    assert isinstance(event, ToolCallResolved)
+    i = _find(state, event.call_id, "interrupted")
+    if i < 0:
+        return _fault(state, event, f"no interrupted call {event.call_id!r}")
+    if event.decision == "fail":
+        reason = f"call {event.call_id} failed by {event.by or 'a reviewer'}: {event.note}".rstrip(": ")
+        return replace(state, phase=Phase.FAILED, reason=reason)
+    status: CallStatus = "proposed" if event.decision == "retry" else "done"
+    return _settle(state, i, replace(state.calls[i], status=status))
+
+
+def _resumed(state: RunState, event: Event) -> RunState:
+    return state
+
+
+def _ended(phase: Phase) -> Handler:
+    def end(state: RunState, event: Event) -> RunState:
+        if isinstance(event, LimitExceeded):
+            reason = f"{event.limit}: {event.value:g} > {event.ceiling:g}"
+            reason += f" ({event.detail})" if event.detail else ""
+        else:
+            reason = getattr(event, "reason", "")
+        return replace(state, phase=phase, reason=reason)
+
+    return end
+
+
+Entry: TypeAlias = tuple[Handler, tuple[Phase, ...]]
+
+TABLE: dict[tuple[Phase, Kind], Entry] = {
+    (Phase.NEW, Kind.RUN_STARTED): (_start, (Phase.AWAITING_MODEL,)),
+    (Phase.AWAITING_MODEL, Kind.MODEL_RESPONDED): (_model_responded, (Phase.RUNNING_TOOLS, Phase.DONE)),
+    (Phase.RUNNING_TOOLS, Kind.TOOL_CALL_REJECTED): (_refused, (Phase.RUNNING_TOOLS, Phase.AWAITING_MODEL)),
+    (Phase.RUNNING_TOOLS, Kind.TOOL_CALL_DENIED): (_refused, (Phase.RUNNING_TOOLS, Phase.AWAITING_MODEL)),
+    (Phase.RUNNING_TOOLS, Kind.TOOL_STARTED): (_tool_started, (Phase.RUNNING_TOOLS,)),
+    (Phase.RUNNING_TOOLS, Kind.TOOL_SUCCEEDED): (_tool_ended, (Phase.RUNNING_TOOLS, Phase.AWAITING_MODEL)),
+    (Phase.RUNNING_TOOLS, Kind.TOOL_FAILED): (_tool_ended, (Phase.RUNNING_TOOLS, Phase.AWAITING_MODEL)),
+    (Phase.RUNNING_TOOLS, Kind.RUN_INTERRUPTED): (_interrupted, (Phase.INTERRUPTED,)),
+    (Phase.INTERRUPTED, Kind.TOOL_CALL_RESOLVED): (
+        _resolved, (Phase.INTERRUPTED, Phase.RUNNING_TOOLS, Phase.AWAITING_MODEL, Phase.FAILED),
+    ),
+}
+for _phase in LIVE:
+    TABLE[(_phase, Kind.RUN_RESUMED)] = (_resumed, (_phase,))
+    TABLE[(_phase, Kind.LIMIT_EXCEEDED)] = (_ended(Phase.LIMIT_EXCEEDED), (Phase.LIMIT_EXCEEDED,))
+    TABLE[(_phase, Kind.RUN_FAILED)] = (_ended(Phase.FAILED), (Phase.FAILED,))
+    TABLE[(_phase, Kind.RUN_CANCELLED)] = (_ended(Phase.CANCELLED), (Phase.CANCELLED,))
+
+
+def apply(state: RunState, event: Event) -> RunState:
+    """Fold one event into the state. Never raises."""
+    entry = TABLE.get((state.phase, kind_of(event)))
+    if entry is None:
+        return _fault(state, event, "not in the transition table")
+    try:
+        new = entry[0](state, event)
+    except Exception as exc:  # a malformed event must become a fault, never escape
+        return _fault(state, event, f"{type(exc).__name__}: {exc}")
+    return new if new.fault else replace(new, last_at=max(new.last_at, event.at))
+
+
+def next_effect(state: RunState) -> Effect:
+    """What the driver must do next. Limits are checked here, before every effect."""
+    if state.phase in TERMINAL:
+        return Finish(state.phase)
+    if state.phase is Phase.NEW:
+        return Idle()
+    if state.fault:
+        return Record(RunFailed(at=state.last_at, code="invalid_transition", reason=state.fault))
+    exceeded = check_limits(state)
+    if exceeded is not None:
+        return Record(exceeded)
+    if state.phase is Phase.AWAITING_MODEL:
+        return CallModel()
+    if state.phase is Phase.INTERRUPTED:
+        return AwaitDecision(tuple(c.call.id for c in state.calls if c.status == "interrupted"))
+    proposed = tuple(c.call for c in state.calls if c.status == "proposed")
+    if proposed:
+        return DecideCalls(proposed)
+    return RunTools(tuple(c.started for c in state.calls if c.status == "started" and c.started is not None))
+
+
+def transition(state: RunState, event: Event) -> tuple[RunState, tuple[Effect, ...]]:
+    """The pure, total transition function: the new state and what to do next."""
+    new = apply(state, event)
+    return new, (next_effect(new),)
+
+
+def fold(events: Iterable[Event], state: RunState | None = None) -> RunState:
+    state = state or RunState()
+    for event in events:
+        state = apply(state, event)
+    return state
+
+
+def resume_events(state: RunState, at: int, owner: str) -> list[Event]:
+    """The events that open a resumed run: who resumed it and, if calls that are not
+    idempotent were started without a recorded result, the interruption that waits for a
+    reviewer. Idempotent calls in that position simply run again."""
+    events: list[Event] = [RunResumed(at=at, owner=owner)]
+    if state.phase is Phase.RUNNING_TOOLS and not state.fault:
+        unsure = tuple(
+            c.call.id for c in state.calls
+            if c.status == "started" and c.started is not None and not c.started.idempotent
+        )
+        if unsure:
+            events.append(RunInterrupted(
+                at=at, call_ids=unsure,
+                reason="started before a crash with no recorded result; the tool is not idempotent",
+            ))
+    return events
+
+
+def mermaid() -> str:
+    """The transition table as a Mermaid state diagram."""
+    lines = ["stateDiagram-v2", f"    [*] --> {Phase.NEW.value}"]
+    seen: set[tuple[str, str, str]] = set()
+    for (phase, kind), (_, targets) in TABLE.items():
+        for target in targets:
+            edge = (phase.value, target.value, kind.value)
+            if edge not in seen:
+                seen.add(edge)
+                lines.append(f"    {phase.value} --> {target.value}: {kind.value}")
+    for phase in LIVE:
+        lines.append(f"    {phase.value} --> {Phase.FAILED.value}: any other event (run_failed)")
+    for phase in sorted(TERMINAL):
+        lines.append(f"    {phase.value} --> [*]")
+    return "\n".join(lines)

@@ -1,0 +1,1 @@
+"""Model adapters. Each implements ``router.protocols.Model``."""

@@ -1,0 +1,47 @@
+"""A deterministic model for tests, the bench and the demo: no network, no randomness."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any, final
+
+from ..events import Message, Usage
+from ..protocols import ModelTurn, ProposedCall
+
+__all__ = ["ScriptedModel", "call", "say"]
+
+Script = Callable[[Sequence[Message]], ModelTurn]
+
+
+def call(name: str, arguments: str | bytes, call_id: str = "", *, usage: Usage | None = None) -> ModelTurn:
+    """A turn that proposes one tool call."""
+    return ModelTurn(tool_calls=(ProposedCall(call_id, name, arguments),), usage=usage or Usage())
+
+
+def say(text: str, *, usage: Usage | None = None) -> ModelTurn:
+    """A turn that answers with text and ends the run."""
+    return ModelTurn(text=text, usage=usage or Usage())
+
+
+@final
+class ScriptedModel:
+    """Plays a list of turns in order, or asks a function for each turn.
+
+    From a list, the turn is chosen by the number of assistant messages so far, so a
+    resumed run picks up where its log left off. Past the end of the list it answers
+    ``"(script ended)"``, which ends the run.
+    """
+
+    def __init__(self, script: Sequence[ModelTurn] | Script, *, name: str = "scripted") -> None:
+        self.name = name
+        self._script = script
+        self.calls = 0  # how many times the model was asked
+
+    async def respond(self, messages: Sequence[Message], tools: Sequence[dict[str, Any]]) -> ModelTurn:
+        self.calls += 1
+        if callable(self._script):
+            return self._script(messages)
+        step = sum(1 for m in messages if m.role == "assistant")
+        if step < len(self._script):
+            return self._script[step]
+        return say("(script ended)")

@@ -1,0 +1,80 @@
+"""The protocols that adapters implement. The core depends on these, never on adapters."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Protocol, runtime_checkable
+
+import msgspec
+
+from .events import Message, StoredEvent, Usage
+
+__all__ = ["Lease", "Model", "ModelTurn", "ProposedCall", "RunSummary", "Store"]
+
+
+class ProposedCall(msgspec.Struct, frozen=True):
+    """A tool call as a model adapter hands it over; ``arguments`` is JSON text or bytes."""
+
+    id: str
+    name: str
+    arguments: str | bytes
+
+
+class ModelTurn(msgspec.Struct, frozen=True):
+    """What a model returns for one step: text, tool calls and token usage."""
+
+    text: str = ""
+    tool_calls: tuple[ProposedCall, ...] = ()
+    usage: Usage = Usage()
+    model: str = ""  # the model that answered, when the adapter knows it
+
+
+@runtime_checkable
+class Model(Protocol):
+    name: str
+
+    async def respond(self, messages: Sequence[Message], tools: Sequence[dict[str, Any]]) -> ModelTurn:
+        """One model turn. ``tools`` are JSON Schemas in the OpenAI function format."""
+        ...
+
+
+class RunSummary(msgspec.Struct, frozen=True):
+    run_id: str
+    events: int
+    last_kind: str
+
+
+class Lease(msgspec.Struct, frozen=True):
+    run_id: str
+    owner: str
+    expires_at: float  # seconds since the Unix epoch
+
+
+class Store(Protocol):
+    """An append-only log of runs. See router.testing for the contract every store passes."""
+
+    async def append(self, events: Sequence[StoredEvent]) -> None:
+        """Append one run's events atomically: all or none.
+
+        Raises SeqConflict unless the first event continues the run's chain (its seq is
+        one past the last stored seq, its prev_hash the last stored hash) and the rest
+        follow on without gaps.
+        """
+        ...
+
+    async def read(self, run_id: str, after: int = -1) -> list[StoredEvent]:
+        """The run's events with seq > after, in seq order."""
+        ...
+
+    async def runs(self) -> list[RunSummary]:
+        ...
+
+    async def acquire_lease(self, run_id: str, owner: str, ttl_s: float) -> Lease:
+        """Take or renew the run's lease. Raises LeaseHeld if another owner holds it."""
+        ...
+
+    async def release_lease(self, run_id: str, owner: str) -> None:
+        ...
+
+    async def aclose(self) -> None:
+        ...

@@ -1,0 +1,20 @@
+"""Stores: where runs' event logs live. Each implements ``router.protocols.Store``."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from ..errors import SeqConflict
+from ..events import StoredEvent
+
+__all__ = ["check_continues"]
+
+
+def check_continues(events: Sequence[StoredEvent], next_seq: int, head: bytes) -> None:
+    """Raise SeqConflict unless ``events`` continue a run whose chain is at (next_seq, head)."""
+    for event in events:
+        if event.seq != next_seq:
+            raise SeqConflict(event.run_id, event.seq, f"expected seq {next_seq}")
+        if event.prev_hash != head:
+            raise SeqConflict(event.run_id, event.seq, "prev_hash is not the hash of the previous event")
+        next_seq, head = next_seq + 1, event.hash

@@ -1,0 +1,66 @@
+"""An in-memory store with the same contract as the SQLite store (tests, the bench)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import final
+
+from ..chain import GENESIS
+from ..errors import LeaseHeld, StoreError
+from ..events import StoredEvent
+from ..protocols import Lease, RunSummary
+from . import check_continues
+
+__all__ = ["MemoryStore"]
+
+
+@final
+class MemoryStore:
+    def __init__(self) -> None:
+        self._runs: dict[str, list[StoredEvent]] = {}
+        self._leases: dict[str, Lease] = {}
+        self._closed = False
+        self.appends = 0  # append calls, for complexity checks
+
+    async def append(self, events: Sequence[StoredEvent]) -> None:
+        self._check_open()
+        if not events:
+            return
+        run_id = events[0].run_id
+        if any(e.run_id != run_id for e in events):
+            raise StoreError("one append holds the events of one run")
+        log = self._runs.get(run_id, [])
+        check_continues(events, len(log), log[-1].hash if log else GENESIS)
+        self._runs.setdefault(run_id, log).extend(events)
+        self.appends += 1
+
+    async def read(self, run_id: str, after: int = -1) -> list[StoredEvent]:
+        self._check_open()
+        return list(self._runs.get(run_id, ())[after + 1 :])
+
+    async def runs(self) -> list[RunSummary]:
+        self._check_open()
+        return [RunSummary(run_id, len(log), log[-1].kind) for run_id, log in self._runs.items()]
+
+    async def acquire_lease(self, run_id: str, owner: str, ttl_s: float) -> Lease:
+        self._check_open()
+        now = time.time()
+        held = self._leases.get(run_id)
+        if held is not None and held.owner != owner and held.expires_at > now:
+            raise LeaseHeld(run_id, held.owner)
+        lease = Lease(run_id, owner, now + ttl_s)
+        self._leases[run_id] = lease
+        return lease
+
+    async def release_lease(self, run_id: str, owner: str) -> None:
+        held = self._leases.get(run_id)
+        if held is not None and held.owner == owner:
+            del self._leases[run_id]
+
+    async def aclose(self) -> None:
+        self._closed = True
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise StoreError("the store is closed")

@@ -1,0 +1,311 @@
+"""The embedded store: one SQLite file in WAL mode, shared by many runs.
+
+The database itself refuses UPDATE and DELETE on the event log, and refuses an INSERT
+whose seq or prev_hash does not continue the run's chain, whoever the writer is.
+
+Durability is a named setting; each promises what a crash can lose:
+
+- ``commit`` (default): each batch is committed (WAL, synchronous=NORMAL) before the
+  engine goes on. A process crash, kill -9 included, loses nothing that was committed.
+  An OS crash or power loss may lose the commits since the last WAL checkpoint. The
+  commit does not fsync, so it runs inline on the event loop: no thread hop.
+- ``fsync``: each batch is committed with synchronous=FULL on a worker thread. Survives
+  power loss; costs an fsync and a thread round trip per batch.
+- ``group``: like ``fsync``, but batches from concurrent runs that arrive while a commit
+  is in flight share the next transaction and its fsync. Each run still waits for its
+  own batch to be durable, so the promise is the same as ``fsync``; throughput grows
+  with the number of runs in flight.
+
+Reads go through aiosqlite, off the event loop.
+"""
+
+from __future__ import annotations
+
+import enum
+import sqlite3
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, TypeVar, final
+
+import aiosqlite
+import anyio
+import anyio.to_thread
+
+from ..errors import LeaseHeld, SeqConflict, StoreError
+from ..events import StoredEvent
+from ..protocols import Lease, RunSummary
+
+__all__ = ["Durability", "SqliteStore"]
+
+T = TypeVar("T")
+
+SCHEMA_VERSION = 1
+
+_SCHEMA = f"""
+CREATE TABLE IF NOT EXISTS events (
+    run_id    TEXT    NOT NULL,
+    seq       INTEGER NOT NULL,
+    kind      TEXT    NOT NULL,
+    payload   BLOB    NOT NULL,
+    prev_hash BLOB    NOT NULL,
+    hash      BLOB    NOT NULL,
+    PRIMARY KEY (run_id, seq)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS runs (
+    n      INTEGER PRIMARY KEY,
+    run_id TEXT NOT NULL UNIQUE
+);
+CREATE TABLE IF NOT EXISTS leases (
+    run_id     TEXT PRIMARY KEY,
+    owner      TEXT NOT NULL,
+    expires_at REAL NOT NULL
+);
+CREATE TRIGGER IF NOT EXISTS events_refuse_update BEFORE UPDATE ON events
+BEGIN SELECT RAISE(ABORT, 'router: the event log is append-only; UPDATE is refused'); END;
+CREATE TRIGGER IF NOT EXISTS events_refuse_delete BEFORE DELETE ON events
+BEGIN SELECT RAISE(ABORT, 'router: the event log is append-only; DELETE is refused'); END;
+CREATE TRIGGER IF NOT EXISTS runs_refuse_update BEFORE UPDATE ON runs
+BEGIN SELECT RAISE(ABORT, 'router: the run list is append-only; UPDATE is refused'); END;
+CREATE TRIGGER IF NOT EXISTS runs_refuse_delete BEFORE DELETE ON runs
+BEGIN SELECT RAISE(ABORT, 'router: the run list is append-only; DELETE is refused'); END;
+CREATE TRIGGER IF NOT EXISTS events_continue_chain BEFORE INSERT ON events
+WHEN NEW.seq IS NOT COALESCE((SELECT MAX(seq) FROM events WHERE run_id = NEW.run_id), -1) + 1
+  OR NEW.prev_hash IS NOT COALESCE(
+       (SELECT hash FROM events WHERE run_id = NEW.run_id AND seq = NEW.seq - 1), zeroblob(32))
+BEGIN SELECT RAISE(ABORT, 'router: seq or prev_hash does not continue the chain'); END;
+CREATE TRIGGER IF NOT EXISTS events_list_run AFTER INSERT ON events WHEN NEW.seq = 0
+BEGIN INSERT INTO runs (run_id) VALUES (NEW.run_id); END;
+PRAGMA user_version = {SCHEMA_VERSION};
+"""
+
+_INSERT = "INSERT INTO events (run_id, seq, kind, payload, prev_hash, hash) VALUES (?, ?, ?, ?, ?, ?)"
+
+
+class Durability(enum.StrEnum):
+    COMMIT = "commit"
+    FSYNC = "fsync"
+    GROUP = "group"
+
+
+class _Waiter:
+    __slots__ = ("events", "done", "error")
+
+    def __init__(self, events: Sequence[StoredEvent]) -> None:
+        self.events = events
+        self.done = anyio.Event()
+        self.error: BaseException | None = None
+
+
+@final
+class SqliteStore:
+    """Open with ``await SqliteStore.open(path)``, or ``async with SqliteStore.open(path)``."""
+
+    def __init__(self, path: str | Path, durability: Durability | str = Durability.COMMIT) -> None:
+        self.path = str(path)
+        self.durability = Durability(durability)
+        self._writer: sqlite3.Connection | None = None
+        self._reader: aiosqlite.Connection | None = None
+        self._limiter = anyio.CapacityLimiter(1)
+        self._queue: list[_Waiter] = []
+        self._flushing = False
+        self.appends = 0  # append calls, for complexity checks
+        self.commits = 0  # write transactions, for the bench
+
+    @classmethod
+    def open(cls, path: str | Path, durability: Durability | str = Durability.COMMIT) -> _Opening:
+        return _Opening(cls(path, durability))
+
+    async def _connect(self) -> None:
+        try:
+            self._writer = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            self._writer.execute("PRAGMA busy_timeout = 5000")
+            mode = self._writer.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            if mode != "wal" and self.path != ":memory:":
+                raise StoreError(f"{self.path}: cannot switch to WAL mode (got {mode!r})")
+            full = self.durability is not Durability.COMMIT
+            self._writer.execute(f"PRAGMA synchronous = {'FULL' if full else 'NORMAL'}")
+            version = self._writer.execute("PRAGMA user_version").fetchone()[0]
+            if version > SCHEMA_VERSION:
+                raise StoreError(f"{self.path}: schema version {version} is newer than this router")
+            self._writer.executescript(_SCHEMA)
+            self._reader = await aiosqlite.connect(self.path)
+            await self._reader.execute("PRAGMA busy_timeout = 5000")
+        except sqlite3.DatabaseError as exc:
+            await self.aclose()
+            raise StoreError(f"{self.path}: cannot open the store: {exc}") from exc
+
+    async def aclose(self) -> None:
+        if self._reader is not None:
+            reader, self._reader = self._reader, None
+            await reader.close()
+        if self._writer is not None:
+            writer, self._writer = self._writer, None
+            writer.close()
+
+    # --- writes -----------------------------------------------------------------------
+
+    def _conn(self) -> sqlite3.Connection:
+        if self._writer is None:
+            raise StoreError("the store is closed")
+        return self._writer
+
+    async def _write(self, fn: Callable[..., T], *args: Any) -> T:
+        if self.durability is Durability.COMMIT:
+            return fn(*args)
+        return await anyio.to_thread.run_sync(fn, *args, limiter=self._limiter)
+
+    async def append(self, events: Sequence[StoredEvent]) -> None:
+        if not events:
+            return
+        run_id = events[0].run_id
+        if any(e.run_id != run_id for e in events):
+            raise StoreError("one append holds the events of one run")
+        self.appends += 1
+        if self.durability is Durability.GROUP:
+            await self._append_grouped(events)
+            return
+        error = (await self._write(self._commit, [events]))[0]
+        if error is not None:
+            raise error
+
+    async def _append_grouped(self, events: Sequence[StoredEvent]) -> None:
+        waiter = _Waiter(events)
+        self._queue.append(waiter)
+        if self._flushing:
+            await waiter.done.wait()
+        else:
+            self._flushing = True
+            try:
+                # Shielded: the leader commits for everyone queued, even if it is cancelled.
+                with anyio.CancelScope(shield=True):
+                    while self._queue:
+                        group, self._queue = self._queue, []
+                        errors = await self._write(self._commit, [w.events for w in group])
+                        for w, e in zip(group, errors):
+                            w.error = e
+                            w.done.set()
+            finally:
+                self._flushing = False
+        if waiter.error is not None:
+            raise waiter.error
+
+    def _commit(self, batches: list[Sequence[StoredEvent]]) -> list[BaseException | None]:
+        """One transaction for all batches; a batch that does not continue its chain is
+        rolled back alone (savepoint) and reported, the others commit."""
+        conn = self._conn()
+        errors: list[BaseException | None] = []
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                for batch in batches:
+                    errors.append(self._insert(conn, batch, savepoint=len(batches) > 1))
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+        except _Conflict as conflict:
+            return [conflict.error]
+        except sqlite3.Error as exc:
+            return [StoreError(f"{self.path}: append failed: {exc}")] * len(batches)
+        self.commits += 1
+        return errors
+
+    @staticmethod
+    def _insert(conn: sqlite3.Connection, batch: Sequence[StoredEvent], *, savepoint: bool) -> BaseException | None:
+        if savepoint:
+            conn.execute("SAVEPOINT batch")
+        try:
+            conn.executemany(_INSERT, [(e.run_id, e.seq, e.kind, e.payload, e.prev_hash, e.hash) for e in batch])
+        except sqlite3.IntegrityError as exc:
+            if savepoint:
+                conn.execute("ROLLBACK TO batch")
+                conn.execute("RELEASE batch")
+                return SeqConflict(batch[0].run_id, batch[0].seq, str(exc))
+            raise _Conflict(SeqConflict(batch[0].run_id, batch[0].seq, str(exc))) from exc
+        if savepoint:
+            conn.execute("RELEASE batch")
+        return None
+
+    # --- leases -----------------------------------------------------------------------
+
+    async def acquire_lease(self, run_id: str, owner: str, ttl_s: float) -> Lease:
+        return await self._write(self._acquire, run_id, owner, ttl_s)
+
+    def _acquire(self, run_id: str, owner: str, ttl_s: float) -> Lease:
+        conn, now = self._conn(), time.time()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            cur = conn.execute(
+                "INSERT INTO leases (run_id, owner, expires_at) VALUES (?, ?, ?) "
+                "ON CONFLICT (run_id) DO UPDATE SET owner = excluded.owner, expires_at = excluded.expires_at "
+                "WHERE leases.owner = excluded.owner OR leases.expires_at <= ?",
+                (run_id, owner, now + ttl_s, now),
+            )
+            if cur.rowcount == 0:
+                held = conn.execute("SELECT owner FROM leases WHERE run_id = ?", (run_id,)).fetchone()
+                conn.execute("ROLLBACK")
+                raise LeaseHeld(run_id, held[0] if held else "?")
+            conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise StoreError(f"{self.path}: lease on {run_id!r} failed: {exc}") from exc
+        return Lease(run_id, owner, now + ttl_s)
+
+    async def release_lease(self, run_id: str, owner: str) -> None:
+        if self._writer is None:
+            return
+        await self._write(self._release, run_id, owner)
+
+    def _release(self, run_id: str, owner: str) -> None:
+        self._conn().execute("DELETE FROM leases WHERE run_id = ? AND owner = ?", (run_id, owner))
+
+    # --- reads ------------------------------------------------------------------------
+
+    def _read_conn(self) -> aiosqlite.Connection:
+        if self._reader is None:
+            raise StoreError("the store is closed")
+        return self._reader
+
+    async def read(self, run_id: str, after: int = -1) -> list[StoredEvent]:
+        rows = await self._read_conn().execute_fetchall(
+            "SELECT run_id, seq, kind, payload, prev_hash, hash FROM events "
+            "WHERE run_id = ? AND seq > ? ORDER BY seq",
+            (run_id, after),
+        )
+        return [StoredEvent(*row) for row in rows]
+
+    async def runs(self) -> list[RunSummary]:
+        rows = await self._read_conn().execute_fetchall(
+            "SELECT r.run_id, e.seq + 1, e.kind FROM runs r "
+            "JOIN events e ON e.run_id = r.run_id "
+            "AND e.seq = (SELECT MAX(seq) FROM events WHERE run_id = r.run_id) ORDER BY r.n"
+        )
+        return [RunSummary(*row) for row in rows]
+
+
+class _Conflict(Exception):
+    def __init__(self, error: SeqConflict) -> None:
+        self.error = error
+
+
+class _Opening:
+    """``await SqliteStore.open(...)`` or ``async with SqliteStore.open(...) as store``."""
+
+    def __init__(self, store: SqliteStore) -> None:
+        self._store = store
+
+    def __await__(self) -> Any:
+        return self._open().__await__()
+
+    async def _open(self) -> SqliteStore:
+        await self._store._connect()
+        return self._store
+
+    async def __aenter__(self) -> SqliteStore:
+        return await self._open()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self._store.aclose()

@@ -1,0 +1,282 @@
+"""Tools: declared once, validated against precompiled msgspec types.
+
+A tool is declared from a typed Python function (sync or async) whose parameters become
+a msgspec Struct, or from a function taking one msgspec Struct. The decoder and the JSON
+Schema shown to the model are built at registration, never per call. Deciding a proposed
+call is pure: it returns the event that records the decision (started, rejected, denied).
+"""
+
+from __future__ import annotations
+
+import inspect
+import re
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, final, get_type_hints
+
+import msgspec
+
+from .access import Policy
+from .errors import ConfigError
+from .events import Principal, ToolCall, ToolCallDenied, ToolCallRejected, ToolStarted
+from .protocols import ProposedCall
+
+__all__ = ["Retry", "Tool", "Tools", "encode_result", "record_calls", "tool"]
+
+_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+_encoder = msgspec.json.Encoder(order="deterministic")
+
+
+class Retry(msgspec.Struct, frozen=True):
+    """A deterministic backoff schedule: no jitter, so a replay waits the same way.
+
+    Attempt n (n >= 2) waits ``min(base_delay_s * factor ** (n - 2), max_delay_s)``.
+    """
+
+    attempts: int = 1
+    base_delay_s: float = 0.1
+    factor: float = 2.0
+    max_delay_s: float = 5.0
+
+    def __post_init__(self) -> None:
+        if self.attempts < 1 or self.base_delay_s < 0 or self.factor < 1 or self.max_delay_s < 0:
+            raise ConfigError(f"invalid retry schedule {self!r}")
+
+    def delay_before(self, attempt: int) -> float:
+        return min(self.base_delay_s * self.factor ** (attempt - 2), self.max_delay_s)
+
+
+@final
+class Tool:
+    """A registered tool. Build one with the ``tool`` decorator."""
+
+    __slots__ = (
+        "name", "description", "fn", "args_type", "takes_struct", "is_async", "inline",
+        "idempotent", "permissions", "timeout_s", "retry", "max_argument_bytes", "decoder", "schema",
+    )
+
+    def __init__(
+        self,
+        fn: Callable[..., Any],
+        *,
+        name: str | None = None,
+        description: str | None = None,
+        permissions: Iterable[str] = (),
+        idempotent: bool = False,
+        timeout_s: float | None = None,
+        retry: Retry | None = None,
+        inline: bool = False,
+        max_argument_bytes: int = 65_536,
+    ) -> None:
+        self.fn = fn
+        self.name = name or fn.__name__
+        if not _NAME.match(self.name):
+            raise ConfigError(f"tool name {self.name!r} must match {_NAME.pattern}")
+        self.description = description or inspect.cleandoc(fn.__doc__ or "").split("\n\n")[0]
+        self.is_async = inspect.iscoroutinefunction(fn)
+        self.inline = inline
+        self.idempotent = idempotent
+        self.permissions = frozenset(permissions)
+        self.timeout_s = timeout_s
+        self.retry = retry or Retry()
+        self.max_argument_bytes = max_argument_bytes
+        self.args_type, self.takes_struct = _args_type(fn, self.name)
+        try:
+            self.decoder: msgspec.json.Decoder[Any] = msgspec.json.Decoder(self.args_type)
+            parameters = _parameters_schema(self.args_type)
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"tool {self.name!r}: unsupported parameter type: {exc}") from exc
+        self.schema: dict[str, Any] = {
+            "type": "function",
+            "function": {"name": self.name, "description": self.description, "parameters": parameters},
+        }
+
+    def call(self, args: Any) -> Any:
+        """Invoke the function with decoded arguments (awaitable if the tool is async)."""
+        if self.takes_struct:
+            return self.fn(args)
+        return self.fn(**msgspec.structs.asdict(args))
+
+    def decode(self, arguments: str) -> Any:
+        return self.decoder.decode(arguments)
+
+    def __repr__(self) -> str:
+        return f"Tool({self.name!r})"
+
+
+def tool(
+    fn: Callable[..., Any] | None = None,
+    *,
+    name: str | None = None,
+    description: str | None = None,
+    permissions: Iterable[str] = (),
+    idempotent: bool = False,
+    timeout_s: float | None = None,
+    retry: Retry | None = None,
+    inline: bool = False,
+    max_argument_bytes: int = 65_536,
+) -> Any:
+    """Declare a tool, as ``@tool`` or ``@tool(...)``.
+
+    permissions: what the run's principal must hold for the call to run.
+    idempotent: running it twice is harmless; after a crash it simply runs again.
+    timeout_s: per attempt; defaults to the run's ``Limits.tool_timeout_s``.
+    retry: the schedule for failed or timed-out attempts.
+    inline: run a sync function on the event loop (for cheap, non-blocking code);
+        otherwise sync functions run in a worker thread.
+    """
+    options = dict(
+        name=name, description=description, permissions=permissions, idempotent=idempotent,
+        timeout_s=timeout_s, retry=retry, inline=inline, max_argument_bytes=max_argument_bytes,
+    )
+    if fn is None:
+        return lambda f: Tool(f, **options)  # type: ignore[arg-type]
+    return Tool(fn, **options)  # type: ignore[arg-type]
+
+
+def _args_type(fn: Callable[..., Any], name: str) -> tuple[type[msgspec.Struct], bool]:
+    try:
+        hints = get_type_hints(fn, include_extras=True)
+    except Exception as exc:
+        raise ConfigError(f"tool {name!r}: cannot resolve type hints: {exc}") from exc
+    params = list(inspect.signature(fn).parameters.values())
+    if len(params) == 1 and isinstance(hints.get(params[0].name), type) and issubclass(
+        hints[params[0].name], msgspec.Struct
+    ):
+        base = hints[params[0].name]
+        strict = msgspec.defstruct(base.__name__, [], bases=(base,), forbid_unknown_fields=True)
+        return strict, True
+    fields: list[tuple[str, Any] | tuple[str, Any, Any]] = []
+    for p in params:
+        if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD, p.POSITIONAL_ONLY):
+            raise ConfigError(f"tool {name!r}: parameter {p.name!r} must be a plain named parameter")
+        if p.name not in hints:
+            raise ConfigError(f"tool {name!r}: parameter {p.name!r} has no type annotation")
+        if p.default is p.empty:
+            fields.append((p.name, hints[p.name]))
+        else:
+            fields.append((p.name, hints[p.name], p.default))
+    struct_name = "".join(part.capitalize() for part in re.split(r"[_-]", name)) + "Args"
+    return msgspec.defstruct(struct_name, fields, forbid_unknown_fields=True, kw_only=True), False
+
+
+def _parameters_schema(args_type: type[msgspec.Struct]) -> dict[str, Any]:
+    (ref,), components = msgspec.json.schema_components([args_type], ref_template="#/$defs/{name}")
+    top = components.pop(ref["$ref"].rsplit("/", 1)[1])
+    top.pop("title", None)
+    if components:
+        top["$defs"] = components
+    return top
+
+
+_AT = re.compile(r" - at `(\$[^`]*)`$")
+_FIELD = re.compile(r"(?:missing required|contains unknown) field `([^`]*)`")
+
+
+def _where(message: str) -> tuple[str, str]:
+    """Split a msgspec validation message into (path, reason)."""
+    match = _AT.search(message)
+    path = match.group(1) if match else "$"
+    reason = message[: match.start()] if match else message
+    field = _FIELD.search(reason)
+    if field:
+        path = f"{path}.{field.group(1)}"
+    return path, reason
+
+
+def record_calls(step: int, proposed: Sequence[ProposedCall]) -> tuple[ToolCall, ...]:
+    """Turn a model's proposed calls into recordable ToolCalls.
+
+    Arguments that are not UTF-8 are kept, escaped, and flagged; an empty or repeated
+    call id is replaced by ``call_<step>_<index>`` so that every call of a turn is unique.
+    """
+    seen: set[str] = set()
+    out: list[ToolCall] = []
+    for index, p in enumerate(proposed):
+        call_id = p.id if p.id and p.id not in seen else f"call_{step}_{index}"
+        seen.add(call_id)
+        raw, invalid = p.arguments, False
+        if isinstance(raw, bytes):
+            try:
+                text = raw.decode()
+            except UnicodeDecodeError:
+                text, invalid = raw.decode("utf-8", "backslashreplace"), True
+        else:
+            text = raw
+            try:
+                raw.encode()
+            except UnicodeEncodeError:
+                text, invalid = raw.encode("utf-8", "backslashreplace").decode(), True
+        out.append(ToolCall(id=call_id, name=str(p.name), arguments=text, invalid_utf8=invalid))
+    return tuple(out)
+
+
+Decision = ToolCallRejected | ToolCallDenied | ToolStarted
+
+
+@final
+class Tools:
+    """The tools a run may call, with the access policy that guards them."""
+
+    __slots__ = ("_tools", "policy", "schemas")
+
+    def __init__(self, tools: Iterable[Tool | Callable[..., Any]] = (), *, policy: Policy | None = None) -> None:
+        self._tools: dict[str, Tool] = {}
+        for t in tools:
+            t = t if isinstance(t, Tool) else Tool(t)
+            if t.name in self._tools:
+                raise ConfigError(f"two tools are named {t.name!r}")
+            self._tools[t.name] = t
+        self.policy = policy or Policy()
+        self.schemas: list[dict[str, Any]] = [t.schema for t in self._tools.values()]
+
+    def __getitem__(self, name: str) -> Tool:
+        return self._tools[name]
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._tools
+
+    def __iter__(self) -> Any:
+        return iter(self._tools.values())
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(self._tools)
+
+    def decide(self, call: ToolCall, principal: Principal, at: int) -> tuple[Decision, Any]:
+        """Check one proposed call: the event that records the decision, and the decoded
+        arguments when the call may start (else None)."""
+        t = self._tools.get(call.name)
+        if t is None:
+            known = ", ".join(self._tools) or "none"
+            reason = f"no tool named {call.name!r}; the tools are: {known}"
+            return ToolCallRejected(at=at, call_id=call.id, tool=call.name, code="unknown_tool", reason=reason), None
+        missing = self.policy.missing(principal, t.permissions)
+        if missing:
+            return ToolCallDenied(at=at, call_id=call.id, tool=t.name, principal=principal.id, missing=missing), None
+        return self._validate(t, call, at)
+
+    def _validate(self, t: Tool, call: ToolCall, at: int) -> tuple[Decision, Any]:
+        def reject(code: Any, reason: str, path: str = "") -> tuple[Decision, Any]:
+            return ToolCallRejected(at=at, call_id=call.id, tool=t.name, code=code, reason=reason, path=path), None
+
+        if call.invalid_utf8:
+            return reject("not_utf8", "the arguments are not valid UTF-8")
+        size = len(call.arguments.encode())
+        if size > t.max_argument_bytes:
+            return reject("oversized", f"the arguments are {size} bytes; the limit is {t.max_argument_bytes}")
+        try:
+            args = t.decoder.decode(call.arguments)
+        except msgspec.ValidationError as exc:
+            path, reason = _where(str(exc))
+            return reject("invalid_arguments", reason, path)
+        except msgspec.DecodeError as exc:
+            return reject("malformed_json", f"the arguments are not JSON: {exc}")
+        started = ToolStarted(
+            at=at, call_id=call.id, tool=t.name, arguments=_encoder.encode(args).decode(), idempotent=t.idempotent,
+        )
+        return started, args
+
+
+def encode_result(value: Any) -> str:
+    """A tool's return value as canonical JSON. Raises TypeError if it cannot be encoded."""
+    return _encoder.encode(value).decode()
