@@ -1,0 +1,88 @@
+"""A run's timeline as text, derived from its events alone. Pure."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from .events import (
+    Event,
+    LimitExceeded,
+    ModelResponded,
+    RunCancelled,
+    RunFailed,
+    RunInterrupted,
+    RunResumed,
+    RunStarted,
+    ToolCallDenied,
+    ToolCallRejected,
+    ToolCallResolved,
+    ToolFailed,
+    ToolStarted,
+    ToolSucceeded,
+)
+from .fsm import RunState
+
+__all__ = ["render"]
+
+
+def _clip(text: str, width: int = 72) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def _describe(event: Event) -> tuple[str, str]:
+    if isinstance(event, RunStarted):
+        ask = next((m.content for m in reversed(event.messages) if m.role == "user"), "")
+        return "started", f"{_clip(ask)!r}"
+    if isinstance(event, ModelResponded):
+        u = event.usage
+        cost = f"  ${event.cost_nusd / 1e9:.6f}" if event.cost_nusd else ""
+        head = f"step {event.step}  {u.input_tokens} in / {u.output_tokens} out tokens{cost}  {event.latency_us / 1000:.1f} ms"
+        calls = "; ".join(f"{c.name}({_clip(c.arguments, 60)})" for c in event.tool_calls)
+        return "model", f"{head}\n{'':22}-> {calls}" if calls else f"{head}\n{'':22}-> answer: {_clip(event.text)!r}"
+    if isinstance(event, ToolCallRejected):
+        where = f" at {event.path}" if event.path else ""
+        return "REJECTED", f"{event.tool} [{event.call_id}] {event.code}{where}: {_clip(event.reason, 60)}"
+    if isinstance(event, ToolCallDenied):
+        return "DENIED", f"{event.tool} [{event.call_id}] {event.principal} lacks {', '.join(event.missing)}"
+    if isinstance(event, ToolStarted):
+        effect = "" if event.idempotent else "  (side effect: committed before it ran)"
+        return "tool started", f"{event.tool} [{event.call_id}]{effect}"
+    if isinstance(event, ToolSucceeded):
+        return "tool ok", f"{event.tool} [{event.call_id}] -> {_clip(event.result, 50)}  {event.latency_us / 1000:.1f} ms"
+    if isinstance(event, ToolFailed):
+        what = "timed out" if event.timed_out else "failed"
+        return "TOOL FAILED", f"{event.tool} [{event.call_id}] {what} after {event.attempts} attempt(s): {_clip(event.error, 50)}"
+    if isinstance(event, RunResumed):
+        return "resumed", f"by {event.owner}"
+    if isinstance(event, RunInterrupted):
+        return "INTERRUPTED", f"{', '.join(event.call_ids)}: {event.reason}"
+    if isinstance(event, ToolCallResolved):
+        return "decided", f"{event.call_id}: {event.decision} by {event.by or '?'} {event.note}".rstrip()
+    if isinstance(event, LimitExceeded):
+        return "LIMIT", f"{event.limit}: {event.value:g} > {event.ceiling:g} {event.detail}".rstrip()
+    if isinstance(event, RunFailed):
+        return "FAILED", f"{event.code}: {event.reason}"
+    if isinstance(event, RunCancelled):
+        return "cancelled", event.reason
+    return type(event).__name__, ""
+
+
+def render(run_id: str, events: Sequence[Event], state: RunState) -> str:
+    """A readable timeline: one line per event, then the run's totals."""
+    start = events[0].at if events else 0
+    p = state.principal
+    roles = ", ".join(sorted(p.roles)) or "no roles"
+    lines = [f"run {run_id}   principal {p.id} ({roles})   model {state.model}"]
+    for seq, event in enumerate(events):
+        label, text = _describe(event)
+        lines.append(f"{seq:4} {(event.at - start) / 1000:9.1f}ms  {label:<13} {text}")
+    u = state.usage
+    lines.append(
+        f"=> {state.phase}{': ' + state.reason if state.reason else ''}"
+        f"   steps {state.steps}, tool calls {state.tool_calls}, rejected/denied {state.rejected},"
+        f" tokens {u.input_tokens} in / {u.output_tokens} out, cost ${state.cost_nusd / 1e9:.6f}"
+    )
+    if state.output:
+        lines.append(f"   answer: {state.output}")
+    return "\n".join(lines)
