@@ -1,0 +1,136 @@
+"""The store conformance suite: the contract every Store must keep.
+
+Use it from a test module with a fixture named ``store`` that yields a fresh, open store::
+
+    from router.testing import *  # noqa: F403  (collects the test_store_* functions)
+
+Each test is async and runs under pytest's anyio plugin.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from .chain import Chain, verify
+from .errors import LeaseHeld, SeqConflict, StoreError
+from .events import RunFailed, StoredEvent
+from .protocols import Store
+
+__all__ = [
+    "sealed_run",
+    "test_store_append_and_read_back",
+    "test_store_append_is_all_or_nothing",
+    "test_store_many_runs_share_one_store",
+    "test_store_read_after_seq",
+    "test_store_refuses_a_batch_mixing_runs",
+    "test_store_refuses_a_broken_prev_hash",
+    "test_store_refuses_a_gap_or_a_repeat",
+    "test_store_lease_excludes_other_owners",
+    "test_store_lease_expires_and_is_released",
+    "test_store_runs_lists_each_run_once",
+]
+
+
+def sealed_run(run_id: str, count: int, start: int = 0, chain: Chain | None = None) -> list[StoredEvent]:
+    """``count`` linked events for ``run_id`` (seq start .. start+count-1)."""
+    chain = chain or Chain(run_id)
+    events = chain.seal(RunFailed(at=start + i, code="test", reason=f"event {start + i}") for i in range(count))
+    chain.advance(events)
+    return events
+
+
+pytestmark = pytest.mark.anyio
+
+
+async def test_store_append_and_read_back(store: Store) -> None:
+    events = sealed_run("r1", 5)
+    await store.append(events[:2])
+    await store.append(events[2:])
+    assert await store.read("r1") == events
+    assert verify(await store.read("r1")) == 5
+
+
+async def test_store_read_after_seq(store: Store) -> None:
+    events = sealed_run("r1", 6)
+    await store.append(events)
+    assert await store.read("r1", after=3) == events[4:]
+    assert await store.read("r1", after=5) == []
+    assert await store.read("missing") == []
+
+
+async def test_store_refuses_a_gap_or_a_repeat(store: Store) -> None:
+    chain = Chain("r1")
+    first = sealed_run("r1", 3, chain=chain)
+    await store.append(first)
+    with pytest.raises(SeqConflict):
+        await store.append(first[2:])  # seq 2 again
+    skipped = Chain("r1", 4, first[-1].hash).seal(
+        [RunFailed(at=9, code="test", reason="gap")]
+    )
+    with pytest.raises(SeqConflict):
+        await store.append(skipped)  # seq 4 with no seq 3
+    assert await store.read("r1") == first
+
+
+async def test_store_refuses_a_broken_prev_hash(store: Store) -> None:
+    await store.append(sealed_run("r1", 2))
+    forged = Chain("r1", 2, bytes(32)).seal([RunFailed(at=2, code="test", reason="forged")])
+    with pytest.raises(SeqConflict):
+        await store.append(forged)
+    assert len(await store.read("r1")) == 2
+
+
+async def test_store_append_is_all_or_nothing(store: Store) -> None:
+    events = sealed_run("r1", 4)
+    await store.append(events[:1])
+    broken = [events[1], events[2], events[2]]  # the third repeats seq 2
+    with pytest.raises(SeqConflict):
+        await store.append(broken)
+    assert await store.read("r1") == events[:1]
+    await store.append(events[1:])
+    assert await store.read("r1") == events
+
+
+async def test_store_refuses_a_batch_mixing_runs(store: Store) -> None:
+    with pytest.raises(StoreError):
+        await store.append([sealed_run("a", 1)[0], sealed_run("b", 1)[0]])
+    assert await store.read("a") == []
+
+
+async def test_store_many_runs_share_one_store(store: Store) -> None:
+    runs = {f"run{i}": sealed_run(f"run{i}", 3 + i) for i in range(5)}
+    for i in range(7):  # interleave the runs' appends
+        for run_id, events in runs.items():
+            if i < len(events):
+                await store.append(events[i : i + 1])
+    for run_id, events in runs.items():
+        assert await store.read(run_id) == events
+
+
+async def test_store_runs_lists_each_run_once(store: Store) -> None:
+    await store.append(sealed_run("b", 2))
+    await store.append(sealed_run("a", 3))
+    summaries = {s.run_id: s for s in await store.runs()}
+    assert set(summaries) == {"a", "b"}
+    assert (summaries["a"].events, summaries["a"].last_kind) == (3, "run_failed")
+    assert summaries["b"].events == 2
+
+
+async def test_store_lease_excludes_other_owners(store: Store) -> None:
+    lease = await store.acquire_lease("r1", "p1", 60)
+    assert (lease.run_id, lease.owner) == ("r1", "p1")
+    await store.acquire_lease("r1", "p1", 60)  # the holder renews
+    with pytest.raises(LeaseHeld) as info:
+        await store.acquire_lease("r1", "p2", 60)
+    assert info.value.owner == "p1"
+    await store.acquire_lease("r2", "p2", 60)  # leases are per run
+
+
+async def test_store_lease_expires_and_is_released(store: Store) -> None:
+    await store.acquire_lease("r1", "p1", 0)  # expires at once
+    await store.acquire_lease("r1", "p2", 60)  # so another owner may take it
+    await store.release_lease("r1", "p1")  # not the holder: no effect
+    with pytest.raises(LeaseHeld):
+        await store.acquire_lease("r1", "p1", 60)
+    await store.release_lease("r1", "p2")
+    await store.acquire_lease("r1", "p1", 60)

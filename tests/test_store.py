@@ -1,0 +1,121 @@
+"""The conformance suite on every store, and what only the SQLite store promises."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import anyio
+import pytest
+
+from router import Durability, MemoryStore, SqliteStore, StoreError
+from router.chain import verify
+from router.protocols import Store
+from router.testing import *  # noqa: F403
+from router.testing import sealed_run
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture(params=["memory", "sqlite-commit", "sqlite-fsync", "sqlite-group"])
+async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
+    if request.param == "memory":
+        memory = MemoryStore()
+        yield memory
+        await memory.aclose()
+        return
+    durability = request.param.split("-")[1]
+    async with SqliteStore.open(tmp_path / "log.db", durability) as sqlite_store:
+        yield sqlite_store
+
+
+async def test_sqlite_refuses_update_and_delete_from_any_connection(tmp_path: Path) -> None:
+    path = tmp_path / "log.db"
+    async with SqliteStore.open(path) as store:
+        await store.append(sealed_run("r1", 3))
+    conn = sqlite3.connect(path)
+    for sql in (
+        "UPDATE events SET kind = 'forged' WHERE seq = 1",
+        "DELETE FROM events WHERE seq = 2",
+        "DELETE FROM events",
+        "INSERT OR REPLACE INTO events SELECT run_id, seq, 'forged', payload, prev_hash, hash FROM events WHERE seq = 1",
+        "DELETE FROM runs",
+    ):
+        with pytest.raises(sqlite3.IntegrityError, match="router:"):
+            conn.execute(sql)
+    conn.close()
+    async with SqliteStore.open(path) as store:
+        assert verify(await store.read("r1")) == 3
+
+
+async def test_sqlite_uses_wal_and_the_durability_setting(tmp_path: Path) -> None:
+    for durability, level in (("commit", 1), ("fsync", 2), ("group", 2)):
+        async with SqliteStore.open(tmp_path / f"{durability}.db", durability) as store:
+            conn = store._conn()
+            assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+            assert conn.execute("PRAGMA synchronous").fetchone()[0] == level
+
+
+async def test_group_commit_shares_transactions_across_runs(tmp_path: Path) -> None:
+    async with SqliteStore.open(tmp_path / "log.db", Durability.GROUP) as store:
+        runs = [sealed_run(f"r{i}", 4) for i in range(50)]
+
+        async def write(events: list) -> None:  # type: ignore[type-arg]
+            for e in events:
+                await store.append([e])
+
+        async with anyio.create_task_group() as tg:
+            for events in runs:
+                tg.start_soon(write, events)
+        assert store.appends == 200
+        assert store.commits < store.appends  # batches from different runs shared commits
+        for events in runs:
+            assert await store.read(events[0].run_id) == events
+
+
+async def test_group_commit_reports_a_conflict_to_its_batch_only(tmp_path: Path) -> None:
+    async with SqliteStore.open(tmp_path / "log.db", Durability.GROUP) as store:
+        good, bad = sealed_run("good", 2), sealed_run("bad", 2)
+        await store.append(bad[:1])
+        outcomes: dict[str, str] = {}
+
+        async def write(name: str, events: list) -> None:  # type: ignore[type-arg]
+            try:
+                await store.append(events)
+                outcomes[name] = "ok"
+            except StoreError as exc:
+                outcomes[name] = exc.code
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(write, "good", good)
+            tg.start_soon(write, "bad", bad[:1])  # seq 0 again
+        assert outcomes == {"good": "ok", "bad": "seq_conflict"}
+        assert await store.read("good") == good
+
+
+async def test_many_processes_share_one_file(tmp_path: Path) -> None:
+    path = tmp_path / "log.db"
+    async with SqliteStore.open(path) as one, SqliteStore.open(path, "fsync") as two:
+        await one.append(sealed_run("a", 2))
+        await two.append(sealed_run("b", 2))
+        assert {r.run_id for r in await one.runs()} == {"a", "b"}
+        await one.acquire_lease("a", "one", 60)
+        with pytest.raises(StoreError, match="advanced by 'one'"):
+            await two.acquire_lease("a", "two", 60)
+
+
+async def test_a_file_that_is_not_a_database_is_a_clear_error(tmp_path: Path) -> None:
+    path = tmp_path / "garbage.db"
+    path.write_bytes(b"this is not sqlite" * 100)
+    with pytest.raises(StoreError, match="cannot open the store"):
+        await SqliteStore.open(path)
+
+
+async def test_a_closed_store_refuses_work(tmp_path: Path) -> None:
+    store = await SqliteStore.open(tmp_path / "log.db")
+    await store.aclose()
+    with pytest.raises(StoreError, match="closed"):
+        await store.append(sealed_run("r", 1))
+    with pytest.raises(StoreError, match="closed"):
+        await store.read("r")
