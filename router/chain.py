@@ -63,21 +63,25 @@ class Chain:
             self.head = stored[-1].hash
 
 
-def verify(stored: Iterable[StoredEvent]) -> int:
+def verify(stored: Iterable[StoredEvent], head: bytes | None = None) -> int:
     """Check one run's events, in seq order, against the chain.
 
+    A chain alone cannot show that its tail was cut off; pass ``head``, the last hash
+    seen earlier (for example at the previous export), to check that too.
     Returns the number of events checked. Raises ChainBroken naming the first bad link.
     """
-    expected_seq, head, run_id = 0, GENESIS, None
+    expected_seq, last, run_id = 0, GENESIS, None
     for event in stored:
         run_id = event.run_id if run_id is None else run_id
         if event.run_id != run_id:
             raise ChainBroken(event.run_id, event.seq, f"event of another run inside run {run_id!r}")
         if event.seq != expected_seq:
             raise ChainBroken(run_id, expected_seq, f"expected seq {expected_seq}, found {event.seq}")
-        if event.prev_hash != head:
+        if event.prev_hash != last:
             raise ChainBroken(run_id, event.seq, "prev_hash does not match the previous event's hash")
-        if link(run_id, event.seq, event.payload, head) != event.hash:
+        if link(run_id, event.seq, event.payload, last) != event.hash:
             raise ChainBroken(run_id, event.seq, "hash does not match the event's payload")
-        expected_seq, head = expected_seq + 1, event.hash
+        expected_seq, last = expected_seq + 1, event.hash
+    if head is not None and head != last:
+        raise ChainBroken(run_id or "?", expected_seq, "the chain does not end at the expected head: events were removed")
     return expected_seq
