@@ -259,7 +259,7 @@ def _resumed(state: RunState, event: Event) -> RunState:
 def _ended(phase: Phase) -> Handler:
     def end(state: RunState, event: Event) -> RunState:
         if isinstance(event, LimitExceeded):
-            reason = f"{event.limit}: {event.value:g} > {event.ceiling:g}"
+            reason = f"{event.limit}: {event.value:g} (limit {event.ceiling:g})"
             reason += f" ({event.detail})" if event.detail else ""
         else:
             reason = getattr(event, "reason", "")

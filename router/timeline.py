@@ -60,7 +60,7 @@ def _describe(event: Event) -> tuple[str, str]:
     if isinstance(event, ToolCallResolved):
         return "decided", f"{event.call_id}: {event.decision} by {event.by or '?'} {event.note}".rstrip()
     if isinstance(event, LimitExceeded):
-        return "LIMIT", f"{event.limit}: {event.value:g} > {event.ceiling:g} {event.detail}".rstrip()
+        return "LIMIT", f"{event.limit}: {event.value:g} (limit {event.ceiling:g}) {event.detail}".rstrip()
     if isinstance(event, RunFailed):
         return "FAILED", f"{event.code}: {event.reason}"
     if isinstance(event, RunCancelled):
