@@ -1,0 +1,90 @@
+"""A 30-step run in a child process that the kill test SIGKILLs at chosen points.
+
+After every marker it prints, the child waits for the parent's "go" on stdin, so the
+parent decides exactly where the kill lands: after a commit, before a model call, inside
+a side-effecting tool before or after its effect.
+
+usage: crash_child.py LOG LEDGER RUN_ID
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+import anyio
+
+from router import Engine, Limits, Message, ModelTurn, Principal, ProposedCall, ScriptedModel, SqliteStore, Tools, Usage
+from router.protocols import Store
+from router.tools import tool
+
+STEPS = 30
+
+
+def marker(text: str) -> None:
+    print(text, flush=True)
+    if sys.stdin.readline().strip() != "go":
+        sys.exit(3)
+
+
+def script(messages: Sequence[Message]) -> ModelTurn:
+    step = sum(m.role == "assistant" for m in messages) + 1
+    marker(f"model {step}")
+    usage = Usage(input_tokens=100 + step, output_tokens=10)
+    if step > STEPS:
+        return ModelTurn(text=f"done after {STEPS} steps", usage=usage)
+    if step % 3 == 0:
+        calls: tuple[ProposedCall, ...] = (ProposedCall(f"t{step}", "transfer", f'{{"n": {step}}}'),)
+    elif step % 3 == 1:
+        calls = (ProposedCall(f"r{step}", "read_value", f'{{"n": {step}}}'),)
+    else:
+        calls = tuple(ProposedCall(f"r{step}.{i}", "read_value", f'{{"n": {step * 10 + i}}}') for i in range(2))
+    return ModelTurn(tool_calls=calls, usage=usage)
+
+
+class Observed:
+    """The real store, with a marker after each commit."""
+
+    def __init__(self, inner: SqliteStore) -> None:
+        self.inner = inner
+
+    async def append(self, events: Sequence[Any]) -> None:
+        await self.inner.append(events)
+        marker(f"committed {events[-1].seq}")
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+async def main(log: str, ledger: str, run_id: str) -> None:
+    @tool(idempotent=True, inline=True)
+    def read_value(n: int) -> int:
+        marker(f"read {n}")
+        return n * n
+
+    @tool(inline=True)
+    def transfer(n: int) -> str:
+        marker(f"transfer-begin {n}")
+        with sqlite3.connect(ledger) as db:
+            db.execute("CREATE TABLE IF NOT EXISTS effects (n INTEGER)")
+            db.execute("INSERT INTO effects (n) VALUES (?)", (n,))
+        db.close()
+        marker(f"transfer-done {n}")
+        return f"moved {n}"
+
+    async with SqliteStore.open(log) as sqlite_store:
+        store: Store = Observed(sqlite_store)  # type: ignore[assignment]
+        engine = Engine(store, ScriptedModel(script), Tools([read_value, transfer]), owner="kill-test")
+        if await sqlite_store.read(run_id):
+            result = await engine.resume(run_id)
+        else:
+            result = await engine.start(
+                "move the money", principal=Principal(id="ops"), run_id=run_id, limits=Limits(max_steps=40)
+            )
+    print(f"result {result.phase}", flush=True)
+
+
+if __name__ == "__main__":
+    anyio.run(main, *sys.argv[1:4])

@@ -1,0 +1,120 @@
+"""SIGKILL a 30-step run at 20 or more random points; every resume must converge on
+the uninterrupted run, with an intact chain and no side effect performed twice."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import anyio
+import pytest
+
+from router import Phase, SqliteStore, load_run, verify
+from router.transcript import Transcript
+
+CHILD = Path(__file__).with_name("crash_child.py")
+ROUTER = [sys.executable, "-m", "router.cli"]
+
+
+def run_child(log: Path, ledger: Path, kill_at: random.Random | None) -> str:
+    """Run the child until it ends (returns its result line) or is killed ("killed")."""
+    with subprocess.Popen(
+        [sys.executable, str(CHILD), str(log), str(ledger), "run"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1,
+    ) as proc:
+        assert proc.stdin is not None and proc.stdout is not None
+        return _drive_child(proc, kill_at)
+
+
+def _drive_child(proc: subprocess.Popen[str], kill_at: random.Random | None) -> str:
+    assert proc.stdin is not None and proc.stdout is not None
+    try:
+        for line in proc.stdout:
+            if line.startswith("result "):
+                proc.wait()
+                return line.split()[1]
+            # kill inside side-effecting tools more often: that is where resume must be careful
+            odds = 0.5 if line.startswith("transfer") else 0.2
+            if kill_at is not None and kill_at.random() < odds:
+                os.kill(proc.pid, signal.SIGKILL)
+                proc.wait()
+                assert proc.returncode == -signal.SIGKILL
+                return "killed"
+            proc.stdin.write("go\n")
+            proc.stdin.flush()
+        raise AssertionError(f"the child ended without a result (exit {proc.wait()})")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def decide_from_ledger(log: Path, ledger: Path) -> list[str]:
+    """Play the reviewer: the ledger says whether an interrupted transfer took effect."""
+
+    async def interrupted() -> list[tuple[str, int]]:
+        async with SqliteStore.open(log) as store:
+            _, state, _ = await load_run(store, "run")
+        return [(c.call.id, int(c.call.id[1:])) for c in state.calls if c.status == "interrupted"]
+
+    done = set(ledger_effects(ledger)) if ledger.exists() else set()
+    decisions = []
+    for call_id, n in anyio.run(interrupted):
+        if n in done:
+            args = ["supply", "--result", f'"moved {n}"']
+        else:
+            args = ["retry"]
+        decisions.append(args[0])
+        subprocess.run(
+            [*ROUTER, "decide", "run", call_id, *args, "--db", str(log), "--by", "kill-test"],
+            check=True, capture_output=True,
+        )
+    return decisions
+
+
+def ledger_effects(ledger: Path) -> list[int]:
+    conn = sqlite3.connect(ledger)
+    try:
+        return [n for (n,) in conn.execute("SELECT n FROM effects ORDER BY n")]
+    finally:
+        conn.close()
+
+
+async def summary(log: Path) -> tuple[object, ...]:
+    async with SqliteStore.open(log) as store:
+        stored = await store.read("run")
+        events, state, _ = await load_run(store, "run")
+    verify(stored)
+    tool_messages = [(m.role, m.content, m.call_id) for m in Transcript(events).messages]
+    return state.phase, state.output, state.steps, state.tool_calls, state.usage, tool_messages
+
+
+@pytest.mark.parametrize("seed", [20261125])
+def test_resume_after_kill_matches_an_uninterrupted_run(tmp_path: Path, seed: int) -> None:
+    reference_log, reference_ledger = tmp_path / "reference.db", tmp_path / "reference-ledger.db"
+    assert run_child(reference_log, reference_ledger, None) == "done"
+    expected = anyio.run(summary, reference_log)
+
+    log, ledger = tmp_path / "killed.db", tmp_path / "killed-ledger.db"
+    rng = random.Random(seed)
+    kills = 0
+    decisions: list[str] = []
+    for _ in range(500):
+        outcome = run_child(log, ledger, rng)
+        if outcome == "killed":
+            kills += 1
+        elif outcome == "interrupted":
+            decisions += decide_from_ledger(log, ledger)
+        else:
+            assert outcome == "done"
+            break
+    assert kills >= 20, kills
+    assert anyio.run(summary, log) == expected
+    assert expected[0] is Phase.DONE
+    assert ledger_effects(ledger) == list(range(3, 31, 3))  # every transfer exactly once
+    assert {"supply", "retry"} <= set(decisions)  # both sides of the side-effect window were hit
