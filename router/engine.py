@@ -243,25 +243,31 @@ class Engine:
         )
 
     async def _call_model(self, run: _Run) -> Event:
+        remaining = self._remaining(run.state)
+        if remaining == float("inf"):
+            return await self._ask_model(run)
+        with anyio.move_on_after(remaining):
+            return await self._ask_model(run)
+        return self._deadline_passed(run.state)
+
+    async def _ask_model(self, run: _Run) -> Event:
         state = run.state
         begin = self.clock.now_us()
         error = ""
-        with anyio.move_on_after(self._remaining(state)):
-            for attempt in range(1, self.model_retry.attempts + 1):
-                if attempt > 1:
-                    await anyio.sleep(self.model_retry.delay_before(attempt))
-                try:
-                    turn = await self.model.respond(run.transcript.messages, self.tools.schemas)
-                    if not isinstance(turn, ModelTurn):
-                        raise TypeError(f"the model returned {type(turn).__name__}, not ModelTurn")
-                    return self._responded(state, turn, begin)
-                except Exception as exc:  # recorded as run_failed once the retries are spent
-                    error = f"{type(exc).__name__}: {exc}"
-            return RunFailed(
-                at=self.clock.now_us(), code="model_error",
-                reason=f"the model failed {self.model_retry.attempts} times; last error: {error}",
-            )
-        return self._deadline_passed(state)
+        for attempt in range(1, self.model_retry.attempts + 1):
+            if attempt > 1:
+                await anyio.sleep(self.model_retry.delay_before(attempt))
+            try:
+                turn = await self.model.respond(run.transcript.messages, self.tools.schemas)
+                if not isinstance(turn, ModelTurn):
+                    raise TypeError(f"the model returned {type(turn).__name__}, not ModelTurn")
+                return self._responded(state, turn, begin)
+            except Exception as exc:  # recorded as run_failed once the retries are spent
+                error = f"{type(exc).__name__}: {exc}"
+        return RunFailed(
+            at=self.clock.now_us(), code="model_error",
+            reason=f"the model failed {self.model_retry.attempts} times; last error: {error}",
+        )
 
     def _responded(self, state: RunState, turn: ModelTurn, begin: int) -> ModelResponded:
         now = self.clock.now_us()
@@ -280,13 +286,20 @@ class Engine:
         async def one(i: int) -> None:
             results[i] = await self._run_tool(run, calls[i])
 
-        with anyio.move_on_after(self._remaining(run.state)) as scope:
+        async def all_calls() -> None:
             if len(calls) == 1:
                 await one(0)
-            else:
-                async with anyio.create_task_group() as tg:
-                    for i in range(len(calls)):
-                        tg.start_soon(one, i)
+                return
+            async with anyio.create_task_group() as tg:
+                for i in range(len(calls)):
+                    tg.start_soon(one, i)
+
+        remaining = self._remaining(run.state)
+        if remaining == float("inf"):
+            await all_calls()
+            return results  # type: ignore[return-value]
+        with anyio.move_on_after(remaining) as scope:
+            await all_calls()
         done = [r for r in results if r is not None]
         if scope.cancelled_caught:
             done.append(self._deadline_passed(run.state))
@@ -305,13 +318,14 @@ class Engine:
             if attempt > 1:
                 await anyio.sleep(t.retry.delay_before(attempt))
             try:
-                with anyio.fail_after(timeout if timeout is not None else float("inf")):
-                    if t.is_async:
-                        value = await t.call(args)
-                    elif t.inline:
-                        value = t.call(args)
-                    else:
-                        value = await anyio.to_thread.run_sync(t.call, args, abandon_on_cancel=True)
+                if t.inline and not t.is_async:  # runs to completion on the loop: no timeout applies
+                    value = t.call(args)
+                else:
+                    with anyio.fail_after(timeout if timeout is not None else float("inf")):
+                        if t.is_async:
+                            value = await t.call(args)
+                        else:
+                            value = await anyio.to_thread.run_sync(t.call, args, abandon_on_cancel=True)
             except TimeoutError:
                 timeouts += 1
                 errors.append(f"timed out after {timeout:g} s")

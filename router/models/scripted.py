@@ -36,12 +36,22 @@ class ScriptedModel:
         self.name = name
         self._script = script
         self.calls = 0  # how many times the model was asked
+        self._counted: tuple[Sequence[Message], int, int] = ((), 0, 0)  # (messages, length, assistant turns)
 
     async def respond(self, messages: Sequence[Message], tools: Sequence[dict[str, Any]]) -> ModelTurn:
         self.calls += 1
         if callable(self._script):
             return self._script(messages)
-        step = sum(1 for m in messages if m.role == "assistant")
+        step = self._assistant_turns(messages)
         if step < len(self._script):
             return self._script[step]
         return say("(script ended)")
+
+    def _assistant_turns(self, messages: Sequence[Message]) -> int:
+        """Count assistant messages, incrementally while the same list only grows."""
+        seen, length, count = self._counted
+        if seen is not messages or length > len(messages):
+            length, count = 0, 0
+        count += sum(1 for m in messages[length:] if m.role == "assistant")
+        self._counted = (messages, len(messages), count)
+        return count

@@ -1,0 +1,1 @@
+"""router's bench suite: ``python -m bench [--quick] [--only NAME] [--json FILE]``."""
