@@ -48,7 +48,7 @@ class Data(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True, gc=Fal
     """Base of the plain records that events carry."""
 
 
-class ToolCall(Data):
+class ToolCall(Data, frozen=True):
     """One tool call as the model proposed it, arguments still unparsed."""
 
     id: str
@@ -57,7 +57,7 @@ class ToolCall(Data):
     invalid_utf8: bool = False  # the model's bytes were not UTF-8; ``arguments`` is escaped
 
 
-class Usage(Data):
+class Usage(Data, frozen=True):
     input_tokens: int = 0
     output_tokens: int = 0
 
@@ -66,7 +66,7 @@ class Usage(Data):
         return self.input_tokens + self.output_tokens
 
 
-class Message(Data):
+class Message(Data, frozen=True):
     """One message of the conversation the model sees."""
 
     role: Literal["system", "user", "assistant", "tool"]
@@ -76,14 +76,14 @@ class Message(Data):
     name: str = ""  # for role "tool": the tool's name
 
 
-class Principal(Data):
+class Principal(Data, frozen=True):
     """Who a run acts for: an id and the roles it holds."""
 
     id: str
     roles: frozenset[str] = frozenset()
 
 
-class Limits(Data, omit_defaults=False):
+class Limits(Data, frozen=True, omit_defaults=False):
     """Hard limits of a run. ``None`` turns a limit off.
 
     A step is one model turn. Limits gate the next effect: a run that crosses one ends
@@ -109,7 +109,7 @@ class Event(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True, gc=Fa
     at: int
 
 
-class RunStarted(Event, tag="run_started"):
+class RunStarted(Event, frozen=True, tag="run_started"):
     messages: tuple[Message, ...]
     principal: Principal
     limits: Limits
@@ -117,7 +117,7 @@ class RunStarted(Event, tag="run_started"):
     tools: tuple[str, ...] = ()
 
 
-class ModelResponded(Event, tag="model_responded"):
+class ModelResponded(Event, frozen=True, tag="model_responded"):
     step: int
     text: str = ""
     tool_calls: tuple[ToolCall, ...] = ()
@@ -127,7 +127,7 @@ class ModelResponded(Event, tag="model_responded"):
     latency_us: int = 0
 
 
-class ToolCallRejected(Event, tag="tool_call_rejected"):
+class ToolCallRejected(Event, frozen=True, tag="tool_call_rejected"):
     """A proposed call that cannot run: unknown tool or invalid arguments."""
 
     call_id: str
@@ -137,14 +137,14 @@ class ToolCallRejected(Event, tag="tool_call_rejected"):
     path: str = ""  # where in the arguments, as $.field[0].sub
 
 
-class ToolCallDenied(Event, tag="tool_call_denied"):
+class ToolCallDenied(Event, frozen=True, tag="tool_call_denied"):
     call_id: str
     tool: str
     principal: str
     missing: tuple[str, ...]
 
 
-class ToolStarted(Event, tag="tool_started"):
+class ToolStarted(Event, frozen=True, tag="tool_started"):
     call_id: str
     tool: str
     arguments: str  # canonical JSON of the validated arguments
@@ -152,7 +152,7 @@ class ToolStarted(Event, tag="tool_started"):
     attempt: int = 1  # 2 and more after a reviewer asked for a retry
 
 
-class ToolSucceeded(Event, tag="tool_succeeded"):
+class ToolSucceeded(Event, frozen=True, tag="tool_succeeded"):
     call_id: str
     tool: str
     result: str  # JSON
@@ -161,7 +161,7 @@ class ToolSucceeded(Event, tag="tool_succeeded"):
     supplied_by: str = ""  # a reviewer supplied this result instead of running the tool
 
 
-class ToolFailed(Event, tag="tool_failed"):
+class ToolFailed(Event, frozen=True, tag="tool_failed"):
     call_id: str
     tool: str
     error: str
@@ -170,18 +170,18 @@ class ToolFailed(Event, tag="tool_failed"):
     attempts: int = 1
 
 
-class RunResumed(Event, tag="run_resumed"):
+class RunResumed(Event, frozen=True, tag="run_resumed"):
     owner: str
 
 
-class RunInterrupted(Event, tag="run_interrupted"):
+class RunInterrupted(Event, frozen=True, tag="run_interrupted"):
     """Calls started before a crash, with no result, whose tools are not idempotent."""
 
     call_ids: tuple[str, ...]
     reason: str
 
 
-class ToolCallResolved(Event, tag="tool_call_resolved"):
+class ToolCallResolved(Event, frozen=True, tag="tool_call_resolved"):
     """A reviewer's decision on an interrupted call."""
 
     call_id: str
@@ -191,19 +191,19 @@ class ToolCallResolved(Event, tag="tool_call_resolved"):
     note: str = ""
 
 
-class LimitExceeded(Event, tag="limit_exceeded"):
+class LimitExceeded(Event, frozen=True, tag="limit_exceeded"):
     limit: str
     value: float
     ceiling: float
     detail: str = ""
 
 
-class RunFailed(Event, tag="run_failed"):
+class RunFailed(Event, frozen=True, tag="run_failed"):
     code: str
     reason: str
 
 
-class RunCancelled(Event, tag="run_cancelled"):
+class RunCancelled(Event, frozen=True, tag="run_cancelled"):
     reason: str = ""
 
 
@@ -244,7 +244,7 @@ class Kind(enum.StrEnum):
     RUN_CANCELLED = "run_cancelled"
 
 
-_KINDS: dict[type[Event], Kind] = {t: Kind(t.__struct_config__.tag) for t in EVENT_TYPES}
+_KINDS: dict[type[Event], Kind] = {t: Kind(str(t.__struct_config__.tag)) for t in EVENT_TYPES}
 
 
 def kind_of(event: Event) -> Kind:

@@ -118,37 +118,37 @@ class Effect(msgspec.Struct, frozen=True, gc=False):
     pass
 
 
-class Idle(Effect):
+class Idle(Effect, frozen=True):
     """Nothing to do: the run has not started."""
 
 
-class CallModel(Effect):
+class CallModel(Effect, frozen=True):
     pass
 
 
-class DecideCalls(Effect):
+class DecideCalls(Effect, frozen=True):
     """Validate and authorize these proposed calls; record a decision for each."""
 
     calls: tuple[ToolCall, ...]
 
 
-class RunTools(Effect):
+class RunTools(Effect, frozen=True):
     """Run these started calls and record their results in this order."""
 
     calls: tuple[ToolStarted, ...]
 
 
-class Record(Effect):
+class Record(Effect, frozen=True):
     """Append an event the core decided (a limit crossed, a failure)."""
 
     event: Event
 
 
-class AwaitDecision(Effect):
+class AwaitDecision(Effect, frozen=True):
     call_ids: tuple[str, ...]
 
 
-class Finish(Effect):
+class Finish(Effect, frozen=True):
     phase: Phase
 
 
@@ -194,7 +194,7 @@ def _settle(state: RunState, index: int, updated: CallState, **changes: object) 
         phase = Phase.AWAITING_MODEL
     elif phase is Phase.INTERRUPTED and not any(c.status == "interrupted" for c in calls):
         phase = Phase.RUNNING_TOOLS
-    return replace(state, calls=calls, phase=phase, **changes)  # type: ignore[arg-type]
+    return replace(state, calls=calls, phase=phase, **changes)
 
 
 def _fault(state: RunState, event: Event, why: str) -> RunState:

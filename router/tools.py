@@ -11,7 +11,7 @@ from __future__ import annotations
 import inspect
 import re
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any, final, get_type_hints
+from typing import Any, final, get_type_hints, overload
 
 import msgspec
 
@@ -103,6 +103,24 @@ class Tool:
         return f"Tool({self.name!r})"
 
 
+@overload
+def tool(fn: Callable[..., Any], /) -> Tool: ...
+
+
+@overload
+def tool(
+    *,
+    name: str | None = None,
+    description: str | None = None,
+    permissions: Iterable[str] = (),
+    idempotent: bool = False,
+    timeout_s: float | None = None,
+    retry: Retry | None = None,
+    inline: bool = False,
+    max_argument_bytes: int = 65_536,
+) -> Callable[[Callable[..., Any]], Tool]: ...
+
+
 def tool(
     fn: Callable[..., Any] | None = None,
     *,
@@ -114,7 +132,7 @@ def tool(
     retry: Retry | None = None,
     inline: bool = False,
     max_argument_bytes: int = 65_536,
-) -> Any:
+) -> Tool | Callable[[Callable[..., Any]], Tool]:
     """Declare a tool, as ``@tool`` or ``@tool(...)``.
 
     permissions: what the run's principal must hold for the call to run.
@@ -124,13 +142,14 @@ def tool(
     inline: run a sync function on the event loop (for cheap, non-blocking code);
         otherwise sync functions run in a worker thread.
     """
-    options = dict(
-        name=name, description=description, permissions=permissions, idempotent=idempotent,
-        timeout_s=timeout_s, retry=retry, inline=inline, max_argument_bytes=max_argument_bytes,
-    )
-    if fn is None:
-        return lambda f: Tool(f, **options)  # type: ignore[arg-type]
-    return Tool(fn, **options)  # type: ignore[arg-type]
+
+    def declare(f: Callable[..., Any]) -> Tool:
+        return Tool(
+            f, name=name, description=description, permissions=permissions, idempotent=idempotent,
+            timeout_s=timeout_s, retry=retry, inline=inline, max_argument_bytes=max_argument_bytes,
+        )
+
+    return declare if fn is None else declare(fn)
 
 
 def _args_type(fn: Callable[..., Any], name: str) -> tuple[type[msgspec.Struct], bool]:
@@ -161,7 +180,7 @@ def _args_type(fn: Callable[..., Any], name: str) -> tuple[type[msgspec.Struct],
 
 def _parameters_schema(args_type: type[msgspec.Struct]) -> dict[str, Any]:
     (ref,), components = msgspec.json.schema_components([args_type], ref_template="#/$defs/{name}")
-    top = components.pop(ref["$ref"].rsplit("/", 1)[1])
+    top: dict[str, Any] = components.pop(ref["$ref"].rsplit("/", 1)[1])
     top.pop("title", None)
     if components:
         top["$defs"] = components
