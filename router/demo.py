@@ -30,7 +30,10 @@ PRICES = PriceTable({MODEL: Price(input_per_mtok=3.0, output_per_mtok=15.0)})
 LIMITS = Limits(max_steps=12, max_tool_calls=20, max_total_tokens=20_000, max_cost_usd=0.05, deadline_s=60)
 PRINCIPAL = Principal(id="agent-7", roles=frozenset({"support"}))
 POLICY = Policy({"support": {"customers:read"}, "analyst": {"customers:read"}, "billing": {"refunds:write"}})
-QUESTION = "Customer 42 was charged 1,200.00 twice in March. What refund is due after the 150.00 fee, and refund it."
+QUESTION = (
+    "Customer 42 was charged 1,200.00 twice in March. What refund is due after the 150.00 fee, "
+    "what balance will it leave, and please refund it."
+)
 
 _BINARY: dict[type[ast.operator], Callable[[Any, Any], Any]] = {
     ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul,
@@ -112,10 +115,11 @@ def demo_model() -> ScriptedModel:
             _turn(("calculate", '{"expr": "1200 - 150"}'), tokens=(540, 18)),
             _turn(("calculate", '{"expression": "1200 - 150"}'), tokens=(611, 19)),
             _turn(("issue_refund", '{"customer_id": 42, "amount": 1050}'), tokens=(668, 24)),
-            _turn(("lookup_customer", '{"customer_id": 7}'), ("calculate", '{"expression": "1050 * 0.2"}'),
+            _turn(("calculate", '{"expression": "-2400 + 1050"}'), ("calculate", '{"expression": "1050 / 1200 * 100"}'),
                   tokens=(742, 37)),
-            _turn(text="Grace Hopper (customer 42) is due a refund of 1,050.00 (1,200.00 less the 150.00 fee). "
-                  "I may not issue refunds, so I have escalated it to billing.", tokens=(860, 48)),
+            _turn(text="Grace Hopper (customer 42) is due 1,050.00 (1,200.00 less the 150.00 fee, 87.5% of the "
+                  "duplicate charge), which leaves a balance of -1,350.00. I may not issue refunds, so I have "
+                  "escalated it to billing.", tokens=(860, 48)),
         ],
         name=MODEL,
     )

@@ -1,0 +1,30 @@
+"""The README stays true: its commands are the ones CI runs, its example runs."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+README = (ROOT / "README.md").read_text()
+
+
+def blocks(lang: str) -> list[str]:
+    return re.findall(rf"```{lang}\n(.*?)```", README, re.S)
+
+
+def test_readme_opens_with_the_two_commands_and_ci_runs_the_second() -> None:
+    demo, tests = blocks("sh")[:2]
+    assert "router demo" in demo and "pytest" in tests
+    assert README.index(demo) < README.index("## What router is")
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert tests.strip() in ci
+
+
+def test_the_embedding_example_runs(tmp_path: Path) -> None:
+    (example,) = blocks("python")
+    result = subprocess.run([sys.executable, "-c", example], cwd=tmp_path, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "done Customer 42 is on enterprise."
