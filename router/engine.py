@@ -18,7 +18,7 @@ import msgspec
 
 from .chain import Chain, verify
 from .clock import Clock, IdSource, RandomIds, SystemClock
-from .errors import DecisionError, RunNotFound
+from .errors import ConfigError, DecisionError, RunNotFound, StoreError
 from .events import (
     Event,
     Limits,
@@ -104,7 +104,12 @@ async def load_run(store: Store, run_id: str) -> tuple[list[Any], RunState, Chai
     if not stored:
         raise RunNotFound(run_id)
     verify(stored)
-    events = [decode_event(s.payload) for s in stored]
+    events = []
+    for s in stored:
+        try:
+            events.append(decode_event(s.payload))
+        except msgspec.DecodeError as exc:
+            raise StoreError(f"run {run_id!r}: event {s.seq} is not an event this router knows: {exc}") from exc
     return events, fold(events), Chain.after(run_id, stored)
 
 
@@ -151,13 +156,22 @@ class Engine:
         run_id: str | None = None,
     ) -> RunResult:
         """Start a run and drive it until it ends or waits for a reviewer."""
-        if isinstance(messages, str):
-            messages = (Message(role="user", content=messages),)
-        run_id = run_id or self.ids.new_id("run")
+        try:
+            opening = msgspec.convert(
+                [Message(role="user", content=messages)] if isinstance(messages, str) else list(messages),
+                tuple[Message, ...],
+            )
+            principal = msgspec.convert(principal, Principal)
+        except (msgspec.ValidationError, TypeError) as exc:
+            raise ConfigError(f"cannot start a run: {exc}") from exc
+        if run_id is None:
+            run_id = self.ids.new_id("run")
+        elif await self.store.read(run_id):  # a chosen id may be taken; a generated one is not
+            raise ConfigError(f"run {run_id!r} already exists; resume it instead")
         run = _Run(run_id, Chain(run_id), RunState(), Transcript())
         await self._lease(run_id)
         run.add(RunStarted(
-            at=self.clock.now_us(), messages=tuple(messages), principal=principal,
+            at=self.clock.now_us(), messages=opening, principal=principal,
             limits=limits or self.limits, model=self.model.name, tools=self.tools.names,
         ))
         return await self._drive(run)

@@ -15,6 +15,8 @@ from typing import Literal, TypeAlias, Union
 
 import msgspec
 
+from .errors import ConfigError
+
 __all__ = [
     "EVENT_TYPES",
     "Event",
@@ -101,6 +103,14 @@ class Limits(Data, frozen=True, omit_defaults=False):
     max_repeats: int = 3  # the same tool with the same arguments, within loop_window calls
     loop_window: int = 10
     max_rejected_calls: int = 5  # invalid, unknown or denied calls per run
+
+    def __post_init__(self) -> None:
+        for name in self.__struct_fields__:
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int | float) or value < 0):
+                raise ConfigError(f"Limits.{name} must be a non-negative number or None, not {value!r}")
+        if self.max_repeats < 1 or self.loop_window < 1:
+            raise ConfigError("Limits.max_repeats and Limits.loop_window must be at least 1")
 
 
 class Event(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True, gc=False, tag_field="kind"):

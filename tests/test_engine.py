@@ -517,3 +517,36 @@ async def test_any_model_output_ends_in_a_terminal_state_within_the_limits(
     assert verify(stored) == len(stored)
     _, state, _ = await load_run(store, result.run_id)
     assert state.phase is result.phase and not state.fault
+
+
+async def test_bad_start_input_is_a_config_error_and_leaves_nothing(store: Store) -> None:
+    from router import ConfigError
+
+    eng = engine(store, [say("x")])
+    with pytest.raises(ConfigError):
+        await eng.start([{"role": "wizard", "content": "hi"}], principal=USER)
+    with pytest.raises(ConfigError):
+        await eng.start("hi", principal="not a principal")  # type: ignore[arg-type]
+    with pytest.raises(ConfigError):
+        Limits(max_steps=-1)
+    with pytest.raises(ConfigError):
+        Limits(loop_window=0)
+    assert await store.runs() == []
+    ok = await eng.start([{"role": "user", "content": "hi"}], principal={"id": "u"}, run_id="r")  # type: ignore[arg-type]
+    assert ok.phase is Phase.DONE
+    with pytest.raises(ConfigError, match="already exists"):
+        await eng.start("again", principal=USER, run_id="r")
+
+
+async def test_a_payload_that_is_not_an_event_is_a_store_error() -> None:
+    from router import StoreError
+
+    from router.chain import link
+    from router.events import StoredEvent
+
+    store = MemoryStore()
+    payload = b'{"kind": "made_up", "at": 1}'
+    stored = [StoredEvent("r", 0, "made_up", payload, bytes(32), link("r", 0, payload, bytes(32)))]
+    await store.append(stored)
+    with pytest.raises(StoreError, match="not an event this router knows"):
+        await load_run(store, "r")
