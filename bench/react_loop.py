@@ -34,8 +34,9 @@ TOOLS = Tools([add])
 PROMISES = {
     "memory": "nothing survives the process",
     "commit": "committed before each side effect; survives kill -9, not power loss",
+    "group": "as commit, one commit shared by the runs of a loop turn",
     "fsync": "fsynced before each side effect; survives power loss",
-    "group": "fsynced, commits shared across concurrent runs; survives power loss",
+    "group_fsync": "as fsync, one fsync shared by concurrent runs",
 }
 
 
@@ -75,6 +76,6 @@ async def measure(store_name: str, runs: int) -> Record:
 
 
 async def run(quick: bool) -> Sequence[Record]:
-    runs = {"memory": 200, "commit": 200, "fsync": 40, "group": 40}
+    runs = {"memory": 200, "commit": 200, "group": 200, "fsync": 40, "group_fsync": 40}
     scale = 0.25 if quick else 1.0
     return [await measure(name, max(10, int(n * scale))) for name, n in runs.items()]

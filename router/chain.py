@@ -21,12 +21,7 @@ GENESIS = bytes(32)
 
 def link(run_id: str, seq: int, payload: bytes, prev_hash: bytes) -> bytes:
     """The hash of one event, given the hash before it."""
-    h = sha256(prev_hash)
-    h.update(run_id.encode())
-    h.update(b"\x00")
-    h.update(seq.to_bytes(8, "big"))
-    h.update(payload)
-    return h.digest()
+    return sha256(b"".join((prev_hash, run_id.encode(), b"\x00", seq.to_bytes(8, "big"), payload))).digest()
 
 
 class Chain:
@@ -50,9 +45,10 @@ class Chain:
         """Link events onto the chain. The head moves only when the caller commits."""
         out: list[StoredEvent] = []
         seq, head, run_id = self.next_seq, self.head, self.run_id
+        prefix = run_id.encode() + b"\x00"
         for event in events:
             payload = encode_event(event)
-            digest = link(run_id, seq, payload, head)
+            digest = sha256(b"".join((head, prefix, seq.to_bytes(8, "big"), payload))).digest()
             out.append(StoredEvent(run_id, seq, kind_of(event), payload, head, digest))
             seq, head = seq + 1, digest
         return out

@@ -149,19 +149,20 @@ class Engine:
 
     async def start(
         self,
-        messages: str | Sequence[Message],
+        messages: str | Sequence[Message | dict[str, Any]],
         *,
-        principal: Principal,
+        principal: Principal | dict[str, Any],
         limits: Limits | None = None,
         run_id: str | None = None,
     ) -> RunResult:
         """Start a run and drive it until it ends or waits for a reviewer."""
         try:
-            opening = msgspec.convert(
-                [Message(role="user", content=messages)] if isinstance(messages, str) else list(messages),
-                tuple[Message, ...],
-            )
-            principal = msgspec.convert(principal, Principal)
+            if isinstance(messages, str):
+                opening: tuple[Message, ...] = (Message(role="user", content=messages),)
+            else:
+                opening = msgspec.convert(list(messages), tuple[Message, ...])
+            if not isinstance(principal, Principal):
+                principal = msgspec.convert(principal, Principal)
         except (msgspec.ValidationError, TypeError) as exc:
             raise ConfigError(f"cannot start a run: {exc}") from exc
         if run_id is None:
@@ -198,6 +199,17 @@ class Engine:
         return await self._drive(run)
 
     async def _drive(self, run: _Run) -> RunResult:
+        """Advance the run until it stops, then release its lease, whatever happened."""
+        try:
+            result = await self._advance(run)
+        except BaseException:
+            with anyio.CancelScope(shield=True):
+                await self._release(run.run_id)
+            raise
+        await self._release(run.run_id)
+        return result
+
+    async def _advance(self, run: _Run) -> RunResult:
         try:
             while True:
                 effect = next_effect(run.state)
@@ -222,9 +234,6 @@ class Engine:
                     run.add(RunCancelled(at=self.clock.now_us(), reason="the task driving the run was cancelled"))
                 await self._flush(run)
             raise
-        finally:
-            with anyio.CancelScope(shield=True):
-                await self._release(run.run_id)
 
     def _decide(self, run: _Run, effect: DecideCalls) -> None:
         principal = run.state.principal
@@ -295,6 +304,9 @@ class Engine:
 
     async def _run_tools(self, run: _Run, calls: tuple[ToolStarted, ...]) -> list[Event]:
         """Run the calls concurrently; results come back in call order."""
+        remaining = self._remaining(run.state)
+        if len(calls) == 1 and remaining == float("inf"):
+            return [await self._run_tool(run, calls[0])]
         results: list[Event | None] = [None] * len(calls)
 
         async def one(i: int) -> None:
@@ -308,7 +320,6 @@ class Engine:
                 for i in range(len(calls)):
                     tg.start_soon(one, i)
 
-        remaining = self._remaining(run.state)
         if remaining == float("inf"):
             await all_calls()
             return results  # type: ignore[return-value]

@@ -43,6 +43,7 @@ __all__ = [
     "decode_event",
     "encode_event",
     "kind_of",
+    "kind_of_type",
 ]
 
 
@@ -259,6 +260,10 @@ _KINDS: dict[type[Event], Kind] = {t: Kind(str(t.__struct_config__.tag)) for t i
 
 def kind_of(event: Event) -> Kind:
     return _KINDS[type(event)]
+
+
+def kind_of_type(event_type: type[Event]) -> Kind:
+    return _KINDS[event_type]
 
 
 class StoredEvent(msgspec.Struct, frozen=True, gc=False):

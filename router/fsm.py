@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Callable, Iterable
-from typing import Literal, TypeAlias
+from typing import Any, Literal, TypeAlias
 
 import msgspec
 from msgspec.structs import replace
 
 from .events import (
+    EVENT_TYPES,
     Event,
     Kind,
     LimitExceeded,
@@ -25,6 +26,7 @@ from .events import (
     Principal,
     RunFailed,
     RunInterrupted,
+    RunCancelled,
     RunResumed,
     RunStarted,
     ToolCall,
@@ -36,6 +38,7 @@ from .events import (
     ToolSucceeded,
     Usage,
     kind_of,
+    kind_of_type,
 )
 from .limits import call_signature, check_limits
 
@@ -154,30 +157,35 @@ class Finish(Effect, frozen=True):
 
 # --- the transition table -------------------------------------------------------------
 
-Handler: TypeAlias = Callable[[RunState, Event], RunState]
+Handler: TypeAlias = Callable[[RunState, Any, int], RunState]
+# Each handler takes (state, event, at) and returns the new state with last_at = at, in
+# one replace: the fold runs once per event on the hot path.
 
 
-def _start(state: RunState, event: Event) -> RunState:
-    assert isinstance(event, RunStarted)
+def _start(state: RunState, event: RunStarted, at: int) -> RunState:
     return replace(
         state, phase=Phase.AWAITING_MODEL, limits=event.limits, principal=event.principal,
-        model=event.model, started_at=event.at,
+        model=event.model, started_at=event.at, last_at=at,
     )
 
 
-def _model_responded(state: RunState, event: Event) -> RunState:
-    assert isinstance(event, ModelResponded)
-    usage = Usage(
-        input_tokens=state.usage.input_tokens + event.usage.input_tokens,
-        output_tokens=state.usage.output_tokens + event.usage.output_tokens,
-    )
-    common = {"steps": state.steps + 1, "usage": usage, "cost_nusd": state.cost_nusd + event.cost_nusd}
+def _model_responded(state: RunState, event: ModelResponded, at: int) -> RunState:
+    used, add = state.usage, event.usage
+    usage = Usage(input_tokens=used.input_tokens + add.input_tokens, output_tokens=used.output_tokens + add.output_tokens)
     if not event.tool_calls:
-        return replace(state, phase=Phase.DONE, output=event.text, calls=(), **common)
+        return replace(
+            state, phase=Phase.DONE, output=event.text, calls=(), steps=state.steps + 1, usage=usage,
+            cost_nusd=state.cost_nusd + event.cost_nusd, last_at=at,
+        )
+    recent = state.recent_calls + tuple(call_signature(c) for c in event.tool_calls)
     window = state.limits.loop_window
-    recent = (state.recent_calls + tuple(call_signature(c) for c in event.tool_calls))[-window:]
-    calls = tuple(CallState(c) for c in event.tool_calls)
-    return replace(state, phase=Phase.RUNNING_TOOLS, calls=calls, recent_calls=recent, **common)
+    if len(recent) > window:
+        recent = recent[-window:]
+    return replace(
+        state, phase=Phase.RUNNING_TOOLS, calls=tuple(CallState(c) for c in event.tool_calls),
+        recent_calls=recent, steps=state.steps + 1, usage=usage, cost_nusd=state.cost_nusd + event.cost_nusd,
+        last_at=at,
+    )
 
 
 def _find(state: RunState, call_id: str, status: CallStatus) -> int:
@@ -187,83 +195,81 @@ def _find(state: RunState, call_id: str, status: CallStatus) -> int:
     return -1
 
 
-def _settle(state: RunState, index: int, updated: CallState, **changes: object) -> RunState:
+def _settle(state: RunState, index: int, updated: CallState, at: int, **changes: Any) -> RunState:
     calls = state.calls[:index] + (updated,) + state.calls[index + 1 :]
     phase = state.phase
     if all(c.status == "done" for c in calls):
         phase = Phase.AWAITING_MODEL
     elif phase is Phase.INTERRUPTED and not any(c.status == "interrupted" for c in calls):
         phase = Phase.RUNNING_TOOLS
-    return replace(state, calls=calls, phase=phase, **changes)
+    return replace(state, calls=calls, phase=phase, last_at=at, **changes)
 
 
 def _fault(state: RunState, event: Event, why: str) -> RunState:
     return replace(state, fault=f"{kind_of(event)} in phase {state.phase}: {why}")
 
 
-def _refused(state: RunState, event: Event) -> RunState:
-    assert isinstance(event, ToolCallRejected | ToolCallDenied)
+def _refused(state: RunState, event: ToolCallRejected | ToolCallDenied, at: int) -> RunState:
     i = _find(state, event.call_id, "proposed")
     if i < 0:
         return _fault(state, event, f"no proposed call {event.call_id!r}")
-    return _settle(state, i, replace(state.calls[i], status="done"), rejected=state.rejected + 1)
+    return _settle(state, i, replace(state.calls[i], status="done"), at, rejected=state.rejected + 1)
 
 
-def _tool_started(state: RunState, event: Event) -> RunState:
-    assert isinstance(event, ToolStarted)
+def _tool_started(state: RunState, event: ToolStarted, at: int) -> RunState:
     i = _find(state, event.call_id, "proposed")
     if i < 0:
         return _fault(state, event, f"no proposed call {event.call_id!r}")
     old = state.calls[i]
-    new = replace(old, status="started", attempt=old.attempt + 1, started=event)
+    new = CallState(old.call, "started", old.attempt + 1, event)
     calls = state.calls[:i] + (new,) + state.calls[i + 1 :]
-    return replace(state, calls=calls, tool_calls=state.tool_calls + (old.attempt == 0))
+    return replace(state, calls=calls, tool_calls=state.tool_calls + (old.attempt == 0), last_at=at)
 
 
-def _tool_ended(state: RunState, event: Event) -> RunState:
-    assert isinstance(event, ToolSucceeded | ToolFailed)
+def _tool_ended(state: RunState, event: ToolSucceeded | ToolFailed, at: int) -> RunState:
     i = _find(state, event.call_id, "started")
     if i < 0:
         return _fault(state, event, f"no started call {event.call_id!r}")
-    timed_out = event.call_id if isinstance(event, ToolFailed) and event.timed_out else state.timed_out
-    return _settle(state, i, replace(state.calls[i], status="done"), timed_out=timed_out)
+    old = state.calls[i]
+    done = CallState(old.call, "done", old.attempt, old.started)
+    if isinstance(event, ToolFailed) and event.timed_out:
+        return _settle(state, i, done, at, timed_out=event.call_id)
+    return _settle(state, i, done, at)
 
 
-def _interrupted(state: RunState, event: Event) -> RunState:
-    assert isinstance(event, RunInterrupted)
+def _interrupted(state: RunState, event: RunInterrupted, at: int) -> RunState:
     calls = list(state.calls)
     for call_id in event.call_ids:
         i = _find(state, call_id, "started")
         if i < 0:
             return _fault(state, event, f"no started call {call_id!r}")
         calls[i] = replace(calls[i], status="interrupted")
-    return replace(state, phase=Phase.INTERRUPTED, calls=tuple(calls))
+    return replace(state, phase=Phase.INTERRUPTED, calls=tuple(calls), last_at=at)
 
 
-def _resolved(state: RunState, event: Event) -> RunState:
-    assert isinstance(event, ToolCallResolved)
+def _resolved(state: RunState, event: ToolCallResolved, at: int) -> RunState:
     i = _find(state, event.call_id, "interrupted")
     if i < 0:
         return _fault(state, event, f"no interrupted call {event.call_id!r}")
     if event.decision == "fail":
         reason = f"call {event.call_id} failed by {event.by or 'a reviewer'}: {event.note}".rstrip(": ")
-        return replace(state, phase=Phase.FAILED, reason=reason)
+        return replace(state, phase=Phase.FAILED, reason=reason, last_at=at)
     status: CallStatus = "proposed" if event.decision == "retry" else "done"
-    return _settle(state, i, replace(state.calls[i], status=status))
+    return _settle(state, i, replace(state.calls[i], status=status), at)
 
 
-def _resumed(state: RunState, event: Event) -> RunState:
-    return state
+def _resumed(state: RunState, event: RunResumed, at: int) -> RunState:
+    return replace(state, last_at=at)
 
 
 def _ended(phase: Phase) -> Handler:
-    def end(state: RunState, event: Event) -> RunState:
+    def end(state: RunState, event: LimitExceeded | RunFailed | RunCancelled, at: int) -> RunState:
         if isinstance(event, LimitExceeded):
             reason = f"{event.limit}: {event.value:g} (limit {event.ceiling:g})"
             reason += f" ({event.detail})" if event.detail else ""
         else:
-            reason = getattr(event, "reason", "")
-        return replace(state, phase=phase, reason=reason)
+            reason = event.reason
+        return replace(state, phase=phase, reason=reason, last_at=at)
 
     return end
 
@@ -289,33 +295,46 @@ for _phase in LIVE:
     TABLE[(_phase, Kind.RUN_FAILED)] = (_ended(Phase.FAILED), (Phase.FAILED,))
     TABLE[(_phase, Kind.RUN_CANCELLED)] = (_ended(Phase.CANCELLED), (Phase.CANCELLED,))
 
+# The same table keyed by event type, for the hot path.
+_HANDLERS: dict[tuple[Phase, type[Event]], Handler] = {
+    (phase, event_type): TABLE[(phase, kind_of_type(event_type))][0]
+    for phase in Phase
+    for event_type in EVENT_TYPES
+    if (phase, kind_of_type(event_type)) in TABLE
+}
+
 
 def apply(state: RunState, event: Event) -> RunState:
     """Fold one event into the state. Never raises."""
-    entry = TABLE.get((state.phase, kind_of(event)))
-    if entry is None:
+    handler = _HANDLERS.get((state.phase, type(event)))
+    if handler is None:
         return _fault(state, event, "not in the transition table")
+    at = event.at if event.at > state.last_at else state.last_at
     try:
-        new = entry[0](state, event)
+        return handler(state, event, at)
     except Exception as exc:  # a malformed event must become a fault, never escape
         return _fault(state, event, f"{type(exc).__name__}: {exc}")
-    return new if new.fault else replace(new, last_at=max(new.last_at, event.at))
+
+
+_CALL_MODEL = CallModel()
+_IDLE = Idle()
 
 
 def next_effect(state: RunState) -> Effect:
     """What the driver must do next. Limits are checked here, before every effect."""
-    if state.phase in TERMINAL:
-        return Finish(state.phase)
-    if state.phase is Phase.NEW:
-        return Idle()
+    phase = state.phase
+    if phase in TERMINAL:
+        return Finish(phase)
+    if phase is Phase.NEW:
+        return _IDLE
     if state.fault:
         return Record(RunFailed(at=state.last_at, code="invalid_transition", reason=state.fault))
     exceeded = check_limits(state)
     if exceeded is not None:
         return Record(exceeded)
-    if state.phase is Phase.AWAITING_MODEL:
-        return CallModel()
-    if state.phase is Phase.INTERRUPTED:
+    if phase is Phase.AWAITING_MODEL:
+        return _CALL_MODEL
+    if phase is Phase.INTERRUPTED:
         return AwaitDecision(tuple(c.call.id for c in state.calls if c.status == "interrupted"))
     proposed = tuple(c.call for c in state.calls if c.status == "proposed")
     if proposed:

@@ -72,16 +72,17 @@ def check_limits(state: RunState) -> LimitExceeded | None:
     if limits.max_cost_usd is not None and state.cost_nusd > round(limits.max_cost_usd * 1e9):
         return LimitExceeded(at=at, limit="max_cost_usd", value=state.cost_nusd / 1e9, ceiling=limits.max_cost_usd)
     usage = state.usage
-    for name, value, ceiling in (
-        ("max_total_tokens", usage.total_tokens, limits.max_total_tokens),
-        ("max_input_tokens", usage.input_tokens, limits.max_input_tokens),
-        ("max_output_tokens", usage.output_tokens, limits.max_output_tokens),
-    ):
-        if ceiling is not None and value > ceiling:
-            return LimitExceeded(at=at, limit=name, value=value, ceiling=ceiling)
+    if limits.max_total_tokens is not None and usage.total_tokens > limits.max_total_tokens:
+        return LimitExceeded(at=at, limit="max_total_tokens", value=usage.total_tokens, ceiling=limits.max_total_tokens)
+    if limits.max_input_tokens is not None and usage.input_tokens > limits.max_input_tokens:
+        return LimitExceeded(at=at, limit="max_input_tokens", value=usage.input_tokens, ceiling=limits.max_input_tokens)
+    if limits.max_output_tokens is not None and usage.output_tokens > limits.max_output_tokens:
+        return LimitExceeded(
+            at=at, limit="max_output_tokens", value=usage.output_tokens, ceiling=limits.max_output_tokens
+        )
     if state.phase == "awaiting_model" and state.steps >= limits.max_steps:
         return LimitExceeded(at=at, limit="max_steps", value=state.steps, ceiling=limits.max_steps)
-    fresh = [c.call for c in state.calls if c.status == "proposed" and c.attempt == 0]
+    fresh = [c.call for c in state.calls if c.attempt == 0 and c.status == "proposed"] if state.calls else None
     if fresh:
         exceeded = _check_proposals(state, fresh)
         if exceeded is not None:

@@ -7,7 +7,8 @@ and completion order never changes what it sees.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
 
 from .events import (
     Event,
@@ -22,6 +23,8 @@ from .events import (
 )
 
 __all__ = ["Transcript"]
+
+
 
 
 class Transcript:
@@ -42,26 +45,35 @@ class Transcript:
         return self._messages
 
     def apply(self, event: Event) -> None:
-        if isinstance(event, ModelResponded):
-            self._messages.append(Message(role="assistant", content=event.text, tool_calls=event.tool_calls))
-            self._turn = tuple((c.id, c.name) for c in event.tool_calls)
-            self._outcomes = {}
-            return
-        if isinstance(event, ToolSucceeded):
+        handler = _HANDLERS.get(type(event))
+        if handler is not None:
+            handler(self, event)
+
+    def _responded(self, event: ModelResponded) -> None:
+        self._messages.append(Message(role="assistant", content=event.text, tool_calls=event.tool_calls))
+        self._turn = tuple((c.id, c.name) for c in event.tool_calls)
+        self._outcomes = {}
+
+    def _succeeded(self, event: ToolSucceeded) -> None:
+        self._settle(event.call_id, event.result)
+
+    def _failed(self, event: ToolFailed) -> None:
+        what = "timed out" if event.timed_out else "failed"
+        self._settle(event.call_id, f"error[tool_failed]: the tool {what}: {event.error}")
+
+    def _rejected(self, event: ToolCallRejected) -> None:
+        where = f" at {event.path}" if event.path else ""
+        self._settle(event.call_id, f"error[{event.code}]{where}: {event.reason}")
+
+    def _denied(self, event: ToolCallDenied) -> None:
+        self._settle(event.call_id, f"error[permission_denied]: {event.principal} lacks {', '.join(event.missing)}")
+
+    def _resolved(self, event: ToolCallResolved) -> None:
+        if event.decision == "supply":
             self._settle(event.call_id, event.result)
-        elif isinstance(event, ToolFailed):
-            what = "timed out" if event.timed_out else "failed"
-            self._settle(event.call_id, f"error[tool_failed]: the tool {what}: {event.error}")
-        elif isinstance(event, ToolCallRejected):
-            where = f" at {event.path}" if event.path else ""
-            self._settle(event.call_id, f"error[{event.code}]{where}: {event.reason}")
-        elif isinstance(event, ToolCallDenied):
-            needs = ", ".join(event.missing)
-            self._settle(event.call_id, f"error[permission_denied]: {event.principal} lacks {needs}")
-        elif isinstance(event, ToolCallResolved) and event.decision == "supply":
-            self._settle(event.call_id, event.result)
-        elif isinstance(event, RunStarted):
-            self._messages.extend(event.messages)
+
+    def _started(self, event: RunStarted) -> None:
+        self._messages.extend(event.messages)
 
     def _settle(self, call_id: str, content: str) -> None:
         self._outcomes[call_id] = content
@@ -70,3 +82,15 @@ class Transcript:
         for cid, name in self._turn:
             self._messages.append(Message(role="tool", content=self._outcomes[cid], call_id=cid, name=name))
         self._turn, self._outcomes = (), {}
+
+
+# Events not listed never change what the model sees.
+_HANDLERS: dict[type[Event], Callable[[Transcript, Any], None]] = {
+    RunStarted: Transcript._started,
+    ModelResponded: Transcript._responded,
+    ToolSucceeded: Transcript._succeeded,
+    ToolFailed: Transcript._failed,
+    ToolCallRejected: Transcript._rejected,
+    ToolCallDenied: Transcript._denied,
+    ToolCallResolved: Transcript._resolved,
+}

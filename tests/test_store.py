@@ -18,7 +18,7 @@ from router.testing import sealed_run
 pytestmark = pytest.mark.anyio
 
 
-@pytest.fixture(params=["memory", "sqlite-commit", "sqlite-fsync", "sqlite-group"])
+@pytest.fixture(params=["memory", "sqlite-commit", "sqlite-group", "sqlite-fsync", "sqlite-group_fsync"])
 async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
     if request.param == "memory":
         memory = MemoryStore()
@@ -50,15 +50,16 @@ async def test_sqlite_refuses_update_and_delete_from_any_connection(tmp_path: Pa
 
 
 async def test_sqlite_uses_wal_and_the_durability_setting(tmp_path: Path) -> None:
-    for durability, level in (("commit", 1), ("fsync", 2), ("group", 2)):
+    for durability, level in (("commit", 1), ("group", 1), ("fsync", 2), ("group_fsync", 2)):
         async with SqliteStore.open(tmp_path / f"{durability}.db", durability) as store:
             conn = store._conn()
             assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
             assert conn.execute("PRAGMA synchronous").fetchone()[0] == level
 
 
-async def test_group_commit_shares_transactions_across_runs(tmp_path: Path) -> None:
-    async with SqliteStore.open(tmp_path / "log.db", Durability.GROUP) as store:
+@pytest.mark.parametrize("durability", [Durability.GROUP, Durability.GROUP_FSYNC])
+async def test_group_commit_shares_transactions_across_runs(tmp_path: Path, durability: Durability) -> None:
+    async with SqliteStore.open(tmp_path / "log.db", durability) as store:
         runs = [sealed_run(f"r{i}", 4) for i in range(50)]
 
         async def write(events: list) -> None:  # type: ignore[type-arg]
@@ -74,8 +75,9 @@ async def test_group_commit_shares_transactions_across_runs(tmp_path: Path) -> N
             assert await store.read(events[0].run_id) == events
 
 
-async def test_group_commit_reports_a_conflict_to_its_batch_only(tmp_path: Path) -> None:
-    async with SqliteStore.open(tmp_path / "log.db", Durability.GROUP) as store:
+@pytest.mark.parametrize("durability", [Durability.GROUP, Durability.GROUP_FSYNC])
+async def test_group_commit_reports_a_conflict_to_its_batch_only(tmp_path: Path, durability: Durability) -> None:
+    async with SqliteStore.open(tmp_path / "log.db", durability) as store:
         good, bad = sealed_run("good", 2), sealed_run("bad", 2)
         await store.append(bad[:1])
         outcomes: dict[str, str] = {}

@@ -3,18 +3,20 @@
 The database itself refuses UPDATE and DELETE on the event log, and refuses an INSERT
 whose seq or prev_hash does not continue the run's chain, whoever the writer is.
 
-Durability is a named setting; each promises what a crash can lose:
+Durability is a named setting; each says what a crash can lose. In every setting a run
+waits until its batch is committed before the engine goes on (before the next model call,
+before a side-effecting tool), so nothing a run acted on is ever lost to a process crash.
 
-- ``commit`` (default): each batch is committed (WAL, synchronous=NORMAL) before the
-  engine goes on. A process crash, kill -9 included, loses nothing that was committed.
-  An OS crash or power loss may lose the commits since the last WAL checkpoint. The
-  commit does not fsync, so it runs inline on the event loop: no thread hop.
-- ``fsync``: each batch is committed with synchronous=FULL on a worker thread. Survives
+- ``commit`` (default): each batch is its own transaction (WAL, synchronous=NORMAL). A
+  process crash, kill -9 included, loses nothing committed; an OS crash or power loss may
+  lose the commits since the last WAL checkpoint. No fsync, so the commit runs inline on
+  the event loop: no thread hop.
+- ``group``: as ``commit``, but the batches that concurrent runs append in the same turn
+  of the event loop share one transaction. Same promise; one commit serves many runs.
+- ``fsync``: each batch is committed with synchronous=FULL on a worker thread: survives
   power loss; costs an fsync and a thread round trip per batch.
-- ``group``: like ``fsync``, but batches from concurrent runs that arrive while a commit
-  is in flight share the next transaction and its fsync. Each run still waits for its
-  own batch to be durable, so the promise is the same as ``fsync``; throughput grows
-  with the number of runs in flight.
+- ``group_fsync``: as ``fsync``, but batches that arrive while a commit is in flight share
+  the next transaction and its fsync. Same promise as ``fsync``.
 
 Reads go through aiosqlite, off the event loop.
 """
@@ -30,6 +32,7 @@ from typing import Any, TypeVar, final
 
 import aiosqlite
 import anyio
+import anyio.lowlevel
 import anyio.to_thread
 
 from ..errors import LeaseHeld, SeqConflict, StoreError
@@ -69,10 +72,12 @@ CREATE TRIGGER IF NOT EXISTS runs_refuse_update BEFORE UPDATE ON runs
 BEGIN SELECT RAISE(ABORT, 'router: the run list is append-only; UPDATE is refused'); END;
 CREATE TRIGGER IF NOT EXISTS runs_refuse_delete BEFORE DELETE ON runs
 BEGIN SELECT RAISE(ABORT, 'router: the run list is append-only; DELETE is refused'); END;
+-- Refuses a gap, a negative seq, a prev_hash that is not the previous event's hash, and a
+-- repeated seq (which INSERT OR REPLACE would otherwise turn into a silent overwrite).
 CREATE TRIGGER IF NOT EXISTS events_continue_chain BEFORE INSERT ON events
-WHEN NEW.seq IS NOT COALESCE((SELECT MAX(seq) FROM events WHERE run_id = NEW.run_id), -1) + 1
-  OR NEW.prev_hash IS NOT COALESCE(
-       (SELECT hash FROM events WHERE run_id = NEW.run_id AND seq = NEW.seq - 1), zeroblob(32))
+WHEN NEW.prev_hash IS NOT (CASE WHEN NEW.seq = 0 THEN zeroblob(32)
+    ELSE (SELECT hash FROM events WHERE run_id = NEW.run_id AND seq = NEW.seq - 1) END)
+  OR EXISTS (SELECT 1 FROM events WHERE run_id = NEW.run_id AND seq = NEW.seq)
 BEGIN SELECT RAISE(ABORT, 'router: seq or prev_hash does not continue the chain'); END;
 CREATE TRIGGER IF NOT EXISTS events_list_run AFTER INSERT ON events WHEN NEW.seq = 0
 BEGIN INSERT INTO runs (run_id) VALUES (NEW.run_id); END;
@@ -84,8 +89,18 @@ _INSERT = "INSERT INTO events (run_id, seq, kind, payload, prev_hash, hash) VALU
 
 class Durability(enum.StrEnum):
     COMMIT = "commit"
-    FSYNC = "fsync"
     GROUP = "group"
+    FSYNC = "fsync"
+    GROUP_FSYNC = "group_fsync"
+
+    @property
+    def inline(self) -> bool:
+        """Whether commits run on the event loop (no fsync) rather than a worker thread."""
+        return self in (Durability.COMMIT, Durability.GROUP)
+
+    @property
+    def grouped(self) -> bool:
+        return self in (Durability.GROUP, Durability.GROUP_FSYNC)
 
 
 class _Waiter:
@@ -123,8 +138,7 @@ class SqliteStore:
             mode = self._writer.execute("PRAGMA journal_mode = WAL").fetchone()[0]
             if mode != "wal" and self.path != ":memory:":
                 raise StoreError(f"{self.path}: cannot switch to WAL mode (got {mode!r})")
-            full = self.durability is not Durability.COMMIT
-            self._writer.execute(f"PRAGMA synchronous = {'FULL' if full else 'NORMAL'}")
+            self._writer.execute(f"PRAGMA synchronous = {'NORMAL' if self.durability.inline else 'FULL'}")
             version = self._writer.execute("PRAGMA user_version").fetchone()[0]
             if version > SCHEMA_VERSION:
                 raise StoreError(f"{self.path}: schema version {version} is newer than this router")
@@ -151,7 +165,7 @@ class SqliteStore:
         return self._writer
 
     async def _write(self, fn: Callable[..., T], *args: Any) -> T:
-        if self.durability is Durability.COMMIT:
+        if self.durability.inline:
             return fn(*args)
         return await anyio.to_thread.run_sync(fn, *args, limiter=self._limiter)
 
@@ -162,7 +176,7 @@ class SqliteStore:
         if any(e.run_id != run_id for e in events):
             raise StoreError("one append holds the events of one run")
         self.appends += 1
-        if self.durability is Durability.GROUP:
+        if self.durability.grouped:
             await self._append_grouped(events)
             return
         error = (await self._write(self._commit, [events]))[0]
@@ -179,6 +193,9 @@ class SqliteStore:
             try:
                 # Shielded: the leader commits for everyone queued, even if it is cancelled.
                 with anyio.CancelScope(shield=True):
+                    if self.durability.inline:
+                        # Let the other runs of this turn of the loop queue their batches.
+                        await anyio.lowlevel.checkpoint()
                     while self._queue:
                         group, self._queue = self._queue, []
                         errors = await self._write(self._commit, [w.events for w in group])

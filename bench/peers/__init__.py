@@ -1,0 +1,58 @@
+"""Peers behind one interface, so every system runs the same workload the same way.
+
+A peer is installed by the ``peers`` extra (``pip install -e ".[peers]"``). Each peer
+module exposes ``PEERS: list[Peer]``; a peer whose package is missing is skipped.
+
+The shared workload, for every system:
+- a zero-latency fake model: on model turn k (k = 0, 1, ...) it proposes the tool call
+  ``add(a=k, b=1)`` while k < steps (or, for parallel_tools, ``calls`` such calls at once),
+  and answers with the text "done" at turn ``steps``;
+- one tool, ``add(a: int, b: int) -> int``;
+- a "step" is one model turn, so a react_loop of 10 tool steps has 11 steps.
+Times are wall-clock per run divided by the run's steps, in microseconds.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Protocol
+
+import msgspec
+
+__all__ = ["Peer", "Samples", "add", "fake_turn"]
+
+
+class Samples(msgspec.Struct):
+    per_step_us: list[float]  # one value per run: the run's time divided by its steps
+    commits_per_step: float = 0.0  # write transactions per step, where the peer persists
+    bytes_per_step: float | None = None  # stored bytes per step, where measured
+
+
+class Peer(Protocol):
+    system: str  # e.g. "langgraph-plain"
+    version: str  # the peer package's version
+    stores: tuple[str, ...]  # e.g. ("none", "memory", "sqlite")
+
+    def react_loop(self, store: str, *, steps: int, runs: int, tmp: Path) -> Samples:
+        """``runs`` runs of ``steps`` tool steps and a final answer, each from a fresh thread/state."""
+        ...
+
+    def parallel_tools(self, store: str, *, calls: int, turns: int, runs: int, tmp: Path) -> Samples:
+        """``runs`` runs of ``turns`` model turns that each propose ``calls`` add calls at once."""
+        ...
+
+    def long_run(self, store: str, *, steps: int, tmp: Path) -> list[float]:
+        """One run of ``steps`` tool steps: the time of each step in microseconds, in order.
+        Where the store persists, the peer also records ``bytes_per_step`` on ``self.last_bytes_per_step``."""
+        ...
+
+
+def add(a: int, b: int) -> int:
+    return a + b
+
+
+def fake_turn(turn: int, steps: int, calls: int = 1) -> list[dict[str, object]] | str:
+    """The fake model's answer on ``turn``: tool calls as dicts (id, name, args), or the final text."""
+    if turn >= steps:
+        return "done"
+    return [{"id": f"call_{turn}_{i}", "name": "add", "args": {"a": turn, "b": 1 + i}} for i in range(calls)]

@@ -1,0 +1,310 @@
+"""LangGraph peers: a plain StateGraph, and the idiomatic MessagesState + ToolNode graph.
+
+Stores: "none" (no checkpointer), "memory" (InMemorySaver) and "sqlite" (SqliteSaver on a
+file, which sets WAL itself). Graphs run with LangGraph's default durability ("async":
+a superstep's checkpoint is written on a background thread while the next superstep runs;
+``invoke`` returns only after every write has finished, so the timings include them).
+
+LangGraph is imported only when a graph is built, so this module imports without it
+(then ``PEERS`` is empty).
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import operator
+import sqlite3
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, TypedDict
+
+from . import Peer, Samples, add, fake_turn
+
+if TYPE_CHECKING:
+    from langgraph.checkpoint.base import BaseCheckpointSaver
+    from langgraph.graph.state import CompiledStateGraph
+
+__all__ = ["PEERS", "PlainGraphPeer", "ToolNodePeer"]
+
+WARMUP_RUNS = 2
+
+
+def _version(dist: str) -> str | None:
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def _expected_results(steps: int, calls: int) -> list[int]:
+    """What the shared workload's add calls return, in order."""
+    return [turn + 1 + i for turn in range(steps) for i in range(calls)]
+
+
+class _WriteTxns:
+    """A ``sqlite3`` trace callback that counts write transactions.
+
+    Counts every COMMIT, plus INSERT/UPDATE/REPLACE/DELETE statements run outside an
+    explicit transaction (each is its own autocommit transaction). The trace sees every
+    statement the connection runs, including the BEGIN/COMMIT that the ``sqlite3`` module
+    issues itself. It receives the SQL with its parameters expanded (checkpoint blobs
+    included), so it is only installed for an untimed counting run.
+    """
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._in_txn = False
+
+    def __call__(self, sql: str) -> None:
+        head = sql[:16].lstrip().upper()
+        if head.startswith("BEGIN"):
+            self._in_txn = True
+        elif head.startswith(("COMMIT", "END")):
+            self.count += 1
+            self._in_txn = False
+        elif head.startswith("ROLLBACK"):
+            self._in_txn = False
+        elif not self._in_txn and head.startswith(("INSERT", "UPDATE", "REPLACE", "DELETE")):
+            self.count += 1
+
+
+@dataclass
+class _Store:
+    """A checkpointer for one store name, and the SQLite file behind it, if any."""
+
+    saver: BaseCheckpointSaver[Any] | None
+    conn: sqlite3.Connection | None = None
+    path: Path | None = None
+
+    def file_bytes(self) -> int:
+        """Size of the database file plus its WAL file."""
+        assert self.path is not None
+        wal = self.path.with_name(self.path.name + "-wal")
+        return self.path.stat().st_size + (wal.stat().st_size if wal.exists() else 0)
+
+    def count_commits(self, run: Callable[[], object]) -> float:
+        """Write transactions made by one call of ``run`` (0 where nothing persists)."""
+        if self.conn is None:
+            run()
+            return 0.0
+        counter = _WriteTxns()
+        self.conn.set_trace_callback(counter)
+        try:
+            run()
+        finally:
+            self.conn.set_trace_callback(None)
+        return float(counter.count)
+
+
+@contextmanager
+def _open_store(store: str, tmp: Path, stem: str) -> Iterator[_Store]:
+    if store == "none":
+        yield _Store(None)
+    elif store == "memory":
+        from langgraph.checkpoint.memory import InMemorySaver
+
+        yield _Store(InMemorySaver())
+    elif store == "sqlite":
+        from langgraph.checkpoint.sqlite import SqliteSaver
+
+        tmp.mkdir(parents=True, exist_ok=True)
+        path = tmp / f"{stem}-{uuid.uuid4().hex[:8]}.sqlite"
+        # check_same_thread=False as LangGraph documents: with "async" durability the saver
+        # writes from a background thread, and serialises access with its own lock.
+        conn = sqlite3.connect(path, check_same_thread=False)
+        try:
+            saver = SqliteSaver(conn)
+            saver.setup()  # creates the tables and runs PRAGMA journal_mode=WAL
+            assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+            yield _Store(saver, conn, path)
+        finally:
+            conn.close()
+    else:
+        raise ValueError(f"unknown store {store!r}")
+
+
+class _GraphPeer:
+    """What both LangGraph peers share: the store set-up, the timing and the checks.
+
+    A subclass builds the graph (``_compile``), its input (``_input``) and reads the tool
+    results back out of the final state (``_results``).
+    """
+
+    system = ""
+
+    def __init__(self, version: str, with_sqlite: bool) -> None:
+        self.version = version
+        self.stores: tuple[str, ...] = ("none", "memory", "sqlite") if with_sqlite else ("none", "memory")
+        self.last_bytes_per_step: float | None = None
+
+    def _compile(
+        self, *, steps: int, calls: int, marks: list[int], checkpointer: BaseCheckpointSaver[Any] | None
+    ) -> CompiledStateGraph[Any, Any, Any, Any]:
+        """The graph for the workload; its model node appends ``perf_counter_ns()`` to ``marks``."""
+        raise NotImplementedError
+
+    def _input(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def _results(self, final: dict[str, Any]) -> list[int]:
+        raise NotImplementedError
+
+    def _args(self, steps: int) -> tuple[dict[str, Any], dict[str, Any]]:
+        """Input and config for one run: a fresh thread, and room for 2 supersteps per turn."""
+        config = {"configurable": {"thread_id": uuid.uuid4().hex}, "recursion_limit": max(10_000, 2 * steps + 10)}
+        return self._input(), config
+
+    def _check(self, final: dict[str, Any], marks: list[int], steps: int, calls: int) -> None:
+        assert len(marks) == steps + 1, (self.system, len(marks), steps)
+        results = self._results(final)
+        assert results == _expected_results(steps, calls), (self.system, len(results), steps * calls)
+
+    def react_loop(self, store: str, *, steps: int, runs: int, tmp: Path) -> Samples:
+        return self._samples(store, steps=steps, calls=1, runs=runs, tmp=tmp)
+
+    def parallel_tools(self, store: str, *, calls: int, turns: int, runs: int, tmp: Path) -> Samples:
+        return self._samples(store, steps=turns, calls=calls, runs=runs, tmp=tmp)
+
+    def _samples(self, store: str, *, steps: int, calls: int, runs: int, tmp: Path) -> Samples:
+        marks: list[int] = []
+        with _open_store(store, tmp, self.system) as backend:
+            graph = self._compile(steps=steps, calls=calls, marks=marks, checkpointer=backend.saver)
+            for i in range(WARMUP_RUNS):
+                final = graph.invoke(*self._args(steps))
+                if i == 0:
+                    self._check(final, marks, steps, calls)
+                marks.clear()
+            commits = backend.count_commits(lambda: graph.invoke(*self._args(steps))) / (steps + 1)
+            per_step: list[float] = []
+            for _ in range(runs):
+                marks.clear()
+                args = self._args(steps)
+                begin = time.perf_counter_ns()
+                graph.invoke(*args)
+                per_step.append((time.perf_counter_ns() - begin) / 1000 / (steps + 1))
+        return Samples(per_step_us=per_step, commits_per_step=commits, bytes_per_step=None)
+
+    def long_run(self, store: str, *, steps: int, tmp: Path) -> list[float]:
+        self.react_loop(store, steps=2, runs=1, tmp=tmp)  # warm the code paths, on another file
+        marks: list[int] = []
+        with _open_store(store, tmp, f"{self.system}-long") as backend:
+            graph = self._compile(steps=steps, calls=1, marks=marks, checkpointer=backend.saver)
+            final = graph.invoke(*self._args(steps))
+            self._check(final, marks, steps, 1)
+            self.last_bytes_per_step = backend.file_bytes() / steps if backend.path is not None else None
+        return [(b - a) / 1000 for a, b in zip(marks, marks[1:])]
+
+
+class PlainState(TypedDict, total=False):
+    turn: int  # model turns taken so far
+    calls: list[dict[str, Any]]  # the calls the model proposed on its last turn
+    results: Annotated[list[int], operator.add]  # every add result, appended by the tools node
+    answer: str  # the model's final text
+
+
+class PlainGraphPeer(_GraphPeer):
+    """A hand-written StateGraph: model -> (tools -> model)* -> END over a TypedDict state."""
+
+    system = "langgraph-plain"
+
+    def _compile(
+        self, *, steps: int, calls: int, marks: list[int], checkpointer: BaseCheckpointSaver[Any] | None
+    ) -> CompiledStateGraph[Any, Any, Any, Any]:
+        from langgraph.graph import END, START, StateGraph
+
+        def model(state: PlainState) -> PlainState:
+            marks.append(time.perf_counter_ns())
+            turn = state["turn"]
+            answer = fake_turn(turn, steps, calls)
+            if isinstance(answer, str):
+                return {"turn": turn + 1, "calls": [], "answer": answer}
+            return {"turn": turn + 1, "calls": answer}
+
+        def tools(state: PlainState) -> PlainState:
+            # The proposed calls run one after another inside this node (no parallelism).
+            return {"results": [add(**call["args"]) for call in state["calls"]]}
+
+        def route(state: PlainState) -> str:
+            return "tools" if state["calls"] else END
+
+        builder = StateGraph(PlainState)
+        builder.add_node("model", model)
+        builder.add_node("tools", tools)
+        builder.add_edge(START, "model")
+        builder.add_conditional_edges("model", route, ["tools", END])
+        builder.add_edge("tools", "model")
+        return builder.compile(checkpointer=checkpointer)
+
+    def _input(self) -> dict[str, Any]:
+        return {"turn": 0, "calls": [], "results": []}
+
+    def _results(self, final: dict[str, Any]) -> list[int]:
+        assert final["answer"] == "done", final.get("answer")
+        return list(final["results"])
+
+
+class ToolNodePeer(_GraphPeer):
+    """The idiomatic agent graph: MessagesState, a fake chat model node, ToolNode, tools_condition.
+
+    The fake model reads its turn off the transcript's length (one human message, then per
+    turn one AI message and ``calls`` tool messages), so the state is plain MessagesState.
+    ToolNode runs a turn's calls in parallel on its thread pool.
+    """
+
+    system = "langgraph-toolnode"
+
+    def _compile(
+        self, *, steps: int, calls: int, marks: list[int], checkpointer: BaseCheckpointSaver[Any] | None
+    ) -> CompiledStateGraph[Any, Any, Any, Any]:
+        from langchain_core.messages import AIMessage
+        from langchain_core.tools import tool
+        from langgraph.graph import START, MessagesState, StateGraph
+        from langgraph.prebuilt import ToolNode, tools_condition
+
+        @tool("add")
+        def add_tool(a: int, b: int) -> int:
+            """Add two integers."""
+            return add(a, b)
+
+        def model(state: MessagesState) -> dict[str, Any]:
+            marks.append(time.perf_counter_ns())
+            turn = (len(state["messages"]) - 1) // (calls + 1)
+            answer = fake_turn(turn, steps, calls)
+            if isinstance(answer, str):
+                return {"messages": [AIMessage(content=answer)]}
+            return {"messages": [AIMessage(content="", tool_calls=answer)]}
+
+        builder = StateGraph(MessagesState)
+        builder.add_node("model", model)
+        builder.add_node("tools", ToolNode([add_tool]))
+        builder.add_edge(START, "model")
+        builder.add_conditional_edges("model", tools_condition)
+        builder.add_edge("tools", "model")
+        return builder.compile(checkpointer=checkpointer)
+
+    def _input(self) -> dict[str, Any]:
+        from langchain_core.messages import HumanMessage
+
+        return {"messages": [HumanMessage(content="add them")]}
+
+    def _results(self, final: dict[str, Any]) -> list[int]:
+        from langchain_core.messages import ToolMessage
+
+        messages = final["messages"]
+        assert messages[-1].content == "done", messages[-1]
+        return [int(m.content) for m in messages if isinstance(m, ToolMessage)]
+
+
+def _peers() -> list[_GraphPeer]:
+    version = _version("langgraph")
+    if version is None:
+        return []
+    with_sqlite = _version("langgraph-checkpoint-sqlite") is not None
+    return [PlainGraphPeer(version, with_sqlite), ToolNodePeer(version, with_sqlite)]
+
+
+PEERS: list[Peer] = list(_peers())
