@@ -1,33 +1,64 @@
-"""The bench runner: ``python -m bench [--quick] [--only NAME] [--json FILE]``.
+"""The bench runner: ``python -m bench [--quick] [--only NAME] [--json FILE] [--no-peers]``.
 
-Prints a table and, with --json, writes a list of records (see bench/measure.py).
+Prints a table and, with --json, writes the records (see bench/measure.py). Peers are
+measured when installed: ``pip install -e ".[peers]"``. ``--markdown FILE`` prints the
+table of a results file as Markdown (for the README).
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+import tempfile
 from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
 
 import anyio
 import msgspec
 
-from . import react_loop
+from . import cold_start, concurrent_runs, long_run, parallel_tools, react_loop, resume, validation
 from .measure import Record, machine
+from .peers import Peer
+from .peers.registry import installed_peers
 
-WORKLOADS: dict[str, Callable[[bool], Awaitable[Sequence[Record]]]] = {
+Workload = Callable[[bool, list[Peer], Path], Awaitable[list[Record]]]
+WORKLOADS: dict[str, Workload] = {
     "react_loop": react_loop.run,
+    "parallel_tools": parallel_tools.run,
+    "long_run": long_run.run,
+    "concurrent_runs": concurrent_runs.run,
+    "resume": resume.run,
+    "validation": validation.run,
+    "cold_start": cold_start.run,
 }
 
 
 def table(records: Sequence[Record]) -> str:
-    head = f"{'workload':<12} {'system':<8} {'store':<8} {'p50 us/step':>11} {'p99 us/step':>11} {'steps/s':>9} {'commits/step':>12} {'RSS MB':>7}  promise"
+    head = (f"{'workload':<16} {'system':<20} {'store':<12} {'p50':>9} {'p99':>9} {'unit':<8} {'x router':>8} "
+            f"{'steps/s':>8} {'commits':>7} {'B/step':>7} {'RSS MB':>6}  note")
     lines = [head, "-" * len(head)]
     for r in records:
+        ratio = f"{r.vs_router:.1f}" if r.vs_router is not None else ""
+        size = f"{r.bytes_per_step:.0f}" if r.bytes_per_step is not None else ""
         lines.append(
-            f"{r.workload:<12} {r.system:<8} {r.store:<8} {r.p50_us_per_step:>11.1f} {r.p99_us_per_step:>11.1f} "
-            f"{r.steps_per_s:>9.0f} {r.commits_per_step:>12.3f} {r.peak_rss_mb:>7.1f}  {r.note}"
+            f"{r.workload:<16} {r.system:<20} {r.store:<12} {r.p50_us_per_step:>9.1f} {r.p99_us_per_step:>9.1f} "
+            f"{r.unit:<8} {ratio:>8} {r.steps_per_s:>8.0f} {r.commits_per_step:>7.3f} {size:>7} "
+            f"{r.peak_rss_mb:>6.1f}  {r.note}"
         )
+    return "\n".join(lines)
+
+
+def markdown(records: Sequence[Record]) -> str:
+    lines = [
+        "| workload | system | store | p50 | p99 | unit | x router | steps/s | commits/step | bytes/step |",
+        "|---|---|---|---:|---:|---|---:|---:|---:|---:|",
+    ]
+    for r in records:
+        ratio = f"{r.vs_router:.1f}x" if r.vs_router is not None else ""
+        size = f"{r.bytes_per_step:.0f}" if r.bytes_per_step is not None else ""
+        rate = f"{r.steps_per_s:.0f}" if r.steps_per_s else ""
+        lines.append(f"| {r.workload} | {r.system} {r.version} | {r.store} | {r.p50_us_per_step:.1f} | "
+                     f"{r.p99_us_per_step:.1f} | {r.unit} | {ratio} | {rate} | {r.commits_per_step:.2f} | {size} |")
     return "\n".join(lines)
 
 
@@ -36,27 +67,33 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="fewer samples, for a smoke run")
     parser.add_argument("--only", choices=sorted(WORKLOADS), action="append", help="run only this workload")
     parser.add_argument("--json", metavar="FILE", help="write the records as JSON")
+    parser.add_argument("--no-peers", action="store_true", help="measure router alone")
+    parser.add_argument("--markdown", metavar="FILE", help="print a results file as a Markdown table and exit")
     args = parser.parse_args(argv)
+    if args.markdown:
+        print(markdown(msgspec.json.decode(Path(args.markdown).read_bytes(), type=list[Record])))
+        return 0
+    peers = [] if args.no_peers else installed_peers()
 
     async def run_all() -> list[Record]:
         records: list[Record] = []
-        for name in args.only or WORKLOADS:
-            records.extend(await WORKLOADS[name](args.quick))
+        with tempfile.TemporaryDirectory() as tmp:
+            for name in args.only or WORKLOADS:
+                got = await WORKLOADS[name](args.quick, peers, Path(tmp))
+                print(table(got).split("\n", 2)[2], file=sys.stderr, flush=True)
+                records.extend(got)
         return records
 
     try:
         import uvloop  # noqa: F401
 
-        records = anyio.run(run_all, backend_options={"use_uvloop": True})
-        loop = "uvloop"
+        records, loop = anyio.run(run_all, backend_options={"use_uvloop": True}), "uvloop"
     except ImportError:
-        records = anyio.run(run_all)
-        loop = "asyncio"
-    print(f"machine: {machine()}, event loop: {loop}")
+        records, loop = anyio.run(run_all), "asyncio"
+    print(f"machine: {machine()}, event loop: {loop}, peers: {', '.join(sorted({p.system for p in peers})) or 'none'}")
     print(table(records))
     if args.json:
-        with open(args.json, "wb") as f:
-            f.write(msgspec.json.format(msgspec.json.encode(records)))
+        Path(args.json).write_bytes(msgspec.json.format(msgspec.json.encode(records)))
     return 0
 
 

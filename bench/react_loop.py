@@ -1,81 +1,66 @@
-"""react_loop: a ReAct loop of 10 tool steps and a final answer, zero-latency model.
+"""react_loop: 10 tool steps and a final answer (11 model turns), zero-latency model.
 
-Only router is timed: the scripted model answers at once and the tool adds two numbers.
-Each sample is one whole run; its time is divided by its 11 model steps.
+router on every store against every installed peer on every store, interleaved.
 """
 
 from __future__ import annotations
 
-import tempfile
-import time
-from collections.abc import Sequence
 from pathlib import Path
 
-from router import Engine, Limits, MemoryStore, Principal, ScriptedModel, SqliteStore, Tools, tool
-from router.models.scripted import call, say
-from router.store.sqlite import Durability
+import anyio.to_thread
 
-from .measure import Record, peak_rss_mb, summarize
-
-import router
+from .measure import Record, compare, interleave, record
+from .peers import Peer, Samples
+from .system import PROMISES, VERSION, FakeModel, open_store, router_engine, time_runs
 
 STEPS = 10
-USER = Principal(id="bench", roles=frozenset({"bench"}))
+ROUTER_STORES = ("memory", "commit", "group", "fsync", "group_fsync")
+# A peer's store, and the router store that promises the same.
+COMPARABLE = {"none": "memory", "memory": "memory", "sqlite": "commit"}
 
 
-@tool(inline=True, idempotent=True)
-def add(a: int, b: int) -> int:
-    """Add two integers."""
-    return a + b
+async def router_contestant(kind: str, tmp: Path, steps: int, calls: int = 1):  # type: ignore[no-untyped-def]
+    store = await open_store(kind, tmp)
+    engine = router_engine(store, FakeModel(steps, calls))
+    await time_runs(engine, 5, steps)  # warm up
+
+    async def measure(n: int) -> Samples:
+        before = getattr(store, "commits", 0)
+        per_step = await time_runs(engine, n, steps)
+        commits = (getattr(store, "commits", 0) - before) / (n * (steps + 1))
+        return Samples(per_step_us=per_step, commits_per_step=commits)
+
+    return store, measure
 
 
-SCRIPT = [call("add", f'{{"a": {i}, "b": 1}}') for i in range(STEPS)] + [say("done")]
-TOOLS = Tools([add])
-PROMISES = {
-    "memory": "nothing survives the process",
-    "commit": "committed before each side effect; survives kill -9, not power loss",
-    "group": "as commit, one commit shared by the runs of a loop turn",
-    "fsync": "fsynced before each side effect; survives power loss",
-    "group_fsync": "as fsync, one fsync shared by concurrent runs",
-}
+def peer_contestant(peer: Peer, store: str, tmp: Path, steps: int):  # type: ignore[no-untyped-def]
+    async def measure(n: int) -> Samples:
+        return peer.react_loop(store, steps=steps, runs=n, tmp=tmp)
+
+    return measure
 
 
-async def _runs(engine: Engine, runs: int, store: object) -> list[float]:
-    per_step: list[float] = []
-    limits = Limits(max_steps=STEPS + 5)
-    for _ in range(runs):
-        begin = time.perf_counter_ns()
-        result = await engine.start("add them", principal=USER, limits=limits)
-        elapsed = time.perf_counter_ns() - begin
-        assert result.steps == STEPS + 1, result
-        per_step.append(elapsed / 1000 / result.steps)
-    return per_step
-
-
-async def measure(store_name: str, runs: int) -> Record:
-    with tempfile.TemporaryDirectory() as tmp:
-        if store_name == "memory":
-            store: MemoryStore | SqliteStore = MemoryStore()
-        else:
-            store = await SqliteStore.open(Path(tmp) / "bench.db", Durability(store_name))
-        try:
-            engine = Engine(store, ScriptedModel(SCRIPT), TOOLS, owner="bench")
-            await _runs(engine, max(3, runs // 10), store)  # warm up
-            appends_before = store.appends
-            samples = await _runs(engine, runs, store)
-            commits = (store.appends - appends_before) / (runs * (STEPS + 1))
-        finally:
-            await store.aclose()
-    p50, p99, rate = summarize(samples)
-    return Record(
-        workload="react_loop", system="router", version=router.__version__, store=store_name,
-        p50_us_per_step=round(p50, 1), p99_us_per_step=round(p99, 1), steps_per_s=round(rate),
-        peak_rss_mb=round(peak_rss_mb(), 1), commits_per_step=round(commits, 3), samples=len(samples),
-        note=PROMISES[store_name],
-    )
-
-
-async def run(quick: bool) -> Sequence[Record]:
-    runs = {"memory": 200, "commit": 200, "group": 200, "fsync": 40, "group_fsync": 40}
-    scale = 0.25 if quick else 1.0
-    return [await measure(name, max(10, int(n * scale))) for name, n in runs.items()]
+async def run(quick: bool, peers: list[Peer], tmp: Path) -> list[Record]:
+    runs = 40 if quick else 300
+    contestants = {}
+    stores = []
+    for kind in ROUTER_STORES:
+        store, measure = await router_contestant(kind, tmp, STEPS)
+        stores.append(store)
+        contestants[("router", VERSION, kind)] = measure
+    for peer in peers:
+        for kind in peer.stores:
+            contestants[(peer.system, peer.version, kind)] = peer_contestant(peer, kind, tmp, STEPS)
+    slow = {key for key in contestants if key[0] != "router" or "fsync" in key[2]}
+    fast_runs, slow_runs = runs, max(10, runs // 3)
+    results = await interleave({k: v for k, v in contestants.items() if k not in slow}, fast_runs)
+    results |= await interleave({k: v for k, v in contestants.items() if k in slow}, slow_runs)
+    for store in stores:
+        await store.aclose()
+    records = [
+        record("react_loop", system, version, kind, results[(system, version, kind)],
+               PROMISES.get(kind, "") if system == "router" else "")
+        for (system, version, kind) in contestants
+    ]
+    compare(records, COMPARABLE)
+    return records

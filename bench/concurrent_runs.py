@@ -1,0 +1,50 @@
+"""concurrent_runs: 1,000 runs of 10 tool steps in flight on one event loop, sharing one
+SQLite file: durable steps per second, and each step's latency (p50, p99)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import anyio
+
+from .measure import Record, percentile
+from .measure import peak_rss_mb
+from .system import PROMISES, USER, VERSION, FakeModel, open_store, router_engine
+
+STEPS = 10
+
+
+async def run(quick: bool, peers: object, tmp: Path) -> list[Record]:
+    runs = 200 if quick else 1000
+    records = []
+    for kind in ("memory", "commit", "group", "group_fsync"):
+        store = await open_store(kind, tmp)
+        latencies: list[float] = []
+
+        async def one(engine_model: FakeModel) -> None:
+            engine = router_engine(store, engine_model)
+            result = await engine.start("add them", principal=USER)
+            assert result.steps == STEPS + 1, result
+            marks = engine_model.marks
+            latencies.extend((b - a) / 1000 for a, b in zip(marks, marks[1:]))
+
+        models = [FakeModel(STEPS, record=True) for _ in range(runs)]
+        before = getattr(store, "commits", 0)
+        begin = time.perf_counter()
+        async with anyio.create_task_group() as tg:
+            for model in models:
+                tg.start_soon(one, model)
+        elapsed = time.perf_counter() - begin
+        commits = getattr(store, "commits", 0) - before
+        await store.aclose()
+        steps = runs * (STEPS + 1)
+        latencies.sort()
+        records.append(Record(
+            workload="concurrent_runs", system="router", version=VERSION, store=kind,
+            p50_us_per_step=round(percentile(latencies, 50), 1), p99_us_per_step=round(percentile(latencies, 99), 1),
+            steps_per_s=round(steps / elapsed), peak_rss_mb=round(peak_rss_mb(), 1),
+            commits_per_step=round(commits / steps, 3), samples=len(latencies),
+            note=f"{runs} runs in flight; step latency as each run sees it; {PROMISES[kind]}",
+        ))
+    return records

@@ -1,0 +1,113 @@
+"""router's side of every workload: the shared fake model and tool, stores, timing.
+
+The fake model and the tool are the ones in bench/peers/__init__.py, so that router and
+its peers do the same work: on model turn k the model proposes add(a=k, b=1) (or
+``calls`` such calls at once) while k < steps, then answers "done".
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import router
+from router import Engine, Limits, MemoryStore, Message, ModelTurn, Principal, ProposedCall, SqliteStore, Tools, tool
+from router.store.sqlite import Durability
+
+from .peers import fake_turn
+
+__all__ = ["USER", "VERSION", "FakeModel", "db_bytes", "open_store", "router_engine", "time_runs"]
+
+USER = Principal(id="bench", roles=frozenset({"bench"}))
+VERSION = router.__version__
+
+PROMISES = {
+    "memory": "nothing survives the process",
+    "commit": "committed before each side effect; survives kill -9, not power loss",
+    "group": "as commit; runs of one loop turn share a commit",
+    "fsync": "fsynced before each side effect; survives power loss",
+    "group_fsync": "as fsync; concurrent runs share an fsync",
+}
+
+
+@tool(inline=True, idempotent=True)
+def add(a: int, b: int) -> int:
+    """Add two integers."""
+    return a + b
+
+
+TOOLS = Tools([add])
+
+
+class FakeModel:
+    """The shared zero-latency model. ``marks`` collects perf_counter_ns at each turn when
+    ``record`` is set (for per-step times inside one run)."""
+
+    def __init__(self, steps: int, calls: int = 1, *, record: bool = False) -> None:
+        self.name = "fake"
+        self.steps, self.calls = steps, calls
+        self.record = record
+        self.marks: list[int] = []
+        self._turns: dict[int, ModelTurn] = {}
+
+    async def respond(self, messages: Sequence[Message], tools: Sequence[dict[str, Any]]) -> ModelTurn:
+        if self.record:
+            self.marks.append(time.perf_counter_ns())
+        # The turn number is the count of assistant messages; the messages only grow within
+        # a run, so counting from the end is enough: the last assistant message has it.
+        turn = _turn_of(messages)
+        cached = self._turns.get(turn)
+        if cached is None:
+            answer = fake_turn(turn, self.steps, self.calls)
+            if isinstance(answer, str):
+                cached = ModelTurn(text=answer)
+            else:
+                cached = ModelTurn(tool_calls=tuple(
+                    ProposedCall(str(c["id"]), str(c["name"]), _args(c["args"])) for c in answer
+                ))
+            self._turns[turn] = cached
+        return cached
+
+
+def _args(args: object) -> str:
+    assert isinstance(args, dict)
+    return "{" + ", ".join(f'"{k}": {v}' for k, v in args.items()) + "}"
+
+
+def _turn_of(messages: Sequence[Message]) -> int:
+    for m in reversed(messages):
+        if m.role == "assistant":
+            # call ids are call_<turn>_<i>; the answer turn has none
+            return int(m.tool_calls[0].id.split("_")[1]) + 1 if m.tool_calls else 0
+    return 0
+
+
+async def open_store(kind: str, tmp: Path) -> MemoryStore | SqliteStore:
+    if kind == "memory":
+        return MemoryStore()
+    return await SqliteStore.open(tmp / f"router-{kind}.db", Durability(kind))
+
+
+def router_engine(store: Any, model: Any) -> Engine:
+    """An engine with router's default protections on (loop detector, rejection bound)
+    and budgets wide enough for the longest workload."""
+    return Engine(store, model, TOOLS, owner="bench", limits=Limits(max_steps=100_000, max_tool_calls=1_000_000))
+
+
+async def time_runs(engine: Engine, runs: int, steps: int) -> list[float]:
+    """Per-step microseconds of ``runs`` whole runs (run time / model turns)."""
+    per_step: list[float] = []
+    for _ in range(runs):
+        begin = time.perf_counter_ns()
+        result = await engine.start("add them", principal=USER)
+        elapsed = time.perf_counter_ns() - begin
+        assert result.phase == "done" and result.steps == steps + 1, result
+        per_step.append(elapsed / 1000 / result.steps)
+    return per_step
+
+
+def db_bytes(path: Path) -> int:
+    return sum(os.path.getsize(p) for p in (path, Path(f"{path}-wal")) if os.path.exists(p))

@@ -1,0 +1,80 @@
+"""validation: decode and validate one tool call's arguments against the tool's schema:
+router's precompiled msgspec decoder (with its access check and canonical re-encoding)
+against pydantic's TypeAdapter.validate_json on the same schema."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import msgspec
+
+from router import Principal, Tools, tool
+from router.events import ToolCall
+
+from .measure import Record, record
+from .peers import Samples
+from .system import VERSION
+
+ARGS = (
+    '{"customer_id": 42, "currency": "EUR", "note": "duplicate charge in March",'
+    ' "lines": [{"sku": "A-100", "quantity": 2, "cents": 60000}, {"sku": "B-7", "quantity": 1, "cents": 1500}]}'
+)
+
+
+class Line(msgspec.Struct):
+    sku: str
+    quantity: Annotated[int, msgspec.Meta(ge=1)]
+    cents: int
+
+
+@tool
+def refund(customer_id: int, currency: str, lines: list[Line], note: str = "") -> str:
+    """Refund some order lines."""
+    return "ok"
+
+
+def _time(fn: Any, n: int) -> list[float]:
+    for _ in range(1000):
+        fn()
+    out = []
+    for _ in range(n):
+        begin = time.perf_counter_ns()
+        for _ in range(100):
+            fn()
+        out.append((time.perf_counter_ns() - begin) / 100 / 1000)
+    return out
+
+
+async def run(quick: bool, peers: object, tmp: Path) -> list[Record]:
+    n = 50 if quick else 300
+    tools, who = Tools([refund]), Principal(id="bench")
+    call = ToolCall(id="c", name="refund", arguments=ARGS)
+    assert type(tools.decide(call, who, 0)[0]).__name__ == "ToolStarted"
+    records = [record("validation", "router", VERSION, "-", Samples(_time(lambda: tools.decide(call, who, 0), n)),
+                      "msgspec decode + access check + canonical arguments", unit="us/call")]
+    try:
+        import pydantic
+    except ImportError:
+        return records
+
+    class PLine(pydantic.BaseModel):
+        model_config = pydantic.ConfigDict(extra="forbid")
+        sku: str
+        quantity: Annotated[int, pydantic.Field(ge=1)]
+        cents: int
+
+    class PRefund(pydantic.BaseModel):
+        model_config = pydantic.ConfigDict(extra="forbid")
+        customer_id: int
+        currency: str
+        lines: list[PLine]
+        note: str = ""
+
+    adapter = pydantic.TypeAdapter(PRefund)
+    adapter.validate_json(ARGS)
+    records.append(record("validation", "pydantic", pydantic.VERSION, "-",
+                          Samples(_time(lambda: adapter.validate_json(ARGS), n)), "TypeAdapter.validate_json", unit="us/call"))
+    records[1].vs_router = round(records[1].p50_us_per_step / records[0].p50_us_per_step, 1)
+    return records
