@@ -46,15 +46,18 @@ T = TypeVar("T")
 SCHEMA_VERSION = 1
 
 _SCHEMA = f"""
+-- A rowid table: rows are appended at the end of its b-tree whichever run they belong
+-- to, and ``id`` is the global order of appends (a watermark for incremental export).
 CREATE TABLE IF NOT EXISTS events (
+    id        INTEGER PRIMARY KEY,
     run_id    TEXT    NOT NULL,
     seq       INTEGER NOT NULL,
     kind      TEXT    NOT NULL,
     payload   BLOB    NOT NULL,
     prev_hash BLOB    NOT NULL,
-    hash      BLOB    NOT NULL,
-    PRIMARY KEY (run_id, seq)
-) WITHOUT ROWID;
+    hash      BLOB    NOT NULL
+);
+CREATE UNIQUE INDEX IF NOT EXISTS events_by_run ON events (run_id, seq);
 CREATE TABLE IF NOT EXISTS runs (
     n      INTEGER PRIMARY KEY,
     run_id TEXT NOT NULL UNIQUE
@@ -208,42 +211,48 @@ class SqliteStore:
             raise waiter.error
 
     def _commit(self, batches: list[Sequence[StoredEvent]]) -> list[BaseException | None]:
-        """One transaction for all batches; a batch that does not continue its chain is
-        rolled back alone (savepoint) and reported, the others commit."""
+        """One transaction for all batches. If one of them does not continue its chain, the
+        transaction is redone with a savepoint per batch: that batch alone is refused and
+        reported, the others commit."""
         conn = self._conn()
-        errors: list[BaseException | None] = []
         try:
-            conn.execute("BEGIN IMMEDIATE")
             try:
-                for batch in batches:
-                    errors.append(self._insert(conn, batch, savepoint=len(batches) > 1))
-                conn.execute("COMMIT")
-            except BaseException:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                raise
-        except _Conflict as conflict:
-            return [conflict.error]
+                self._transaction(conn, lambda: conn.executemany(_INSERT, _rows(batches)))
+                errors: list[BaseException | None] = [None] * len(batches)
+            except sqlite3.IntegrityError as exc:
+                if len(batches) == 1:
+                    return [SeqConflict(batches[0][0].run_id, batches[0][0].seq, str(exc))]
+                errors = []
+                self._transaction(conn, lambda: errors.extend(self._insert_each(conn, batches)))
         except sqlite3.Error as exc:
             return [StoreError(f"{self.path}: append failed: {exc}")] * len(batches)
         self.commits += 1
         return errors
 
     @staticmethod
-    def _insert(conn: sqlite3.Connection, batch: Sequence[StoredEvent], *, savepoint: bool) -> BaseException | None:
-        if savepoint:
-            conn.execute("SAVEPOINT batch")
+    def _transaction(conn: sqlite3.Connection, body: Callable[[], object]) -> None:
+        conn.execute("BEGIN IMMEDIATE")
         try:
-            conn.executemany(_INSERT, [(e.run_id, e.seq, e.kind, e.payload, e.prev_hash, e.hash) for e in batch])
-        except sqlite3.IntegrityError as exc:
-            if savepoint:
+            body()
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+
+    @staticmethod
+    def _insert_each(conn: sqlite3.Connection, batches: list[Sequence[StoredEvent]]) -> list[BaseException | None]:
+        errors: list[BaseException | None] = []
+        for batch in batches:
+            conn.execute("SAVEPOINT batch")
+            try:
+                conn.executemany(_INSERT, _rows([batch]))
+                errors.append(None)
+            except sqlite3.IntegrityError as exc:
                 conn.execute("ROLLBACK TO batch")
-                conn.execute("RELEASE batch")
-                return SeqConflict(batch[0].run_id, batch[0].seq, str(exc))
-            raise _Conflict(SeqConflict(batch[0].run_id, batch[0].seq, str(exc))) from exc
-        if savepoint:
+                errors.append(SeqConflict(batch[0].run_id, batch[0].seq, str(exc)))
             conn.execute("RELEASE batch")
-        return None
+        return errors
 
     # --- leases -----------------------------------------------------------------------
 
@@ -303,9 +312,8 @@ class SqliteStore:
         return [RunSummary(*row) for row in rows]
 
 
-class _Conflict(Exception):
-    def __init__(self, error: SeqConflict) -> None:
-        self.error = error
+def _rows(batches: list[Sequence[StoredEvent]]) -> list[tuple[str, int, str, bytes, bytes, bytes]]:
+    return [(e.run_id, e.seq, e.kind, e.payload, e.prev_hash, e.hash) for batch in batches for e in batch]
 
 
 class _Opening:
