@@ -9,7 +9,7 @@ from pathlib import Path
 import anyio
 
 from .measure import Record, percentile
-from .measure import peak_rss_mb
+from .measure import peak_rss_mb, settle
 from .system import PROMISES, USER, VERSION, FakeModel, open_store, router_engine
 
 STEPS = 10
@@ -19,6 +19,7 @@ async def run(quick: bool, peers: object, tmp: Path) -> list[Record]:
     runs = 200 if quick else 1000
     records = []
     for kind in ("memory", "commit", "group", "group_fsync"):
+        settle()
         store = await open_store(kind, tmp)
         latencies: list[float] = []
 

@@ -6,9 +6,9 @@ from __future__ import annotations
 import statistics
 from pathlib import Path
 
-from .measure import Record, compare, record
-from .peers import Peer, Samples
-from .system import PROMISES, USER, VERSION, FakeModel, db_bytes, open_store, router_engine
+from .measure import Record, compare, record, settle
+from .peers import Peer, Samples, stored_bytes
+from .system import PROMISES, USER, VERSION, FakeModel, open_store, router_engine
 
 STEPS = 500
 COMPARABLE = {"none": "memory", "memory": "memory", "sqlite": "commit"}
@@ -22,6 +22,7 @@ def _flatness(per_step: list[float]) -> str:
 async def run(quick: bool, peers: list[Peer], tmp: Path) -> list[Record]:
     records = []
     for kind in ("memory", "commit"):
+        settle()
         store = await open_store(kind, tmp)
         model = FakeModel(STEPS, record=True)
         engine = router_engine(store, model)
@@ -29,15 +30,16 @@ async def run(quick: bool, peers: list[Peer], tmp: Path) -> list[Record]:
         assert result.steps == STEPS + 1, result
         marks = model.marks
         per_step = [(b - a) / 1000 for a, b in zip(marks, marks[1:])]
-        size = db_bytes(Path(store.path)) / result.steps if kind != "memory" else None  # type: ignore[union-attr]
         commits = getattr(store, "commits", 0) / result.steps
         await store.aclose()
+        size = stored_bytes(Path(store.path)) / result.steps if kind != "memory" else None  # type: ignore[union-attr]
         samples = Samples(per_step, commits_per_step=commits, bytes_per_step=size)
         records.append(record("long_run", "router", VERSION, kind, samples, f"{PROMISES[kind]}; {_flatness(per_step)}"))
     for peer in peers:
         for kind in peer.stores:
             if quick and kind == "memory":
                 continue
+            settle()
             per_step = peer.long_run(kind, steps=STEPS, tmp=tmp)
             size = getattr(peer, "last_bytes_per_step", None)
             records.append(record("long_run", peer.system, peer.version, kind,

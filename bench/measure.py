@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import platform
 import resource
 import statistics
@@ -13,7 +14,7 @@ import msgspec
 
 from .peers import Samples
 
-__all__ = ["Record", "interleave", "machine", "peak_rss_mb", "percentile", "record"]
+__all__ = ["Record", "interleave", "machine", "peak_rss_mb", "percentile", "record", "settle"]
 
 
 class Record(msgspec.Struct, omit_defaults=True):
@@ -70,11 +71,19 @@ async def interleave(contestants: dict[Any, Contestant], runs: int, rounds: int 
     per_round = max(1, runs // rounds)
     for _ in range(rounds):
         for key, measure in contestants.items():
+            settle()
             got = await measure(per_round)
             have = merged.setdefault(key, Samples(per_step_us=[], commits_per_step=got.commits_per_step,
                                                   bytes_per_step=got.bytes_per_step))
             have.per_step_us.extend(got.per_step_us)
     return merged
+
+
+def settle() -> None:
+    """Collect garbage and freeze what survives, so that no system pays for scanning the
+    heap another one left behind (the systems share one process)."""
+    gc.collect()
+    gc.freeze()
 
 
 def compare(records: list[Record], comparable: dict[str, str]) -> None:

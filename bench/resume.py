@@ -10,7 +10,7 @@ from typing import Any
 
 from router import Message, ModelTurn
 
-from .measure import Record, record
+from .measure import Record, record, settle
 from .peers import Samples
 from .system import USER, VERSION, FakeModel, open_store, router_engine
 
@@ -39,6 +39,7 @@ async def run(quick: bool, peers: object, tmp: Path) -> list[Record]:
         except _Crash:
             ids.append(f"resume-{i}")
             await store.release_lease(f"resume-{i}", "bench")
+    settle()
     times = []
     events = len(await store.read(ids[0]))
     for run_id in ids:

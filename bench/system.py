@@ -7,8 +7,8 @@ its peers do the same work: on model turn k the model proposes add(a=k, b=1) (or
 
 from __future__ import annotations
 
-import os
 import time
+import uuid
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -19,7 +19,7 @@ from router.store.sqlite import Durability
 
 from .peers import fake_turn
 
-__all__ = ["USER", "VERSION", "FakeModel", "db_bytes", "open_store", "router_engine", "time_runs"]
+__all__ = ["USER", "VERSION", "FakeModel", "open_store", "router_engine", "time_runs"]
 
 USER = Principal(id="bench", roles=frozenset({"bench"}))
 VERSION = router.__version__
@@ -86,9 +86,10 @@ def _turn_of(messages: Sequence[Message]) -> int:
 
 
 async def open_store(kind: str, tmp: Path) -> MemoryStore | SqliteStore:
+    """A fresh store: each SQLite store gets a new file, so sizes measure one workload."""
     if kind == "memory":
         return MemoryStore()
-    return await SqliteStore.open(tmp / f"router-{kind}.db", Durability(kind))
+    return await SqliteStore.open(tmp / f"router-{kind}-{uuid.uuid4().hex[:8]}.db", Durability(kind))
 
 
 def router_engine(store: Any, model: Any) -> Engine:
@@ -107,7 +108,3 @@ async def time_runs(engine: Engine, runs: int, steps: int) -> list[float]:
         assert result.phase == "done" and result.steps == steps + 1, result
         per_step.append(elapsed / 1000 / result.steps)
     return per_step
-
-
-def db_bytes(path: Path) -> int:
-    return sum(os.path.getsize(p) for p in (path, Path(f"{path}-wal")) if os.path.exists(p))

@@ -303,23 +303,30 @@ class Engine:
         )
 
     async def _run_tools(self, run: _Run, calls: tuple[ToolStarted, ...]) -> list[Event]:
-        """Run the calls concurrently; results come back in call order."""
-        remaining = self._remaining(run.state)
-        if len(calls) == 1 and remaining == float("inf"):
-            return [await self._run_tool(run, calls[0])]
+        """Run the calls of one turn; results come back in call order.
+
+        Async and threaded tools run concurrently in a task group. Inline tools run on the
+        loop without yielding, so running them one after another is the same as running
+        them concurrently, without a task per call.
+        """
         results: list[Event | None] = [None] * len(calls)
+        waiting = [i for i, c in enumerate(calls) if not self._runs_inline(c.tool)]
 
         async def one(i: int) -> None:
             results[i] = await self._run_tool(run, calls[i])
 
         async def all_calls() -> None:
-            if len(calls) == 1:
-                await one(0)
-                return
-            async with anyio.create_task_group() as tg:
-                for i in range(len(calls)):
-                    tg.start_soon(one, i)
+            for i, c in enumerate(calls):
+                if results[i] is None and i not in waiting:
+                    await one(i)
+            if len(waiting) == 1:
+                await one(waiting[0])
+            elif waiting:
+                async with anyio.create_task_group() as tg:
+                    for i in waiting:
+                        tg.start_soon(one, i)
 
+        remaining = self._remaining(run.state)
         if remaining == float("inf"):
             await all_calls()
             return results  # type: ignore[return-value]
@@ -329,6 +336,10 @@ class Engine:
         if scope.cancelled_caught:
             done.append(self._deadline_passed(run.state))
         return done
+
+    def _runs_inline(self, name: str) -> bool:
+        t = self.tools[name]
+        return t.inline and not t.is_async
 
     async def _run_tool(self, run: _Run, started: ToolStarted) -> Event:
         t = self.tools[started.tool]
@@ -358,17 +369,16 @@ class Engine:
             except Exception as exc:  # a tool's failure is an event fed back to the model
                 errors.append(f"{type(exc).__name__}: {exc}")
                 continue
-            latency = self.clock.now_us() - begin
+            now = self.clock.now_us()
             try:
                 result = encode_result(value)
             except (TypeError, ValueError) as exc:
                 return ToolFailed(
-                    at=self.clock.now_us(), call_id=started.call_id, tool=t.name,
-                    error=f"the result is not JSON-encodable: {exc}", latency_us=latency, attempts=attempt,
+                    at=now, call_id=started.call_id, tool=t.name,
+                    error=f"the result is not JSON-encodable: {exc}", latency_us=now - begin, attempts=attempt,
                 )
             return ToolSucceeded(
-                at=self.clock.now_us(), call_id=started.call_id, tool=t.name, result=result,
-                latency_us=latency, attempts=attempt,
+                at=now, call_id=started.call_id, tool=t.name, result=result, latency_us=now - begin, attempts=attempt,
             )
         return ToolFailed(
             at=self.clock.now_us(), call_id=started.call_id, tool=t.name, error="; ".join(errors),

@@ -221,10 +221,11 @@ def record_calls(step: int, proposed: Sequence[ProposedCall]) -> tuple[ToolCall,
                 text, invalid = raw.decode("utf-8", "backslashreplace"), True
         else:
             text = raw
-            try:
-                raw.encode()
-            except UnicodeEncodeError:
-                text, invalid = raw.encode("utf-8", "backslashreplace").decode(), True
+            if not raw.isascii():
+                try:
+                    raw.encode()
+                except UnicodeEncodeError:  # lone surrogates: not encodable as UTF-8
+                    text, invalid = raw.encode("utf-8", "backslashreplace").decode(), True
         out.append(ToolCall(id=call_id, name=str(p.name), arguments=text, invalid_utf8=invalid))
     return tuple(out)
 
@@ -280,7 +281,8 @@ class Tools:
 
         if call.invalid_utf8:
             return reject("not_utf8", "the arguments are not valid UTF-8")
-        size = len(call.arguments.encode())
+        text = call.arguments
+        size = len(text) if text.isascii() else len(text.encode())
         if size > t.max_argument_bytes:
             return reject("oversized", f"the arguments are {size} bytes; the limit is {t.max_argument_bytes}")
         try:

@@ -14,12 +14,13 @@ Times are wall-clock per run divided by the run's steps, in microseconds.
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 from typing import Protocol
 
 import msgspec
 
-__all__ = ["Peer", "Samples", "add", "fake_turn"]
+__all__ = ["Peer", "Samples", "add", "fake_turn", "stored_bytes"]
 
 
 class Samples(msgspec.Struct):
@@ -56,3 +57,14 @@ def fake_turn(turn: int, steps: int, calls: int = 1) -> list[dict[str, object]] 
     if turn >= steps:
         return "done"
     return [{"id": f"call_{turn}_{i}", "name": "add", "args": {"a": turn, "b": 1 + i}} for i in range(calls)]
+
+
+def stored_bytes(path: Path) -> int:
+    """The size of a SQLite database once its WAL is checkpointed into it: what it stores,
+    not how much WAL it has not yet folded in."""
+    conn = sqlite3.connect(path)
+    try:
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    finally:
+        conn.close()
+    return path.stat().st_size

@@ -22,9 +22,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, TypedDict
 
-from . import Peer, Samples, add, fake_turn
+from . import Peer, Samples, add, fake_turn, stored_bytes
 
 if TYPE_CHECKING:
+    from langchain_core.runnables import RunnableConfig
     from langgraph.checkpoint.base import BaseCheckpointSaver
     from langgraph.graph.state import CompiledStateGraph
 
@@ -81,10 +82,9 @@ class _Store:
     path: Path | None = None
 
     def file_bytes(self) -> int:
-        """Size of the database file plus its WAL file."""
+        """What the database stores, its WAL checkpointed."""
         assert self.path is not None
-        wal = self.path.with_name(self.path.name + "-wal")
-        return self.path.stat().st_size + (wal.stat().st_size if wal.exists() else 0)
+        return stored_bytes(self.path)
 
     def count_commits(self, run: Callable[[], object]) -> float:
         """Write transactions made by one call of ``run`` (0 where nothing persists)."""
@@ -153,9 +153,12 @@ class _GraphPeer:
     def _results(self, final: dict[str, Any]) -> list[int]:
         raise NotImplementedError
 
-    def _args(self, steps: int) -> tuple[dict[str, Any], dict[str, Any]]:
+    def _args(self, steps: int) -> tuple[dict[str, Any], RunnableConfig]:
         """Input and config for one run: a fresh thread, and room for 2 supersteps per turn."""
-        config = {"configurable": {"thread_id": uuid.uuid4().hex}, "recursion_limit": max(10_000, 2 * steps + 10)}
+        config: RunnableConfig = {
+            "configurable": {"thread_id": uuid.uuid4().hex},
+            "recursion_limit": max(10_000, 2 * steps + 10),
+        }
         return self._input(), config
 
     def _check(self, final: dict[str, Any], marks: list[int], steps: int, calls: int) -> None:
@@ -182,18 +185,26 @@ class _GraphPeer:
             per_step: list[float] = []
             for _ in range(runs):
                 marks.clear()
-                args = self._args(steps)
+                state, config = self._args(steps)
                 begin = time.perf_counter_ns()
-                graph.invoke(*args)
+                graph.invoke(state, config)
                 per_step.append((time.perf_counter_ns() - begin) / 1000 / (steps + 1))
         return Samples(per_step_us=per_step, commits_per_step=commits, bytes_per_step=None)
 
     def long_run(self, store: str, *, steps: int, tmp: Path) -> list[float]:
+        """Intervals between model-node entries. The run uses durability="sync", so each
+        step's checkpoint is written before the next step starts, as router's commit store
+        does (with the default "async" the writes queue behind the run and these intervals
+        would leave them out)."""
         self.react_loop(store, steps=2, runs=1, tmp=tmp)  # warm the code paths, on another file
         marks: list[int] = []
         with _open_store(store, tmp, f"{self.system}-long") as backend:
             graph = self._compile(steps=steps, calls=1, marks=marks, checkpointer=backend.saver)
-            final = graph.invoke(*self._args(steps))
+            state, config = self._args(steps)
+            if backend.path is not None:
+                final = graph.invoke(state, config, durability="sync")
+            else:  # nothing to write; LangGraph 1.2 fails on durability="sync" without a saver
+                final = graph.invoke(state, config)
             self._check(final, marks, steps, 1)
             self.last_bytes_per_step = backend.file_bytes() / steps if backend.path is not None else None
         return [(b - a) / 1000 for a, b in zip(marks, marks[1:])]
@@ -296,7 +307,7 @@ class ToolNodePeer(_GraphPeer):
 
         messages = final["messages"]
         assert messages[-1].content == "done", messages[-1]
-        return [int(m.content) for m in messages if isinstance(m, ToolMessage)]
+        return [int(str(m.content)) for m in messages if isinstance(m, ToolMessage)]
 
 
 def _peers() -> list[_GraphPeer]:
