@@ -16,13 +16,14 @@ from pathlib import Path
 import anyio
 import msgspec
 
-from . import cold_start, concurrent_runs, long_run, parallel_tools, react_loop, resume, validation
+from . import cold_start, concurrent_runs, floors, long_run, parallel_tools, react_loop, resume, validation
 from .measure import Record, machine
 from .peers import Peer
 from .peers.registry import installed_peers
 
 Workload = Callable[[bool, list[Peer], Path], Awaitable[list[Record]]]
 WORKLOADS: dict[str, Workload] = {
+    "floors": floors.run,
     "react_loop": react_loop.run,
     "parallel_tools": parallel_tools.run,
     "long_run": long_run.run,

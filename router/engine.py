@@ -213,18 +213,20 @@ class Engine:
         try:
             while True:
                 effect = next_effect(run.state)
-                if isinstance(effect, Record):
-                    run.add(effect.event)
-                elif isinstance(effect, DecideCalls):
-                    self._decide(run, effect)
-                elif isinstance(effect, CallModel):
+                kind = type(effect)
+                if kind is CallModel:
                     await self._flush(run)
                     run.add(await self._call_model(run))
-                elif isinstance(effect, RunTools):
-                    if not all(s.idempotent for s in effect.calls):
+                elif kind is DecideCalls:
+                    self._decide(run, effect)  # type: ignore[arg-type]
+                elif kind is RunTools:
+                    calls = effect.calls  # type: ignore[attr-defined]
+                    if not all(s.idempotent for s in calls):
                         await self._flush(run)
-                    for event in await self._run_tools(run, effect.calls):
+                    for event in await self._run_tools(run, calls):
                         run.add(event)
+                elif kind is Record:
+                    run.add(effect.event)  # type: ignore[attr-defined]
                 else:  # Finish, AwaitDecision or Idle: the run stops here
                     await self._flush(run)
                     return RunResult.of(run.run_id, run.state)
@@ -236,9 +238,9 @@ class Engine:
             raise
 
     def _decide(self, run: _Run, effect: DecideCalls) -> None:
-        principal = run.state.principal
+        principal, now = run.state.principal, self.clock.now_us()
         for call in effect.calls:
-            event, args = self.tools.decide(call, principal, self.clock.now_us())
+            event, args = self.tools.decide(call, principal, now)
             if args is not None:
                 run.args[call.id] = args
             run.add(event)
@@ -309,6 +311,9 @@ class Engine:
         loop without yielding, so running them one after another is the same as running
         them concurrently, without a task per call.
         """
+        remaining = self._remaining(run.state)
+        if len(calls) == 1 and remaining == float("inf"):
+            return [await self._run_tool(run, calls[0])]
         results: list[Event | None] = [None] * len(calls)
         waiting = [i for i, c in enumerate(calls) if not self._runs_inline(c.tool)]
 
@@ -326,7 +331,6 @@ class Engine:
                     for i in waiting:
                         tg.start_soon(one, i)
 
-        remaining = self._remaining(run.state)
         if remaining == float("inf"):
             await all_calls()
             return results  # type: ignore[return-value]

@@ -4,15 +4,19 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from ..errors import SeqConflict
+from ..errors import SeqConflict, StoreError
 from ..events import StoredEvent
 
 __all__ = ["check_continues"]
 
 
 def check_continues(events: Sequence[StoredEvent], next_seq: int, head: bytes) -> None:
-    """Raise SeqConflict unless ``events`` continue a run whose chain is at (next_seq, head)."""
+    """Raise SeqConflict unless ``events`` (all of one run) continue a run whose chain is
+    at (next_seq, head). Raise StoreError if they mix runs."""
+    run_id = events[0].run_id if events else ""
     for event in events:
+        if event.run_id != run_id:
+            raise StoreError("one append holds the events of one run")
         if event.seq != next_seq:
             raise SeqConflict(event.run_id, event.seq, f"expected seq {next_seq}")
         if event.prev_hash != head:
