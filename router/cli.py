@@ -4,6 +4,8 @@
     router runs [--db FILE]          list the runs in a log
     router show RUN [--db FILE]      print one run's timeline
     router verify [--db FILE]        check every run's hash chain
+    router verify --export FILE...   the same, from export files alone
+    router export --out FILE [--db FILE] [--after WATERMARK]   Parquet or Arrow IPC
     router decide RUN CALL retry|supply|fail [--result JSON] [--by NAME] [--note TEXT]
     router fsm                       print the loop's transition table (Mermaid)
 """
@@ -73,6 +75,12 @@ async def _show(args: argparse.Namespace) -> int:
 
 
 async def _verify(args: argparse.Namespace) -> int:
+    if args.export:
+        from .export.arrow import verify_export
+
+        summary = verify_export(args.export)
+        print(f"ok: {summary.runs} run(s), {summary.events} event(s) in the export, every hash chain verifies")
+        return 0
     async with SqliteStore.open(args.db) as store:
         total = 0
         runs = await store.runs()
@@ -80,6 +88,22 @@ async def _verify(args: argparse.Namespace) -> int:
             events, _, _ = await load_run(store, r.run_id)  # verifies the chain, decodes every event
             total += len(events)
     print(f"ok: {len(runs)} run(s), {total} event(s), every hash chain verifies")
+    return 0
+
+
+async def _export(args: argparse.Namespace) -> int:
+    from .export.arrow import export
+
+    def progress(count: int) -> None:
+        print(f"\r{count} events", end="", file=sys.stderr, flush=True)
+
+    async with SqliteStore.open(args.db) as store:
+        summary = await export(store, args.out, format=args.format, after=args.after,
+                               progress=progress if args.progress else None)
+    if args.progress:
+        print(file=sys.stderr)
+    print(f"exported {summary.events} event(s) of {summary.runs} run(s) to {args.out}; "
+          f"watermark {summary.watermark} (next time: --after {summary.watermark})")
     return 0
 
 
@@ -119,7 +143,14 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", metavar="RUN", help="resume a demo run instead of starting one")
     add("runs", _runs, "list the runs in a log")
     add("show", _show, "print a run's timeline").add_argument("run")
-    add("verify", _verify, "check every run's hash chain")
+    add("verify", _verify, "check every run's hash chain, in the log or in export files").add_argument(
+        "--export", nargs="+", metavar="FILE", help="verify these export files (in order) instead of the log"
+    )
+    p = add("export", _export, "export the log to Parquet or an Arrow IPC file")
+    p.add_argument("--out", required=True, help="the file to write (.parquet, or .arrow for Arrow IPC)")
+    p.add_argument("--format", choices=["parquet", "arrow"], help="default: from the file's suffix")
+    p.add_argument("--after", type=int, default=0, metavar="WATERMARK", help="only events after this watermark")
+    p.add_argument("--progress", action="store_true", help="print progress on stderr")
     p = add("decide", _decide, "decide an interrupted tool call")
     p.add_argument("run")
     p.add_argument("call")
@@ -133,7 +164,8 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    if getattr(args, "db", None) and args.command != "demo" and not Path(args.db).exists():
+    if getattr(args, "db", None) and args.command != "demo" and not getattr(args, "export", None) \
+            and not Path(args.db).exists():
         print(f"router: no log at {args.db}", file=sys.stderr)
         return 2
     try:

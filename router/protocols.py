@@ -69,6 +69,11 @@ class Store(Protocol):
     async def runs(self) -> list[RunSummary]:
         ...
 
+    async def scan(self, after: int = 0, limit: int = 10_000) -> list[tuple[int, StoredEvent]]:
+        """Events of every run in the order they were appended, as (id, event) with
+        id > after, at most ``limit``. Ids only grow: the last one is a watermark."""
+        ...
+
     async def acquire_lease(self, run_id: str, owner: str, ttl_s: float) -> Lease:
         """Take or renew the run's lease. Raises LeaseHeld if another owner holds it."""
         ...

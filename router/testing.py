@@ -28,6 +28,7 @@ __all__ = [
     "test_store_lease_excludes_other_owners",
     "test_store_lease_expires_and_is_released",
     "test_store_runs_lists_each_run_once",
+    "test_store_scan_pages_through_every_run_in_append_order",
 ]
 
 
@@ -134,3 +135,16 @@ async def test_store_lease_expires_and_is_released(store: Store) -> None:
         await store.acquire_lease("r1", "p1", 60)
     await store.release_lease("r1", "p2")
     await store.acquire_lease("r1", "p1", 60)
+
+
+async def test_store_scan_pages_through_every_run_in_append_order(store: Store) -> None:
+    a, b = sealed_run("a", 3), sealed_run("b", 2)
+    for batch in (a[:2], b[:1], a[2:], b[1:]):
+        await store.append(batch)
+    scanned = await store.scan()
+    assert [e for _, e in scanned] == [a[0], a[1], b[0], a[2], b[1]]
+    ids = [i for i, _ in scanned]
+    assert ids == sorted(ids) and len(set(ids)) == 5
+    first, rest = await store.scan(limit=2), await store.scan(after=ids[1])
+    assert [e for _, e in first + rest] == [e for _, e in scanned]
+    assert await store.scan(after=ids[-1]) == []

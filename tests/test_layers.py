@@ -18,7 +18,7 @@ LAYERS = {
     "tools": 2,
     "engine": 3,
 }
-EDGE = {"store", "models", "testing", "cli", "demo", "__init__", "__main__"}
+EDGE = {"store", "models", "export", "testing", "cli", "demo", "__init__", "__main__"}
 ALLOWED_THIRD_PARTY = {"msgspec", "anyio", "orjson", "uvloop", "aiosqlite", "pyarrow"}
 
 

@@ -20,6 +20,7 @@ class MemoryStore:
     def __init__(self) -> None:
         self._runs: dict[str, list[StoredEvent]] = {}
         self._leases: dict[str, Lease] = {}
+        self._all: list[StoredEvent] = []  # every event in append order; position + 1 is its id
         self._closed = False
         self.appends = 0  # append calls, for complexity checks
 
@@ -31,6 +32,7 @@ class MemoryStore:
         log = self._runs.get(run_id, [])
         check_continues(events, len(log), log[-1].hash if log else GENESIS)
         self._runs.setdefault(run_id, log).extend(events)
+        self._all.extend(events)
         self.appends += 1
 
     async def read(self, run_id: str, after: int = -1) -> list[StoredEvent]:
@@ -40,6 +42,10 @@ class MemoryStore:
     async def runs(self) -> list[RunSummary]:
         self._check_open()
         return [RunSummary(run_id, len(log), log[-1].kind) for run_id, log in self._runs.items()]
+
+    async def scan(self, after: int = 0, limit: int = 10_000) -> list[tuple[int, StoredEvent]]:
+        self._check_open()
+        return [(after + 1 + i, e) for i, e in enumerate(self._all[after : after + limit])]
 
     async def acquire_lease(self, run_id: str, owner: str, ttl_s: float) -> Lease:
         self._check_open()

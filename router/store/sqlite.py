@@ -43,7 +43,7 @@ __all__ = ["Durability", "SqliteStore"]
 
 T = TypeVar("T")
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 _SCHEMA = f"""
 -- A rowid table: rows are appended at the end of its b-tree whichever run they belong
@@ -143,8 +143,11 @@ class SqliteStore:
                 raise StoreError(f"{self.path}: cannot switch to WAL mode (got {mode!r})")
             self._writer.execute(f"PRAGMA synchronous = {'NORMAL' if self.durability.inline else 'FULL'}")
             version = self._writer.execute("PRAGMA user_version").fetchone()[0]
-            if version > SCHEMA_VERSION:
-                raise StoreError(f"{self.path}: schema version {version} is newer than this router")
+            if version not in (0, SCHEMA_VERSION):
+                raise StoreError(
+                    f"{self.path}: log schema version {version}; this router reads version {SCHEMA_VERSION} "
+                    "(version 1 was a development layout with no migration: export it with the router that wrote it)"
+                )
             self._writer.executescript(_SCHEMA)
             self._reader = await aiosqlite.connect(self.path)
             await self._reader.execute("PRAGMA busy_timeout = 5000")
@@ -310,6 +313,13 @@ class SqliteStore:
             "AND e.seq = (SELECT MAX(seq) FROM events WHERE run_id = r.run_id) ORDER BY r.n"
         )
         return [RunSummary(*row) for row in rows]
+
+    async def scan(self, after: int = 0, limit: int = 10_000) -> list[tuple[int, StoredEvent]]:
+        rows = await self._read_conn().execute_fetchall(
+            "SELECT id, run_id, seq, kind, payload, prev_hash, hash FROM events WHERE id > ? ORDER BY id LIMIT ?",
+            (after, limit),
+        )
+        return [(row[0], StoredEvent(*row[1:])) for row in rows]
 
 
 def _rows(batches: list[Sequence[StoredEvent]]) -> list[tuple[str, int, str, bytes, bytes, bytes]]:
