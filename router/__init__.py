@@ -16,6 +16,7 @@ from .errors import (
     ChainBroken,
     ConfigError,
     DecisionError,
+    DefinitionChanged,
     LeaseHeld,
     LeaseLost,
     RouterError,
@@ -36,7 +37,7 @@ from .tools import Retry, Tool, Tools, tool
 __version__ = "0.1.0"
 
 __all__ = [
-    "ChainBroken", "ConfigError", "DecisionError", "Durability", "Engine", "LeaseHeld", "LeaseLost",
+    "ChainBroken", "ConfigError", "DecisionError", "DefinitionChanged", "Durability", "Engine", "LeaseHeld", "LeaseLost",
     "Limits", "ManualClock", "MemoryStore", "Message", "Model", "ModelTurn", "Phase", "Policy", "Price",
     "PriceTable", "Principal", "ProposedCall", "Retry", "RouterError", "RunNotFound", "RunNotResumable",
     "RunResult", "RunState", "ScriptedModel", "SeqConflict", "SequentialIds", "SqliteStore", "Store",

@@ -21,6 +21,9 @@ class Policy:
     def __init__(self, grants: Mapping[str, Iterable[str]] | None = None) -> None:
         self._grants = {role: frozenset(perms) for role, perms in (grants or {}).items()}
 
+    def grants(self) -> dict[str, frozenset[str]]:
+        return dict(self._grants)
+
     def permissions(self, principal: Principal) -> frozenset[str]:
         out: set[str] = set()
         for role in principal.roles:

@@ -6,6 +6,7 @@
     router verify [--db FILE]        check every run's hash chain
     router verify --export FILE...   the same, from export files alone
     router export --out FILE [--db FILE] [--after WATERMARK]   Parquet or Arrow IPC
+    router replay RUN|all [--agent MODULE:FUNCTION]   re-drive runs, report the first divergence
     router decide RUN CALL retry|supply|fail [--result JSON] [--by NAME] [--note TEXT]
     router fsm                       print the loop's transition table (Mermaid)
 """
@@ -13,6 +14,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
@@ -23,7 +25,7 @@ import orjson
 
 from . import demo, fsm
 from .engine import Engine, load_run, resolve_call
-from .errors import RouterError
+from .errors import ConfigError, RouterError
 from .store.sqlite import Durability, SqliteStore
 from .timeline import render
 
@@ -45,8 +47,7 @@ def _crm_path(db: str) -> Path:
 
 async def _demo(args: argparse.Namespace) -> int:
     async with SqliteStore.open(args.db, args.durability) as store:
-        engine = Engine(store, demo.demo_model(), demo.demo_tools(_crm_path(args.db)),
-                        limits=demo.LIMITS, prices=demo.PRICES)
+        engine = demo.demo_engine(store, _crm_path(args.db))
         if args.resume:
             result = await engine.resume(args.resume)
         else:
@@ -89,6 +90,37 @@ async def _verify(args: argparse.Namespace) -> int:
             total += len(events)
     print(f"ok: {len(runs)} run(s), {total} event(s), every hash chain verifies")
     return 0
+
+
+def _agent(spec: str, store: SqliteStore, db: str) -> Engine:
+    """The engine named by --agent MODULE:FUNCTION, called with the store (or the demo's)."""
+    if spec == "demo":
+        return demo.demo_engine(store, _crm_path(db))
+    module_name, _, attr = spec.partition(":")
+    try:
+        factory = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError, ValueError) as exc:
+        raise ConfigError(f"--agent {spec!r}: cannot load it: {exc}") from exc
+    engine = factory(store)
+    if not isinstance(engine, Engine):
+        raise ConfigError(f"--agent {spec!r} returned {type(engine).__name__}, not an Engine")
+    return engine
+
+
+async def _replay(args: argparse.Namespace) -> int:
+    async with SqliteStore.open(args.db) as store:
+        run_ids = [args.run] if args.run != "all" else [r.run_id for r in await store.runs()]
+        engine = _agent(args.agent, store, args.db)
+        diverged = 0
+        for run_id in run_ids:
+            report = await engine.replay(run_id)
+            if report.divergence is None:
+                print(f"{run_id}: identical ({report.events} events)")
+                continue
+            diverged += 1
+            d = report.divergence
+            print(f"{run_id}: DIVERGES at seq {d.seq}\n  expected: {d.expected}\n  got:      {d.got}")
+    return 1 if diverged else 0
 
 
 async def _export(args: argparse.Namespace) -> int:
@@ -151,6 +183,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=["parquet", "arrow"], help="default: from the file's suffix")
     p.add_argument("--after", type=int, default=0, metavar="WATERMARK", help="only events after this watermark")
     p.add_argument("--progress", action="store_true", help="print progress on stderr")
+    p = add("replay", _replay, "replay runs from the log and report the first divergent event")
+    p.add_argument("run", help="a run id, or 'all'")
+    p.add_argument("--agent", default="demo", metavar="MODULE:FUNCTION",
+                   help="a function that takes the store and returns the Engine (default: the demo agent)")
     p = add("decide", _decide, "decide an interrupted tool call")
     p.add_argument("run")
     p.add_argument("call")

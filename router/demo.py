@@ -17,13 +17,15 @@ from typing import Any
 import msgspec
 
 from .access import Policy
+from .engine import Engine
 from .events import Limits, Principal, Usage
 from .limits import Price, PriceTable
 from .models.scripted import ScriptedModel
 from .protocols import ModelTurn, ProposedCall
+from .protocols import Store
 from .tools import Tools, tool
 
-__all__ = ["MODEL", "PRINCIPAL", "PRICES", "LIMITS", "QUESTION", "demo_model", "demo_tools"]
+__all__ = ["MODEL", "PRINCIPAL", "PRICES", "LIMITS", "QUESTION", "demo_engine", "demo_model", "demo_tools"]
 
 MODEL = "demo-model"
 PRICES = PriceTable({MODEL: Price(input_per_mtok=3.0, output_per_mtok=15.0)})
@@ -123,3 +125,8 @@ def demo_model() -> ScriptedModel:
         ],
         name=MODEL,
     )
+
+
+def demo_engine(store: Store, crm_path: str | Path) -> Engine:
+    """The demo agent on ``store``, its CRM table in the SQLite file at ``crm_path``."""
+    return Engine(store, demo_model(), demo_tools(crm_path), limits=LIMITS, prices=PRICES)

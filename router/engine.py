@@ -18,7 +18,8 @@ import msgspec
 
 from .chain import Chain, verify
 from .clock import Clock, IdSource, RandomIds, SystemClock
-from .errors import ConfigError, DecisionError, RunNotFound, StoreError
+from .definition import definition_hash
+from .errors import ConfigError, DecisionError, DefinitionChanged, RunNotFound, StoreError
 from .events import (
     Event,
     Limits,
@@ -27,6 +28,7 @@ from .events import (
     Principal,
     RunCancelled,
     RunFailed,
+    RunMigrated,
     RunStarted,
     ToolCallResolved,
     ToolFailed,
@@ -50,6 +52,7 @@ from .fsm import (
 )
 from .limits import PriceTable
 from .protocols import Model, ModelTurn, Store
+from .replay import ReplayReport, replay_events
 from .tools import Retry, Tools, encode_result, record_calls
 from .transcript import Transcript
 
@@ -145,6 +148,7 @@ class Engine:
         self.owner = owner or RandomIds().new_id("engine")
         self.lease_ttl_s = lease_ttl_s
         self.model_retry = model_retry or Retry(attempts=3, base_delay_s=0.2)
+        self.definition = definition_hash(model.name, tools, self.prices)
         self._renewed: dict[str, float] = {}
 
     async def start(
@@ -174,15 +178,20 @@ class Engine:
         run.add(RunStarted(
             at=self.clock.now_us(), messages=opening, principal=principal,
             limits=limits or self.limits, model=self.model.name, tools=self.tools.names,
+            definition=self.definition,
         ))
         return await self._drive(run)
 
-    async def resume(self, run_id: str) -> RunResult:
+    async def resume(self, run_id: str, *, migration: str | None = None) -> RunResult:
         """Continue an unfinished run from its log alone.
 
         A finished run, or one still waiting for a decision, is returned as it stands.
         Calls started before a crash with no result run again if their tool is
         idempotent; otherwise the run stops, interrupted, until ``resolve_call``.
+
+        Raises DefinitionChanged if the run was started under another definition (tools,
+        schemas, policy, prices, model), unless ``migration`` names the change: the log
+        then records it and the run continues under this engine's definition.
         """
         await self._lease(run_id)
         try:
@@ -194,9 +203,23 @@ class Engine:
         if state.terminal or state.phase is Phase.INTERRUPTED:
             await self._release(run_id)
             return RunResult.of(run_id, state)
-        for event in resume_events(state, self.clock.now_us(), self.owner):
+        now = self.clock.now_us()
+        if state.definition != self.definition:
+            if migration is None:
+                await self._release(run_id)
+                raise DefinitionChanged(run_id, state.definition, self.definition)
+            run.add(RunMigrated(at=now, migration=migration, from_definition=state.definition,
+                                to_definition=self.definition))
+        for event in resume_events(state, now, self.owner):
             run.add(event)
         return await self._drive(run)
+
+    async def replay(self, run_id: str) -> ReplayReport:
+        """Drive the run again from its log with this engine's tools, policy and prices,
+        taking the model's answers and the tools' results from the log, and compare every
+        event router decides with the recorded one (timestamps aside)."""
+        events, _, _ = await load_run(self.store, run_id)
+        return replay_events(run_id, events, self.tools, self.prices)
 
     async def _drive(self, run: _Run) -> RunResult:
         """Advance the run until it stops, then release its lease, whatever happened."""

@@ -8,6 +8,7 @@ operators: a wrong configuration, a store that refuses, a chain that does not ve
     ├── ConfigError          a tool, limit or option is declared wrongly
     ├── RunNotFound          no events exist for the run id
     ├── RunNotResumable      the run is terminal, or waits for a decision
+    ├── DefinitionChanged    the run was started under another definition
     ├── DecisionError        a decision names no interrupted call
     └── StoreError           the store refused or failed
         ├── SeqConflict      an append does not continue the run's chain
@@ -22,6 +23,7 @@ __all__ = [
     "ChainBroken",
     "ConfigError",
     "DecisionError",
+    "DefinitionChanged",
     "LeaseHeld",
     "LeaseLost",
     "RouterError",
@@ -57,6 +59,20 @@ class RunNotResumable(RouterError):
         self.run_id = run_id
         self.phase = phase
         super().__init__(f"run {run_id!r} is {phase} and cannot be resumed")
+
+
+class DefinitionChanged(RouterError):
+    code = "definition_changed"
+
+    def __init__(self, run_id: str, recorded: str, current: str) -> None:
+        self.run_id = run_id
+        self.recorded = recorded
+        self.current = current
+        super().__init__(
+            f"run {run_id!r} was started under definition {recorded[:12]} and this engine's is {current[:12]} "
+            "(tools, schemas, policy or prices changed); resume it with migration='<name>' to continue "
+            "under the new definition, recorded in the log"
+        )
 
 
 class DecisionError(RouterError):

@@ -29,6 +29,7 @@ __all__ = [
     "RunCancelled",
     "RunFailed",
     "RunInterrupted",
+    "RunMigrated",
     "RunResumed",
     "RunStarted",
     "StoredEvent",
@@ -110,8 +111,14 @@ class Limits(Data, frozen=True, omit_defaults=False):
             value = getattr(self, name)
             if value is not None and (isinstance(value, bool) or not isinstance(value, int | float) or value < 0):
                 raise ConfigError(f"Limits.{name} must be a non-negative number or None, not {value!r}")
+            if name in _SECONDS_OR_DOLLARS and isinstance(value, int):
+                # 60 and 60.0 are the same limit: store one form, so equal limits encode equally
+                msgspec.structs.force_setattr(self, name, float(value))
         if self.max_repeats < 1 or self.loop_window < 1:
             raise ConfigError("Limits.max_repeats and Limits.loop_window must be at least 1")
+
+
+_SECONDS_OR_DOLLARS = frozenset({"max_cost_usd", "deadline_s", "tool_timeout_s"})
 
 
 class Event(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True, gc=False, tag_field="kind"):
@@ -126,6 +133,7 @@ class RunStarted(Event, frozen=True, tag="run_started"):
     limits: Limits
     model: str
     tools: tuple[str, ...] = ()
+    definition: str = ""  # sha256 of what decides the run: tools and schemas, policy, prices
 
 
 class ModelResponded(Event, frozen=True, tag="model_responded"):
@@ -185,6 +193,14 @@ class RunResumed(Event, frozen=True, tag="run_resumed"):
     owner: str
 
 
+class RunMigrated(Event, frozen=True, tag="run_migrated"):
+    """The run continues under a changed definition, as its operator chose by name."""
+
+    migration: str
+    from_definition: str
+    to_definition: str
+
+
 class RunInterrupted(Event, frozen=True, tag="run_interrupted"):
     """Calls started before a crash, with no result, whose tools are not idempotent."""
 
@@ -204,8 +220,8 @@ class ToolCallResolved(Event, frozen=True, tag="tool_call_resolved"):
 
 class LimitExceeded(Event, frozen=True, tag="limit_exceeded"):
     limit: str
-    value: float
-    ceiling: float
+    value: int | float  # a count stays an int, so that decoding and re-encoding gives the same bytes
+    ceiling: int | float
     detail: str = ""
 
 
@@ -227,6 +243,7 @@ AnyEvent: TypeAlias = Union[
     ToolSucceeded,
     ToolFailed,
     RunResumed,
+    RunMigrated,
     RunInterrupted,
     ToolCallResolved,
     LimitExceeded,
@@ -248,6 +265,7 @@ class Kind(enum.StrEnum):
     TOOL_SUCCEEDED = "tool_succeeded"
     TOOL_FAILED = "tool_failed"
     RUN_RESUMED = "run_resumed"
+    RUN_MIGRATED = "run_migrated"
     RUN_INTERRUPTED = "run_interrupted"
     TOOL_CALL_RESOLVED = "tool_call_resolved"
     LIMIT_EXCEEDED = "limit_exceeded"

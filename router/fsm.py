@@ -27,6 +27,7 @@ from .events import (
     RunFailed,
     RunInterrupted,
     RunCancelled,
+    RunMigrated,
     RunResumed,
     RunStarted,
     ToolCall,
@@ -95,6 +96,7 @@ class RunState(msgspec.Struct, frozen=True, gc=False):
     limits: Limits = Limits()
     principal: Principal = Principal(id="")
     model: str = ""
+    definition: str = ""  # the hash of the definition the run is under
     started_at: int = 0
     last_at: int = 0
     steps: int = 0
@@ -165,7 +167,7 @@ Handler: TypeAlias = Callable[[RunState, Any, int], RunState]
 def _start(state: RunState, event: RunStarted, at: int) -> RunState:
     return replace(
         state, phase=Phase.AWAITING_MODEL, limits=event.limits, principal=event.principal,
-        model=event.model, started_at=event.at, last_at=at,
+        model=event.model, definition=event.definition, started_at=event.at, last_at=at,
     )
 
 
@@ -262,6 +264,12 @@ def _resumed(state: RunState, event: RunResumed, at: int) -> RunState:
     return replace(state, last_at=at)
 
 
+def _migrated(state: RunState, event: RunMigrated, at: int) -> RunState:
+    if event.from_definition != state.definition:
+        return _fault(state, event, "migrates from a definition the run is not under")
+    return replace(state, definition=event.to_definition, last_at=at)
+
+
 def _ended(phase: Phase) -> Handler:
     def end(state: RunState, event: LimitExceeded | RunFailed | RunCancelled, at: int) -> RunState:
         if isinstance(event, LimitExceeded):
@@ -291,6 +299,7 @@ TABLE: dict[tuple[Phase, Kind], Entry] = {
 }
 for _phase in LIVE:
     TABLE[(_phase, Kind.RUN_RESUMED)] = (_resumed, (_phase,))
+    TABLE[(_phase, Kind.RUN_MIGRATED)] = (_migrated, (_phase,))
     TABLE[(_phase, Kind.LIMIT_EXCEEDED)] = (_ended(Phase.LIMIT_EXCEEDED), (Phase.LIMIT_EXCEEDED,))
     TABLE[(_phase, Kind.RUN_FAILED)] = (_ended(Phase.FAILED), (Phase.FAILED,))
     TABLE[(_phase, Kind.RUN_CANCELLED)] = (_ended(Phase.CANCELLED), (Phase.CANCELLED,))

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
@@ -43,6 +43,10 @@ class PriceTable:
                 round(price.output_per_mtok * 1000),
             )
         self._strict = strict
+
+    def rates(self) -> dict[str, Any]:
+        """The table as nano-USD per input and output token, and whether it is strict."""
+        return {"strict": self._strict, "nusd_per_token": {m: list(r) for m, r in self._nusd_per_token.items()}}
 
     def cost_nusd(self, model: str, usage: Usage) -> int:
         rates = self._nusd_per_token.get(model)

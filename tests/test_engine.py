@@ -38,7 +38,7 @@ from router import (
     tool,
 )
 from router.chain import Chain, verify
-from router.events import decode_event
+from router.events import decode_event, encode_event
 from router.models.scripted import call, say
 from router.protocols import Store
 
@@ -515,8 +515,10 @@ async def test_any_model_output_ends_in_a_terminal_state_within_the_limits(
     assert result.steps <= limits.max_steps and result.tool_calls <= limits.max_tool_calls
     stored = await store.read(result.run_id)
     assert verify(stored) == len(stored)
+    assert all(encode_event(decode_event(s.payload)) == s.payload for s in stored)  # canonical round trip
     _, state, _ = await load_run(store, result.run_id)
     assert state.phase is result.phase and not state.fault
+    assert (await engine(store, model).replay(result.run_id)).identical
 
 
 async def test_bad_start_input_is_a_config_error_and_leaves_nothing(store: Store) -> None:

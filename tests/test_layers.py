@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parents[1] / "router"
 LAYERS = {
     "errors": 0, "events": 0, "chain": 0, "clock": 0,
     "fsm": 1, "limits": 1, "access": 1, "protocols": 1, "transcript": 1, "timeline": 1,
-    "tools": 2,
+    "tools": 2, "definition": 2, "replay": 2,
     "engine": 3,
 }
 EDGE = {"store", "models", "export", "testing", "cli", "demo", "__init__", "__main__"}
