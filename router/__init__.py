@@ -11,7 +11,7 @@ from __future__ import annotations
 from .access import Policy
 from .chain import verify
 from .clock import ManualClock, SequentialIds, SystemClock
-from .engine import Engine, RunResult, load_run, resolve_call
+from .engine import Engine, RunResult, fork_run, load_run, resolve_call
 from .errors import (
     ChainBroken,
     ConfigError,
@@ -41,5 +41,5 @@ __all__ = [
     "Limits", "ManualClock", "MemoryStore", "Message", "Model", "ModelTurn", "Phase", "Policy", "Price",
     "PriceTable", "Principal", "ProposedCall", "Retry", "RouterError", "RunNotFound", "RunNotResumable",
     "RunResult", "RunState", "ScriptedModel", "SeqConflict", "SequentialIds", "SqliteStore", "Store",
-    "StoreError", "SystemClock", "Tool", "Tools", "Usage", "load_run", "resolve_call", "tool", "verify",
+    "StoreError", "SystemClock", "Tool", "Tools", "Usage", "fork_run", "load_run", "resolve_call", "tool", "verify",
 ]

@@ -7,6 +7,7 @@
     router verify --export FILE...   the same, from export files alone
     router export --out FILE [--db FILE] [--after WATERMARK]   Parquet or Arrow IPC
     router replay RUN|all [--agent MODULE:FUNCTION]   re-drive runs, report the first divergence
+    router fork RUN SEQ [--new ID]   a new run with the events before SEQ, to continue differently
     router decide RUN CALL retry|supply|fail [--result JSON] [--by NAME] [--note TEXT]
     router fsm                       print the loop's transition table (Mermaid)
 """
@@ -24,7 +25,7 @@ import anyio
 import orjson
 
 from . import demo, fsm
-from .engine import Engine, load_run, resolve_call
+from .engine import Engine, fork_run, load_run, resolve_call
 from .errors import ConfigError, RouterError
 from .store.sqlite import Durability, SqliteStore
 from .timeline import render
@@ -123,6 +124,14 @@ async def _replay(args: argparse.Namespace) -> int:
     return 1 if diverged else 0
 
 
+async def _fork(args: argparse.Namespace) -> int:
+    async with SqliteStore.open(args.db) as store:
+        new_run_id = args.new or f"{args.run}-fork-{args.seq}"
+        state = await fork_run(store, args.run, args.seq, new_run_id=new_run_id, note=args.note)
+    print(f"forked {args.run} at seq {args.seq} into {new_run_id}, now {state.phase}")
+    return 0
+
+
 async def _export(args: argparse.Namespace) -> int:
     from .export.arrow import export
 
@@ -187,6 +196,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("run", help="a run id, or 'all'")
     p.add_argument("--agent", default="demo", metavar="MODULE:FUNCTION",
                    help="a function that takes the store and returns the Engine (default: the demo agent)")
+    p = add("fork", _fork, "fork a run at a seq into a new run that shares its prefix")
+    p.add_argument("run")
+    p.add_argument("seq", type=int, help="the new run copies the events before this seq")
+    p.add_argument("--new", help="the new run's id (default: RUN-fork-SEQ)")
+    p.add_argument("--note", default="")
     p = add("decide", _decide, "decide an interrupted tool call")
     p.add_argument("run")
     p.add_argument("call")

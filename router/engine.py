@@ -28,6 +28,7 @@ from .events import (
     Principal,
     RunCancelled,
     RunFailed,
+    RunForked,
     RunMigrated,
     RunStarted,
     ToolCallResolved,
@@ -56,7 +57,7 @@ from .replay import ReplayReport, replay_events
 from .tools import Retry, Tools, encode_result, record_calls
 from .transcript import Transcript
 
-__all__ = ["Engine", "RunResult", "load_run", "resolve_call"]
+__all__ = ["Engine", "RunResult", "fork_run", "load_run", "resolve_call"]
 
 
 class RunResult(msgspec.Struct, frozen=True):
@@ -469,3 +470,39 @@ async def resolve_call(
     finally:
         with anyio.CancelScope(shield=True):
             await store.release_lease(run_id, owner)
+
+
+async def fork_run(
+    store: Store,
+    run_id: str,
+    at_seq: int,
+    *,
+    new_run_id: str | None = None,
+    then: Sequence[Event] = (),
+    note: str = "",
+    clock: Clock | None = None,
+) -> RunState:
+    """Fork a run at ``at_seq`` into a new run: the parent's events 0 .. at_seq - 1, then a
+    ``run_forked`` event naming the parent and the fork point, then ``then`` (for example a
+    reviewer's edit of the model turn that was at ``at_seq``). Returns the fork's state;
+    ``Engine.resume`` continues it. The parent is not touched.
+
+    Raises ConfigError if the fork point is outside the run or ``then`` does not fit there.
+    """
+    clock = clock or SystemClock()
+    events, _, _ = await load_run(store, run_id)
+    if not 1 <= at_seq <= len(events):
+        raise ConfigError(f"run {run_id!r} has events 0..{len(events) - 1}; fork at 1..{len(events)}")
+    parent = await store.read(run_id, after=at_seq - 2)
+    new_run_id = new_run_id or RandomIds().new_id("run")
+    if await store.read(new_run_id):
+        raise ConfigError(f"run {new_run_id!r} already exists")
+    forked = RunForked(at=clock.now_us(), parent_run_id=run_id, parent_seq=at_seq,
+                       parent_hash=parent[0].hash.hex(), note=note)
+    batch = [*events[:at_seq], forked, *then]
+    state = fold(batch)
+    if state.fault:
+        raise ConfigError(f"the fork does not fit at seq {at_seq}: {state.fault}")
+    chain = Chain(new_run_id)
+    await store.append(chain.seal(batch))
+    return state

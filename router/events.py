@@ -28,6 +28,7 @@ __all__ = [
     "Principal",
     "RunCancelled",
     "RunFailed",
+    "RunForked",
     "RunInterrupted",
     "RunMigrated",
     "RunResumed",
@@ -193,6 +194,15 @@ class RunResumed(Event, frozen=True, tag="run_resumed"):
     owner: str
 
 
+class RunForked(Event, frozen=True, tag="run_forked"):
+    """This run copies another's first ``parent_seq`` events and goes on from there."""
+
+    parent_run_id: str
+    parent_seq: int  # the parent's events 0 .. parent_seq - 1 were copied
+    parent_hash: str  # hex of the parent's hash at parent_seq - 1: ties the fork to its chain
+    note: str = ""
+
+
 class RunMigrated(Event, frozen=True, tag="run_migrated"):
     """The run continues under a changed definition, as its operator chose by name."""
 
@@ -243,6 +253,7 @@ AnyEvent: TypeAlias = Union[
     ToolSucceeded,
     ToolFailed,
     RunResumed,
+    RunForked,
     RunMigrated,
     RunInterrupted,
     ToolCallResolved,
@@ -265,6 +276,7 @@ class Kind(enum.StrEnum):
     TOOL_SUCCEEDED = "tool_succeeded"
     TOOL_FAILED = "tool_failed"
     RUN_RESUMED = "run_resumed"
+    RUN_FORKED = "run_forked"
     RUN_MIGRATED = "run_migrated"
     RUN_INTERRUPTED = "run_interrupted"
     TOOL_CALL_RESOLVED = "tool_call_resolved"

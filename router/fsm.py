@@ -300,6 +300,7 @@ TABLE: dict[tuple[Phase, Kind], Entry] = {
 for _phase in LIVE:
     TABLE[(_phase, Kind.RUN_RESUMED)] = (_resumed, (_phase,))
     TABLE[(_phase, Kind.RUN_MIGRATED)] = (_migrated, (_phase,))
+    TABLE[(_phase, Kind.RUN_FORKED)] = (_resumed, (_phase,))
     TABLE[(_phase, Kind.LIMIT_EXCEEDED)] = (_ended(Phase.LIMIT_EXCEEDED), (Phase.LIMIT_EXCEEDED,))
     TABLE[(_phase, Kind.RUN_FAILED)] = (_ended(Phase.FAILED), (Phase.FAILED,))
     TABLE[(_phase, Kind.RUN_CANCELLED)] = (_ended(Phase.CANCELLED), (Phase.CANCELLED,))

@@ -19,6 +19,7 @@ from .events import (
     ModelResponded,
     RunCancelled,
     RunFailed,
+    RunForked,
     RunMigrated,
     RunResumed,
     RunStarted,
@@ -54,7 +55,7 @@ class ReplayReport(msgspec.Struct, frozen=True):
 # current effect allows them.
 _MODEL_OUTCOMES = (ModelResponded, RunFailed, LimitExceeded)
 _TOOL_OUTCOMES = (ToolSucceeded, ToolFailed, LimitExceeded)
-_ANYTIME = (RunResumed, RunMigrated, RunCancelled)
+_ANYTIME = (RunResumed, RunMigrated, RunForked, RunCancelled)
 
 
 def _same(produced: Event, recorded: Event) -> bool:

@@ -174,3 +174,38 @@ def test_replay_from_the_cli_covers_the_demo(tmp_path: Path) -> None:
     subprocess.run([*run, "demo"], cwd=tmp_path, check=True, capture_output=True)
     out = subprocess.run([*run, "replay", "all"], cwd=tmp_path, capture_output=True, text=True)
     assert out.returncode == 0 and "identical (17 events)" in out.stdout
+
+
+async def test_a_fork_shares_the_prefix_records_its_parent_and_goes_its_own_way(store: Store) -> None:
+    from router import ConfigError, fork_run, verify
+    from router.events import ModelResponded, RunForked, ToolSucceeded
+
+    script = [call("add", '{"a": 1, "b": 2}'), call("add", '{"a": 3, "b": 4}'), say("the sum is 7")]
+    parent = await engine(store, script).start("go", principal=USER, run_id="p")
+    events, _, _ = await load_run(store, "p")
+    last_turn = max(i for i, e in enumerate(events) if isinstance(e, ModelResponded))
+
+    # A reviewer edits the last model turn: the fork ends with the edited answer.
+    edited = ModelResponded(at=events[last_turn].at, step=3, text="the sum is 10", model="scripted")
+    state = await fork_run(store, "p", last_turn, new_run_id="edit", then=[edited], note="reviewer edit")
+    assert state.phase is Phase.DONE and state.output == "the sum is 10"
+
+    # Fork before the second call and continue it with another model.
+    second = next(i for i, e in enumerate(events) if isinstance(e, ModelResponded) and e.step == 2)
+    await fork_run(store, "p", second, new_run_id="other")
+    other = await engine(store, [call("add", '{"a": 1, "b": 2}'), call("add", '{"a": 5, "b": 5}'), say("10")]).resume("other")
+    assert other.phase is Phase.DONE and other.output == "10" and parent.output == "the sum is 7"
+
+    fork_events, _, _ = await load_run(store, "other")
+    forked = [e for e in fork_events if isinstance(e, RunForked)]
+    parent_stored = await store.read("p")
+    assert forked[0].parent_run_id == "p" and forked[0].parent_hash == parent_stored[second - 1].hash.hex()
+    assert fork_events[:second] == events[:second]
+    assert verify(await store.read("other")) == len(fork_events)
+    assert (await engine(store, []).replay("other")).identical
+
+    with pytest.raises(ConfigError):
+        await fork_run(store, "p", 0)
+    with pytest.raises(ConfigError, match="does not fit"):
+        await fork_run(store, "p", 1, then=[ToolSucceeded(at=1, call_id="nope", tool="add", result="1")])
+    assert await store.read("p-fork-1") == []
