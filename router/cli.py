@@ -7,6 +7,7 @@
     router verify --export FILE...   the same, from export files alone
     router export --out FILE [--db FILE] [--after WATERMARK]   Parquet or Arrow IPC
     router replay RUN|all [--agent MODULE:FUNCTION]   re-drive runs, report the first divergence
+    router report [--html FILE]      tokens, cost, tool outcomes, latency per run, model and tool
     router fork RUN SEQ [--new ID]   a new run with the events before SEQ, to continue differently
     router decide RUN CALL retry|supply|fail [--result JSON] [--by NAME] [--note TEXT]
     router fsm                       print the loop's transition table (Mermaid)
@@ -27,6 +28,8 @@ import orjson
 from . import demo, fsm
 from .engine import Engine, fork_run, load_run, resolve_call
 from .errors import ConfigError, RouterError
+from .events import decode_event
+from .report import Report
 from .store.sqlite import Durability, SqliteStore
 from .timeline import render
 
@@ -124,6 +127,20 @@ async def _replay(args: argparse.Namespace) -> int:
     return 1 if diverged else 0
 
 
+async def _report(args: argparse.Namespace) -> int:
+    report = Report()
+    async with SqliteStore.open(args.db) as store:
+        after = 0
+        while page := await store.scan(after=after, limit=10_000):
+            report.add_all((stored.run_id, decode_event(stored.payload)) for _, stored in page)
+            after = page[-1][0]
+    print(report.text())
+    if args.html:
+        Path(args.html).write_text(report.html())
+        print(f"wrote {args.html}")
+    return 0
+
+
 async def _fork(args: argparse.Namespace) -> int:
     async with SqliteStore.open(args.db) as store:
         new_run_id = args.new or f"{args.run}-fork-{args.seq}"
@@ -196,6 +213,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("run", help="a run id, or 'all'")
     p.add_argument("--agent", default="demo", metavar="MODULE:FUNCTION",
                    help="a function that takes the store and returns the Engine (default: the demo agent)")
+    add("report", _report, "tokens, cost, tool outcomes and latency, from the log").add_argument(
+        "--html", metavar="FILE", help="also write an HTML page with charts"
+    )
     p = add("fork", _fork, "fork a run at a seq into a new run that shares its prefix")
     p.add_argument("run")
     p.add_argument("seq", type=int, help="the new run copies the events before this seq")
