@@ -16,7 +16,7 @@ from pathlib import Path
 import anyio
 import msgspec
 
-from . import cold_start, concurrent_runs, floors, long_run, parallel_tools, react_loop, resume, validation
+from . import cold_start, concurrent_runs, export, floors, long_run, parallel_tools, react_loop, resume, validation
 from .measure import Record, machine
 from .peers import Peer
 from .peers.registry import installed_peers
@@ -31,6 +31,7 @@ WORKLOADS: dict[str, Workload] = {
     "resume": resume.run,
     "validation": validation.run,
     "cold_start": cold_start.run,
+    "export": export.run,
 }
 
 

@@ -28,3 +28,16 @@ def test_the_embedding_example_runs(tmp_path: Path) -> None:
     result = subprocess.run([sys.executable, "-c", example], cwd=tmp_path, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "done Customer 42 is on enterprise."
+
+
+def test_the_audit_query_runs_on_an_export_of_the_demo(tmp_path: Path) -> None:
+    import pytest
+
+    duckdb = pytest.importorskip("duckdb")
+    (sql,) = blocks("sql")
+    run = [sys.executable, "-m", "router"]
+    subprocess.run([*run, "demo"], cwd=tmp_path, check=True, capture_output=True)
+    subprocess.run([*run, "export", "--out", "runs.parquet"], cwd=tmp_path, check=True, capture_output=True)
+    rows = duckdb.connect().execute(sql.replace("'runs.parquet'", f"'{tmp_path / 'runs.parquet'}'")).fetchall()
+    by_tool = {tool: (calls, ok) for tool, calls, ok, _ in rows}
+    assert by_tool == {"calculate": (4, 3), "lookup_customer": (1, 1), "issue_refund": (1, 0)}
