@@ -30,6 +30,7 @@ from .fsm import Phase, RunState
 from .limits import Price, PriceTable
 from .models.scripted import ScriptedModel
 from .protocols import Model, ModelTurn, ProposedCall, Store
+from .redaction import Redaction
 from .store.memory import MemoryStore
 from .store.sqlite import Durability, SqliteStore
 from .tools import Retry, Tool, Tools, tool
@@ -39,7 +40,7 @@ __version__ = "0.1.0"
 __all__ = [
     "ChainBroken", "ConfigError", "DecisionError", "DefinitionChanged", "Durability", "Engine", "LeaseHeld", "LeaseLost",
     "Limits", "ManualClock", "MemoryStore", "Message", "Model", "ModelTurn", "Phase", "Policy", "Price",
-    "PriceTable", "Principal", "ProposedCall", "Retry", "RouterError", "RunNotFound", "RunNotResumable",
+    "PriceTable", "Principal", "ProposedCall", "Redaction", "Retry", "RouterError", "RunNotFound", "RunNotResumable",
     "RunResult", "RunState", "ScriptedModel", "SeqConflict", "SequentialIds", "SqliteStore", "Store",
     "StoreError", "SystemClock", "Tool", "Tools", "Usage", "fork_run", "load_run", "resolve_call", "tool", "verify",
 ]

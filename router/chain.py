@@ -8,7 +8,7 @@ breaks the link at (or right after) that event.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from hashlib import sha256
 
 from .errors import ChainBroken
@@ -41,13 +41,17 @@ class Chain:
         last = stored[-1]
         return cls(run_id, last.seq + 1, last.hash)
 
-    def seal(self, events: Iterable[Event]) -> list[StoredEvent]:
-        """Link events onto the chain. The head moves only when the caller commits."""
+    def seal(self, events: Iterable[Event], encode: Callable[[Event], bytes] = encode_event) -> list[StoredEvent]:
+        """Link events onto the chain. The head moves only when the caller commits.
+
+        encode: how an event becomes its stored payload (canonical bytes, possibly redacted
+        or encrypted); the hash covers exactly those bytes.
+        """
         out: list[StoredEvent] = []
         seq, head, run_id = self.next_seq, self.head, self.run_id
         prefix = run_id.encode() + b"\x00"
         for event in events:
-            payload = encode_event(event)
+            payload = encode(event)
             digest = sha256(b"".join((head, prefix, seq.to_bytes(8, "big"), payload))).digest()
             out.append(StoredEvent(run_id, seq, kind_of(event), payload, head, digest))
             seq, head = seq + 1, digest

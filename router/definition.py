@@ -15,6 +15,7 @@ import msgspec
 
 from .access import Policy
 from .limits import PriceTable
+from .redaction import Redaction
 from .tools import Tools
 
 __all__ = ["definition_hash", "describe"]
@@ -22,7 +23,7 @@ __all__ = ["definition_hash", "describe"]
 _encoder = msgspec.json.Encoder(order="deterministic")
 
 
-def describe(model: str, tools: Tools, prices: PriceTable) -> dict[str, Any]:
+def describe(model: str, tools: Tools, prices: PriceTable, redaction: Redaction | None = None) -> dict[str, Any]:
     """The definition as plain data, in a canonical shape."""
     return {
         "model": model,
@@ -40,11 +41,12 @@ def describe(model: str, tools: Tools, prices: PriceTable) -> dict[str, Any]:
         ],
         "policy": _policy(tools.policy),
         "prices": prices.rates(),
+        "redaction": redaction.describe() if redaction else None,
     }
 
 
-def definition_hash(model: str, tools: Tools, prices: PriceTable) -> str:
-    return sha256(_encoder.encode(describe(model, tools, prices))).hexdigest()
+def definition_hash(model: str, tools: Tools, prices: PriceTable, redaction: Redaction | None = None) -> str:
+    return sha256(_encoder.encode(describe(model, tools, prices, redaction))).hexdigest()
 
 
 def _policy(policy: Policy) -> dict[str, list[str]]:

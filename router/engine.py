@@ -10,7 +10,7 @@ runs a side-effecting tool.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Literal, final
 
 import anyio
@@ -19,6 +19,7 @@ import msgspec
 from .chain import Chain, verify
 from .clock import Clock, IdSource, RandomIds, SystemClock
 from .definition import definition_hash
+from .redaction import Redaction
 from .errors import ConfigError, DecisionError, DefinitionChanged, RunNotFound, StoreError
 from .events import (
     Event,
@@ -36,8 +37,9 @@ from .events import (
     ToolStarted,
     ToolSucceeded,
     Usage,
-    decode_event,
     LimitExceeded,
+    decode_event,
+    encode_event,
 )
 from .fsm import (
     CallModel,
@@ -138,6 +140,7 @@ class Engine:
         owner: str | None = None,
         lease_ttl_s: float = 30.0,
         model_retry: Retry | None = None,
+        redaction: Redaction | None = None,
     ) -> None:
         self.store = store
         self.model = model
@@ -149,7 +152,11 @@ class Engine:
         self.owner = owner or RandomIds().new_id("engine")
         self.lease_ttl_s = lease_ttl_s
         self.model_retry = model_retry or Retry(attempts=3, base_delay_s=0.2)
-        self.definition = definition_hash(model.name, tools, self.prices)
+        self.redaction = redaction or Redaction()
+        self.definition = definition_hash(model.name, tools, self.prices, self.redaction)
+        self.encode: Callable[[Event], bytes] = (
+            (lambda event: self.redaction.apply(encode_event(event))) if self.redaction else encode_event
+        )
         self._renewed: dict[str, float] = {}
 
     async def start(
@@ -179,7 +186,7 @@ class Engine:
         run.add(RunStarted(
             at=self.clock.now_us(), messages=opening, principal=principal,
             limits=limits or self.limits, model=self.model.name, tools=self.tools.names,
-            definition=self.definition,
+            definition=self.definition, redaction=self.redaction.names(),
         ))
         return await self._drive(run)
 
@@ -220,7 +227,7 @@ class Engine:
         taking the model's answers and the tools' results from the log, and compare every
         event router decides with the recorded one (timestamps aside)."""
         events, _, _ = await load_run(self.store, run_id)
-        return replay_events(run_id, events, self.tools, self.prices)
+        return replay_events(run_id, events, self.tools, self.prices, self.encode)
 
     async def _drive(self, run: _Run) -> RunResult:
         """Advance the run until it stops, then release its lease, whatever happened."""
@@ -273,7 +280,7 @@ class Engine:
         if not run.pending:
             return
         await self._renew(run.run_id)
-        sealed = run.chain.seal(run.pending)
+        sealed = run.chain.seal(run.pending, self.encode)
         await self.store.append(sealed)
         run.chain.advance(sealed)
         run.pending.clear()

@@ -135,6 +135,7 @@ class RunStarted(Event, frozen=True, tag="run_started"):
     model: str
     tools: tuple[str, ...] = ()
     definition: str = ""  # sha256 of what decides the run: tools and schemas, policy, prices
+    redaction: tuple[str, ...] = ()  # what the stored copy of every event has redacted
 
 
 class ModelResponded(Event, frozen=True, tag="model_responded"):

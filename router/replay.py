@@ -8,7 +8,7 @@ recorded, timestamps aside. The first difference is reported. Pure: no I/O, no c
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import msgspec
 from msgspec.structs import replace
@@ -58,22 +58,30 @@ _TOOL_OUTCOMES = (ToolSucceeded, ToolFailed, LimitExceeded)
 _ANYTIME = (RunResumed, RunMigrated, RunForked, RunCancelled)
 
 
-def _same(produced: Event, recorded: Event) -> bool:
-    return encode_event(replace(produced, at=recorded.at)) == encode_event(recorded)
+def _same(produced: Event, recorded: Event, encode: Callable[[Event], bytes]) -> bool:
+    """Equal as stored: ``encode`` is the run's stored form (redaction included)."""
+    return encode(replace(produced, at=recorded.at)) == encode_event(recorded)
 
 
 def _text(event: Event) -> str:
     return encode_event(event).decode()
 
 
-def replay_events(run_id: str, recorded: Sequence[Event], tools: Tools, prices: PriceTable) -> ReplayReport:
-    """Re-drive ``recorded`` with the given tools and prices; report the first divergence."""
+def replay_events(
+    run_id: str,
+    recorded: Sequence[Event],
+    tools: Tools,
+    prices: PriceTable,
+    encode: Callable[[Event], bytes] = encode_event,
+) -> ReplayReport:
+    """Re-drive ``recorded`` with the given tools and prices; report the first divergence.
+    ``encode`` turns an event into its stored form (the engine's, redaction included)."""
     state = RunState()
     expected_next: list[Event] = []  # events the current code has decided and not yet matched
     for seq, event in enumerate(recorded):
         if expected_next:
             produced = expected_next.pop(0)
-            if not _same(produced, event):
+            if not _same(produced, event, encode):
                 return ReplayReport(run_id, seq, Divergence(seq, _text(event), _text(produced)))
             state = apply(state, event)
             continue
@@ -92,7 +100,7 @@ def replay_events(run_id: str, recorded: Sequence[Event], tools: Tools, prices: 
             return ReplayReport(run_id, seq, Divergence(seq, _text(event), problem))
         if expected_next:  # the first decided event is this one's replacement
             produced = expected_next.pop(0)
-            if not _same(produced, event):
+            if not _same(produced, event, encode):
                 return ReplayReport(run_id, seq, Divergence(seq, _text(event), _text(produced)))
         state = apply(state, event)
     if expected_next:
