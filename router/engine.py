@@ -54,7 +54,7 @@ from .fsm import (
     resume_events,
 )
 from .limits import PriceTable
-from .protocols import Model, ModelTurn, Store
+from .protocols import Model, ModelTurn, Observer, Store
 from .replay import ReplayReport, replay_events
 from .tools import Retry, Tools, encode_result, record_calls
 from .transcript import Transcript
@@ -141,6 +141,7 @@ class Engine:
         lease_ttl_s: float = 30.0,
         model_retry: Retry | None = None,
         redaction: Redaction | None = None,
+        observers: Sequence[Observer] = (),
     ) -> None:
         self.store = store
         self.model = model
@@ -152,6 +153,7 @@ class Engine:
         self.owner = owner or RandomIds().new_id("engine")
         self.lease_ttl_s = lease_ttl_s
         self.model_retry = model_retry or Retry(attempts=3, base_delay_s=0.2)
+        self.observers = tuple(observers)
         self.redaction = redaction or Redaction()
         self.definition = definition_hash(model.name, tools, self.prices, self.redaction)
         self.encode: Callable[[Event], bytes] = (
@@ -283,6 +285,8 @@ class Engine:
         sealed = run.chain.seal(run.pending, self.encode)
         await self.store.append(sealed)
         run.chain.advance(sealed)
+        for observer in self.observers:
+            observer.committed(run.run_id, run.pending)
         run.pending.clear()
 
     def _remaining(self, state: RunState) -> float:

@@ -7,9 +7,9 @@ from typing import Any, Protocol, runtime_checkable
 
 import msgspec
 
-from .events import Message, StoredEvent, Usage
+from .events import Event, Message, StoredEvent, Usage
 
-__all__ = ["Lease", "Model", "ModelTurn", "ProposedCall", "RunSummary", "Store"]
+__all__ = ["Lease", "Model", "ModelTurn", "Observer", "ProposedCall", "RunSummary", "Store"]
 
 
 class ProposedCall(msgspec.Struct, frozen=True):
@@ -83,3 +83,10 @@ class Store(Protocol):
 
     async def aclose(self) -> None:
         ...
+
+
+class Observer(Protocol):
+    """Sees each batch of a run's events once the store has committed it (traces, metrics).
+    It must not raise: an exception stops the run's driver."""
+
+    def committed(self, run_id: str, events: Sequence[Event]) -> None: ...

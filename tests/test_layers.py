@@ -18,8 +18,9 @@ LAYERS = {
     "tools": 2, "definition": 2, "replay": 2,
     "engine": 3,
 }
-EDGE = {"store", "models", "export", "testing", "cli", "demo", "__init__", "__main__"}
+EDGE = {"store", "models", "export", "observe", "testing", "cli", "demo", "__init__", "__main__"}
 ALLOWED_THIRD_PARTY = {"msgspec", "anyio", "orjson", "uvloop", "aiosqlite", "pyarrow"}
+EXTRAS = {"observe.otel": {"opentelemetry"}, "crypto": {"cryptography"}}  # optional extras, imported lazily
 
 
 def modules() -> list[tuple[str, Path]]:
@@ -53,7 +54,8 @@ def test_imports_point_left(name: str, path: Path) -> None:
         if package != "router":
             stdlib = package in sys.stdlib_module_names or package == "__future__"
             test_only = name == "testing" and package in {"pytest", "hypothesis"}  # the conformance suite
-            assert stdlib or test_only or package in ALLOWED_THIRD_PARTY, f"{name} imports {package}"
+            extra = package in EXTRAS.get(name, set())
+            assert stdlib or test_only or extra or package in ALLOWED_THIRD_PARTY, f"{name} imports {package}"
             if package == "aiosqlite":
                 assert name == "store.sqlite", f"{name} imports aiosqlite: only the SQLite store may"
             continue

@@ -1,0 +1,1 @@
+"""Observers: adapters that see each batch of events once it is committed."""

@@ -1,0 +1,64 @@
+"""OpenTelemetry spans for runs, steps, model calls and tool calls (the otel extra)."""
+
+from __future__ import annotations
+
+import pytest
+
+pytest.importorskip("opentelemetry.sdk")
+
+from opentelemetry.sdk.trace import TracerProvider  # noqa: E402
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor  # noqa: E402
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter  # noqa: E402
+from opentelemetry.trace import StatusCode  # noqa: E402
+
+from router import Engine, Limits, ManualClock, MemoryStore, ModelTurn, Principal, ProposedCall, ScriptedModel  # noqa: E402
+from router import Tools, Usage, tool  # noqa: E402
+from router.models.scripted import call, say  # noqa: E402
+from router.observe.otel import OtelObserver  # noqa: E402
+
+pytestmark = pytest.mark.anyio
+
+
+@tool(inline=True, idempotent=True)
+def add(a: int, b: int) -> int:
+    return a + b
+
+
+def tracing() -> tuple[InMemorySpanExporter, OtelObserver]:
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    return exporter, OtelObserver(provider.get_tracer("router-test"))
+
+
+async def test_a_run_becomes_a_tree_of_genai_spans() -> None:
+    exporter, observer = tracing()
+    turn = ModelTurn(tool_calls=(ProposedCall("a", "add", '{"a": 1, "b": 2}'), ProposedCall("b", "nope", "{}")),
+                     usage=Usage(input_tokens=12, output_tokens=3))
+    engine = Engine(MemoryStore(), ScriptedModel([turn, say("3")]), Tools([add]), clock=ManualClock(10**15, 100),
+                    observers=[observer])
+    result = await engine.start("add", principal=Principal(id="u"))
+    spans = {s.name: s for s in exporter.get_finished_spans()}
+    assert set(spans) == {"invoke_agent router", "step 1", "step 2", "chat scripted", "execute_tool add",
+                          "execute_tool nope"}
+    run = spans["invoke_agent router"]
+    assert run.attributes["router.run_id"] == result.run_id and run.attributes["router.phase"] == "done"
+    step = spans["step 1"]
+    assert step.parent.span_id == run.context.span_id
+    tool_span = spans["execute_tool add"]
+    assert tool_span.parent.span_id == step.context.span_id
+    assert tool_span.attributes["gen_ai.operation.name"] == "execute_tool"
+    assert tool_span.attributes["gen_ai.tool.call.id"] == "a"
+    assert spans["execute_tool nope"].status.status_code is StatusCode.ERROR
+    chats = [s for s in exporter.get_finished_spans() if s.name == "chat scripted"]
+    assert chats[0].attributes["gen_ai.usage.input_tokens"] == 12
+    assert all(s.end_time >= s.start_time for s in exporter.get_finished_spans())
+
+
+async def test_a_limit_ends_the_run_span_with_an_error() -> None:
+    exporter, observer = tracing()
+    engine = Engine(MemoryStore(), ScriptedModel(lambda m: call("add", f'{{"a": {len(m)}, "b": 1}}')), Tools([add]),
+                    clock=ManualClock(10**15, 100), observers=[observer])
+    await engine.start("loop", principal=Principal(id="u"), limits=Limits(max_steps=2))
+    run = next(s for s in exporter.get_finished_spans() if s.name == "invoke_agent router")
+    assert run.status.status_code is StatusCode.ERROR and "max_steps" in (run.status.description or "")
