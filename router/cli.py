@@ -11,12 +11,16 @@
     router fork RUN SEQ [--new ID]   a new run with the events before SEQ, to continue differently
     router decide RUN CALL retry|supply|fail [--result JSON] [--by NAME] [--note TEXT]
     router fsm                       print the loop's transition table (Mermaid)
+
+An encrypted log needs its keys in ROUTER_KEYS ("id=hex,id=hex", the first seals new
+events); ``verify`` checks the chain of sealed events without them.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
@@ -26,9 +30,10 @@ import anyio
 import orjson
 
 from . import demo, fsm
-from .engine import Engine, fork_run, load_run, resolve_call
+from .chain import verify
+from .engine import Engine, decode_stored, fork_run, load_run, resolve_call
 from .errors import ConfigError, RouterError
-from .events import decode_event
+from .protocols import Cipher
 from .report import Report
 from .store.sqlite import Durability, SqliteStore
 from .timeline import render
@@ -45,18 +50,35 @@ def run_async(fn: Callable[[], Awaitable[int]]) -> int:
     return anyio.run(fn, backend_options={"use_uvloop": True})
 
 
+def _cipher() -> Cipher | None:
+    """The keys in ROUTER_KEYS ("id=hex,id=hex", the first one active), if set."""
+    spec = os.environ.get("ROUTER_KEYS", "").strip()
+    if not spec:
+        return None
+    from .crypto import AesGcmCipher
+
+    keys: dict[str, bytes] = {}
+    for item in spec.split(","):
+        key_id, _, hex_key = item.strip().partition("=")
+        try:
+            keys[key_id] = bytes.fromhex(hex_key)
+        except ValueError as exc:
+            raise ConfigError(f"ROUTER_KEYS: key {key_id!r} is not hex") from exc
+    return AesGcmCipher(keys, active=next(iter(keys)))
+
+
 def _crm_path(db: str) -> Path:
     return Path(db).with_name(Path(db).stem + "-crm.sqlite")
 
 
 async def _demo(args: argparse.Namespace) -> int:
     async with SqliteStore.open(args.db, args.durability) as store:
-        engine = demo.demo_engine(store, _crm_path(args.db))
+        engine = demo.demo_engine(store, _crm_path(args.db), cipher=_cipher())
         if args.resume:
             result = await engine.resume(args.resume)
         else:
             result = await engine.start(demo.QUESTION, principal=demo.PRINCIPAL)
-        events, state, _ = await load_run(store, result.run_id)
+        events, state, _ = await load_run(store, result.run_id, engine.cipher)
         print(render(result.run_id, events, state))
     print(f"\nlog: {args.db}   (router show {result.run_id} --db {args.db}; router verify --db {args.db})")
     return 0
@@ -74,7 +96,7 @@ async def _runs(args: argparse.Namespace) -> int:
 
 async def _show(args: argparse.Namespace) -> int:
     async with SqliteStore.open(args.db) as store:
-        events, state, _ = await load_run(store, args.run)
+        events, state, _ = await load_run(store, args.run, _cipher())
     print(render(args.run, events, state))
     return 0
 
@@ -83,23 +105,31 @@ async def _verify(args: argparse.Namespace) -> int:
     if args.export:
         from .export.arrow import verify_export
 
-        summary = verify_export(args.export)
-        print(f"ok: {summary.runs} run(s), {summary.events} event(s) in the export, every hash chain verifies")
+        summary = verify_export(args.export, cipher=_cipher())
+        sealed = f"; {summary.unreadable} sealed event(s) checked by hash only (no key)" if summary.unreadable else ""
+        print(f"ok: {summary.runs} run(s), {summary.events} event(s) in the export, every hash chain verifies{sealed}")
         return 0
+    cipher = _cipher()
     async with SqliteStore.open(args.db) as store:
-        total = 0
+        total = unread = 0
         runs = await store.runs()
         for r in runs:
-            events, _, _ = await load_run(store, r.run_id)  # verifies the chain, decodes every event
-            total += len(events)
-    print(f"ok: {len(runs)} run(s), {total} event(s), every hash chain verifies")
+            stored = await store.read(r.run_id)
+            total += verify(stored)
+            for s in stored:  # every payload must also be an event this router knows
+                if s.payload[:1] == b"{" or cipher is not None:
+                    decode_stored(s, cipher)
+                else:
+                    unread += 1
+    sealed = f"; {unread} sealed event(s) checked by hash only (no key)" if unread else ""
+    print(f"ok: {len(runs)} run(s), {total} event(s), every hash chain verifies{sealed}")
     return 0
 
 
 def _agent(spec: str, store: SqliteStore, db: str) -> Engine:
     """The engine named by --agent MODULE:FUNCTION, called with the store (or the demo's)."""
     if spec == "demo":
-        return demo.demo_engine(store, _crm_path(db))
+        return demo.demo_engine(store, _crm_path(db), cipher=_cipher())
     module_name, _, attr = spec.partition(":")
     try:
         factory = getattr(importlib.import_module(module_name), attr)
@@ -131,8 +161,9 @@ async def _report(args: argparse.Namespace) -> int:
     report = Report()
     async with SqliteStore.open(args.db) as store:
         after = 0
+        cipher = _cipher()
         while page := await store.scan(after=after, limit=10_000):
-            report.add_all((stored.run_id, decode_event(stored.payload)) for _, stored in page)
+            report.add_all((stored.run_id, decode_stored(stored, cipher)) for _, stored in page)
             after = page[-1][0]
     print(report.text())
     if args.html:
@@ -144,7 +175,7 @@ async def _report(args: argparse.Namespace) -> int:
 async def _fork(args: argparse.Namespace) -> int:
     async with SqliteStore.open(args.db) as store:
         new_run_id = args.new or f"{args.run}-fork-{args.seq}"
-        state = await fork_run(store, args.run, args.seq, new_run_id=new_run_id, note=args.note)
+        state = await fork_run(store, args.run, args.seq, new_run_id=new_run_id, note=args.note, cipher=_cipher())
     print(f"forked {args.run} at seq {args.seq} into {new_run_id}, now {state.phase}")
     return 0
 
@@ -157,7 +188,7 @@ async def _export(args: argparse.Namespace) -> int:
 
     async with SqliteStore.open(args.db) as store:
         summary = await export(store, args.out, format=args.format, after=args.after,
-                               progress=progress if args.progress else None)
+                               progress=progress if args.progress else None, cipher=_cipher())
     if args.progress:
         print(file=sys.stderr)
     print(f"exported {summary.events} event(s) of {summary.runs} run(s) to {args.out}; "
@@ -175,7 +206,8 @@ async def _decide(args: argparse.Namespace) -> int:
         except orjson.JSONDecodeError as exc:
             raise SystemExit(f"router decide: --result is not JSON: {exc}") from exc
     async with SqliteStore.open(args.db) as store:
-        state = await resolve_call(store, args.run, args.call, args.decision, result=result, by=args.by, note=args.note)
+        state = await resolve_call(store, args.run, args.call, args.decision, result=result, by=args.by,
+                                   note=args.note, cipher=_cipher())
     print(f"recorded: {args.call} -> {args.decision}; run {args.run} is now {state.phase}")
     return 0
 

@@ -20,7 +20,7 @@ from .chain import Chain, verify
 from .clock import Clock, IdSource, RandomIds, SystemClock
 from .definition import definition_hash
 from .redaction import Redaction
-from .errors import ConfigError, DecisionError, DefinitionChanged, RunNotFound, StoreError
+from .errors import ConfigError, DecisionError, DefinitionChanged, KeyMissing, RunNotFound, StoreError
 from .events import (
     Event,
     Limits,
@@ -32,6 +32,7 @@ from .events import (
     RunForked,
     RunMigrated,
     RunStarted,
+    StoredEvent,
     ToolCallResolved,
     ToolFailed,
     ToolStarted,
@@ -54,12 +55,12 @@ from .fsm import (
     resume_events,
 )
 from .limits import PriceTable
-from .protocols import Model, ModelTurn, Observer, Store
+from .protocols import Cipher, Model, ModelTurn, Observer, Store
 from .replay import ReplayReport, replay_events
 from .tools import Retry, Tools, encode_result, record_calls
 from .transcript import Transcript
 
-__all__ = ["Engine", "RunResult", "fork_run", "load_run", "resolve_call"]
+__all__ = ["Engine", "RunResult", "decode_stored", "fork_run", "load_run", "resolve_call"]
 
 
 class RunResult(msgspec.Struct, frozen=True):
@@ -104,18 +105,29 @@ class _Run:
         self.pending.append(event)
 
 
-async def load_run(store: Store, run_id: str) -> tuple[list[Any], RunState, Chain]:
-    """Read, verify and fold a run's log: its stored events, state and chain head."""
+def decode_stored(stored: StoredEvent, cipher: Cipher | None = None) -> Any:
+    """The event a stored payload holds, opened with ``cipher`` if it is encrypted."""
+    payload = stored.payload
+    if payload[:1] != b"{":
+        if cipher is None:
+            raise KeyMissing(payload[2 : 2 + payload[1]].decode(errors="replace") if len(payload) > 1 else "?")
+        payload = cipher.open(payload)
+    try:
+        return decode_event(payload)
+    except msgspec.DecodeError as exc:
+        raise StoreError(f"run {stored.run_id!r}: event {stored.seq} is not an event this router knows: {exc}") from exc
+
+
+async def load_run(store: Store, run_id: str, cipher: Cipher | None = None) -> tuple[list[Any], RunState, Chain]:
+    """Read, verify and fold a run's log: its events, state and chain head.
+
+    cipher: opens encrypted payloads (the chain is verified on the stored bytes either way).
+    """
     stored = await store.read(run_id)
     if not stored:
         raise RunNotFound(run_id)
     verify(stored)
-    events = []
-    for s in stored:
-        try:
-            events.append(decode_event(s.payload))
-        except msgspec.DecodeError as exc:
-            raise StoreError(f"run {run_id!r}: event {s.seq} is not an event this router knows: {exc}") from exc
+    events = [decode_stored(s, cipher) for s in stored]
     return events, fold(events), Chain.after(run_id, stored)
 
 
@@ -142,6 +154,7 @@ class Engine:
         model_retry: Retry | None = None,
         redaction: Redaction | None = None,
         observers: Sequence[Observer] = (),
+        cipher: Cipher | None = None,
     ) -> None:
         self.store = store
         self.model = model
@@ -156,8 +169,14 @@ class Engine:
         self.observers = tuple(observers)
         self.redaction = redaction or Redaction()
         self.definition = definition_hash(model.name, tools, self.prices, self.redaction)
-        self.encode: Callable[[Event], bytes] = (
+        self.cipher = cipher
+        # What an event becomes before it is hashed: redacted, then encrypted. Replay
+        # compares the plaintext form, since encryption is randomized.
+        self.plaintext: Callable[[Event], bytes] = (
             (lambda event: self.redaction.apply(encode_event(event))) if self.redaction else encode_event
+        )
+        self.encode: Callable[[Event], bytes] = (
+            (lambda event: cipher.seal(self.plaintext(event))) if cipher is not None else self.plaintext
         )
         self._renewed: dict[str, float] = {}
 
@@ -205,7 +224,7 @@ class Engine:
         """
         await self._lease(run_id)
         try:
-            events, state, chain = await load_run(self.store, run_id)
+            events, state, chain = await load_run(self.store, run_id, self.cipher)
         except BaseException:
             await self._release(run_id)
             raise
@@ -228,8 +247,8 @@ class Engine:
         """Drive the run again from its log with this engine's tools, policy and prices,
         taking the model's answers and the tools' results from the log, and compare every
         event router decides with the recorded one (timestamps aside)."""
-        events, _, _ = await load_run(self.store, run_id)
-        return replay_events(run_id, events, self.tools, self.prices, self.encode)
+        events, _, _ = await load_run(self.store, run_id, self.cipher)
+        return replay_events(run_id, events, self.tools, self.prices, self.plaintext)
 
     async def _drive(self, run: _Run) -> RunResult:
         """Advance the run until it stops, then release its lease, whatever happened."""
@@ -449,6 +468,7 @@ async def resolve_call(
     note: str = "",
     clock: Clock | None = None,
     owner: str | None = None,
+    cipher: Cipher | None = None,
 ) -> RunState:
     """Record a reviewer's decision on an interrupted call; returns the run's new state.
 
@@ -460,7 +480,7 @@ async def resolve_call(
     clock = clock or SystemClock()
     await store.acquire_lease(run_id, owner, 30.0)
     try:
-        _, state, chain = await load_run(store, run_id)
+        _, state, chain = await load_run(store, run_id, cipher)
         if state.phase is not Phase.INTERRUPTED:
             raise DecisionError(run_id, call_id, f"the run is {state.phase}, not interrupted")
         if not any(c.call.id == call_id and c.status == "interrupted" for c in state.calls):
@@ -475,7 +495,7 @@ async def resolve_call(
         event = ToolCallResolved(
             at=clock.now_us(), call_id=call_id, decision=decision, result=encoded, by=by, note=note,
         )
-        sealed = chain.seal([event])
+        sealed = chain.seal([event], _sealer(cipher))
         await store.append(sealed)
         return apply(state, event)
     finally:
@@ -492,6 +512,7 @@ async def fork_run(
     then: Sequence[Event] = (),
     note: str = "",
     clock: Clock | None = None,
+    cipher: Cipher | None = None,
 ) -> RunState:
     """Fork a run at ``at_seq`` into a new run: the parent's events 0 .. at_seq - 1, then a
     ``run_forked`` event naming the parent and the fork point, then ``then`` (for example a
@@ -501,7 +522,7 @@ async def fork_run(
     Raises ConfigError if the fork point is outside the run or ``then`` does not fit there.
     """
     clock = clock or SystemClock()
-    events, _, _ = await load_run(store, run_id)
+    events, _, _ = await load_run(store, run_id, cipher)
     if not 1 <= at_seq <= len(events):
         raise ConfigError(f"run {run_id!r} has events 0..{len(events) - 1}; fork at 1..{len(events)}")
     parent = await store.read(run_id, after=at_seq - 2)
@@ -515,5 +536,12 @@ async def fork_run(
     if state.fault:
         raise ConfigError(f"the fork does not fit at seq {at_seq}: {state.fault}")
     chain = Chain(new_run_id)
-    await store.append(chain.seal(batch))
+    await store.append(chain.seal(batch, _sealer(cipher)))
     return state
+
+
+def _sealer(cipher: Cipher | None) -> Callable[[Event], bytes]:
+    """Plain canonical bytes, or encrypted ones when the log is encrypted."""
+    if cipher is None:
+        return encode_event
+    return lambda event: cipher.seal(encode_event(event))

@@ -10,6 +10,7 @@ operators: a wrong configuration, a store that refuses, a chain that does not ve
     ├── RunNotResumable      the run is terminal, or waits for a decision
     ├── DefinitionChanged    the run was started under another definition
     ├── DecisionError        a decision names no interrupted call
+    ├── KeyMissing           an encrypted event's key was not supplied
     └── StoreError           the store refused or failed
         ├── SeqConflict      an append does not continue the run's chain
         ├── LeaseHeld        another owner holds the run's lease
@@ -24,6 +25,7 @@ __all__ = [
     "ConfigError",
     "DecisionError",
     "DefinitionChanged",
+    "KeyMissing",
     "LeaseHeld",
     "LeaseLost",
     "RouterError",
@@ -82,6 +84,14 @@ class DecisionError(RouterError):
         self.run_id = run_id
         self.call_id = call_id
         super().__init__(f"run {run_id!r}, call {call_id!r}: {reason}")
+
+
+class KeyMissing(RouterError):
+    code = "key_missing"
+
+    def __init__(self, key_id: str) -> None:
+        self.key_id = key_id
+        super().__init__(f"the event is encrypted with key {key_id!r}, which was not supplied")
 
 
 class StoreError(RouterError):

@@ -9,7 +9,7 @@ import msgspec
 
 from .events import Event, Message, StoredEvent, Usage
 
-__all__ = ["Lease", "Model", "ModelTurn", "Observer", "ProposedCall", "RunSummary", "Store"]
+__all__ = ["Cipher", "Lease", "Model", "ModelTurn", "Observer", "ProposedCall", "RunSummary", "Store"]
 
 
 class ProposedCall(msgspec.Struct, frozen=True):
@@ -90,3 +90,14 @@ class Observer(Protocol):
     It must not raise: an exception stops the run's driver."""
 
     def committed(self, run_id: str, events: Sequence[Event]) -> None: ...
+
+
+class Cipher(Protocol):
+    """Seals payloads before they are hashed and stored; opens them when read."""
+
+    def seal(self, plaintext: bytes) -> bytes: ...
+
+    def open(self, stored: bytes) -> bytes:
+        """The plaintext of a sealed payload; a plaintext payload comes back as it is.
+        Raises KeyMissing if the key it was sealed with is not known."""
+        ...

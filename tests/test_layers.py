@@ -18,7 +18,7 @@ LAYERS = {
     "tools": 2, "definition": 2, "replay": 2,
     "engine": 3,
 }
-EDGE = {"store", "models", "export", "observe", "testing", "cli", "demo", "__init__", "__main__"}
+EDGE = {"store", "models", "export", "observe", "crypto", "testing", "cli", "demo", "__init__", "__main__"}
 ALLOWED_THIRD_PARTY = {"msgspec", "anyio", "orjson", "uvloop", "aiosqlite", "pyarrow"}
 EXTRAS = {"observe.otel": {"opentelemetry"}, "crypto": {"cryptography"}}  # optional extras, imported lazily
 

@@ -18,7 +18,14 @@ Schema version 1, one row per event, in the order events were appended:
                            a rejection code, denied, a limit's name, a failure code
     prev_hash   binary     32 bytes
     hash        binary     32 bytes
-    payload     binary     the canonical event bytes the hash covers
+    payload     binary     the stored bytes the hash covers: the canonical event, or its
+                           AES-GCM sealed form when the log is encrypted
+    encrypted   bool       whether ``payload`` is sealed
+    plaintext   binary     the canonical event of a sealed payload, when the export was
+                           given the keys; else null
+
+An encrypted log exports with its payloads sealed and its typed columns null (``kind``,
+``run_id`` and ``seq`` aside) unless the exporter is given the keys.
 
 The typed columns are derived from the payload; ``verify_export`` recomputes them, so a
 filter on them is as trustworthy as the chain. pyarrow is imported only when exporting.
@@ -48,7 +55,8 @@ from ..events import (
     decode_event,
     kind_of,
 )
-from ..protocols import Store
+from ..crypto import is_sealed
+from ..protocols import Cipher, Store
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -59,7 +67,7 @@ EXPORT_VERSION = "1"
 Format = Literal["parquet", "arrow"]
 COLUMNS = (
     "id", "run_id", "seq", "kind", "at", "tool", "model", "principal", "tokens_in", "tokens_out",
-    "cost_nusd", "latency_us", "outcome", "prev_hash", "hash", "payload",
+    "cost_nusd", "latency_us", "outcome", "prev_hash", "hash", "payload", "encrypted", "plaintext",
 )
 
 
@@ -67,6 +75,7 @@ class ExportSummary(msgspec.Struct, frozen=True):
     events: int
     runs: int
     watermark: int  # pass as ``after`` to export only what came since
+    unreadable: int = 0  # sealed events whose typed columns could not be checked (no key)
 
 
 def export_schema() -> pa.Schema:
@@ -79,6 +88,7 @@ def export_schema() -> pa.Schema:
             ("principal", pa.string()), ("tokens_in", pa.int64()), ("tokens_out", pa.int64()),
             ("cost_nusd", pa.int64()), ("latency_us", pa.int64()), ("outcome", pa.string()),
             ("prev_hash", pa.binary(32)), ("hash", pa.binary(32)), ("payload", pa.binary()),
+            ("encrypted", pa.bool_()), ("plaintext", pa.binary()),
         ],
         metadata={"router.export.version": EXPORT_VERSION},
     )
@@ -126,12 +136,14 @@ async def export(
     after: int = 0,
     batch_rows: int = 10_000,
     progress: Callable[[int], None] | None = None,
+    cipher: Cipher | None = None,
 ) -> ExportSummary:
     """Write every event appended after the watermark ``after`` to ``path``, in record
     batches of ``batch_rows`` so that memory stays flat however large the log.
 
     format: "parquet" or "arrow" (IPC file); by default from the file's suffix.
     progress: called with the number of events written so far, after each batch.
+    cipher: opens sealed payloads to fill the typed and plaintext columns.
     """
     path = Path(path)
     fmt = format or ("arrow" if path.suffix in (".arrow", ".feather", ".ipc") else "parquet")
@@ -147,12 +159,20 @@ async def export(
                 break
             rows = []
             for ident, stored in page:
-                event = decode_event(stored.payload)
+                sealed = is_sealed(stored.payload)
+                row = {"id": ident, "run_id": stored.run_id, "seq": stored.seq, "kind": stored.kind,
+                       "prev_hash": stored.prev_hash, "hash": stored.hash, "payload": stored.payload,
+                       "encrypted": sealed, "plaintext": None}
+                if sealed and cipher is None:
+                    principals.setdefault(stored.run_id, "")
+                    rows.append(row | _NULL_TYPED)
+                    continue
+                plaintext = cipher.open(stored.payload) if sealed and cipher is not None else stored.payload
+                event = decode_event(plaintext)
                 if stored.run_id not in principals:
-                    principals[stored.run_id] = await _principal(store, stored.run_id, event)
-                rows.append({"id": ident, "run_id": stored.run_id, "seq": stored.seq, "kind": stored.kind,
-                             "prev_hash": stored.prev_hash, "hash": stored.hash, "payload": stored.payload,
-                             **_typed(event, principals[stored.run_id])})
+                    principals[stored.run_id] = await _principal(store, stored.run_id, event, cipher)
+                row["plaintext"] = plaintext if sealed else None
+                rows.append(row | _typed(event, principals[stored.run_id]))
             writer.write_batch(_batch(rows))
             count, watermark = count + len(rows), page[-1][0]
             if progress is not None:
@@ -162,12 +182,20 @@ async def export(
     return ExportSummary(events=count, runs=len(principals), watermark=watermark)
 
 
-async def _principal(store: Store, run_id: str, event: Event) -> str:
+async def _principal(store: Store, run_id: str, event: Event, cipher: Cipher | None) -> str:
     if isinstance(event, RunStarted):
         return event.principal.id
     first = await store.read(run_id, after=-1)
-    start = decode_event(first[0].payload) if first else None
+    if not first or (is_sealed(first[0].payload) and cipher is None):
+        return ""
+    start = decode_event(cipher.open(first[0].payload) if cipher is not None else first[0].payload)
     return start.principal.id if isinstance(start, RunStarted) else ""
+
+
+_NULL_TYPED: dict[str, Any] = {
+    "at": None, "tool": None, "model": None, "principal": None, "tokens_in": None, "tokens_out": None,
+    "cost_nusd": None, "latency_us": None, "outcome": None,
+}
 
 
 class _Writer:
@@ -223,22 +251,28 @@ def _check_version(schema: pa.Schema, path: Path) -> None:
         raise ConfigError(f"{path}: export schema version {version!r}, this router reads {EXPORT_VERSION}")
 
 
-def verify_export(paths: Iterable[str | Path], heads: dict[str, tuple[int, bytes]] | None = None) -> ExportSummary:
+def verify_export(
+    paths: Iterable[str | Path],
+    heads: dict[str, tuple[int, bytes]] | None = None,
+    cipher: Cipher | None = None,
+) -> ExportSummary:
     """Check every run's hash chain from export files alone, in the order given (a full
     export, then incremental ones), and recompute the typed columns from each payload.
 
     heads: for an incremental export checked on its own, the (seq, hash) each run's chain
-    had reached before it. Raises ChainBroken naming the first broken link (run, seq).
+    had reached before it. cipher: opens sealed payloads so that their typed columns are
+    checked too; without it the chain is still checked, and sealed rows are counted as
+    ``unreadable``. Raises ChainBroken naming the first broken link (run, seq).
     """
     state: dict[str, _Head] = {run_id: _Head(seq, h, None) for run_id, (seq, h) in (heads or {}).items()}
-    count, watermark = 0, 0
+    count, watermark, unreadable = 0, 0, 0
     for path in paths:
         for batch in _read_batches(Path(path)):
             for row in batch.to_pylist():
-                _verify_row(row, state)
+                unreadable += _verify_row(row, state, cipher)
                 count += 1
                 watermark = max(watermark, row["id"])
-    return ExportSummary(events=count, runs=len(state), watermark=watermark)
+    return ExportSummary(events=count, runs=len(state), watermark=watermark, unreadable=unreadable)
 
 
 class _Head(msgspec.Struct):
@@ -247,7 +281,8 @@ class _Head(msgspec.Struct):
     principal: str | None  # known once the run's run_started row has been seen
 
 
-def _verify_row(row: dict[str, Any], state: dict[str, _Head]) -> None:
+def _verify_row(row: dict[str, Any], state: dict[str, _Head], cipher: Cipher | None) -> int:
+    """Check one row; returns 1 if it is sealed and could not be read, else 0."""
     run_id, seq = row["run_id"], row["seq"]
     head = state.get(run_id) or _Head(-1, GENESIS, None)
     if seq != head.seq + 1:
@@ -256,8 +291,18 @@ def _verify_row(row: dict[str, Any], state: dict[str, _Head]) -> None:
         raise ChainBroken(run_id, seq, "prev_hash does not match the previous event's hash")
     if link(run_id, seq, row["payload"], head.hash) != row["hash"]:
         raise ChainBroken(run_id, seq, "hash does not match the event's payload")
+    sealed = is_sealed(row["payload"])
+    if row["encrypted"] != sealed:
+        raise ChainBroken(run_id, seq, "column 'encrypted' does not match the payload")
+    head.seq, head.hash = seq, row["hash"]
+    state[run_id] = head
+    if sealed and cipher is None:
+        return 1  # the chain holds; what the sealed event says cannot be checked without its key
+    plaintext = cipher.open(row["payload"]) if sealed and cipher is not None else row["payload"]
+    if sealed and row["plaintext"] is not None and row["plaintext"] != plaintext:
+        raise ChainBroken(run_id, seq, "column 'plaintext' does not match the sealed payload")
     try:
-        event = decode_event(row["payload"])
+        event = decode_event(plaintext)
     except msgspec.DecodeError as exc:
         raise ChainBroken(run_id, seq, f"the payload is not an event: {exc}") from exc
     if isinstance(event, RunStarted):
@@ -267,7 +312,6 @@ def _verify_row(row: dict[str, Any], state: dict[str, _Head]) -> None:
     expected = _typed(event, head.principal)
     expected["kind"] = str(kind_of(event))
     for column, value in expected.items():
-        if row[column] != value:
+        if row[column] != value and not (sealed and row["plaintext"] is None and row[column] is None):
             raise ChainBroken(run_id, seq, f"column {column!r} does not match the payload")
-    head.seq, head.hash = seq, row["hash"]
-    state[run_id] = head
+    return 0
