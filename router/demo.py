@@ -129,4 +129,5 @@ def demo_model() -> ScriptedModel:
 
 def demo_engine(store: Store, crm_path: str | Path, cipher: Cipher | None = None) -> Engine:
     """The demo agent on ``store``, its CRM table in the SQLite file at ``crm_path``."""
-    return Engine(store, demo_model(), demo_tools(crm_path), limits=LIMITS, prices=PRICES, cipher=cipher)
+    return Engine(store, demo_model(), demo_tools(crm_path), limits=LIMITS, prices=PRICES, cipher=cipher,
+                  agent="support-demo")

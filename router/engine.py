@@ -137,6 +137,7 @@ class Engine:
 
     clock and ids are injected so that tests and replays are deterministic. ``owner``
     names this process in leases; two engines never advance the same run at once.
+    ``agent`` names the agent in every run it starts (and in exports and traces).
     """
 
     def __init__(
@@ -155,6 +156,7 @@ class Engine:
         redaction: Redaction | None = None,
         observers: Sequence[Observer] = (),
         cipher: Cipher | None = None,
+        agent: str = "",
     ) -> None:
         self.store = store
         self.model = model
@@ -166,6 +168,7 @@ class Engine:
         self.owner = owner or RandomIds().new_id("engine")
         self.lease_ttl_s = lease_ttl_s
         self.model_retry = model_retry or Retry(attempts=3, base_delay_s=0.2)
+        self.agent = agent
         self.observers = tuple(observers)
         self.redaction = redaction or Redaction()
         self.definition = definition_hash(model.name, tools, self.prices, self.redaction)
@@ -207,7 +210,7 @@ class Engine:
         run.add(RunStarted(
             at=self.clock.now_us(), messages=opening, principal=principal,
             limits=limits or self.limits, model=self.model.name, tools=self.tools.names,
-            definition=self.definition, redaction=self.redaction.names(),
+            definition=self.definition, redaction=self.redaction.names(), agent=self.agent,
         ))
         return await self._drive(run)
 

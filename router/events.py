@@ -136,6 +136,7 @@ class RunStarted(Event, frozen=True, tag="run_started"):
     tools: tuple[str, ...] = ()
     definition: str = ""  # sha256 of what decides the run: tools and schemas, policy, prices
     redaction: tuple[str, ...] = ()  # what the stored copy of every event has redacted
+    agent: str = ""  # the name of the agent (the engine) that runs it
 
 
 class ModelResponded(Event, frozen=True, tag="model_responded"):

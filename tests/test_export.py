@@ -37,7 +37,7 @@ SCRIPT = [call("add", '{"a": 1, "b": 2}'), call("add", '{"a": "x"}'), call("wipe
 async def make_runs(path: Path, runs: int = 3, start: int = 0) -> None:
     async with SqliteStore.open(path) as store:
         engine = Engine(store, ScriptedModel(list(SCRIPT)), Tools([add, wipe]), clock=ManualClock(1_700_000_000_000_000, 7),
-                        ids=SequentialIds(start), prices=PriceTable({"scripted": Price(2.0, 8.0)}))
+                        ids=SequentialIds(start), prices=PriceTable({"scripted": Price(2.0, 8.0)}), agent="adder")
         for i in range(runs):
             await engine.start("go", principal=Principal(id=f"user-{i}"))
 
@@ -62,6 +62,17 @@ async def test_an_export_verifies_alone_and_has_typed_columns(tmp_path: Path, su
     assert (denied["tool"], denied["outcome"], denied["principal"]) == ("wipe", "denied", "user-0")
     model = next(r for r in rows if r["kind"] == "model_responded")
     assert model["cost_nusd"] == 0 and model["model"] == "scripted"
+    assert {r["agent"] for r in rows} == {"adder"}
+
+
+async def test_polars_reads_the_export(tmp_path: Path) -> None:
+    polars = pytest.importorskip("polars")
+    await make_runs(tmp_path / "log.db")
+    async with SqliteStore.open(tmp_path / "log.db") as store:
+        await export(store, tmp_path / "runs.parquet")
+    frame = polars.read_parquet(tmp_path / "runs.parquet")
+    outcomes = frame.filter(polars.col("tool") == "add").group_by("outcome").len().sort("outcome")
+    assert dict(outcomes.iter_rows()) == {None: 3, "invalid_arguments": 3, "succeeded": 3}
 
 
 async def test_duckdb_reads_the_parquet_for_cost_and_outcomes_per_tool(tmp_path: Path) -> None:

@@ -9,6 +9,7 @@ Schema version 1, one row per event, in the order events were appended:
     at          timestamp  microseconds, UTC, from the run's injected clock
     tool        string     the tool of a tool event, else null
     model       string     the model of run_started and model_responded, else null
+    agent       string     the run's agent (the engine's name), null if it has none
     principal   string     the run's principal id
     tokens_in   int64      model_responded only
     tokens_out  int64      model_responded only
@@ -66,7 +67,7 @@ __all__ = ["EXPORT_VERSION", "ExportSummary", "export", "export_schema", "verify
 EXPORT_VERSION = "1"
 Format = Literal["parquet", "arrow"]
 COLUMNS = (
-    "id", "run_id", "seq", "kind", "at", "tool", "model", "principal", "tokens_in", "tokens_out",
+    "id", "run_id", "seq", "kind", "at", "tool", "model", "agent", "principal", "tokens_in", "tokens_out",
     "cost_nusd", "latency_us", "outcome", "prev_hash", "hash", "payload", "encrypted", "plaintext",
 )
 
@@ -85,7 +86,7 @@ def export_schema() -> pa.Schema:
         [
             ("id", pa.int64()), ("run_id", pa.string()), ("seq", pa.int64()), ("kind", pa.string()),
             ("at", pa.timestamp("us", tz="UTC")), ("tool", pa.string()), ("model", pa.string()),
-            ("principal", pa.string()), ("tokens_in", pa.int64()), ("tokens_out", pa.int64()),
+            ("agent", pa.string()), ("principal", pa.string()), ("tokens_in", pa.int64()), ("tokens_out", pa.int64()),
             ("cost_nusd", pa.int64()), ("latency_us", pa.int64()), ("outcome", pa.string()),
             ("prev_hash", pa.binary(32)), ("hash", pa.binary(32)), ("payload", pa.binary()),
             ("encrypted", pa.bool_()), ("plaintext", pa.binary()),
@@ -94,9 +95,10 @@ def export_schema() -> pa.Schema:
     )
 
 
-def _typed(event: Event, principal: str) -> dict[str, Any]:
-    """The typed columns of one event (all but id and the chain columns)."""
-    row: dict[str, Any] = {"at": event.at, "principal": principal, "tool": None, "model": None,
+def _typed(event: Event, who: tuple[str, str]) -> dict[str, Any]:
+    """The typed columns of one event (all but id and the chain columns); ``who`` is the
+    run's (agent, principal)."""
+    row: dict[str, Any] = {"at": event.at, "agent": who[0] or None, "principal": who[1], "tool": None, "model": None,
                            "tokens_in": None, "tokens_out": None, "cost_nusd": None, "latency_us": None,
                            "outcome": None}
     if isinstance(event, ModelResponded):
@@ -150,7 +152,7 @@ async def export(
     if fmt not in ("parquet", "arrow"):
         raise ConfigError(f"unknown export format {fmt!r}: use parquet or arrow")
     writer = _writer(path, fmt)
-    principals: dict[str, str] = {}
+    principals: dict[str, tuple[str, str]] = {}  # run id -> (agent, principal)
     count, watermark = 0, after
     try:
         while True:
@@ -164,7 +166,7 @@ async def export(
                        "prev_hash": stored.prev_hash, "hash": stored.hash, "payload": stored.payload,
                        "encrypted": sealed, "plaintext": None}
                 if sealed and cipher is None:
-                    principals.setdefault(stored.run_id, "")
+                    principals.setdefault(stored.run_id, ("", ""))
                     rows.append(row | _NULL_TYPED)
                     continue
                 plaintext = cipher.open(stored.payload) if sealed and cipher is not None else stored.payload
@@ -182,18 +184,19 @@ async def export(
     return ExportSummary(events=count, runs=len(principals), watermark=watermark)
 
 
-async def _principal(store: Store, run_id: str, event: Event, cipher: Cipher | None) -> str:
+async def _principal(store: Store, run_id: str, event: Event, cipher: Cipher | None) -> tuple[str, str]:
+    """The run's (agent, principal), from its run_started event."""
     if isinstance(event, RunStarted):
-        return event.principal.id
+        return event.agent, event.principal.id
     first = await store.read(run_id, after=-1)
     if not first or (is_sealed(first[0].payload) and cipher is None):
-        return ""
+        return "", ""
     start = decode_event(cipher.open(first[0].payload) if cipher is not None else first[0].payload)
-    return start.principal.id if isinstance(start, RunStarted) else ""
+    return (start.agent, start.principal.id) if isinstance(start, RunStarted) else ("", "")
 
 
 _NULL_TYPED: dict[str, Any] = {
-    "at": None, "tool": None, "model": None, "principal": None, "tokens_in": None, "tokens_out": None,
+    "at": None, "tool": None, "model": None, "agent": None, "principal": None, "tokens_in": None, "tokens_out": None,
     "cost_nusd": None, "latency_us": None, "outcome": None,
 }
 
@@ -278,7 +281,7 @@ def verify_export(
 class _Head(msgspec.Struct):
     seq: int
     hash: bytes
-    principal: str | None  # known once the run's run_started row has been seen
+    who: tuple[str, str] | None  # (agent, principal), known once the run's run_started row is seen
 
 
 def _verify_row(row: dict[str, Any], state: dict[str, _Head], cipher: Cipher | None) -> int:
@@ -306,10 +309,10 @@ def _verify_row(row: dict[str, Any], state: dict[str, _Head], cipher: Cipher | N
     except msgspec.DecodeError as exc:
         raise ChainBroken(run_id, seq, f"the payload is not an event: {exc}") from exc
     if isinstance(event, RunStarted):
-        head.principal = event.principal.id
-    elif head.principal is None:  # an incremental export that starts mid-run
-        head.principal = row["principal"]
-    expected = _typed(event, head.principal)
+        head.who = (event.agent, event.principal.id)
+    elif head.who is None:  # an incremental export that starts mid-run
+        head.who = (row["agent"] or "", row["principal"])
+    expected = _typed(event, head.who)
     expected["kind"] = str(kind_of(event))
     for column, value in expected.items():
         if row[column] != value and not (sealed and row["plaintext"] is None and row[column] is None):

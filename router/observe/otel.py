@@ -65,7 +65,8 @@ class OtelObserver:
         if spans is None:
             attributes = {"gen_ai.operation.name": "invoke_agent", "gen_ai.agent.name": "router", "router.run_id": run_id}
             if isinstance(event, RunStarted):
-                attributes |= {"gen_ai.request.model": event.model, "router.principal": event.principal.id}
+                attributes |= {"gen_ai.request.model": event.model, "router.principal": event.principal.id,
+                               "gen_ai.agent.name": event.agent or "router"}
             run = self._tracer.start_span("invoke_agent router", start_time=self._ns(event.at), attributes=attributes)
             spans = self._runs[run_id] = _RunSpans(run)
         if isinstance(event, ModelResponded):
