@@ -3,7 +3,6 @@ process, reporting time per event and the process's peak memory (it must stay fl
 
 from __future__ import annotations
 
-import resource
 import sqlite3
 import subprocess
 import sys
@@ -19,7 +18,10 @@ from .measure import Record, record
 from .peers import Samples
 from .system import VERSION
 
-EXPORT = """
+# Each child prints its result and its own peak resident memory (VmHWM, which exec resets;
+# the parent's rusage of children would count the parent's pages copied at fork).
+PEAK = "print(open('/proc/self/status').read().split('VmHWM:')[1].split()[0])"
+EXPORT = f"""
 import anyio, sys
 from router import SqliteStore
 from router.export.arrow import export
@@ -27,8 +29,9 @@ async def main():
     async with SqliteStore.open(sys.argv[1]) as store:
         print((await export(store, sys.argv[2])).events)
 anyio.run(main)
+{PEAK}
 """
-VERIFY = "import sys; from router.export.arrow import verify_export; print(verify_export([sys.argv[1]]).events)"
+VERIFY = f"import sys; from router.export.arrow import verify_export; print(verify_export([sys.argv[1]]).events)\n{PEAK}"
 
 
 def build_log(path: Path, events: int) -> None:
@@ -57,13 +60,12 @@ def build_log(path: Path, events: int) -> None:
 
 
 def _child(code: str, *args: str) -> tuple[float, float, str]:
-    """(seconds, peak RSS in MB of the child, its output)."""
-    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    """(seconds, peak RSS of the child in MB, its result line)."""
     begin = time.perf_counter()
     out = subprocess.run([sys.executable, "-c", code, *args], check=True, capture_output=True, text=True).stdout
     elapsed = time.perf_counter() - begin
-    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    return elapsed, max(peak, before) / 1024, out.strip()
+    result, peak_kb = out.split()
+    return elapsed, int(peak_kb) / 1024, result
 
 
 async def run(quick: bool, peers: object, tmp: Path) -> list[Record]:

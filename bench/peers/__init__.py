@@ -15,12 +15,13 @@ Times are wall-clock per run divided by the run's steps, in microseconds.
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
 
 import msgspec
 
-__all__ = ["Peer", "Samples", "add", "fake_turn", "stored_bytes"]
+__all__ = ["Peer", "Samples", "add", "count_commits", "expected_results", "fake_turn", "stored_bytes"]
 
 
 class Samples(msgspec.Struct):
@@ -68,3 +69,45 @@ def stored_bytes(path: Path) -> int:
     finally:
         conn.close()
     return path.stat().st_size
+
+
+def expected_results(steps: int, calls: int) -> list[int]:
+    """What the shared workload's add calls return, in order."""
+    return [turn + 1 + i for turn in range(steps) for i in range(calls)]
+
+
+class _WriteTransactions:
+    """A ``sqlite3`` trace callback that counts write transactions: every COMMIT, plus
+    INSERT/UPDATE/REPLACE/DELETE statements outside an explicit transaction (each is its own
+    autocommit transaction). The trace gets the SQL with its parameters expanded, so it is
+    only installed for an untimed counting run."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._in_txn = False
+
+    def __call__(self, sql: str) -> None:
+        head = sql[:16].lstrip().upper()
+        if head.startswith("BEGIN"):
+            self._in_txn = True
+        elif head.startswith(("COMMIT", "END")):
+            self.count += 1
+            self._in_txn = False
+        elif head.startswith("ROLLBACK"):
+            self._in_txn = False
+        elif not self._in_txn and head.startswith(("INSERT", "UPDATE", "REPLACE", "DELETE")):
+            self.count += 1
+
+
+def count_commits(conn: sqlite3.Connection | None, run: Callable[[], object]) -> float:
+    """Write transactions that one call of ``run`` makes on ``conn`` (0 without a connection)."""
+    if conn is None:
+        run()
+        return 0.0
+    counter = _WriteTransactions()
+    conn.set_trace_callback(counter)
+    try:
+        run()
+    finally:
+        conn.set_trace_callback(None)
+    return float(counter.count)

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, TypedDict
 
-from . import Peer, Samples, add, fake_turn, stored_bytes
+from . import Peer, Samples, add, count_commits, expected_results, fake_turn, stored_bytes
 
 if TYPE_CHECKING:
     from langchain_core.runnables import RunnableConfig
@@ -41,37 +41,6 @@ def _version(dist: str) -> str | None:
         return None
 
 
-def _expected_results(steps: int, calls: int) -> list[int]:
-    """What the shared workload's add calls return, in order."""
-    return [turn + 1 + i for turn in range(steps) for i in range(calls)]
-
-
-class _WriteTxns:
-    """A ``sqlite3`` trace callback that counts write transactions.
-
-    Counts every COMMIT, plus INSERT/UPDATE/REPLACE/DELETE statements run outside an
-    explicit transaction (each is its own autocommit transaction). The trace sees every
-    statement the connection runs, including the BEGIN/COMMIT that the ``sqlite3`` module
-    issues itself. It receives the SQL with its parameters expanded (checkpoint blobs
-    included), so it is only installed for an untimed counting run.
-    """
-
-    def __init__(self) -> None:
-        self.count = 0
-        self._in_txn = False
-
-    def __call__(self, sql: str) -> None:
-        head = sql[:16].lstrip().upper()
-        if head.startswith("BEGIN"):
-            self._in_txn = True
-        elif head.startswith(("COMMIT", "END")):
-            self.count += 1
-            self._in_txn = False
-        elif head.startswith("ROLLBACK"):
-            self._in_txn = False
-        elif not self._in_txn and head.startswith(("INSERT", "UPDATE", "REPLACE", "DELETE")):
-            self.count += 1
-
 
 @dataclass
 class _Store:
@@ -88,16 +57,7 @@ class _Store:
 
     def count_commits(self, run: Callable[[], object]) -> float:
         """Write transactions made by one call of ``run`` (0 where nothing persists)."""
-        if self.conn is None:
-            run()
-            return 0.0
-        counter = _WriteTxns()
-        self.conn.set_trace_callback(counter)
-        try:
-            run()
-        finally:
-            self.conn.set_trace_callback(None)
-        return float(counter.count)
+        return count_commits(self.conn, run)
 
 
 @contextmanager
@@ -164,7 +124,7 @@ class _GraphPeer:
     def _check(self, final: dict[str, Any], marks: list[int], steps: int, calls: int) -> None:
         assert len(marks) == steps + 1, (self.system, len(marks), steps)
         results = self._results(final)
-        assert results == _expected_results(steps, calls), (self.system, len(results), steps * calls)
+        assert results == expected_results(steps, calls), (self.system, len(results), steps * calls)
 
     def react_loop(self, store: str, *, steps: int, runs: int, tmp: Path) -> Samples:
         return self._samples(store, steps=steps, calls=1, runs=runs, tmp=tmp)
