@@ -11,7 +11,7 @@ from __future__ import annotations
 from .access import Policy
 from .chain import verify
 from .clock import ManualClock, SequentialIds, SystemClock
-from .engine import Engine, RunResult, fork_run, load_run, resolve_call
+from .engine import Engine, RunResult, fork_run, load_run, resolve_call, review_run
 from .errors import (
     ChainBroken,
     ConfigError,
@@ -25,7 +25,7 @@ from .errors import (
     SeqConflict,
     StoreError,
 )
-from .events import Limits, Message, Principal, Usage
+from .events import Limits, Message, Principal, ReviewRules, Usage
 from .fsm import Phase, RunState
 from .limits import Price, PriceTable
 from .models.scripted import ScriptedModel
@@ -42,5 +42,5 @@ __all__ = [
     "Limits", "ManualClock", "MemoryStore", "Message", "Model", "ModelTurn", "Phase", "Policy", "Price",
     "PriceTable", "Principal", "ProposedCall", "Redaction", "Retry", "RouterError", "RunNotFound", "RunNotResumable",
     "RunResult", "RunState", "ScriptedModel", "SeqConflict", "SequentialIds", "SqliteStore", "Store",
-    "StoreError", "SystemClock", "Tool", "Tools", "Usage", "fork_run", "load_run", "resolve_call", "tool", "verify",
+    "StoreError", "SystemClock", "Tool", "ReviewRules", "Tools", "Usage", "fork_run", "load_run", "review_run", "resolve_call", "tool", "verify",
 ]

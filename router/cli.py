@@ -10,6 +10,7 @@
     router report [--html FILE]      tokens, cost, tool outcomes, latency per run, model and tool
     router fork RUN SEQ [--new ID]   a new run with the events before SEQ, to continue differently
     router decide RUN CALL retry|supply|fail [--result JSON] [--by NAME] [--note TEXT]
+    router approve RUN [--edit JSON] / router reject RUN [--note TEXT]   decide a pending review
     router fsm                       print the loop's transition table (Mermaid)
 
 An encrypted log needs its keys in ROUTER_KEYS ("id=hex,id=hex", the first seals new
@@ -31,7 +32,7 @@ import orjson
 
 from . import demo, fsm
 from .chain import verify
-from .engine import Engine, decode_stored, fork_run, load_run, resolve_call
+from .engine import Engine, decode_stored, fork_run, load_run, resolve_call, review_run
 from .errors import ConfigError, RouterError
 from .protocols import Cipher
 from .report import Report
@@ -212,6 +213,20 @@ async def _decide(args: argparse.Namespace) -> int:
     return 0
 
 
+async def _review(args: argparse.Namespace) -> int:
+    arguments: Any = None
+    if getattr(args, "edit", None) is not None:
+        try:
+            arguments = orjson.loads(args.edit)
+        except orjson.JSONDecodeError as exc:
+            raise SystemExit(f"router {args.command}: --edit is not JSON: {exc}") from exc
+    async with SqliteStore.open(args.db) as store:
+        state = await review_run(store, args.run, args.command, by=args.by, note=args.note, arguments=arguments,
+                                 cipher=_cipher())
+    print(f"recorded: {args.command}; run {args.run} is now {state.phase} (resume it to continue)")
+    return 0
+
+
 async def _fsm(args: argparse.Namespace) -> int:
     print(fsm.mermaid())
     return 0
@@ -260,6 +275,13 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--result", help="the call's result as JSON (for supply)")
     p.add_argument("--by", default="cli", help="who decides")
     p.add_argument("--note", default="")
+    for verb in ("approve", "reject"):
+        p = add(verb, _review, f"{verb} what a run awaiting review waits on")
+        p.add_argument("run")
+        p.add_argument("--by", default="cli", help="who decides")
+        p.add_argument("--note", default="")
+        if verb == "approve":
+            p.add_argument("--edit", metavar="JSON", help="approve the one held call with these arguments instead")
     add("fsm", _fsm, "print the loop's transition table as a Mermaid state diagram")
     return parser
 

@@ -14,6 +14,7 @@ from typing import Any
 import msgspec
 
 from .access import Policy
+from .events import ReviewRules
 from .limits import PriceTable
 from .redaction import Redaction
 from .tools import Tools
@@ -23,7 +24,13 @@ __all__ = ["definition_hash", "describe"]
 _encoder = msgspec.json.Encoder(order="deterministic")
 
 
-def describe(model: str, tools: Tools, prices: PriceTable, redaction: Redaction | None = None) -> dict[str, Any]:
+def describe(
+    model: str,
+    tools: Tools,
+    prices: PriceTable,
+    redaction: Redaction | None = None,
+    review: ReviewRules | None = None,
+) -> dict[str, Any]:
     """The definition as plain data, in a canonical shape."""
     return {
         "model": model,
@@ -42,11 +49,18 @@ def describe(model: str, tools: Tools, prices: PriceTable, redaction: Redaction 
         "policy": _policy(tools.policy),
         "prices": prices.rates(),
         "redaction": redaction.describe() if redaction else None,
+        "review": review,
     }
 
 
-def definition_hash(model: str, tools: Tools, prices: PriceTable, redaction: Redaction | None = None) -> str:
-    return sha256(_encoder.encode(describe(model, tools, prices, redaction))).hexdigest()
+def definition_hash(
+    model: str,
+    tools: Tools,
+    prices: PriceTable,
+    redaction: Redaction | None = None,
+    review: ReviewRules | None = None,
+) -> str:
+    return sha256(_encoder.encode(describe(model, tools, prices, redaction, review))).hexdigest()
 
 
 def _policy(policy: Policy) -> dict[str, list[str]]:

@@ -31,6 +31,8 @@ from .events import (
     RunFailed,
     RunForked,
     RunMigrated,
+    ReviewDecided,
+    ReviewRules,
     RunStarted,
     StoredEvent,
     ToolCallResolved,
@@ -60,7 +62,7 @@ from .replay import ReplayReport, replay_events
 from .tools import Retry, Tools, encode_result, record_calls
 from .transcript import Transcript
 
-__all__ = ["Engine", "RunResult", "decode_stored", "fork_run", "load_run", "resolve_call"]
+__all__ = ["Engine", "RunResult", "decode_stored", "fork_run", "load_run", "resolve_call", "review_run"]
 
 
 class RunResult(msgspec.Struct, frozen=True):
@@ -75,6 +77,7 @@ class RunResult(msgspec.Struct, frozen=True):
     usage: Usage
     cost_usd: float
     interrupted: tuple[str, ...] = ()  # calls waiting for a reviewer's decision
+    review: str = ""  # in awaiting_review: the rule the run waits on
 
     @classmethod
     def of(cls, run_id: str, state: RunState) -> RunResult:
@@ -83,6 +86,7 @@ class RunResult(msgspec.Struct, frozen=True):
             steps=state.steps, tool_calls=state.tool_calls, usage=state.usage,
             cost_usd=state.cost_nusd / 1e9,
             interrupted=tuple(c.call.id for c in state.calls if c.status == "interrupted"),
+            review=state.pending_review,
         )
 
 
@@ -157,6 +161,8 @@ class Engine:
         observers: Sequence[Observer] = (),
         cipher: Cipher | None = None,
         agent: str = "",
+        review: ReviewRules | None = None,
+        output_check: Callable[[str], str | None] | None = None,
     ) -> None:
         self.store = store
         self.model = model
@@ -169,9 +175,12 @@ class Engine:
         self.lease_ttl_s = lease_ttl_s
         self.model_retry = model_retry or Retry(attempts=3, base_delay_s=0.2)
         self.agent = agent
+        self.output_check = output_check
+        check_name = getattr(output_check, "__name__", "check") if output_check is not None else ""
+        self.review = msgspec.structs.replace(review or ReviewRules(), output_check=check_name)
         self.observers = tuple(observers)
         self.redaction = redaction or Redaction()
-        self.definition = definition_hash(model.name, tools, self.prices, self.redaction)
+        self.definition = definition_hash(model.name, tools, self.prices, self.redaction, self.review)
         self.cipher = cipher
         # What an event becomes before it is hashed: redacted, then encrypted. Replay
         # compares the plaintext form, since encryption is randomized.
@@ -210,7 +219,7 @@ class Engine:
         run.add(RunStarted(
             at=self.clock.now_us(), messages=opening, principal=principal,
             limits=limits or self.limits, model=self.model.name, tools=self.tools.names,
-            definition=self.definition, redaction=self.redaction.names(), agent=self.agent,
+            definition=self.definition, redaction=self.redaction.names(), agent=self.agent, review=self.review,
         ))
         return await self._drive(run)
 
@@ -232,7 +241,7 @@ class Engine:
             await self._release(run_id)
             raise
         run = _Run(run_id, chain, state, Transcript(events))
-        if state.terminal or state.phase is Phase.INTERRUPTED:
+        if state.terminal or state.phase in (Phase.INTERRUPTED, Phase.AWAITING_REVIEW):
             await self._release(run_id)
             return RunResult.of(run_id, state)
         now = self.clock.now_us()
@@ -355,10 +364,13 @@ class Engine:
         now = self.clock.now_us()
         model = turn.model or self.model.name
         step = state.steps + 1
+        held = ""
+        if not turn.tool_calls and self.output_check is not None:
+            held = self.output_check(turn.text) or ""
         return ModelResponded(
             at=now, step=step, text=turn.text, tool_calls=record_calls(step, turn.tool_calls),
             usage=turn.usage, cost_nusd=self.prices.cost_nusd(model, turn.usage), model=model,
-            latency_us=now - begin,
+            latency_us=now - begin, held=held,
         )
 
     async def _run_tools(self, run: _Run, calls: tuple[ToolStarted, ...]) -> list[Event]:
@@ -548,3 +560,51 @@ def _sealer(cipher: Cipher | None) -> Callable[[Event], bytes]:
     if cipher is None:
         return encode_event
     return lambda event: cipher.seal(encode_event(event))
+
+
+async def review_run(
+    store: Store,
+    run_id: str,
+    decision: Literal["approve", "reject"],
+    *,
+    by: str = "",
+    note: str = "",
+    arguments: Any = None,
+    clock: Clock | None = None,
+    cipher: Cipher | None = None,
+) -> RunState:
+    """Approve or reject what a run waits on (``awaiting_review``); returns its new state.
+
+    Approving held tool calls lets them be validated and run; ``arguments`` (any JSON value,
+    for a single held call) replaces what the model proposed. Rejecting them feeds the
+    refusal back to the model. For a held answer, approve ends the run with it, reject
+    sends the model back to work with the note. For the other rules, approve continues and
+    reject fails the run. ``Engine.resume`` continues the run afterwards.
+    Raises DecisionError if the run is not waiting for a review.
+    """
+    owner = RandomIds().new_id("reviewer")
+    clock = clock or SystemClock()
+    await store.acquire_lease(run_id, owner, 30.0)
+    try:
+        _, state, chain = await load_run(store, run_id, cipher)
+        if state.phase is not Phase.AWAITING_REVIEW:
+            raise DecisionError(run_id, "", f"the run is {state.phase}, not awaiting review")
+        edited = ""
+        if arguments is not None:
+            if decision != "approve":
+                raise DecisionError(run_id, "", "only an approval can edit the arguments")
+            try:
+                edited = encode_result(arguments)
+            except (TypeError, ValueError) as exc:
+                raise DecisionError(run_id, "", f"the edited arguments are not JSON-encodable: {exc}") from exc
+        held = tuple(c.call.id for c in state.calls if c.status == "held")
+        event = ReviewDecided(at=clock.now_us(), decision=decision, rule=state.pending_review, call_ids=held, by=by,
+                              note=note, arguments=edited)
+        new = apply(state, event)
+        if new.fault:
+            raise DecisionError(run_id, "", new.fault)
+        await store.append(chain.seal([event], _sealer(cipher)))
+        return new
+    finally:
+        with anyio.CancelScope(shield=True):
+            await store.release_lease(run_id, owner)

@@ -32,6 +32,9 @@ __all__ = [
     "RunInterrupted",
     "RunMigrated",
     "RunResumed",
+    "ReviewDecided",
+    "ReviewRequested",
+    "ReviewRules",
     "RunStarted",
     "StoredEvent",
     "ToolCall",
@@ -122,6 +125,25 @@ class Limits(Data, frozen=True, omit_defaults=False):
 _SECONDS_OR_DOLLARS = frozenset({"max_cost_usd", "deadline_s", "tool_timeout_s"})
 
 
+class ReviewRules(Data, frozen=True, omit_defaults=False):
+    """When a run pauses for a person. The run waits in the log, costing nothing, until
+    someone approves or rejects (``review_run``, ``router approve`` / ``router reject``).
+
+    before_tools: calls to these tools wait for approval before they are validated and run
+        (the reviewer may edit the arguments).
+    after_tools: after these tools succeed, the run waits before the model sees the result.
+    cost_over_usd: the run waits once its cost passes this, before the next model call.
+    tool_failures: the run waits after this many tool calls in a row failed.
+    output_check: the name of the engine's answer check; an answer it objects to waits.
+    """
+
+    before_tools: frozenset[str] = frozenset()
+    after_tools: frozenset[str] = frozenset()
+    cost_over_usd: float | None = None
+    tool_failures: int | None = None
+    output_check: str = ""
+
+
 class Event(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True, gc=False, tag_field="kind"):
     """Base of every event. ``at`` is the clock's reading in microseconds."""
 
@@ -137,6 +159,7 @@ class RunStarted(Event, frozen=True, tag="run_started"):
     definition: str = ""  # sha256 of what decides the run: tools and schemas, policy, prices
     redaction: tuple[str, ...] = ()  # what the stored copy of every event has redacted
     agent: str = ""  # the name of the agent (the engine) that runs it
+    review: ReviewRules = ReviewRules()
 
 
 class ModelResponded(Event, frozen=True, tag="model_responded"):
@@ -147,6 +170,7 @@ class ModelResponded(Event, frozen=True, tag="model_responded"):
     cost_nusd: int = 0  # cost in billionths of a US dollar, from the run's price table
     model: str = ""
     latency_us: int = 0
+    held: str = ""  # why the output check held this answer back for review
 
 
 class ToolCallRejected(Event, frozen=True, tag="tool_call_rejected"):
@@ -230,6 +254,25 @@ class ToolCallResolved(Event, frozen=True, tag="tool_call_resolved"):
     note: str = ""
 
 
+class ReviewRequested(Event, frozen=True, tag="review_requested"):
+    """The run waits for a person: which rule, why, and the calls it holds, if any."""
+
+    rule: Literal["before_tool", "after_tool", "cost", "tool_failures", "output_check"]
+    reason: str
+    call_ids: tuple[str, ...] = ()
+
+
+class ReviewDecided(Event, frozen=True, tag="review_decided"):
+    """A person's decision on the pending review."""
+
+    decision: Literal["approve", "reject"]
+    rule: str  # the rule of the review it decides
+    call_ids: tuple[str, ...] = ()  # the calls it releases or refuses
+    by: str = ""
+    note: str = ""
+    arguments: str = ""  # approved with an edit: the new arguments of the one held call
+
+
 class LimitExceeded(Event, frozen=True, tag="limit_exceeded"):
     limit: str
     value: int | float  # a count stays an int, so that decoding and re-encoding gives the same bytes
@@ -259,6 +302,8 @@ AnyEvent: TypeAlias = Union[
     RunMigrated,
     RunInterrupted,
     ToolCallResolved,
+    ReviewRequested,
+    ReviewDecided,
     LimitExceeded,
     RunFailed,
     RunCancelled,
@@ -282,6 +327,8 @@ class Kind(enum.StrEnum):
     RUN_MIGRATED = "run_migrated"
     RUN_INTERRUPTED = "run_interrupted"
     TOOL_CALL_RESOLVED = "tool_call_resolved"
+    REVIEW_REQUESTED = "review_requested"
+    REVIEW_DECIDED = "review_decided"
     LIMIT_EXCEEDED = "limit_exceeded"
     RUN_FAILED = "run_failed"
     RUN_CANCELLED = "run_cancelled"

@@ -26,6 +26,9 @@ from .events import (
     Principal,
     RunFailed,
     RunInterrupted,
+    ReviewDecided,
+    ReviewRequested,
+    ReviewRules,
     RunCancelled,
     RunMigrated,
     RunResumed,
@@ -47,6 +50,7 @@ __all__ = [
     "TABLE",
     "TERMINAL",
     "AwaitDecision",
+    "AwaitReview",
     "CallModel",
     "CallState",
     "DecideCalls",
@@ -70,6 +74,7 @@ class Phase(enum.StrEnum):
     AWAITING_MODEL = "awaiting_model"
     RUNNING_TOOLS = "running_tools"
     INTERRUPTED = "interrupted"
+    AWAITING_REVIEW = "awaiting_review"
     DONE = "done"
     FAILED = "failed"
     LIMIT_EXCEEDED = "limit_exceeded"
@@ -79,7 +84,7 @@ class Phase(enum.StrEnum):
 TERMINAL = frozenset({Phase.DONE, Phase.FAILED, Phase.LIMIT_EXCEEDED, Phase.CANCELLED})
 LIVE = tuple(p for p in Phase if p not in TERMINAL and p is not Phase.NEW)
 
-CallStatus: TypeAlias = Literal["proposed", "started", "interrupted", "done"]
+CallStatus: TypeAlias = Literal["proposed", "held", "started", "interrupted", "done"]
 
 
 class CallState(msgspec.Struct, frozen=True, gc=False):
@@ -89,6 +94,7 @@ class CallState(msgspec.Struct, frozen=True, gc=False):
     status: CallStatus = "proposed"
     attempt: int = 0  # how many times it was started
     started: ToolStarted | None = None
+    approved: bool = False  # a reviewer approved it (tools that need approval)
 
 
 class RunState(msgspec.Struct, frozen=True, gc=False):
@@ -108,6 +114,12 @@ class RunState(msgspec.Struct, frozen=True, gc=False):
     calls: tuple[CallState, ...] = ()
     output: str = ""
     reason: str = ""  # why the run ended, for the terminal phases other than done
+    review: ReviewRules = ReviewRules()
+    pending_review: str = ""  # the rule the run waits on, in awaiting_review
+    held_output: str = ""  # an answer held for review
+    failures_in_a_row: int = 0
+    cost_reviewed: bool = False
+    after_review: tuple[str, ...] = ()  # succeeded calls whose results wait for a reviewer
     timed_out: str = ""  # a call that timed out on every attempt
     fault: str = ""  # an event that was not allowed where it arrived
 
@@ -153,6 +165,10 @@ class AwaitDecision(Effect, frozen=True):
     call_ids: tuple[str, ...]
 
 
+class AwaitReview(Effect, frozen=True):
+    rule: str
+
+
 class Finish(Effect, frozen=True):
     phase: Phase
 
@@ -167,7 +183,7 @@ Handler: TypeAlias = Callable[[RunState, Any, int], RunState]
 def _start(state: RunState, event: RunStarted, at: int) -> RunState:
     return replace(
         state, phase=Phase.AWAITING_MODEL, limits=event.limits, principal=event.principal,
-        model=event.model, definition=event.definition, started_at=event.at, last_at=at,
+        model=event.model, definition=event.definition, review=event.review, started_at=event.at, last_at=at,
     )
 
 
@@ -175,6 +191,11 @@ def _model_responded(state: RunState, event: ModelResponded, at: int) -> RunStat
     used, add = state.usage, event.usage
     usage = Usage(input_tokens=used.input_tokens + add.input_tokens, output_tokens=used.output_tokens + add.output_tokens)
     if not event.tool_calls:
+        if event.held:
+            return replace(
+                state, phase=Phase.AWAITING_REVIEW, pending_review="output_check", held_output=event.text, calls=(),
+                steps=state.steps + 1, usage=usage, cost_nusd=state.cost_nusd + event.cost_nusd, last_at=at,
+            )
         return replace(
             state, phase=Phase.DONE, output=event.text, calls=(), steps=state.steps + 1, usage=usage,
             cost_nusd=state.cost_nusd + event.cost_nusd, last_at=at,
@@ -233,10 +254,15 @@ def _tool_ended(state: RunState, event: ToolSucceeded | ToolFailed, at: int) -> 
     if i < 0:
         return _fault(state, event, f"no started call {event.call_id!r}")
     old = state.calls[i]
-    done = CallState(old.call, "done", old.attempt, old.started)
-    if isinstance(event, ToolFailed) and event.timed_out:
-        return _settle(state, i, done, at, timed_out=event.call_id)
-    return _settle(state, i, done, at)
+    done = CallState(old.call, "done", old.attempt, old.started, old.approved)
+    if isinstance(event, ToolFailed):
+        failures = state.failures_in_a_row + 1
+        if event.timed_out:
+            return _settle(state, i, done, at, timed_out=event.call_id, failures_in_a_row=failures)
+        return _settle(state, i, done, at, failures_in_a_row=failures)
+    if event.tool in state.review.after_tools:
+        return _settle(state, i, done, at, failures_in_a_row=0, after_review=state.after_review + (event.call_id,))
+    return _settle(state, i, done, at, failures_in_a_row=0)
 
 
 def _interrupted(state: RunState, event: RunInterrupted, at: int) -> RunState:
@@ -258,6 +284,49 @@ def _resolved(state: RunState, event: ToolCallResolved, at: int) -> RunState:
         return replace(state, phase=Phase.FAILED, reason=reason, last_at=at)
     status: CallStatus = "proposed" if event.decision == "retry" else "done"
     return _settle(state, i, replace(state.calls[i], status=status), at)
+
+
+def _review_requested(state: RunState, event: ReviewRequested, at: int) -> RunState:
+    calls = state.calls
+    if (event.rule == "before_tool") != (state.phase is Phase.RUNNING_TOOLS):
+        return _fault(state, event, "held calls are reviewed while tools run, other rules before a model call")
+    if event.rule == "before_tool":
+        held = set(event.call_ids)
+        if not held or not held <= {c.call.id for c in calls if c.status == "proposed"}:
+            return _fault(state, event, "holds calls that are not proposed")
+        calls = tuple(replace(c, status="held") if c.call.id in held else c for c in calls)
+    return replace(state, phase=Phase.AWAITING_REVIEW, pending_review=event.rule, calls=calls, last_at=at)
+
+
+def _review_decided(state: RunState, event: ReviewDecided, at: int) -> RunState:
+    rule, approve = state.pending_review, event.decision == "approve"
+    note = f" ({event.note})" if event.note else ""
+    who = event.by or "a reviewer"
+    if rule == "before_tool":
+        held = [i for i, c in enumerate(state.calls) if c.status == "held"]
+        if event.arguments and len(held) != 1:
+            return _fault(state, event, "an edit of the arguments needs exactly one held call")
+        calls = list(state.calls)
+        for i in held:
+            call = calls[i].call
+            if approve and event.arguments:
+                call = replace(call, arguments=event.arguments, invalid_utf8=False)
+            calls[i] = replace(calls[i], call=call, status="proposed" if approve else "done", approved=approve)
+        phase = Phase.AWAITING_MODEL if all(c.status == "done" for c in calls) else Phase.RUNNING_TOOLS
+        rejected = state.rejected + (0 if approve else len(held))
+        return replace(state, phase=phase, calls=tuple(calls), pending_review="", rejected=rejected, last_at=at)
+    if rule == "output_check":
+        if approve:
+            return replace(state, phase=Phase.DONE, output=state.held_output, held_output="", pending_review="",
+                           last_at=at)
+        return replace(state, phase=Phase.AWAITING_MODEL, held_output="", pending_review="", last_at=at)
+    if not approve:
+        reason = f"review ({rule}) rejected by {who}{note}"
+        return replace(state, phase=Phase.FAILED, reason=reason, pending_review="", last_at=at)
+    approved: dict[str, dict[str, Any]] = {
+        "cost": {"cost_reviewed": True}, "tool_failures": {"failures_in_a_row": 0}, "after_tool": {"after_review": ()},
+    }
+    return replace(state, phase=Phase.AWAITING_MODEL, pending_review="", last_at=at, **approved.get(rule, {}))
 
 
 def _resumed(state: RunState, event: RunResumed, at: int) -> RunState:
@@ -295,6 +364,11 @@ TABLE: dict[tuple[Phase, Kind], Entry] = {
     (Phase.RUNNING_TOOLS, Kind.RUN_INTERRUPTED): (_interrupted, (Phase.INTERRUPTED,)),
     (Phase.INTERRUPTED, Kind.TOOL_CALL_RESOLVED): (
         _resolved, (Phase.INTERRUPTED, Phase.RUNNING_TOOLS, Phase.AWAITING_MODEL, Phase.FAILED),
+    ),
+    (Phase.RUNNING_TOOLS, Kind.REVIEW_REQUESTED): (_review_requested, (Phase.AWAITING_REVIEW,)),
+    (Phase.AWAITING_MODEL, Kind.REVIEW_REQUESTED): (_review_requested, (Phase.AWAITING_REVIEW,)),
+    (Phase.AWAITING_REVIEW, Kind.REVIEW_DECIDED): (
+        _review_decided, (Phase.RUNNING_TOOLS, Phase.AWAITING_MODEL, Phase.DONE, Phase.FAILED),
     ),
 }
 for _phase in LIVE:
@@ -343,13 +417,36 @@ def next_effect(state: RunState) -> Effect:
     if exceeded is not None:
         return Record(exceeded)
     if phase is Phase.AWAITING_MODEL:
-        return _CALL_MODEL
+        review = check_reviews(state)
+        return _CALL_MODEL if review is None else Record(review)
     if phase is Phase.INTERRUPTED:
         return AwaitDecision(tuple(c.call.id for c in state.calls if c.status == "interrupted"))
+    if phase is Phase.AWAITING_REVIEW:
+        return AwaitReview(state.pending_review)
     proposed = tuple(c.call for c in state.calls if c.status == "proposed")
     if proposed:
+        needs = tuple(c.call.id for c in state.calls
+                      if c.status == "proposed" and not c.approved and c.call.name in state.review.before_tools)
+        if needs:
+            return Record(ReviewRequested(at=state.last_at, rule="before_tool", call_ids=needs,
+                                          reason="the tool needs a reviewer's approval"))
         return DecideCalls(proposed)
     return RunTools(tuple(c.started for c in state.calls if c.status == "started" and c.started is not None))
+
+
+def check_reviews(state: RunState) -> ReviewRequested | None:
+    """Before the next model call: a rule that wants a person to look first, or None."""
+    rules, at = state.review, state.last_at
+    if state.after_review:
+        return ReviewRequested(at=at, rule="after_tool", call_ids=state.after_review,
+                               reason="results of tools that need review before the model sees them")
+    if rules.tool_failures is not None and state.failures_in_a_row >= rules.tool_failures:
+        return ReviewRequested(at=at, rule="tool_failures",
+                               reason=f"{state.failures_in_a_row} tool calls in a row failed")
+    if rules.cost_over_usd is not None and not state.cost_reviewed and state.cost_nusd > round(rules.cost_over_usd * 1e9):
+        return ReviewRequested(at=at, rule="cost",
+                               reason=f"the run has cost ${state.cost_nusd / 1e9:.6f}, over ${rules.cost_over_usd:g}")
+    return None
 
 
 def transition(state: RunState, event: Event) -> tuple[RunState, tuple[Effect, ...]]:

@@ -17,6 +17,7 @@ from .events import (
     Event,
     LimitExceeded,
     ModelResponded,
+    ReviewDecided,
     RunCancelled,
     RunFailed,
     RunForked,
@@ -28,7 +29,7 @@ from .events import (
     ToolSucceeded,
     encode_event,
 )
-from .fsm import AwaitDecision, CallModel, DecideCalls, Finish, Record, RunState, RunTools, apply, next_effect, resume_events
+from .fsm import AwaitDecision, AwaitReview, CallModel, DecideCalls, Finish, Record, RunState, RunTools, apply, next_effect, resume_events
 from .limits import PriceTable
 from .tools import Tools
 
@@ -131,6 +132,10 @@ def _check(state: RunState, event: Event, tools: Tools, prices: PriceTable, deci
     if isinstance(effect, RunTools):
         if not isinstance(event, _TOOL_OUTCOMES):
             return f"tools were to run here, not {type(event).__name__}"
+        return None
+    if isinstance(effect, AwaitReview):
+        if not isinstance(event, ReviewDecided):
+            return f"the run waited for a review here, not {type(event).__name__}"
         return None
     if isinstance(effect, AwaitDecision):
         if not isinstance(event, ToolCallResolved):

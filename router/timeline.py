@@ -8,9 +8,13 @@ from .events import (
     Event,
     LimitExceeded,
     ModelResponded,
+    ReviewDecided,
+    ReviewRequested,
     RunCancelled,
     RunFailed,
+    RunForked,
     RunInterrupted,
+    RunMigrated,
     RunResumed,
     RunStarted,
     ToolCallDenied,
@@ -39,7 +43,9 @@ def _describe(event: Event) -> tuple[str, str]:
         cost = f"  ${event.cost_nusd / 1e9:.6f}" if event.cost_nusd else ""
         head = f"step {event.step}  {u.input_tokens} in / {u.output_tokens} out tokens{cost}  {event.latency_us / 1000:.1f} ms"
         calls = "; ".join(f"{c.name}({_clip(c.arguments, 60)})" for c in event.tool_calls)
-        return "model", f"{head}\n{'':22}-> {calls}" if calls else f"{head}\n{'':22}-> answer: {_clip(event.text)!r}"
+        held = f"  (held for review: {event.held})" if event.held else ""
+        answer = f"{head}\n{'':22}-> answer: {_clip(event.text)!r}{held}"
+        return "model", f"{head}\n{'':22}-> {calls}" if calls else answer
     if isinstance(event, ToolCallRejected):
         where = f" at {event.path}" if event.path else ""
         return "REJECTED", f"{event.tool} [{event.call_id}] {event.code}{where}: {_clip(event.reason, 60)}"
@@ -59,6 +65,16 @@ def _describe(event: Event) -> tuple[str, str]:
         return "INTERRUPTED", f"{', '.join(event.call_ids)}: {event.reason}"
     if isinstance(event, ToolCallResolved):
         return "decided", f"{event.call_id}: {event.decision} by {event.by or '?'} {event.note}".rstrip()
+    if isinstance(event, ReviewRequested):
+        calls = f" [{', '.join(event.call_ids)}]" if event.call_ids else ""
+        return "REVIEW", f"{event.rule}{calls}: {event.reason}"
+    if isinstance(event, ReviewDecided):
+        edit = f" with arguments {_clip(event.arguments, 40)}" if event.arguments else ""
+        return "reviewed", f"{event.decision}{edit} by {event.by or '?'} {event.note}".rstrip()
+    if isinstance(event, RunMigrated):
+        return "migrated", f"{event.migration}: {event.from_definition[:12]} -> {event.to_definition[:12]}"
+    if isinstance(event, RunForked):
+        return "forked", f"from {event.parent_run_id} before seq {event.parent_seq} {event.note}".rstrip()
     if isinstance(event, LimitExceeded):
         return "LIMIT", f"{event.limit}: {event.value:g} (limit {event.ceiling:g}) {event.detail}".rstrip()
     if isinstance(event, RunFailed):

@@ -12,6 +12,7 @@ from typing import Any
 
 from .events import (
     Event,
+    ReviewDecided,
     Message,
     ModelResponded,
     RunStarted,
@@ -72,6 +73,16 @@ class Transcript:
         if event.decision == "supply":
             self._settle(event.call_id, event.result)
 
+    def _reviewed(self, event: ReviewDecided) -> None:
+        if event.decision == "approve":
+            return
+        note = f": {event.note}" if event.note else ""
+        if event.rule == "before_tool":
+            for call_id in event.call_ids:
+                self._settle(call_id, f"error[rejected_by_reviewer]{note}")
+        elif event.rule == "output_check":
+            self._messages.append(Message(role="user", content=f"A reviewer rejected that answer{note}"))
+
     def _started(self, event: RunStarted) -> None:
         self._messages.extend(event.messages)
 
@@ -93,4 +104,5 @@ _HANDLERS: dict[type[Event], Callable[[Transcript, Any], None]] = {
     ToolCallRejected: Transcript._rejected,
     ToolCallDenied: Transcript._denied,
     ToolCallResolved: Transcript._resolved,
+    ReviewDecided: Transcript._reviewed,
 }
