@@ -11,7 +11,9 @@ from __future__ import annotations
 from .access import Policy
 from .chain import verify
 from .clock import ManualClock, SequentialIds, SystemClock
-from .engine import Engine, RunResult, fork_run, load_run, resolve_call, review_run
+from .engine import Engine, RunResult
+from .reviews import resolve_call, review_run
+from .runlog import fork_run, load_run
 from .errors import (
     ChainBroken,
     ConfigError,

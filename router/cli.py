@@ -32,7 +32,9 @@ import orjson
 
 from . import demo, fsm
 from .chain import verify
-from .engine import Engine, decode_stored, fork_run, load_run, resolve_call, review_run
+from .engine import Engine
+from .reviews import resolve_call, review_run
+from .runlog import decode_stored, fork_run, load_run
 from .errors import ConfigError, RouterError
 from .protocols import Cipher
 from .report import Report

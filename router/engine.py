@@ -11,16 +11,16 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from typing import Any, Literal, final
+from typing import Any, final
 
 import anyio
 import msgspec
 
-from .chain import Chain, verify
+from .chain import Chain
 from .clock import Clock, IdSource, RandomIds, SystemClock
 from .definition import definition_hash
 from .redaction import Redaction
-from .errors import ConfigError, DecisionError, DefinitionChanged, KeyMissing, RunNotFound, StoreError
+from .errors import ConfigError, DefinitionChanged
 from .events import (
     Event,
     Limits,
@@ -29,19 +29,14 @@ from .events import (
     Principal,
     RunCancelled,
     RunFailed,
-    RunForked,
     RunMigrated,
-    ReviewDecided,
     ReviewRules,
     RunStarted,
-    StoredEvent,
-    ToolCallResolved,
     ToolFailed,
     ToolStarted,
     ToolSucceeded,
     Usage,
     LimitExceeded,
-    decode_event,
     encode_event,
 )
 from .fsm import (
@@ -52,7 +47,6 @@ from .fsm import (
     RunState,
     RunTools,
     apply,
-    fold,
     next_effect,
     resume_events,
 )
@@ -60,9 +54,10 @@ from .limits import PriceTable
 from .protocols import Cipher, Model, ModelTurn, Observer, Store
 from .replay import ReplayReport, replay_events
 from .tools import Retry, Tools, encode_result, record_calls
+from .runlog import load_run
 from .transcript import Transcript
 
-__all__ = ["Engine", "RunResult", "decode_stored", "fork_run", "load_run", "resolve_call", "review_run"]
+__all__ = ["Engine", "RunResult"]
 
 
 class RunResult(msgspec.Struct, frozen=True):
@@ -107,32 +102,6 @@ class _Run:
         self.state = apply(self.state, event)
         self.transcript.apply(event)
         self.pending.append(event)
-
-
-def decode_stored(stored: StoredEvent, cipher: Cipher | None = None) -> Any:
-    """The event a stored payload holds, opened with ``cipher`` if it is encrypted."""
-    payload = stored.payload
-    if payload[:1] != b"{":
-        if cipher is None:
-            raise KeyMissing(payload[2 : 2 + payload[1]].decode(errors="replace") if len(payload) > 1 else "?")
-        payload = cipher.open(payload)
-    try:
-        return decode_event(payload)
-    except msgspec.DecodeError as exc:
-        raise StoreError(f"run {stored.run_id!r}: event {stored.seq} is not an event this router knows: {exc}") from exc
-
-
-async def load_run(store: Store, run_id: str, cipher: Cipher | None = None) -> tuple[list[Any], RunState, Chain]:
-    """Read, verify and fold a run's log: its events, state and chain head.
-
-    cipher: opens encrypted payloads (the chain is verified on the stored bytes either way).
-    """
-    stored = await store.read(run_id)
-    if not stored:
-        raise RunNotFound(run_id)
-    verify(stored)
-    events = [decode_stored(s, cipher) for s in stored]
-    return events, fold(events), Chain.after(run_id, stored)
 
 
 @final
@@ -470,141 +439,3 @@ class Engine:
     async def _release(self, run_id: str) -> None:
         self._renewed.pop(run_id, None)
         await self.store.release_lease(run_id, self.owner)
-
-
-async def resolve_call(
-    store: Store,
-    run_id: str,
-    call_id: str,
-    decision: Literal["retry", "supply", "fail"],
-    *,
-    result: Any = None,
-    by: str = "",
-    note: str = "",
-    clock: Clock | None = None,
-    owner: str | None = None,
-    cipher: Cipher | None = None,
-) -> RunState:
-    """Record a reviewer's decision on an interrupted call; returns the run's new state.
-
-    retry: start the call again when the run resumes. supply: take ``result`` (any
-    JSON-encodable value) as the call's result without running it. fail: end the run.
-    Raises DecisionError if the call is not waiting for a decision.
-    """
-    owner = owner or RandomIds().new_id("reviewer")
-    clock = clock or SystemClock()
-    await store.acquire_lease(run_id, owner, 30.0)
-    try:
-        _, state, chain = await load_run(store, run_id, cipher)
-        if state.phase is not Phase.INTERRUPTED:
-            raise DecisionError(run_id, call_id, f"the run is {state.phase}, not interrupted")
-        if not any(c.call.id == call_id and c.status == "interrupted" for c in state.calls):
-            waiting = ", ".join(c.call.id for c in state.calls if c.status == "interrupted")
-            raise DecisionError(run_id, call_id, f"no such call waits for a decision (waiting: {waiting})")
-        encoded = ""
-        if decision == "supply":
-            try:
-                encoded = encode_result(result)
-            except (TypeError, ValueError) as exc:
-                raise DecisionError(run_id, call_id, f"the supplied result is not JSON-encodable: {exc}") from exc
-        event = ToolCallResolved(
-            at=clock.now_us(), call_id=call_id, decision=decision, result=encoded, by=by, note=note,
-        )
-        sealed = chain.seal([event], _sealer(cipher))
-        await store.append(sealed)
-        return apply(state, event)
-    finally:
-        with anyio.CancelScope(shield=True):
-            await store.release_lease(run_id, owner)
-
-
-async def fork_run(
-    store: Store,
-    run_id: str,
-    at_seq: int,
-    *,
-    new_run_id: str | None = None,
-    then: Sequence[Event] = (),
-    note: str = "",
-    clock: Clock | None = None,
-    cipher: Cipher | None = None,
-) -> RunState:
-    """Fork a run at ``at_seq`` into a new run: the parent's events 0 .. at_seq - 1, then a
-    ``run_forked`` event naming the parent and the fork point, then ``then`` (for example a
-    reviewer's edit of the model turn that was at ``at_seq``). Returns the fork's state;
-    ``Engine.resume`` continues it. The parent is not touched.
-
-    Raises ConfigError if the fork point is outside the run or ``then`` does not fit there.
-    """
-    clock = clock or SystemClock()
-    events, _, _ = await load_run(store, run_id, cipher)
-    if not 1 <= at_seq <= len(events):
-        raise ConfigError(f"run {run_id!r} has events 0..{len(events) - 1}; fork at 1..{len(events)}")
-    parent = await store.read(run_id, after=at_seq - 2)
-    new_run_id = new_run_id or RandomIds().new_id("run")
-    if await store.read(new_run_id):
-        raise ConfigError(f"run {new_run_id!r} already exists")
-    forked = RunForked(at=clock.now_us(), parent_run_id=run_id, parent_seq=at_seq,
-                       parent_hash=parent[0].hash.hex(), note=note)
-    batch = [*events[:at_seq], forked, *then]
-    state = fold(batch)
-    if state.fault:
-        raise ConfigError(f"the fork does not fit at seq {at_seq}: {state.fault}")
-    chain = Chain(new_run_id)
-    await store.append(chain.seal(batch, _sealer(cipher)))
-    return state
-
-
-def _sealer(cipher: Cipher | None) -> Callable[[Event], bytes]:
-    """Plain canonical bytes, or encrypted ones when the log is encrypted."""
-    if cipher is None:
-        return encode_event
-    return lambda event: cipher.seal(encode_event(event))
-
-
-async def review_run(
-    store: Store,
-    run_id: str,
-    decision: Literal["approve", "reject"],
-    *,
-    by: str = "",
-    note: str = "",
-    arguments: Any = None,
-    clock: Clock | None = None,
-    cipher: Cipher | None = None,
-) -> RunState:
-    """Approve or reject what a run waits on (``awaiting_review``); returns its new state.
-
-    Approving held tool calls lets them be validated and run; ``arguments`` (any JSON value,
-    for a single held call) replaces what the model proposed. Rejecting them feeds the
-    refusal back to the model. For a held answer, approve ends the run with it, reject
-    sends the model back to work with the note. For the other rules, approve continues and
-    reject fails the run. ``Engine.resume`` continues the run afterwards.
-    Raises DecisionError if the run is not waiting for a review.
-    """
-    owner = RandomIds().new_id("reviewer")
-    clock = clock or SystemClock()
-    await store.acquire_lease(run_id, owner, 30.0)
-    try:
-        _, state, chain = await load_run(store, run_id, cipher)
-        if state.phase is not Phase.AWAITING_REVIEW:
-            raise DecisionError(run_id, "", f"the run is {state.phase}, not awaiting review")
-        edited = ""
-        if arguments is not None:
-            if decision != "approve":
-                raise DecisionError(run_id, "", "only an approval can edit the arguments")
-            try:
-                edited = encode_result(arguments)
-            except (TypeError, ValueError) as exc:
-                raise DecisionError(run_id, "", f"the edited arguments are not JSON-encodable: {exc}") from exc
-        held = tuple(c.call.id for c in state.calls if c.status == "held")
-        event = ReviewDecided(at=clock.now_us(), decision=decision, rule=state.pending_review, call_ids=held, by=by,
-                              note=note, arguments=edited)
-        new = apply(state, event)
-        if new.fault:
-            raise DecisionError(run_id, "", new.fault)
-        await store.append(chain.seal([event], _sealer(cipher)))
-        return new
-    finally:
-        with anyio.CancelScope(shield=True):
-            await store.release_lease(run_id, owner)

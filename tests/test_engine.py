@@ -37,7 +37,7 @@ from router import (
     resolve_call,
     tool,
 )
-from router.chain import Chain, verify
+from router.chain import verify
 from router.events import decode_event, encode_event
 from router.models.scripted import call, say
 from router.protocols import Store

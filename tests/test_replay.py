@@ -7,7 +7,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import anyio
 import pytest
 
 from router import (
@@ -23,7 +22,6 @@ from router import (
     PriceTable,
     Principal,
     ProposedCall,
-    Retry,
     ScriptedModel,
     SequentialIds,
     SqliteStore,

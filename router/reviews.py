@@ -1,0 +1,111 @@
+"""Decisions by people: on calls interrupted by a crash, and on runs awaiting review."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import anyio
+
+from .clock import Clock, RandomIds, SystemClock
+from .errors import DecisionError
+from .events import ReviewDecided, ToolCallResolved
+from .fsm import Phase, RunState, apply
+from .protocols import Cipher, Store
+from .runlog import load_run, sealer
+from .tools import encode_result
+
+__all__ = ["resolve_call", "review_run"]
+
+
+async def resolve_call(
+    store: Store,
+    run_id: str,
+    call_id: str,
+    decision: Literal["retry", "supply", "fail"],
+    *,
+    result: Any = None,
+    by: str = "",
+    note: str = "",
+    clock: Clock | None = None,
+    owner: str | None = None,
+    cipher: Cipher | None = None,
+) -> RunState:
+    """Record a reviewer's decision on an interrupted call; returns the run's new state.
+
+    retry: start the call again when the run resumes. supply: take ``result`` (any
+    JSON-encodable value) as the call's result without running it. fail: end the run.
+    Raises DecisionError if the call is not waiting for a decision.
+    """
+    owner = owner or RandomIds().new_id("reviewer")
+    clock = clock or SystemClock()
+    await store.acquire_lease(run_id, owner, 30.0)
+    try:
+        _, state, chain = await load_run(store, run_id, cipher)
+        if state.phase is not Phase.INTERRUPTED:
+            raise DecisionError(run_id, call_id, f"the run is {state.phase}, not interrupted")
+        if not any(c.call.id == call_id and c.status == "interrupted" for c in state.calls):
+            waiting = ", ".join(c.call.id for c in state.calls if c.status == "interrupted")
+            raise DecisionError(run_id, call_id, f"no such call waits for a decision (waiting: {waiting})")
+        encoded = ""
+        if decision == "supply":
+            try:
+                encoded = encode_result(result)
+            except (TypeError, ValueError) as exc:
+                raise DecisionError(run_id, call_id, f"the supplied result is not JSON-encodable: {exc}") from exc
+        event = ToolCallResolved(
+            at=clock.now_us(), call_id=call_id, decision=decision, result=encoded, by=by, note=note,
+        )
+        sealed = chain.seal([event], sealer(cipher))
+        await store.append(sealed)
+        return apply(state, event)
+    finally:
+        with anyio.CancelScope(shield=True):
+            await store.release_lease(run_id, owner)
+
+
+async def review_run(
+    store: Store,
+    run_id: str,
+    decision: Literal["approve", "reject"],
+    *,
+    by: str = "",
+    note: str = "",
+    arguments: Any = None,
+    clock: Clock | None = None,
+    cipher: Cipher | None = None,
+) -> RunState:
+    """Approve or reject what a run waits on (``awaiting_review``); returns its new state.
+
+    Approving held tool calls lets them be validated and run; ``arguments`` (any JSON value,
+    for a single held call) replaces what the model proposed. Rejecting them feeds the
+    refusal back to the model. For a held answer, approve ends the run with it, reject
+    sends the model back to work with the note. For the other rules, approve continues and
+    reject fails the run. ``Engine.resume`` continues the run afterwards.
+    Raises DecisionError if the run is not waiting for a review.
+    """
+    owner = RandomIds().new_id("reviewer")
+    clock = clock or SystemClock()
+    await store.acquire_lease(run_id, owner, 30.0)
+    try:
+        _, state, chain = await load_run(store, run_id, cipher)
+        if state.phase is not Phase.AWAITING_REVIEW:
+            raise DecisionError(run_id, "", f"the run is {state.phase}, not awaiting review")
+        edited = ""
+        if arguments is not None:
+            if decision != "approve":
+                raise DecisionError(run_id, "", "only an approval can edit the arguments")
+            try:
+                edited = encode_result(arguments)
+            except (TypeError, ValueError) as exc:
+                raise DecisionError(run_id, "", f"the edited arguments are not JSON-encodable: {exc}") from exc
+        held = tuple(c.call.id for c in state.calls if c.status == "held")
+        event = ReviewDecided(at=clock.now_us(), decision=decision, rule=state.pending_review, call_ids=held, by=by,
+                              note=note, arguments=edited)
+        new = apply(state, event)
+        if new.fault:
+            raise DecisionError(run_id, "", new.fault)
+        await store.append(chain.seal([event], sealer(cipher)))
+        return new
+    finally:
+        with anyio.CancelScope(shield=True):
+            await store.release_lease(run_id, owner)
