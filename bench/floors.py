@@ -20,7 +20,6 @@ from router.store.sqlite import _INSERT, _SCHEMA
 
 from .measure import Record, record
 from .peers import Samples
-from .system import VERSION
 
 
 class _Args(msgspec.Struct, forbid_unknown_fields=True):

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import anyio.to_thread
 
 from .measure import Record, compare, interleave, record
 from .peers import Peer, Samples
