@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable, Sequence
 from hashlib import sha256
 
 from .errors import ChainBroken
-from .events import Event, StoredEvent, encode_event, kind_of
+from .events import KINDS, Event, StoredEvent, encode_event
 
 __all__ = ["GENESIS", "Chain", "link", "verify"]
 
@@ -50,10 +50,11 @@ class Chain:
         out: list[StoredEvent] = []
         seq, head, run_id = self.next_seq, self.head, self.run_id
         prefix = run_id.encode() + b"\x00"
+        kinds = KINDS
         for event in events:
             payload = encode(event)
             digest = sha256(b"".join((head, prefix, seq.to_bytes(8, "big"), payload))).digest()
-            out.append(StoredEvent(run_id, seq, kind_of(event), payload, head, digest))
+            out.append(StoredEvent(run_id, seq, kinds[type(event)], payload, head, digest))
             seq, head = seq + 1, digest
         return out
 

@@ -19,6 +19,7 @@ from .errors import ConfigError
 
 __all__ = [
     "EVENT_TYPES",
+    "KINDS",
     "Event",
     "Kind",
     "Limits",
@@ -334,15 +335,15 @@ class Kind(enum.StrEnum):
     RUN_CANCELLED = "run_cancelled"
 
 
-_KINDS: dict[type[Event], Kind] = {t: Kind(str(t.__struct_config__.tag)) for t in EVENT_TYPES}
+KINDS: dict[type[Event], Kind] = {t: Kind(str(t.__struct_config__.tag)) for t in EVENT_TYPES}
 
 
 def kind_of(event: Event) -> Kind:
-    return _KINDS[type(event)]
+    return KINDS[type(event)]
 
 
 def kind_of_type(event_type: type[Event]) -> Kind:
-    return _KINDS[event_type]
+    return KINDS[event_type]
 
 
 class StoredEvent(msgspec.Struct, frozen=True, gc=False):

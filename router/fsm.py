@@ -200,12 +200,12 @@ def _model_responded(state: RunState, event: ModelResponded, at: int) -> RunStat
             state, phase=Phase.DONE, output=event.text, calls=(), steps=state.steps + 1, usage=usage,
             cost_nusd=state.cost_nusd + event.cost_nusd, last_at=at,
         )
-    recent = state.recent_calls + tuple(call_signature(c) for c in event.tool_calls)
+    recent = state.recent_calls + tuple([call_signature(c) for c in event.tool_calls])
     window = state.limits.loop_window
     if len(recent) > window:
         recent = recent[-window:]
     return replace(
-        state, phase=Phase.RUNNING_TOOLS, calls=tuple(CallState(c) for c in event.tool_calls),
+        state, phase=Phase.RUNNING_TOOLS, calls=tuple([CallState(c) for c in event.tool_calls]),
         recent_calls=recent, steps=state.steps + 1, usage=usage, cost_nusd=state.cost_nusd + event.cost_nusd,
         last_at=at,
     )
@@ -423,15 +423,24 @@ def next_effect(state: RunState) -> Effect:
         return AwaitDecision(tuple(c.call.id for c in state.calls if c.status == "interrupted"))
     if phase is Phase.AWAITING_REVIEW:
         return AwaitReview(state.pending_review)
-    proposed = tuple(c.call for c in state.calls if c.status == "proposed")
+    # One pass over the turn's calls (the hot path of every tool step).
+    proposed: list[ToolCall] = []
+    started: list[ToolStarted] = []
+    needs: list[str] = []
+    before = state.review.before_tools
+    for c in state.calls:
+        if c.status == "proposed":
+            proposed.append(c.call)
+            if before and not c.approved and c.call.name in before:
+                needs.append(c.call.id)
+        elif c.status == "started" and c.started is not None:
+            started.append(c.started)
+    if needs:
+        return Record(ReviewRequested(at=state.last_at, rule="before_tool", call_ids=tuple(needs),
+                                      reason="the tool needs a reviewer's approval"))
     if proposed:
-        needs = tuple(c.call.id for c in state.calls
-                      if c.status == "proposed" and not c.approved and c.call.name in state.review.before_tools)
-        if needs:
-            return Record(ReviewRequested(at=state.last_at, rule="before_tool", call_ids=needs,
-                                          reason="the tool needs a reviewer's approval"))
-        return DecideCalls(proposed)
-    return RunTools(tuple(c.started for c in state.calls if c.status == "started" and c.started is not None))
+        return DecideCalls(tuple(proposed))
+    return RunTools(tuple(started))
 
 
 def check_reviews(state: RunState) -> ReviewRequested | None:

@@ -86,7 +86,10 @@ def check_limits(state: RunState) -> LimitExceeded | None:
         )
     if state.phase == "awaiting_model" and state.steps >= limits.max_steps:
         return LimitExceeded(at=at, limit="max_steps", value=state.steps, ceiling=limits.max_steps)
-    fresh = [c.call for c in state.calls if c.attempt == 0 and c.status == "proposed"] if state.calls else None
+    fresh = (
+        [c.call for c in state.calls if c.attempt == 0 and c.status == "proposed"]
+        if state.phase == "running_tools" else None
+    )
     if fresh:
         exceeded = _check_proposals(state, fresh)
         if exceeded is not None:
