@@ -21,11 +21,14 @@ __all__ = [
     "EVENT_TYPES",
     "KINDS",
     "Event",
+    "GraphStarted",
     "Kind",
     "Limits",
     "LimitExceeded",
     "Message",
     "ModelResponded",
+    "NodeFailed",
+    "NodeFinished",
     "Principal",
     "RunCancelled",
     "RunFailed",
@@ -37,7 +40,9 @@ __all__ = [
     "ReviewRequested",
     "ReviewRules",
     "RunStarted",
+    "StepRouted",
     "StoredEvent",
+    "Task",
     "ToolCall",
     "ToolCallDenied",
     "ToolCallRejected",
@@ -274,6 +279,48 @@ class ReviewDecided(Event, frozen=True, tag="review_decided"):
     arguments: str = ""  # approved with an edit: the new arguments of the one held call
 
 
+class Task(Data, frozen=True):
+    """One node to run in a graph step; ``item`` is the JSON of a mapped item, if any."""
+
+    node: str
+    item: str = ""
+
+
+class GraphStarted(Event, frozen=True, tag="graph_started"):
+    graph: str
+    definition: str  # sha256 of the graph's nodes, edges, reducers and policies
+    state: str  # the initial state, JSON
+    principal: Principal
+    limits: Limits
+    first: tuple[Task, ...]
+
+
+class NodeFinished(Event, frozen=True, tag="node_finished"):
+    step: int
+    node: str
+    update: str  # the state update it returned, JSON
+    item: str = ""
+    attempts: int = 1
+    latency_us: int = 0
+
+
+class NodeFailed(Event, frozen=True, tag="node_failed"):
+    step: int
+    node: str
+    error: str
+    item: str = ""
+    timed_out: bool = False
+    attempts: int = 1
+    latency_us: int = 0
+
+
+class StepRouted(Event, frozen=True, tag="step_routed"):
+    """The step's updates are merged; these tasks run next (none: the graph is done)."""
+
+    step: int
+    next: tuple[Task, ...]
+
+
 class LimitExceeded(Event, frozen=True, tag="limit_exceeded"):
     limit: str
     value: int | float  # a count stays an int, so that decoding and re-encoding gives the same bytes
@@ -305,6 +352,10 @@ AnyEvent: TypeAlias = Union[
     ToolCallResolved,
     ReviewRequested,
     ReviewDecided,
+    GraphStarted,
+    NodeFinished,
+    NodeFailed,
+    StepRouted,
     LimitExceeded,
     RunFailed,
     RunCancelled,
@@ -330,6 +381,10 @@ class Kind(enum.StrEnum):
     TOOL_CALL_RESOLVED = "tool_call_resolved"
     REVIEW_REQUESTED = "review_requested"
     REVIEW_DECIDED = "review_decided"
+    GRAPH_STARTED = "graph_started"
+    NODE_FINISHED = "node_finished"
+    NODE_FAILED = "node_failed"
+    STEP_ROUTED = "step_routed"
     LIMIT_EXCEEDED = "limit_exceeded"
     RUN_FAILED = "run_failed"
     RUN_CANCELLED = "run_cancelled"

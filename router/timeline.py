@@ -6,6 +6,10 @@ from collections.abc import Sequence
 
 from .events import (
     Event,
+    GraphStarted,
+    NodeFailed,
+    NodeFinished,
+    StepRouted,
     LimitExceeded,
     ModelResponded,
     ReviewDecided,
@@ -75,6 +79,16 @@ def _describe(event: Event) -> tuple[str, str]:
         return "migrated", f"{event.migration}: {event.from_definition[:12]} -> {event.to_definition[:12]}"
     if isinstance(event, RunForked):
         return "forked", f"from {event.parent_run_id} before seq {event.parent_seq} {event.note}".rstrip()
+    if isinstance(event, GraphStarted):
+        return "graph started", f"{event.graph}: {_clip(event.state, 60)}"
+    if isinstance(event, NodeFinished):
+        item = f"[{_clip(event.item, 20)}]" if event.item else ""
+        return "node ok", f"{event.node}{item} -> {_clip(event.update, 50)}  {event.latency_us / 1000:.1f} ms"
+    if isinstance(event, NodeFailed):
+        return "NODE FAILED", f"{event.node} after {event.attempts} attempt(s): {_clip(event.error, 50)}"
+    if isinstance(event, StepRouted):
+        nxt = ", ".join(t.node + (f"[{_clip(t.item, 12)}]" if t.item else "") for t in event.next) or "end"
+        return "routed", f"step {event.step} -> {nxt}"
     if isinstance(event, LimitExceeded):
         return "LIMIT", f"{event.limit}: {event.value:g} (limit {event.ceiling:g}) {event.detail}".rstrip()
     if isinstance(event, RunFailed):
@@ -85,14 +99,14 @@ def _describe(event: Event) -> tuple[str, str]:
 
 
 def render(run_id: str, events: Sequence[Event], state: RunState) -> str:
-    """A readable timeline: one line per event, then the run's totals."""
+    """A readable timeline: one line per event, then the run's totals (for an agent run)."""
     start = events[0].at if events else 0
+    if events and isinstance(events[0], GraphStarted):
+        return "\n".join([f"run {run_id}   graph {events[0].graph}   principal {events[0].principal.id}",
+                          *_lines(events, start)])
     p = state.principal
     roles = ", ".join(sorted(p.roles)) or "no roles"
-    lines = [f"run {run_id}   principal {p.id} ({roles})   model {state.model}"]
-    for seq, event in enumerate(events):
-        label, text = _describe(event)
-        lines.append(f"{seq:4} {(event.at - start) / 1000:9.1f}ms  {label:<13} {text}")
+    lines = [f"run {run_id}   principal {p.id} ({roles})   model {state.model}", *_lines(events, start)]
     u = state.usage
     lines.append(
         f"=> {state.phase}{': ' + state.reason if state.reason else ''}"
@@ -102,3 +116,11 @@ def render(run_id: str, events: Sequence[Event], state: RunState) -> str:
     if state.output:
         lines.append(f"   answer: {state.output}")
     return "\n".join(lines)
+
+
+def _lines(events: Sequence[Event], start: int) -> list[str]:
+    out = []
+    for seq, event in enumerate(events):
+        label, text = _describe(event)
+        out.append(f"{seq:4} {(event.at - start) / 1000:9.1f}ms  {label:<13} {text}")
+    return out

@@ -1,0 +1,236 @@
+"""The driver of graph runs: runs each step's tasks concurrently and records the step.
+
+One append per step: the step's node results and the routing decision go in one batch,
+committed before the next step's nodes run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, final
+
+import anyio
+import msgspec
+
+from .chain import Chain, verify
+from .clock import Clock, IdSource, RandomIds, SystemClock
+from .errors import ConfigError, DefinitionChanged, RunNotFound
+from .events import (
+    Event,
+    GraphStarted,
+    LimitExceeded,
+    Limits,
+    NodeFailed,
+    NodeFinished,
+    Principal,
+    RunCancelled,
+    RunFailed,
+    RunResumed,
+    StepRouted,
+    Task,
+    encode_event,
+)
+from .graph import CompiledGraph, GraphState, apply_graph, fold_graph
+from .protocols import Cipher, Store
+from .replay import Divergence, ReplayReport
+from .runlog import decode_stored, sealer
+
+__all__ = ["GraphEngine", "GraphResult"]
+
+_encoder = msgspec.json.Encoder(order="deterministic")
+
+
+class GraphResult(msgspec.Struct, frozen=True):
+    run_id: str
+    phase: str
+    state: dict[str, Any]
+    steps: int
+    reason: str = ""
+
+
+class _GraphRun:
+    __slots__ = ("run_id", "state", "chain", "pending")
+
+    def __init__(self, run_id: str, state: GraphState, chain: Chain) -> None:
+        self.run_id, self.state, self.chain = run_id, state, chain
+        self.pending: list[Event] = []
+
+
+@final
+class GraphEngine:
+    """Runs a compiled graph on a store; resumes and replays its runs."""
+
+    def __init__(
+        self,
+        store: Store,
+        graph: CompiledGraph,
+        *,
+        limits: Limits | None = None,
+        clock: Clock | None = None,
+        ids: IdSource | None = None,
+        owner: str | None = None,
+        lease_ttl_s: float = 30.0,
+        cipher: Cipher | None = None,
+    ) -> None:
+        self.store, self.graph = store, graph
+        self.limits = limits or Limits()
+        self.clock = clock or SystemClock()
+        self.ids = ids or RandomIds()
+        self.owner = owner or RandomIds().new_id("engine")
+        self.lease_ttl_s = lease_ttl_s
+        self.cipher = cipher
+
+    async def start(self, state: Mapping[str, Any], *, principal: Principal, limits: Limits | None = None,
+                    run_id: str | None = None) -> GraphResult:
+        try:
+            initial = _encoder.encode(dict(state)).decode()
+        except TypeError as exc:
+            raise ConfigError(f"the graph's initial state is not JSON-encodable: {exc}") from exc
+        run_id = run_id or self.ids.new_id("run")
+        if await self.store.read(run_id):
+            raise ConfigError(f"run {run_id!r} already exists; resume it instead")
+        run = _GraphRun(run_id, GraphState(), Chain(run_id))
+        await self.store.acquire_lease(run_id, self.owner, self.lease_ttl_s)
+        self._add(run, GraphStarted(
+            at=self.clock.now_us(), graph=self.graph.name, definition=self.graph.definition, state=initial,
+            principal=principal, limits=limits or self.limits, first=self.graph.first_tasks(),
+        ))
+        return await self._drive(run)
+
+    async def resume(self, run_id: str) -> GraphResult:
+        """Continue a graph run from its log: the step it was in runs again."""
+        await self.store.acquire_lease(run_id, self.owner, self.lease_ttl_s)
+        try:
+            events, chain = await self._load(run_id)
+            state = fold_graph(self.graph, events)
+            if state.definition != self.graph.definition:
+                raise DefinitionChanged(run_id, state.definition, self.graph.definition)
+        except BaseException:
+            await self.store.release_lease(run_id, self.owner)
+            raise
+        run = _GraphRun(run_id, state, chain)
+        if not state.terminal:
+            self._add(run, RunResumed(at=self.clock.now_us(), owner=self.owner))
+        return await self._drive(run)
+
+    async def replay(self, run_id: str) -> ReplayReport:
+        """Fold the run again and route every step again with this graph; node results come
+        from the log. Reports the first step whose routing differs."""
+        events, _ = await self._load(run_id)
+        state = GraphState()
+        for seq, event in enumerate(events):
+            if isinstance(event, StepRouted) and state.phase == "running":
+                updates = {(f.node, f.item): msgspec.json.decode(f.update) for f in state.results}
+                merged = self.graph.merge(state.state, [updates[(t.node, t.item)] for t in state.tasks
+                                                        if (t.node, t.item) in updates])
+                got = StepRouted(at=event.at, step=state.step, next=self.graph.route_after(state.tasks, merged))
+                if encode_event(got) != encode_event(event):
+                    return ReplayReport(run_id, seq, Divergence(seq, encode_event(event).decode(),
+                                                                encode_event(got).decode()))
+            state = apply_graph(self.graph, state, event)
+        return ReplayReport(run_id, len(events))
+
+    async def _load(self, run_id: str) -> tuple[list[Event], Chain]:
+        stored = await self.store.read(run_id)
+        if not stored:
+            raise RunNotFound(run_id)
+        verify(stored)
+        return [decode_stored(s, self.cipher) for s in stored], Chain.after(run_id, stored)
+
+    def _add(self, run: _GraphRun, event: Event) -> None:
+        run.state = apply_graph(self.graph, run.state, event)
+        run.pending.append(event)
+
+    async def _flush(self, run: _GraphRun) -> None:
+        if run.pending:
+            sealed = run.chain.seal(run.pending, sealer(self.cipher))
+            await self.store.append(sealed)
+            run.chain.advance(sealed)
+            run.pending.clear()
+
+    async def _drive(self, run: _GraphRun) -> GraphResult:
+        try:
+            try:
+                while not run.state.terminal:
+                    exceeded = self._check_limits(run.state)
+                    if exceeded is not None:
+                        self._add(run, exceeded)
+                        break
+                    await self._flush(run)  # the step to run is committed before its nodes run
+                    for event in await self._step(run.state):
+                        self._add(run, event)
+            except anyio.get_cancelled_exc_class():
+                with anyio.CancelScope(shield=True):
+                    self._add(run, RunCancelled(at=self.clock.now_us(), reason="the task driving the run was cancelled"))
+                    await self._flush(run)
+                raise
+            await self._flush(run)
+        finally:
+            with anyio.CancelScope(shield=True):
+                await self.store.release_lease(run.run_id, self.owner)
+        s = run.state
+        return GraphResult(run.run_id, s.phase, s.state, s.step, s.reason)
+
+    def _check_limits(self, s: GraphState) -> LimitExceeded | None:
+        limits, at = s.limits, s.last_at
+        if s.step >= limits.max_steps:
+            return LimitExceeded(at=at, limit="max_steps", value=s.step, ceiling=limits.max_steps)
+        if limits.deadline_s is not None and (s.last_at - s.started_at) / 1e6 > limits.deadline_s:
+            return LimitExceeded(at=at, limit="deadline", value=(s.last_at - s.started_at) / 1e6,
+                                 ceiling=limits.deadline_s)
+        return None
+
+    async def _step(self, s: GraphState) -> list[Event]:
+        """Run the step's tasks concurrently; record results in task order, then route."""
+        results: list[Event | None] = [None] * len(s.tasks)
+
+        async def one(i: int) -> None:
+            results[i] = await self._run_task(s, s.tasks[i])
+
+        if len(s.tasks) == 1:
+            await one(0)
+        else:
+            async with anyio.create_task_group() as tg:
+                for i in range(len(s.tasks)):
+                    tg.start_soon(one, i)
+        events = [r for r in results if r is not None]
+        if any(isinstance(e, NodeFailed) for e in events):
+            return [next(e for e in events if isinstance(e, NodeFailed))]
+        finished = [e for e in events if isinstance(e, NodeFinished)]
+        merged = self.graph.merge(s.state, [msgspec.json.decode(f.update) for f in finished])
+        try:
+            nxt = self.graph.route_after(s.tasks, merged)
+        except Exception as exc:  # a route function that raises or picks an unknown node
+            return [*finished, RunFailed(at=self.clock.now_us(), code="route_error", reason=str(exc))]
+        return [*finished, StepRouted(at=self.clock.now_us(), step=s.step, next=nxt)]
+
+    async def _run_task(self, s: GraphState, task: Task) -> Event:
+        node = self.graph.nodes[task.node]
+        view = dict(s.state)
+        if task.item:
+            view["item"] = msgspec.json.decode(task.item)
+        timeout = node.timeout_s if node.timeout_s is not None else s.limits.tool_timeout_s
+        begin = self.clock.now_us()
+        errors: list[str] = []
+        timeouts = 0
+        for attempt in range(1, node.retry.attempts + 1):
+            if attempt > 1:
+                await anyio.sleep(node.retry.delay_before(attempt))
+            try:
+                with anyio.fail_after(timeout if timeout is not None else float("inf")):
+                    update = await node.fn(view)
+                encoded = _encoder.encode(dict(update)).decode()
+            except TimeoutError:
+                timeouts += 1
+                errors.append(f"timed out after {timeout:g} s")
+                continue
+            except Exception as exc:  # a node's failure is recorded; the run fails with it
+                errors.append(f"{type(exc).__name__}: {exc}")
+                continue
+            now = self.clock.now_us()
+            return NodeFinished(at=now, step=s.step, node=task.node, item=task.item, update=encoded,
+                                attempts=attempt, latency_us=now - begin)
+        now = self.clock.now_us()
+        return NodeFailed(at=now, step=s.step, node=task.node, item=task.item, error="; ".join(errors),
+                          timed_out=timeouts == node.retry.attempts, attempts=node.retry.attempts,
+                          latency_us=now - begin)
