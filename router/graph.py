@@ -106,7 +106,7 @@ class Graph:
 
     def route(self, src: str, fn: Callable[[State], str | Sequence[str]], *, targets: Iterable[str]) -> None:
         """After ``src``, go where ``fn(state)`` says: one of ``targets`` (or several, to fan out)."""
-        self._set(src, _Edges("route", tuple(targets), fn=fn))
+        self._set(src, _Edges("route", tuple(sorted(targets)), fn=fn))  # sorted: a set has no stable order
 
     def fanout(self, src: str, branches: Sequence[str], *, then: str) -> None:
         """After ``src``, run ``branches`` in parallel, then ``then`` once with all their updates."""

@@ -228,3 +228,22 @@ async def test_cancelling_a_graph_run_records_it() -> None:
         await started.wait()
         tg.cancel_scope.cancel()
     assert [s.kind for s in await store.read("r")][-1] == "run_cancelled"
+
+
+def test_definitions_do_not_depend_on_the_process() -> None:
+    import os
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; sys.path.insert(0, 'tests'); from test_graph import triage; "
+        "from router.demo import demo_engine; from router import MemoryStore; import tempfile, os; "
+        "print(triage().compile().definition, demo_engine(MemoryStore(), os.path.join(tempfile.mkdtemp(), 'c.db')).definition)"
+    )
+    root = Path(__file__).resolve().parents[1]
+    outputs = {
+        subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, check=True,
+                       env={**os.environ, "PYTHONHASHSEED": seed}).stdout
+        for seed in ("1", "2", "3")
+    }
+    assert len(outputs) == 1

@@ -21,10 +21,10 @@ CHILD = Path(__file__).with_name("crash_child.py")
 ROUTER = [sys.executable, "-m", "router.cli"]
 
 
-def run_child(log: Path, ledger: Path, kill_at: random.Random | None) -> str:
+def run_child(log: Path, ledger: Path, kill_at: random.Random | None, child: Path = CHILD) -> str:
     """Run the child until it ends (returns its result line) or is killed ("killed")."""
     with subprocess.Popen(
-        [sys.executable, str(CHILD), str(log), str(ledger), "run"],
+        [sys.executable, str(child), str(log), str(ledger), "run"],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1,
     ) as proc:
         assert proc.stdin is not None and proc.stdout is not None
@@ -118,3 +118,45 @@ def test_resume_after_kill_matches_an_uninterrupted_run(tmp_path: Path, seed: in
     assert expected[0] is Phase.DONE
     assert ledger_effects(ledger) == list(range(3, 31, 3))  # every transfer exactly once
     assert {"supply", "retry"} <= set(decisions)  # both sides of the side-effect window were hit
+
+
+GRAPH_CHILD = Path(__file__).with_name("graph_child.py")
+
+
+def graph_log(log: Path) -> list[bytes]:
+    """The graph run's events, resumptions and timings set aside."""
+    from msgspec.structs import replace
+
+    from router.events import RunResumed, decode_event, encode_event
+
+    async def read() -> list[bytes]:
+        async with SqliteStore.open(log) as store:
+            stored = await store.read("run")
+        verify(stored)
+        out = []
+        for s in stored:
+            event = decode_event(s.payload)
+            if isinstance(event, RunResumed):
+                continue
+            event = replace(event, at=0)
+            if hasattr(event, "latency_us"):
+                event = replace(event, latency_us=0)
+            out.append(encode_event(event))
+        return out
+
+    return anyio.run(read)
+
+
+def test_a_graph_fanout_killed_and_resumed_matches_an_uninterrupted_run(tmp_path: Path) -> None:
+    assert run_child(tmp_path / "ref.db", tmp_path / "x", None, GRAPH_CHILD) == "done"
+    expected = graph_log(tmp_path / "ref.db")
+    rng = random.Random(7)
+    kills = 0
+    for _ in range(300):
+        outcome = run_child(tmp_path / "killed.db", tmp_path / "x", rng, GRAPH_CHILD)
+        if outcome != "killed":
+            assert outcome == "done"
+            break
+        kills += 1
+    assert kills >= 10, kills
+    assert graph_log(tmp_path / "killed.db") == expected
