@@ -177,10 +177,61 @@ class PlainState(TypedDict, total=False):
     answer: str  # the model's final text
 
 
+class FanoutState(TypedDict, total=False):
+    results: Annotated[list[int], operator.add]  # each branch appends its index
+    total: int  # the join's sum of results
+
+
 class PlainGraphPeer(_GraphPeer):
     """A hand-written StateGraph: model -> (tools -> model)* -> END over a TypedDict state."""
 
     system = "langgraph-plain"
+
+    def fanout(self, store: str, *, branches: int, runs: int, tmp: Path) -> Samples:
+        """``runs`` runs of start -> ``branches`` parallel branches (one superstep) -> join -> END.
+        A step is one node execution, so a run has ``branches + 2`` steps."""
+        from langgraph.graph import END, START, StateGraph
+
+        def start(state: FanoutState) -> FanoutState:
+            return {}
+
+        def branch(i: int) -> Any:
+            def run(state: FanoutState) -> FanoutState:
+                return {"results": [i]}
+
+            return run
+
+        def join(state: FanoutState) -> FanoutState:
+            return {"total": sum(state["results"])}
+
+        def args() -> tuple[FanoutState, RunnableConfig]:
+            return {"results": []}, {"configurable": {"thread_id": uuid.uuid4().hex}}
+
+        steps = branches + 2
+        with _open_store(store, tmp, f"{self.system}-fanout") as backend:
+            builder = StateGraph(FanoutState)
+            builder.add_node("start", start)
+            builder.add_node("join", join)
+            builder.add_edge(START, "start")
+            for i in range(branches):
+                builder.add_node(f"b{i}", branch(i))
+                builder.add_edge("start", f"b{i}")
+                builder.add_edge(f"b{i}", "join")
+            builder.add_edge("join", END)
+            graph = builder.compile(checkpointer=backend.saver)
+            for i in range(WARMUP_RUNS):
+                final = graph.invoke(*args())
+                if i == 0:
+                    assert sorted(final["results"]) == list(range(branches)), (self.system, final)
+                    assert final["total"] == sum(range(branches)), (self.system, final)
+            commits = backend.count_commits(lambda: graph.invoke(*args())) / steps
+            per_step: list[float] = []
+            for _ in range(runs):
+                state, config = args()
+                begin = time.perf_counter_ns()
+                graph.invoke(state, config)
+                per_step.append((time.perf_counter_ns() - begin) / 1000 / steps)
+        return Samples(per_step_us=per_step, commits_per_step=commits, bytes_per_step=None)
 
     def _compile(
         self, *, steps: int, calls: int, marks: list[int], checkpointer: BaseCheckpointSaver[Any] | None
