@@ -15,13 +15,15 @@ Times are wall-clock per run divided by the run's steps, in microseconds.
 from __future__ import annotations
 
 import sqlite3
+from dataclasses import dataclass
+from typing import Any
 from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
 
 import msgspec
 
-__all__ = ["Peer", "Samples", "add", "count_commits", "expected_results", "fake_turn", "stored_bytes"]
+__all__ = ["Backend", "Peer", "Samples", "add", "count_commits", "expected_results", "fake_turn", "stored_bytes"]
 
 
 class Samples(msgspec.Struct):
@@ -111,3 +113,22 @@ def count_commits(conn: sqlite3.Connection | None, run: Callable[[], object]) ->
     finally:
         conn.set_trace_callback(None)
     return float(counter.count)
+
+
+@dataclass
+class Backend:
+    """A peer's persistence for one store name (its checkpointer or persister, or None) and
+    the SQLite file behind it, if any."""
+
+    saver: Any
+    conn: sqlite3.Connection | None = None
+    path: Path | None = None
+
+    def file_bytes(self) -> int:
+        """What the database stores, its WAL checkpointed."""
+        assert self.path is not None
+        return stored_bytes(self.path)
+
+    def count_commits(self, run: Callable[[], object]) -> float:
+        """Write transactions made by one call of ``run`` (0 where nothing persists)."""
+        return count_commits(self.conn, run)

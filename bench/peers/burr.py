@@ -15,13 +15,12 @@ import importlib.metadata
 import sqlite3
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import Peer, Samples, add, count_commits, expected_results, fake_turn, stored_bytes
+from . import Backend, Peer, Samples, add, expected_results, fake_turn
 
 if TYPE_CHECKING:
     from burr.core import Application, ApplicationBuilder, State
@@ -43,28 +42,10 @@ def _version() -> str | None:
 
 
 
-@dataclass
-class _Store:
-    """A persister for one store name, and the SQLite file behind it, if any."""
-
-    persister: SQLitePersister | None
-    conn: sqlite3.Connection | None = None
-    path: Path | None = None
-
-    def file_bytes(self) -> int:
-        """What the database stores, its WAL checkpointed."""
-        assert self.path is not None
-        return stored_bytes(self.path)
-
-    def count_commits(self, run: Callable[[], object]) -> float:
-        """Write transactions made by one call of ``run`` (0 where nothing persists)."""
-        return count_commits(self.conn, run)
-
-
 @contextmanager
-def _open_store(store: str, tmp: Path, stem: str) -> Iterator[_Store]:
+def _open_store(store: str, tmp: Path, stem: str) -> Iterator[Backend]:
     if store == "memory":
-        yield _Store(None)
+        yield Backend(None)
     elif store == "sqlite":
         from burr.core.persistence import SQLLitePersister
 
@@ -77,7 +58,7 @@ def _open_store(store: str, tmp: Path, stem: str) -> Iterator[_Store]:
             assert conn.execute("PRAGMA journal_mode=WAL").fetchone()[0] == "wal"
             persister = SQLLitePersister(db_path=str(path), connection=conn)
             persister.initialize()  # creates the table
-            yield _Store(persister, conn, path)
+            yield Backend(persister, conn, path)
         finally:
             conn.close()
     else:
@@ -166,16 +147,16 @@ class BurrPeer:
         graph = _graph(steps, calls, marks)
         with _open_store(store, tmp, self.system) as backend:
             for i in range(WARMUP_RUNS):
-                state = self._run(self._app(graph, backend.persister))
+                state = self._run(self._app(graph, backend.saver))
                 if i == 0:
                     self._check(state, marks, steps, calls)
                 marks.clear()
-            app = self._app(graph, backend.persister)
+            app = self._app(graph, backend.saver)
             commits = backend.count_commits(lambda: self._run(app)) / (steps + 1)
             per_step: list[float] = []
             for _ in range(runs):
                 marks.clear()
-                app = self._app(graph, backend.persister)
+                app = self._app(graph, backend.saver)
                 begin = time.perf_counter_ns()
                 app.run(halt_after=["respond"])
                 per_step.append((time.perf_counter_ns() - begin) / 1000 / (steps + 1))
@@ -186,7 +167,7 @@ class BurrPeer:
         marks: list[int] = []
         graph = _graph(steps, 1, marks)
         with _open_store(store, tmp, f"{self.system}-long") as backend:
-            state = self._run(self._app(graph, backend.persister))
+            state = self._run(self._app(graph, backend.saver))
             self._check(state, marks, steps, 1)
             self.last_bytes_per_step = backend.file_bytes() / steps if backend.path is not None else None
         return [(b - a) / 1000 for a, b in zip(marks, marks[1:])]

@@ -16,13 +16,12 @@ import operator
 import sqlite3
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, TypedDict
 
-from . import Peer, Samples, add, count_commits, expected_results, fake_turn, stored_bytes
+from . import Backend, Peer, Samples, add, expected_results, fake_turn
 
 if TYPE_CHECKING:
     from langchain_core.runnables import RunnableConfig
@@ -42,32 +41,14 @@ def _version(dist: str) -> str | None:
 
 
 
-@dataclass
-class _Store:
-    """A checkpointer for one store name, and the SQLite file behind it, if any."""
-
-    saver: BaseCheckpointSaver[Any] | None
-    conn: sqlite3.Connection | None = None
-    path: Path | None = None
-
-    def file_bytes(self) -> int:
-        """What the database stores, its WAL checkpointed."""
-        assert self.path is not None
-        return stored_bytes(self.path)
-
-    def count_commits(self, run: Callable[[], object]) -> float:
-        """Write transactions made by one call of ``run`` (0 where nothing persists)."""
-        return count_commits(self.conn, run)
-
-
 @contextmanager
-def _open_store(store: str, tmp: Path, stem: str) -> Iterator[_Store]:
+def _open_store(store: str, tmp: Path, stem: str) -> Iterator[Backend]:
     if store == "none":
-        yield _Store(None)
+        yield Backend(None)
     elif store == "memory":
         from langgraph.checkpoint.memory import InMemorySaver
 
-        yield _Store(InMemorySaver())
+        yield Backend(InMemorySaver())
     elif store == "sqlite":
         from langgraph.checkpoint.sqlite import SqliteSaver
 
@@ -80,7 +61,7 @@ def _open_store(store: str, tmp: Path, stem: str) -> Iterator[_Store]:
             saver = SqliteSaver(conn)
             saver.setup()  # creates the tables and runs PRAGMA journal_mode=WAL
             assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-            yield _Store(saver, conn, path)
+            yield Backend(saver, conn, path)
         finally:
             conn.close()
     else:
