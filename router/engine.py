@@ -53,7 +53,7 @@ from .fsm import (
 from .limits import PriceTable
 from .protocols import Cipher, Model, ModelTurn, Observer, Store
 from .replay import ReplayReport, replay_events
-from .tools import Retry, Tools, encode_result, record_calls
+from .tools import Retry, ToolContext, ToolOutput, Tools, encode_result, record_calls
 from .runlog import load_run
 from .transcript import Transcript
 
@@ -168,8 +168,11 @@ class Engine:
         principal: Principal | dict[str, Any],
         limits: Limits | None = None,
         run_id: str | None = None,
+        parent_run_id: str = "",
     ) -> RunResult:
-        """Start a run and drive it until it ends or waits for a reviewer."""
+        """Start a run and drive it until it ends or waits for a reviewer.
+
+        parent_run_id: for a child agent, the run that spawned it (recorded in its log)."""
         try:
             if isinstance(messages, str):
                 opening: tuple[Message, ...] = (Message(role="user", content=messages),)
@@ -189,6 +192,7 @@ class Engine:
             at=self.clock.now_us(), messages=opening, principal=principal,
             limits=limits or self.limits, model=self.model.name, tools=self.tools.names,
             definition=self.definition, redaction=self.redaction.names(), agent=self.agent, review=self.review,
+            parent_run_id=parent_run_id,
         ))
         return await self._drive(run)
 
@@ -389,6 +393,7 @@ class Engine:
         if args is None:  # decided by another process before a crash
             args = t.decode(started.arguments)
         timeout = t.timeout_s if t.timeout_s is not None else run.state.limits.tool_timeout_s
+        context = ToolContext(run.run_id, started.call_id, run.state.principal) if t.context_param else None
         begin = self.clock.now_us()
         errors: list[str] = []
         timeouts = 0
@@ -397,13 +402,13 @@ class Engine:
                 await anyio.sleep(t.retry.delay_before(attempt))
             try:
                 if t.inline and not t.is_async:  # runs to completion on the loop: no timeout applies
-                    value = t.call(args)
+                    value = t.call(args, context)
                 else:
                     with anyio.fail_after(timeout if timeout is not None else float("inf")):
                         if t.is_async:
-                            value = await t.call(args)
+                            value = await t.call(args, context)
                         else:
-                            value = await anyio.to_thread.run_sync(t.call, args, abandon_on_cancel=True)
+                            value = await anyio.to_thread.run_sync(t.call, args, context, abandon_on_cancel=True)
             except TimeoutError:
                 timeouts += 1
                 errors.append(f"timed out after {timeout:g} s")
@@ -412,6 +417,8 @@ class Engine:
                 errors.append(f"{type(exc).__name__}: {exc}")
                 continue
             now = self.clock.now_us()
+            spent = value if isinstance(value, ToolOutput) else ToolOutput(None)
+            value = spent.result if isinstance(value, ToolOutput) else value
             try:
                 result = encode_result(value)
             except (TypeError, ValueError) as exc:
@@ -421,6 +428,7 @@ class Engine:
                 )
             return ToolSucceeded(
                 at=now, call_id=started.call_id, tool=t.name, result=result, latency_us=now - begin, attempts=attempt,
+                usage=spent.usage, cost_nusd=spent.cost_nusd, child_run_id=spent.child_run_id,
             )
         return ToolFailed(
             at=self.clock.now_us(), call_id=started.call_id, tool=t.name, error="; ".join(errors),

@@ -166,6 +166,7 @@ class RunStarted(Event, frozen=True, tag="run_started"):
     redaction: tuple[str, ...] = ()  # what the stored copy of every event has redacted
     agent: str = ""  # the name of the agent (the engine) that runs it
     review: ReviewRules = ReviewRules()
+    parent_run_id: str = ""  # the run that spawned this one, for a child agent
 
 
 class ModelResponded(Event, frozen=True, tag="model_responded"):
@@ -210,7 +211,9 @@ class ToolSucceeded(Event, frozen=True, tag="tool_succeeded"):
     result: str  # JSON
     latency_us: int = 0
     attempts: int = 1
-    supplied_by: str = ""  # a reviewer supplied this result instead of running the tool
+    usage: Usage = Usage()  # tokens the tool spent (a child agent's), counted against the run
+    cost_nusd: int = 0
+    child_run_id: str = ""  # the child run that produced the result
 
 
 class ToolFailed(Event, frozen=True, tag="tool_failed"):

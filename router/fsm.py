@@ -260,9 +260,14 @@ def _tool_ended(state: RunState, event: ToolSucceeded | ToolFailed, at: int) -> 
         if event.timed_out:
             return _settle(state, i, done, at, timed_out=event.call_id, failures_in_a_row=failures)
         return _settle(state, i, done, at, failures_in_a_row=failures)
+    extra: dict[str, Any] = {}
+    if event.usage.input_tokens or event.usage.output_tokens or event.cost_nusd:  # a child agent's spend
+        extra["usage"] = Usage(input_tokens=state.usage.input_tokens + event.usage.input_tokens,
+                               output_tokens=state.usage.output_tokens + event.usage.output_tokens)
+        extra["cost_nusd"] = state.cost_nusd + event.cost_nusd
     if event.tool in state.review.after_tools:
-        return _settle(state, i, done, at, failures_in_a_row=0, after_review=state.after_review + (event.call_id,))
-    return _settle(state, i, done, at, failures_in_a_row=0)
+        extra["after_review"] = state.after_review + (event.call_id,)
+    return _settle(state, i, done, at, failures_in_a_row=0, **extra)
 
 
 def _interrupted(state: RunState, event: RunInterrupted, at: int) -> RunState:

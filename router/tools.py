@@ -17,13 +17,32 @@ import msgspec
 
 from .access import Policy
 from .errors import ConfigError
-from .events import Principal, ToolCall, ToolCallDenied, ToolCallRejected, ToolStarted
+from .events import Principal, ToolCall, ToolCallDenied, ToolCallRejected, ToolStarted, Usage
 from .protocols import ProposedCall
 
-__all__ = ["Retry", "Tool", "Tools", "encode_result", "record_calls", "tool"]
+__all__ = ["Retry", "Tool", "ToolContext", "ToolOutput", "Tools", "encode_result", "record_calls", "tool"]
 
 _NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _encoder = msgspec.json.Encoder(order="deterministic")
+
+
+class ToolContext(msgspec.Struct, frozen=True):
+    """What a tool may ask for by declaring a parameter of this type (it is not shown to
+    the model): the run and call it serves, and who the run acts for."""
+
+    run_id: str
+    call_id: str
+    principal: Principal
+
+
+class ToolOutput(msgspec.Struct, frozen=True):
+    """A result that also reports what producing it cost (a child agent's tokens and cost
+    count against the parent run's budgets) and the child run that produced it."""
+
+    result: Any
+    usage: Usage = Usage()
+    cost_nusd: int = 0
+    child_run_id: str = ""
 
 
 class Retry(msgspec.Struct, frozen=True):
@@ -50,7 +69,7 @@ class Tool:
     """A registered tool. Build one with the ``tool`` decorator."""
 
     __slots__ = (
-        "name", "description", "fn", "args_type", "takes_struct", "is_async", "inline",
+        "name", "description", "fn", "args_type", "takes_struct", "context_param", "is_async", "inline",
         "idempotent", "permissions", "timeout_s", "retry", "max_argument_bytes", "decoder", "schema",
     )
 
@@ -79,7 +98,7 @@ class Tool:
         self.timeout_s = timeout_s
         self.retry = retry or Retry()
         self.max_argument_bytes = max_argument_bytes
-        self.args_type, self.takes_struct = _args_type(fn, self.name)
+        self.args_type, self.takes_struct, self.context_param = _args_type(fn, self.name)
         try:
             self.decoder: msgspec.json.Decoder[Any] = msgspec.json.Decoder(self.args_type)
             parameters = _parameters_schema(self.args_type)
@@ -90,11 +109,14 @@ class Tool:
             "function": {"name": self.name, "description": self.description, "parameters": parameters},
         }
 
-    def call(self, args: Any) -> Any:
+    def call(self, args: Any, context: ToolContext | None = None) -> Any:
         """Invoke the function with decoded arguments (awaitable if the tool is async)."""
         if self.takes_struct:
-            return self.fn(args)
-        return self.fn(**msgspec.structs.asdict(args))
+            return self.fn(args, **({self.context_param: context} if self.context_param else {}))
+        kwargs = msgspec.structs.asdict(args)
+        if self.context_param:
+            kwargs[self.context_param] = context
+        return self.fn(**kwargs)
 
     def decode(self, arguments: str) -> Any:
         return self.decoder.decode(arguments)
@@ -152,18 +174,22 @@ def tool(
     return declare if fn is None else declare(fn)
 
 
-def _args_type(fn: Callable[..., Any], name: str) -> tuple[type[msgspec.Struct], bool]:
+def _args_type(fn: Callable[..., Any], name: str) -> tuple[type[msgspec.Struct], bool, str]:
+    """The arguments' Struct, whether the function takes it whole, and the name of its
+    ToolContext parameter ("" if none)."""
     try:
         hints = get_type_hints(fn, include_extras=True)
     except Exception as exc:
         raise ConfigError(f"tool {name!r}: cannot resolve type hints: {exc}") from exc
     params = list(inspect.signature(fn).parameters.values())
+    context = next((p.name for p in params if hints.get(p.name) is ToolContext), "")
+    params = [p for p in params if p.name != context]
     if len(params) == 1 and isinstance(hints.get(params[0].name), type) and issubclass(
         hints[params[0].name], msgspec.Struct
     ):
         base = hints[params[0].name]
         strict = msgspec.defstruct(base.__name__, [], bases=(base,), forbid_unknown_fields=True)
-        return strict, True
+        return strict, True, context
     fields: list[tuple[str, Any] | tuple[str, Any, Any]] = []
     for p in params:
         if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD, p.POSITIONAL_ONLY):
@@ -175,7 +201,7 @@ def _args_type(fn: Callable[..., Any], name: str) -> tuple[type[msgspec.Struct],
         else:
             fields.append((p.name, hints[p.name], p.default))
     struct_name = "".join(part.capitalize() for part in re.split(r"[_-]", name)) + "Args"
-    return msgspec.defstruct(struct_name, fields, forbid_unknown_fields=True, kw_only=True), False
+    return msgspec.defstruct(struct_name, fields, forbid_unknown_fields=True, kw_only=True), False, context
 
 
 def _parameters_schema(args_type: type[msgspec.Struct]) -> dict[str, Any]:

@@ -1,0 +1,149 @@
+"""Agents as tools of agents: child runs linked to their parents, budgets that roll up,
+resume that finds the child again, and no child left behind."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+
+from router import (
+    Engine,
+    Limits,
+    MemoryStore,
+    Message,
+    ModelTurn,
+    Phase,
+    Principal,
+    ReviewRules,
+    ScriptedModel,
+    Tools,
+    Usage,
+    load_run,
+    tool,
+)
+from router.agents import agent_tool
+from router.models.scripted import call, say
+from router.protocols import Store
+
+pytestmark = pytest.mark.anyio
+ROOT = Path(__file__).resolve().parents[1]
+USER = Principal(id="u")
+U = Usage(input_tokens=300, output_tokens=30)
+
+
+def worker(store: Store, script: Any, *tools: Any, **options: Any) -> Engine:
+    model = script if isinstance(script, ScriptedModel) else ScriptedModel(script)
+    return Engine(store, model, Tools(tools), owner="w", agent="worker", **options)
+
+
+def boss(store: Store, child: Engine, script: Any, **options: Any) -> Engine:
+    model = script if isinstance(script, ScriptedModel) else ScriptedModel(script)
+    return Engine(store, model, Tools([agent_tool(child, name="delegate", description="Give a task to the worker.")]),
+                  owner="b", agent="boss", **options)
+
+
+async def test_a_child_run_is_linked_both_ways_and_its_spend_rolls_up() -> None:
+    store = MemoryStore()
+    child = worker(store, [say("done the task", usage=U)])
+    parent = boss(store, child, [call("delegate", '{"task": "do it"}', usage=U), say("all done", usage=U)])
+    result = await parent.start("go", principal=USER, run_id="p")
+    assert result.phase is Phase.DONE and result.usage.total_tokens == 3 * 330
+    child_events, child_state, _ = await load_run(store, "p/call_1_0")
+    assert child_events[0].parent_run_id == "p" and child_state.output == "done the task"  # type: ignore[attr-defined]
+    parent_events, _, _ = await load_run(store, "p")
+    succeeded = [e for e in parent_events if type(e).__name__ == "ToolSucceeded"][0]
+    assert succeeded.child_run_id == "p/call_1_0" and succeeded.usage.total_tokens == 330  # type: ignore[attr-defined]
+    assert (await parent.replay("p")).identical and (await child.replay("p/call_1_0")).identical
+
+
+async def test_a_childs_tokens_count_against_the_parents_budget() -> None:
+    store = MemoryStore()
+    big = Usage(input_tokens=5000, output_tokens=0)
+    child = worker(store, [say("expensive", usage=big)])
+    parent = boss(store, child, [call("delegate", '{"task": "x"}'), say("never")])
+    result = await parent.start("go", principal=USER, limits=Limits(max_total_tokens=1000))
+    assert result.phase is Phase.LIMIT_EXCEEDED and result.reason.startswith("max_total_tokens")
+
+
+class Crash(BaseException):
+    pass
+
+
+async def test_a_resumed_parent_resumes_its_child_instead_of_starting_another() -> None:
+    store = MemoryStore()
+    calls = 0
+
+    def flaky_worker(messages: Sequence[Message]) -> ModelTurn:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise Crash  # the process dies inside the child
+        return say("finished after the crash")
+
+    child = worker(store, ScriptedModel(flaky_worker))
+    parent = boss(store, child, [call("delegate", '{"task": "x"}'), say("ok")])
+    with pytest.raises(Crash):
+        await parent.start("go", principal=USER, run_id="p")
+    for run_id, owner in (("p", "b"), ("p/call_1_0", "w")):
+        await store.release_lease(run_id, owner)
+    result = await parent.resume("p")
+    assert result.phase is Phase.DONE
+    assert sorted(r.run_id for r in await store.runs()) == ["p", "p/call_1_0"]  # one child, resumed
+    _, child_state, _ = await load_run(store, "p/call_1_0")
+    assert child_state.output == "finished after the crash"
+
+
+async def test_cancelling_the_parent_cancels_the_child() -> None:
+    store = MemoryStore()
+    inside = anyio.Event()
+
+    @tool(idempotent=True)
+    async def wait() -> str:
+        inside.set()
+        await anyio.sleep_forever()
+        return ""
+
+    child = worker(store, [call("wait", "{}")], wait)
+    parent = boss(store, child, [call("delegate", '{"task": "x"}')])
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(lambda: parent.start("go", principal=USER, run_id="p"))
+        await inside.wait()
+        tg.cancel_scope.cancel()
+    for run_id in ("p", "p/call_1_0"):
+        _, state, _ = await load_run(store, run_id)
+        assert state.phase is Phase.CANCELLED, run_id
+
+
+async def test_a_child_that_stops_to_wait_is_ended_and_the_parent_hears_why() -> None:
+    store = MemoryStore()
+
+    @tool
+    async def pay() -> str:
+        return "paid"
+
+    child = worker(store, [call("pay", "{}"), say("paid")], pay, review=ReviewRules(before_tools=frozenset({"pay"})))
+    seen: list[str] = []
+
+    def parent_model(messages: Sequence[Message]) -> ModelTurn:
+        seen.append(messages[-1].content)
+        return call("delegate", '{"task": "pay"}') if len(seen) == 1 else say("could not pay")
+
+    result = await boss(store, child, ScriptedModel(parent_model)).start("go", principal=USER, run_id="p")
+    assert result.phase is Phase.DONE and "awaiting_review" in seen[-1]
+    _, child_state, _ = await load_run(store, "p/call_1_0")
+    assert child_state.phase is Phase.CANCELLED and "went on without it" in child_state.reason
+
+
+@pytest.mark.parametrize("example", ["supervisor_worker", "hierarchical"])
+def test_the_examples_run_offline(example: str, tmp_path: Path) -> None:
+    out = subprocess.run([sys.executable, str(ROOT / "examples" / f"{example}.py"), str(tmp_path / "log.db")],
+                         cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    assert "done" in out
+    if example == "hierarchical":
+        assert out.count("parent run_") == 3  # team lead, and its two specialists
