@@ -393,7 +393,10 @@ class Engine:
         if args is None:  # decided by another process before a crash
             args = t.decode(started.arguments)
         timeout = t.timeout_s if t.timeout_s is not None else run.state.limits.tool_timeout_s
-        context = ToolContext(run.run_id, started.call_id, run.state.principal) if t.context_param else None
+        context = (
+            ToolContext(run.run_id, started.call_id, run.state.principal, tuple(run.transcript.messages))
+            if t.context_param else None
+        )
         begin = self.clock.now_us()
         errors: list[str] = []
         timeouts = 0
@@ -428,7 +431,7 @@ class Engine:
                 )
             return ToolSucceeded(
                 at=now, call_id=started.call_id, tool=t.name, result=result, latency_us=now - begin, attempts=attempt,
-                usage=spent.usage, cost_nusd=spent.cost_nusd, child_run_id=spent.child_run_id,
+                usage=spent.usage, cost_nusd=spent.cost_nusd, child_run_id=spent.child_run_id, final=spent.final,
             )
         return ToolFailed(
             at=self.clock.now_us(), call_id=started.call_id, tool=t.name, error="; ".join(errors),

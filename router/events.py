@@ -214,6 +214,7 @@ class ToolSucceeded(Event, frozen=True, tag="tool_succeeded"):
     usage: Usage = Usage()  # tokens the tool spent (a child agent's), counted against the run
     cost_nusd: int = 0
     child_run_id: str = ""  # the child run that produced the result
+    final: bool = False  # a handoff: the result is the run's answer
 
 
 class ToolFailed(Event, frozen=True, tag="tool_failed"):

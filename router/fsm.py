@@ -267,7 +267,11 @@ def _tool_ended(state: RunState, event: ToolSucceeded | ToolFailed, at: int) -> 
         extra["cost_nusd"] = state.cost_nusd + event.cost_nusd
     if event.tool in state.review.after_tools:
         extra["after_review"] = state.after_review + (event.call_id,)
-    return _settle(state, i, done, at, failures_in_a_row=0, **extra)
+    settled = _settle(state, i, done, at, failures_in_a_row=0, **extra)
+    if event.final and settled.phase is Phase.AWAITING_MODEL:  # a handoff answered for the run
+        answer = msgspec.json.decode(event.result)
+        return replace(settled, phase=Phase.DONE, output=answer if isinstance(answer, str) else event.result)
+    return settled
 
 
 def _interrupted(state: RunState, event: RunInterrupted, at: int) -> RunState:
@@ -364,7 +368,7 @@ TABLE: dict[tuple[Phase, Kind], Entry] = {
     (Phase.RUNNING_TOOLS, Kind.TOOL_CALL_REJECTED): (_refused, (Phase.RUNNING_TOOLS, Phase.AWAITING_MODEL)),
     (Phase.RUNNING_TOOLS, Kind.TOOL_CALL_DENIED): (_refused, (Phase.RUNNING_TOOLS, Phase.AWAITING_MODEL)),
     (Phase.RUNNING_TOOLS, Kind.TOOL_STARTED): (_tool_started, (Phase.RUNNING_TOOLS,)),
-    (Phase.RUNNING_TOOLS, Kind.TOOL_SUCCEEDED): (_tool_ended, (Phase.RUNNING_TOOLS, Phase.AWAITING_MODEL)),
+    (Phase.RUNNING_TOOLS, Kind.TOOL_SUCCEEDED): (_tool_ended, (Phase.RUNNING_TOOLS, Phase.AWAITING_MODEL, Phase.DONE)),
     (Phase.RUNNING_TOOLS, Kind.TOOL_FAILED): (_tool_ended, (Phase.RUNNING_TOOLS, Phase.AWAITING_MODEL)),
     (Phase.RUNNING_TOOLS, Kind.RUN_INTERRUPTED): (_interrupted, (Phase.INTERRUPTED,)),
     (Phase.INTERRUPTED, Kind.TOOL_CALL_RESOLVED): (

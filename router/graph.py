@@ -19,6 +19,7 @@ Nodes must be safe to run again: a step cut short by a crash runs again on resum
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from hashlib import sha256
 from typing import Any, Literal, TypeAlias, final
@@ -33,6 +34,7 @@ from .events import (
     Limits,
     NodeFailed,
     NodeFinished,
+    Principal,
     RunCancelled,
     RunFailed,
     RunResumed,
@@ -41,11 +43,11 @@ from .events import (
 )
 from .tools import Retry
 
-__all__ = ["END", "CompiledGraph", "Graph", "GraphState", "add", "append", "apply_graph", "fold_graph", "merge", "replace"]
+__all__ = ["END", "CompiledGraph", "Graph", "GraphState", "NodeContext", "add", "append", "apply_graph", "fold_graph", "merge", "replace"]
 
 END = "__end__"
 State: TypeAlias = dict[str, Any]
-NodeFn: TypeAlias = Callable[[State], Awaitable[Mapping[str, Any]]]
+NodeFn: TypeAlias = Callable[..., Awaitable[Mapping[str, Any]]]  # (state) or (state, NodeContext)
 Reducer: TypeAlias = Callable[[Any, Any], Any]
 _encoder = msgspec.json.Encoder(order="deterministic")
 
@@ -68,11 +70,27 @@ def merge(old: Any, new: Any) -> Any:
     return {**(old or {}), **new}
 
 
+class NodeContext(msgspec.Struct, frozen=True):
+    """What a node may take as its second parameter: where it runs. ``key`` is unique and
+    stable within the run (node, step and item), for naming the child runs a node starts."""
+
+    run_id: str
+    step: int
+    node: str
+    item: str
+    principal: Principal
+
+    @property
+    def key(self) -> str:
+        return f"{self.node}.{self.step}" + (f".{sha256(self.item.encode()).hexdigest()[:8]}" if self.item else "")
+
+
 class _Node(msgspec.Struct, frozen=True):
     name: str
     fn: Any
     retry: Retry
     timeout_s: float | None
+    takes_context: bool = False
 
 
 class _Edges(msgspec.Struct, frozen=True):
@@ -96,7 +114,8 @@ class Graph:
     def add_node(self, name: str, fn: NodeFn, *, retry: Retry | None = None, timeout_s: float | None = None) -> None:
         if name == END or name in self._nodes:
             raise ConfigError(f"graph {self.name!r}: node {name!r} is already defined or reserved")
-        self._nodes[name] = _Node(name, fn, retry or Retry(), timeout_s)
+        takes_context = len(inspect.signature(fn).parameters) >= 2
+        self._nodes[name] = _Node(name, fn, retry or Retry(), timeout_s, takes_context)
 
     def start(self, node: str) -> None:
         self._start = node
@@ -248,6 +267,7 @@ class GraphState(msgspec.Struct, frozen=True):
     graph: str = ""
     definition: str = ""
     limits: Limits = Limits()
+    principal: Principal = Principal(id="")
 
     @property
     def terminal(self) -> bool:
@@ -267,7 +287,7 @@ def apply_graph(graph: CompiledGraph, s: GraphState, event: Event) -> GraphState
     if isinstance(event, GraphStarted):
         return GraphState(phase="running", state=msgspec.json.decode(event.state), tasks=event.first,
                           started_at=event.at, last_at=event.at, graph=event.graph, definition=event.definition,
-                          limits=event.limits)
+                          limits=event.limits, principal=event.principal)
     if s.terminal:
         return s
     if isinstance(event, NodeFinished):

@@ -17,7 +17,7 @@ import msgspec
 
 from .access import Policy
 from .errors import ConfigError
-from .events import Principal, ToolCall, ToolCallDenied, ToolCallRejected, ToolStarted, Usage
+from .events import Message, Principal, ToolCall, ToolCallDenied, ToolCallRejected, ToolStarted, Usage
 from .protocols import ProposedCall
 
 __all__ = ["Retry", "Tool", "ToolContext", "ToolOutput", "Tools", "encode_result", "record_calls", "tool"]
@@ -33,6 +33,7 @@ class ToolContext(msgspec.Struct, frozen=True):
     run_id: str
     call_id: str
     principal: Principal
+    messages: tuple[Message, ...] = ()  # the conversation so far, for a handoff
 
 
 class ToolOutput(msgspec.Struct, frozen=True):
@@ -43,6 +44,7 @@ class ToolOutput(msgspec.Struct, frozen=True):
     usage: Usage = Usage()
     cost_nusd: int = 0
     child_run_id: str = ""
+    final: bool = False  # the result is the run's answer (a handoff): the run ends with it
 
 
 class Retry(msgspec.Struct, frozen=True):

@@ -30,7 +30,7 @@ from .events import (
     Task,
     encode_event,
 )
-from .graph import CompiledGraph, GraphState, apply_graph, fold_graph
+from .graph import CompiledGraph, GraphState, NodeContext, apply_graph, fold_graph
 from .protocols import Cipher, Store
 from .replay import Divergence, ReplayReport
 from .runlog import decode_stored, sealer
@@ -157,7 +157,7 @@ class GraphEngine:
                         self._add(run, exceeded)
                         break
                     await self._flush(run)  # the step to run is committed before its nodes run
-                    for event in await self._step(run.state):
+                    for event in await self._step(run.state, run.run_id):
                         self._add(run, event)
             except anyio.get_cancelled_exc_class():
                 with anyio.CancelScope(shield=True):
@@ -180,12 +180,12 @@ class GraphEngine:
                                  ceiling=limits.deadline_s)
         return None
 
-    async def _step(self, s: GraphState) -> list[Event]:
+    async def _step(self, s: GraphState, run_id: str) -> list[Event]:
         """Run the step's tasks concurrently; record results in task order, then route."""
         results: list[Event | None] = [None] * len(s.tasks)
 
         async def one(i: int) -> None:
-            results[i] = await self._run_task(s, s.tasks[i])
+            results[i] = await self._run_task(s, s.tasks[i], run_id)
 
         if len(s.tasks) == 1:
             await one(0)
@@ -204,8 +204,9 @@ class GraphEngine:
             return [*finished, RunFailed(at=self.clock.now_us(), code="route_error", reason=str(exc))]
         return [*finished, StepRouted(at=self.clock.now_us(), step=s.step, next=nxt)]
 
-    async def _run_task(self, s: GraphState, task: Task) -> Event:
+    async def _run_task(self, s: GraphState, task: Task, run_id: str) -> Event:
         node = self.graph.nodes[task.node]
+        context = NodeContext(run_id, s.step, task.node, task.item, s.principal)
         view = dict(s.state)
         if task.item:
             view["item"] = msgspec.json.decode(task.item)
@@ -218,7 +219,7 @@ class GraphEngine:
                 await anyio.sleep(node.retry.delay_before(attempt))
             try:
                 with anyio.fail_after(timeout if timeout is not None else float("inf")):
-                    update = await node.fn(view)
+                    update = await (node.fn(view, context) if node.takes_context else node.fn(view))
                 encoded = _encoder.encode(dict(update)).decode()
             except TimeoutError:
                 timeouts += 1

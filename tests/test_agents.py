@@ -147,3 +147,66 @@ def test_the_examples_run_offline(example: str, tmp_path: Path) -> None:
     assert "done" in out
     if example == "hierarchical":
         assert out.count("parent run_") == 3  # team lead, and its two specialists
+
+
+def answers(store: Store, agent: str, *said: str) -> Engine:
+    """An agent whose runs answer in turn."""
+    given = iter(said)
+    return Engine(store, ScriptedModel(lambda messages: say(next(given))), Tools([]), agent=agent)
+
+
+async def test_a_handoff_answers_for_the_run_with_the_chosen_context() -> None:
+    from router.agents import handoff_tool
+
+    for context, expect_user in (("conversation", True), ("task", False)):
+        store = MemoryStore()
+        seen: list[Sequence[Message]] = []
+
+        def billing_model(messages: Sequence[Message]) -> ModelTurn:
+            seen.append(list(messages))
+            return say("refund on Friday")
+
+        billing = Engine(store, ScriptedModel(billing_model), Tools([]), agent="billing")
+        desk = Engine(store, ScriptedModel([call("to_billing", '{"note": "duplicate charge"}')]),
+                      Tools([handoff_tool(billing, name="to_billing", description="billing", context=context)]))
+        result = await desk.start("charged twice!", principal=USER, run_id="p")  # type: ignore[arg-type]
+        assert (result.phase, result.output) == (Phase.DONE, "refund on Friday")
+        contents = [m.content for m in seen[0]]
+        assert contents[-1] == "duplicate charge" and ("charged twice!" in contents) is expect_user
+        assert (await desk.replay("p")).identical
+
+
+async def test_debate_reflection_and_negotiation_are_bounded_graphs_of_child_runs() -> None:
+    from router.agents import debate, negotiation, reflection
+    from router.workflow import GraphEngine
+
+    store = MemoryStore()
+    flow = debate([answers(store, "a", "x1", "x2"), answers(store, "b", "y1", "y2")],
+                  answers(store, "judge", "CONTINUE: unsure", "FINAL: x"), rounds=2)
+    result = await GraphEngine(store, flow).start({"question": "q", "round": 0, "answers": []}, principal=USER,
+                                                  run_id="d")
+    assert result.phase == "done" and result.state["verdict"] == "x" and len(result.state["answers"]) == 4
+    children = [r.run_id for r in await store.runs() if r.run_id.startswith("d/")]
+    assert len(children) == 6  # 2 rounds x (2 debaters + the judge)
+    events, _, _ = await load_run(store, children[0])
+    assert events[0].parent_run_id == "d"  # type: ignore[attr-defined]
+
+    never = reflection(answers(store, "w", "d1", "d2", "d3", "d4"), lambda draft: "no", max_rounds=3)
+    bounded = await GraphEngine(store, never).start({"task": "t"}, principal=USER)
+    assert bounded.phase == "done" and bounded.state["round"] == 3 and not bounded.state["accepted"]
+    critic = answers(store, "critic", "fix the units", "OK")
+    fixed = await GraphEngine(store, reflection(answers(store, "w2", "150", "150 EUR"), critic)).start(
+        {"task": "fee?"}, principal=USER)
+    assert fixed.state["accepted"] and fixed.state["draft"] == "150 EUR"
+
+    haggle = negotiation(answers(store, "buyer", *["800"] * 5), answers(store, "seller", *["1000"] * 5),
+                         agreed=lambda offer: False, max_exchanges=5)
+    stalled = await GraphEngine(store, haggle).start({"topic": "price"}, principal=USER)
+    assert stalled.phase == "done" and stalled.state["exchanges"] == 5 and not stalled.state["agreed"]
+
+
+@pytest.mark.parametrize("example", ["handoff", "debate_reflection_negotiation"])
+def test_the_pattern_examples_run_offline(example: str, tmp_path: Path) -> None:
+    out = subprocess.run([sys.executable, str(ROOT / "examples" / f"{example}.py"), str(tmp_path / "log.db")],
+                         cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    assert out.count("done") >= (3 if example != "handoff" else 1)
