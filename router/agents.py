@@ -20,6 +20,8 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
+import anyio
+
 from .engine import Engine, RunResult
 from .events import Message, Principal, RunCancelled
 from .fsm import Phase
@@ -55,18 +57,30 @@ def agent_tool(
     name: str,
     description: str,
     permissions: frozenset[str] = frozenset(),
+    timeout_s: float | None = None,
+    limiter: anyio.CapacityLimiter | None = None,
 ) -> Tool:
-    """A tool that delegates a task, in words, to the ``worker`` agent as a child run."""
+    """A tool that delegates a task, in words, to the ``worker`` agent as a child run.
+
+    timeout_s: how long the child may take (default: the parent's tool timeout); a child
+        that overruns is cancelled, recorded in its log, and the parent hears it timed out.
+    limiter: shared by several agent tools, caps how many child agents are active at once.
+    """
 
     async def delegate(task: str, context: ToolContext) -> ToolOutput:
         child_id = f"{context.run_id}/{context.call_id}"
-        result = await run_child(worker, child_id, task, context.principal, context.run_id)
+        if limiter is None:
+            result = await run_child(worker, child_id, task, context.principal, context.run_id)
+        else:
+            async with limiter:
+                result = await run_child(worker, child_id, task, context.principal, context.run_id)
         if result.phase is not Phase.DONE:
             raise RuntimeError(f"the {name} agent ended {result.phase}: {result.reason or 'no answer'}")
         return _spent(result, child_id)
 
     delegate.__doc__ = description
-    return Tool(delegate, name=name, description=description, permissions=permissions, idempotent=True)
+    return Tool(delegate, name=name, description=description, permissions=permissions, idempotent=True,
+                timeout_s=timeout_s)
 
 
 def handoff_tool(

@@ -210,3 +210,50 @@ def test_the_pattern_examples_run_offline(example: str, tmp_path: Path) -> None:
     out = subprocess.run([sys.executable, str(ROOT / "examples" / f"{example}.py"), str(tmp_path / "log.db")],
                          cwd=ROOT, capture_output=True, text=True, check=True).stdout
     assert out.count("done") >= (3 if example != "handoff" else 1)
+
+
+async def test_a_limiter_caps_active_children_and_a_timeout_ends_a_slow_one() -> None:
+    from router.protocols import ProposedCall
+
+    store = MemoryStore()
+    active = peak = 0
+    release = anyio.Event()
+
+    @tool(idempotent=True)
+    async def work() -> str:
+        nonlocal active, peak
+        active += 1
+        peak = max(peak, active)
+        if peak >= 2:
+            release.set()
+        await release.wait()
+        active -= 1
+        return "done"
+
+    child = worker(store, lambda messages: call("work", "{}") if len(messages) == 1 else say("ok"), work)
+    limiter = anyio.CapacityLimiter(2)
+    turn = ModelTurn(tool_calls=tuple(ProposedCall(f"c{i}", "delegate", f'{{"task": "t{i}"}}') for i in range(6)))
+    parent = Engine(store, ScriptedModel([turn, say("all done")]),
+                    Tools([agent_tool(child, name="delegate", description="d", limiter=limiter)]))
+    result = await parent.start("go", principal=USER)
+    assert result.phase is Phase.DONE and peak == 2
+
+    @tool(idempotent=True)
+    async def forever() -> str:
+        await anyio.sleep_forever()
+        return ""
+
+    slow = worker(store, [call("forever", "{}")], forever)
+    seen: list[str] = []
+
+    def boss_model(messages: Sequence[Message]) -> ModelTurn:
+        seen.append(messages[-1].content)
+        return call("delegate", '{"task": "t"}') if len(seen) == 1 else say("gave up")
+
+    impatient = Engine(store, ScriptedModel(boss_model),
+                       Tools([agent_tool(slow, name="delegate", description="d", timeout_s=0.05)]),
+                       limits=Limits(tool_timeout_s=None))
+    outcome = await impatient.start("go", principal=USER, run_id="p2")
+    assert outcome.phase is Phase.LIMIT_EXCEEDED and outcome.reason.startswith("tool_timeout")
+    _, child_state, _ = await load_run(store, "p2/call_1_0")
+    assert child_state.phase is Phase.CANCELLED  # the overrunning child is ended, recorded
