@@ -160,3 +160,32 @@ def test_a_graph_fanout_killed_and_resumed_matches_an_uninterrupted_run(tmp_path
         kills += 1
     assert kills >= 10, kills
     assert graph_log(tmp_path / "killed.db") == expected
+
+
+AGENTS_CHILD = Path(__file__).with_name("agents_child.py")
+
+
+def test_a_killed_agent_tree_resumes_whole_and_leaves_no_child_unfinished(tmp_path: Path) -> None:
+    assert run_child(tmp_path / "ref.db", tmp_path / "x", None, AGENTS_CHILD) == "done"
+
+    async def tree(log: Path) -> dict[str, tuple[str, str]]:
+        async with SqliteStore.open(log) as store:
+            out = {}
+            for summary in await store.runs():
+                events, state, _ = await load_run(store, summary.run_id)
+                out[summary.run_id.split("/", 1)[-1] if "/" in summary.run_id else "top"] = (state.phase, state.output)
+            return out
+
+    expected = anyio.run(tree, tmp_path / "ref.db")
+    rng = random.Random(11)
+    kills = 0
+    for _ in range(300):
+        outcome = run_child(tmp_path / "killed.db", tmp_path / "x", rng, AGENTS_CHILD)
+        if outcome != "killed":
+            assert outcome == "done"
+            break
+        kills += 1
+    assert kills >= 10, kills
+    got = anyio.run(tree, tmp_path / "killed.db")
+    assert got == expected  # the same tree of runs, each finished, none started twice
+    assert all(phase is Phase.DONE for phase, _ in got.values())
