@@ -16,7 +16,19 @@ from pathlib import Path
 import anyio
 import msgspec
 
-from . import cold_start, concurrent_runs, export, fanout, floors, long_run, parallel_tools, react_loop, resume, validation
+from . import (
+    cold_start,
+    concurrent_runs,
+    export,
+    fanout,
+    floors,
+    long_run,
+    parallel_tools,
+    react_loop,
+    resume,
+    supervisor,
+    validation,
+)
 from .measure import Record, machine
 from .peers import Peer
 from .peers.registry import installed_peers
@@ -27,6 +39,7 @@ WORKLOADS: dict[str, Workload] = {
     "react_loop": react_loop.run,
     "parallel_tools": parallel_tools.run,
     "fanout": fanout.run,
+    "supervisor": supervisor.run,
     "long_run": long_run.run,
     "concurrent_runs": concurrent_runs.run,
     "resume": resume.run,

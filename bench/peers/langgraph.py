@@ -214,6 +214,81 @@ class PlainGraphPeer(_GraphPeer):
                 per_step.append((time.perf_counter_ns() - begin) / 1000 / steps)
         return Samples(per_step_us=per_step, commits_per_step=commits, bytes_per_step=None)
 
+    def supervisor(self, store: str, *, workers: int, runs: int, tmp: Path) -> Samples:
+        """``runs`` runs of a supervisor node that routes, on its turns, to worker node i (a
+        conditional edge on ``next``); each worker node invokes its own one-node compiled
+        subgraph (the worker agent) and hands back its result; after the last worker the
+        supervisor answers "done". A step is one agent turn: ``workers + 1`` supervisor turns
+        and one per worker. The subgraphs are compiled without a checkpointer, so they use
+        the parent's (LangGraph's default for a subgraph invoked from a node)."""
+        from langgraph.graph import END, START, StateGraph
+
+        class SupervisorState(TypedDict, total=False):
+            turn: int  # supervisor turns taken so far
+            next: str  # the node the supervisor routes to: a worker, or END
+            results: Annotated[list[str], operator.add]  # each worker's answer, appended
+            answer: str  # the supervisor's final text
+
+        class WorkerState(TypedDict, total=False):
+            task: str
+            answer: str
+
+        def supervisor(state: Any) -> Any:
+            turn = state["turn"]
+            if turn < workers:
+                return {"turn": turn + 1, "next": f"w{turn}"}
+            return {"turn": turn + 1, "next": END, "answer": "done"}
+
+        def route(state: Any) -> str:
+            return str(state["next"])
+
+        def worker_graph(i: int) -> Any:
+            def agent(state: Any) -> Any:
+                return {"answer": f"result {i}"}
+
+            sub = StateGraph(WorkerState)
+            sub.add_node("agent", agent)
+            sub.add_edge(START, "agent")
+            sub.add_edge("agent", END)
+            return sub.compile()
+
+        def worker(i: int) -> Any:
+            graph = worker_graph(i)
+
+            def run(state: Any) -> Any:
+                out = graph.invoke({"task": f"task {i}"})
+                return {"results": [out["answer"]]}
+
+            return run
+
+        def args() -> tuple[Any, RunnableConfig]:
+            return {"turn": 0, "results": []}, {"configurable": {"thread_id": uuid.uuid4().hex}}
+
+        steps = 2 * workers + 1
+        names = [f"w{i}" for i in range(workers)]
+        with _open_store(store, tmp, f"{self.system}-supervisor") as backend:
+            builder = StateGraph(SupervisorState)
+            builder.add_node("supervisor", supervisor)
+            builder.add_edge(START, "supervisor")
+            for i, name in enumerate(names):
+                builder.add_node(name, worker(i))
+                builder.add_edge(name, "supervisor")
+            builder.add_conditional_edges("supervisor", route, [*names, END])
+            graph = builder.compile(checkpointer=backend.saver)
+            for i in range(WARMUP_RUNS):
+                final = graph.invoke(*args())
+                if i == 0:
+                    assert final["answer"] == "done" and final["turn"] == workers + 1, (self.system, final)
+                    assert final["results"] == [f"result {w}" for w in range(workers)], (self.system, final)
+            commits = backend.count_commits(lambda: graph.invoke(*args())) / steps
+            per_step: list[float] = []
+            for _ in range(runs):
+                state, config = args()
+                begin = time.perf_counter_ns()
+                graph.invoke(state, config)
+                per_step.append((time.perf_counter_ns() - begin) / 1000 / steps)
+        return Samples(per_step_us=per_step, commits_per_step=commits, bytes_per_step=None)
+
     def _compile(
         self, *, steps: int, calls: int, marks: list[int], checkpointer: BaseCheckpointSaver[Any] | None
     ) -> CompiledStateGraph[Any, Any, Any, Any]:
