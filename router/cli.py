@@ -33,7 +33,7 @@ import orjson
 from . import demo, fsm
 from .chain import verify
 from .engine import Engine
-from .reviews import resolve_call, review_run
+from .reviews import resolve_call, review_graph_run, review_run
 from .runlog import decode_stored, fork_run, load_run
 from .errors import ConfigError, RouterError
 from .protocols import Cipher
@@ -223,6 +223,13 @@ async def _review(args: argparse.Namespace) -> int:
         except orjson.JSONDecodeError as exc:
             raise SystemExit(f"router {args.command}: --edit is not JSON: {exc}") from exc
     async with SqliteStore.open(args.db) as store:
+        first = await store.read(args.run, after=-1)
+        if first and first[0].kind == "graph_started":
+            if arguments is not None:
+                raise SystemExit(f"router {args.command}: a graph review has no arguments to edit")
+            rule = await review_graph_run(store, args.run, args.command, by=args.by, note=args.note, cipher=_cipher())
+            print(f"recorded: {args.command} ({rule}); resume the graph run {args.run} to continue")
+            return 0
         state = await review_run(store, args.run, args.command, by=args.by, note=args.note, arguments=arguments,
                                  cipher=_cipher())
     print(f"recorded: {args.command}; run {args.run} is now {state.phase} (resume it to continue)")

@@ -267,7 +267,7 @@ class ToolCallResolved(Event, frozen=True, tag="tool_call_resolved"):
 class ReviewRequested(Event, frozen=True, tag="review_requested"):
     """The run waits for a person: which rule, why, and the calls it holds, if any."""
 
-    rule: Literal["before_tool", "after_tool", "cost", "tool_failures", "output_check"]
+    rule: Literal["before_tool", "after_tool", "cost", "tool_failures", "output_check", "before_node", "after_node"]
     reason: str
     call_ids: tuple[str, ...] = ()
 
@@ -297,6 +297,7 @@ class GraphStarted(Event, frozen=True, tag="graph_started"):
     principal: Principal
     limits: Limits
     first: tuple[Task, ...]
+    parent_run_id: str = ""  # the run that started this one, for a subgraph
 
 
 class NodeFinished(Event, frozen=True, tag="node_finished"):

@@ -35,6 +35,8 @@ from .events import (
     NodeFailed,
     NodeFinished,
     Principal,
+    ReviewDecided,
+    ReviewRequested,
     RunCancelled,
     RunFailed,
     RunResumed,
@@ -256,7 +258,7 @@ class CompiledGraph:
 class GraphState(msgspec.Struct, frozen=True):
     """A graph run folded from its events."""
 
-    phase: Literal["new", "running", "done", "failed", "limit_exceeded", "cancelled"] = "new"
+    phase: Literal["new", "running", "awaiting_review", "done", "failed", "limit_exceeded", "cancelled"] = "new"
     state: State = {}
     step: int = 0
     tasks: tuple[Task, ...] = ()
@@ -268,10 +270,13 @@ class GraphState(msgspec.Struct, frozen=True):
     definition: str = ""
     limits: Limits = Limits()
     principal: Principal = Principal(id="")
+    pending_review: str = ""  # in awaiting_review: before_node or after_node
+    ran: tuple[str, ...] = ()  # the nodes of the last step that finished
+    reviewed: str = ""  # the review already decided for this step ("before_node" or "after_node")
 
     @property
     def terminal(self) -> bool:
-        return self.phase not in ("new", "running")
+        return self.phase not in ("new", "running", "awaiting_review")
 
 
 def fold_graph(graph: CompiledGraph, events: Iterable[Event]) -> GraphState:
@@ -297,7 +302,8 @@ def apply_graph(graph: CompiledGraph, s: GraphState, event: Event) -> GraphState
         updates = [by_task[(t.node, t.item)] for t in s.tasks if (t.node, t.item) in by_task]
         state = graph.merge(s.state, updates)
         phase = "running" if event.next else "done"
-        return r(s, phase=phase, state=state, step=event.step + 1, tasks=event.next, results=(), last_at=event.at)
+        return r(s, phase=phase, state=state, step=event.step + 1, tasks=event.next, results=(), last_at=event.at,
+                 reviewed="", ran=tuple(t.node for t in s.tasks))
     if isinstance(event, NodeFailed):
         what = "timed out" if event.timed_out else "failed"
         return r(s, phase="failed", reason=f"node {event.node!r} {what}: {event.error}", last_at=event.at)
@@ -309,4 +315,12 @@ def apply_graph(graph: CompiledGraph, s: GraphState, event: Event) -> GraphState
                  last_at=event.at)
     if isinstance(event, RunResumed):
         return r(s, last_at=event.at)
+    if isinstance(event, ReviewRequested) and s.phase == "running":
+        return r(s, phase="awaiting_review", pending_review=event.rule, last_at=event.at)
+    if isinstance(event, ReviewDecided) and s.phase == "awaiting_review":
+        if event.decision == "reject":
+            note = f" ({event.note})" if event.note else ""
+            return r(s, phase="failed", reason=f"review ({s.pending_review}) rejected by {event.by or 'a reviewer'}{note}",
+                     pending_review="", last_at=event.at)
+        return r(s, phase="running", reviewed=s.pending_review, pending_review="", last_at=event.at)
     return r(s, phase="failed", reason=f"{type(event).__name__} does not belong in a graph run")

@@ -8,13 +8,15 @@ import anyio
 
 from .clock import Clock, RandomIds, SystemClock
 from .errors import DecisionError
-from .events import ReviewDecided, ToolCallResolved
+from .chain import Chain, verify
+from .errors import RunNotFound
+from .events import GraphStarted, ReviewDecided, ReviewRequested, ToolCallResolved
 from .fsm import Phase, RunState, apply
 from .protocols import Cipher, Store
-from .runlog import load_run, sealer
+from .runlog import decode_stored, load_run, sealer
 from .tools import encode_result
 
-__all__ = ["resolve_call", "review_run"]
+__all__ = ["resolve_call", "review_graph_run", "review_run"]
 
 
 async def resolve_call(
@@ -106,6 +108,40 @@ async def review_run(
             raise DecisionError(run_id, "", new.fault)
         await store.append(chain.seal([event], sealer(cipher)))
         return new
+    finally:
+        with anyio.CancelScope(shield=True):
+            await store.release_lease(run_id, owner)
+
+
+async def review_graph_run(
+    store: Store,
+    run_id: str,
+    decision: Literal["approve", "reject"],
+    *,
+    by: str = "",
+    note: str = "",
+    clock: Clock | None = None,
+    cipher: Cipher | None = None,
+) -> str:
+    """Approve or reject what a graph run waits on (a node to review before or after);
+    returns the rule decided. ``GraphEngine.resume`` continues the run afterwards.
+    Raises DecisionError if the run is not waiting for a review."""
+    owner = RandomIds().new_id("reviewer")
+    clock = clock or SystemClock()
+    await store.acquire_lease(run_id, owner, 30.0)
+    try:
+        stored = await store.read(run_id)
+        if not stored:
+            raise RunNotFound(run_id)
+        verify(stored)
+        events = [decode_stored(s, cipher) for s in stored]
+        pending = next((e for e in reversed(events) if isinstance(e, ReviewRequested | ReviewDecided)), None)
+        if not isinstance(events[0], GraphStarted) or not isinstance(pending, ReviewRequested):
+            raise DecisionError(run_id, "", "the run is not a graph run awaiting review")
+        event = ReviewDecided(at=clock.now_us(), decision=decision, rule=pending.rule, call_ids=pending.call_ids,
+                              by=by, note=note)
+        await store.append(Chain.after(run_id, stored).seal([event], sealer(cipher)))
+        return pending.rule
     finally:
         with anyio.CancelScope(shield=True):
             await store.release_lease(run_id, owner)

@@ -6,7 +6,7 @@ committed before the next step's nodes run.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, final
 
 import anyio
@@ -25,6 +25,7 @@ from .events import (
     Principal,
     RunCancelled,
     RunFailed,
+    ReviewRequested,
     RunResumed,
     StepRouted,
     Task,
@@ -35,7 +36,7 @@ from .protocols import Cipher, Store
 from .replay import Divergence, ReplayReport
 from .runlog import decode_stored, sealer
 
-__all__ = ["GraphEngine", "GraphResult"]
+__all__ = ["GraphEngine", "GraphResult", "subgraph"]
 
 _encoder = msgspec.json.Encoder(order="deterministic")
 
@@ -71,8 +72,16 @@ class GraphEngine:
         owner: str | None = None,
         lease_ttl_s: float = 30.0,
         cipher: Cipher | None = None,
+        review_before: frozenset[str] = frozenset(),
+        review_after: frozenset[str] = frozenset(),
     ) -> None:
+        """review_before / review_after: nodes before or after which the run waits for a
+        person (``review_run``, ``router approve`` / ``router reject``)."""
         self.store, self.graph = store, graph
+        unknown = sorted((review_before | review_after) - set(graph.nodes))
+        if unknown:
+            raise ConfigError(f"graph {graph.name!r} has no nodes {unknown} to review")
+        self.review_before, self.review_after = review_before, review_after
         self.limits = limits or Limits()
         self.clock = clock or SystemClock()
         self.ids = ids or RandomIds()
@@ -81,7 +90,7 @@ class GraphEngine:
         self.cipher = cipher
 
     async def start(self, state: Mapping[str, Any], *, principal: Principal, limits: Limits | None = None,
-                    run_id: str | None = None) -> GraphResult:
+                    run_id: str | None = None, parent_run_id: str = "") -> GraphResult:
         try:
             initial = _encoder.encode(dict(state)).decode()
         except TypeError as exc:
@@ -94,6 +103,7 @@ class GraphEngine:
         self._add(run, GraphStarted(
             at=self.clock.now_us(), graph=self.graph.name, definition=self.graph.definition, state=initial,
             principal=principal, limits=limits or self.limits, first=self.graph.first_tasks(),
+            parent_run_id=parent_run_id,
         ))
         return await self._drive(run)
 
@@ -109,7 +119,7 @@ class GraphEngine:
             await self.store.release_lease(run_id, self.owner)
             raise
         run = _GraphRun(run_id, state, chain)
-        if not state.terminal:
+        if not state.terminal and state.phase != "awaiting_review":
             self._add(run, RunResumed(at=self.clock.now_us(), owner=self.owner))
         return await self._drive(run)
 
@@ -156,6 +166,12 @@ class GraphEngine:
                     if exceeded is not None:
                         self._add(run, exceeded)
                         break
+                    if run.state.phase == "awaiting_review":
+                        break
+                    review = self._review(run.state)
+                    if review is not None:
+                        self._add(run, review)
+                        break
                     await self._flush(run)  # the step to run is committed before its nodes run
                     for event in await self._step(run.state, run.run_id):
                         self._add(run, event)
@@ -170,6 +186,22 @@ class GraphEngine:
                 await self.store.release_lease(run.run_id, self.owner)
         s = run.state
         return GraphResult(run.run_id, s.phase, s.state, s.step, s.reason)
+
+    def _review(self, s: GraphState) -> ReviewRequested | None:
+        """Before a step: wait for a person if the last step ran a node to review after, or
+        this one runs a node to review before (each asked once per step)."""
+        if s.reviewed == "before_node":
+            return None
+        if s.step and s.reviewed != "after_node":
+            done = sorted(set(s.ran) & self.review_after)
+            if done:
+                return ReviewRequested(at=s.last_at, rule="after_node", call_ids=tuple(done),
+                                       reason=f"the results of {', '.join(done)} wait for a reviewer")
+        coming = sorted({t.node for t in s.tasks} & self.review_before)
+        if coming:
+            return ReviewRequested(at=s.last_at, rule="before_node", call_ids=tuple(coming),
+                                   reason=f"{', '.join(coming)} need a reviewer's approval")
+        return None
 
     def _check_limits(self, s: GraphState) -> LimitExceeded | None:
         limits, at = s.limits, s.last_at
@@ -235,3 +267,27 @@ class GraphEngine:
         return NodeFailed(at=now, step=s.step, node=task.node, item=task.item, error="; ".join(errors),
                           timed_out=timeouts == node.retry.attempts, attempts=node.retry.attempts,
                           latency_us=now - begin)
+
+
+def subgraph(
+    engine: GraphEngine,
+    *,
+    inputs: Callable[[dict[str, Any]], Mapping[str, Any]],
+    outputs: Callable[[dict[str, Any]], Mapping[str, Any]],
+) -> Callable[[dict[str, Any], NodeContext], Awaitable[Mapping[str, Any]]]:
+    """A node that runs another graph as a child run (``<run>/<node>.<step>``): ``inputs``
+    makes the child's initial state from the parent's, ``outputs`` the parent's update from
+    the child's final state. A resumed parent resumes the same child."""
+
+    async def node(state: dict[str, Any], ctx: NodeContext) -> Mapping[str, Any]:
+        child_id = f"{ctx.run_id}/{ctx.key}"
+        if await engine.store.read(child_id):
+            result = await engine.resume(child_id)
+        else:
+            result = await engine.start(inputs(state), principal=ctx.principal, run_id=child_id,
+                                        parent_run_id=ctx.run_id)
+        if result.phase != "done":
+            raise RuntimeError(f"the subgraph {engine.graph.name!r} ended {result.phase}: {result.reason}")
+        return outputs(result.state)
+
+    return node

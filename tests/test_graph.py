@@ -247,3 +247,71 @@ def test_definitions_do_not_depend_on_the_process() -> None:
         for seed in ("1", "2", "3")
     }
     assert len(outputs) == 1
+
+
+async def test_a_subgraph_runs_as_a_child_run_and_resumes_with_its_parent() -> None:
+    from router.workflow import subgraph
+
+    store = MemoryStore()
+    inner = Graph("inner", reducers={"seen": append})
+
+    async def double(state: dict[str, Any]) -> dict[str, Any]:
+        return {"value": state["value"] * 2, "seen": ["inner"]}
+
+    inner.add_node("double", double)
+    inner.start("double")
+    inner.edge("double", END)
+    inner_engine = GraphEngine(store, inner.compile())
+
+    outer = Graph("outer")
+    outer.add_node("call", subgraph(inner_engine, inputs=lambda s: {"value": s["n"]}, outputs=lambda s: {"n": s["value"]}))
+    outer.start("call")
+    outer.route("call", lambda s: END if s["n"] >= 8 else "call", targets={"call", END})
+    result = await GraphEngine(store, outer.compile()).start({"n": 1}, principal=USER, run_id="o")
+    assert result.phase == "done" and result.state["n"] == 8 and result.steps == 3
+    children = sorted(r.run_id for r in await store.runs() if r.run_id.startswith("o/"))
+    assert children == ["o/call.0", "o/call.1", "o/call.2"]
+    first = decode_event((await store.read("o/call.0"))[0].payload)
+    assert first.parent_run_id == "o"  # type: ignore[attr-defined]
+
+
+async def test_a_graph_run_waits_for_review_before_and_after_chosen_nodes() -> None:
+    from router import DecisionError
+    from router.reviews import review_graph_run
+
+    paid: list[int] = []
+
+    async def draft(state: dict[str, Any]) -> dict[str, Any]:
+        return {"amount": 120}
+
+    async def pay(state: dict[str, Any]) -> dict[str, Any]:
+        paid.append(state["amount"])
+        return {"paid": True}
+
+    g = Graph("refund")
+    g.add_node("draft", draft)
+    g.add_node("pay", pay)
+    g.start("draft")
+    g.edge("draft", "pay")
+    g.edge("pay", END)
+    flow = g.compile()
+    store = MemoryStore()
+    engine = GraphEngine(store, flow, review_before=frozenset({"pay"}))
+    waiting = await engine.start({}, principal=USER, run_id="r")
+    assert waiting.phase == "awaiting_review" and paid == []
+    assert (await engine.resume("r")).phase == "awaiting_review"  # waits however often it is resumed
+    assert await review_graph_run(store, "r", "approve", by="ann") == "before_node"
+    done = await engine.resume("r")
+    assert done.phase == "done" and paid == [120]
+    with pytest.raises(DecisionError):
+        await review_graph_run(store, "r", "approve")
+
+    checked = GraphEngine(store, flow, review_after=frozenset({"draft"}))
+    held = await checked.start({}, principal=USER, run_id="s")
+    assert held.phase == "awaiting_review" and held.state["amount"] == 120
+    await review_graph_run(store, "s", "reject", by="ann", note="too much")
+    rejected = await checked.resume("s")
+    assert rejected.phase == "failed" and "too much" in rejected.reason and paid == [120]
+    assert (await checked.replay("s")).identical
+    with pytest.raises(ConfigError):
+        GraphEngine(store, flow, review_before=frozenset({"nope"}))
