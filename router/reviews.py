@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any, Literal
 
 import anyio
@@ -17,6 +19,19 @@ from .runlog import decode_stored, load_run, sealer
 from .tools import encode_result
 
 __all__ = ["resolve_call", "review_graph_run", "review_run"]
+
+
+@asynccontextmanager
+async def _holding(store: Store, run_id: str, owner: str | None = None) -> AsyncIterator[None]:
+    """Hold the run's lease while a person's decision is recorded, so that no engine
+    advances the run meanwhile."""
+    owner = owner or RandomIds().new_id("reviewer")
+    await store.acquire_lease(run_id, owner, 30.0)
+    try:
+        yield
+    finally:
+        with anyio.CancelScope(shield=True):
+            await store.release_lease(run_id, owner)
 
 
 async def resolve_call(
@@ -38,10 +53,8 @@ async def resolve_call(
     JSON-encodable value) as the call's result without running it. fail: end the run.
     Raises DecisionError if the call is not waiting for a decision.
     """
-    owner = owner or RandomIds().new_id("reviewer")
     clock = clock or SystemClock()
-    await store.acquire_lease(run_id, owner, 30.0)
-    try:
+    async with _holding(store, run_id, owner):
         _, state, chain = await load_run(store, run_id, cipher)
         if state.phase is not Phase.INTERRUPTED:
             raise DecisionError(run_id, call_id, f"the run is {state.phase}, not interrupted")
@@ -60,9 +73,6 @@ async def resolve_call(
         sealed = chain.seal([event], sealer(cipher))
         await store.append(sealed)
         return apply(state, event)
-    finally:
-        with anyio.CancelScope(shield=True):
-            await store.release_lease(run_id, owner)
 
 
 async def review_run(
@@ -85,10 +95,8 @@ async def review_run(
     reject fails the run. ``Engine.resume`` continues the run afterwards.
     Raises DecisionError if the run is not waiting for a review.
     """
-    owner = RandomIds().new_id("reviewer")
     clock = clock or SystemClock()
-    await store.acquire_lease(run_id, owner, 30.0)
-    try:
+    async with _holding(store, run_id):
         _, state, chain = await load_run(store, run_id, cipher)
         if state.phase is not Phase.AWAITING_REVIEW:
             raise DecisionError(run_id, "", f"the run is {state.phase}, not awaiting review")
@@ -108,9 +116,6 @@ async def review_run(
             raise DecisionError(run_id, "", new.fault)
         await store.append(chain.seal([event], sealer(cipher)))
         return new
-    finally:
-        with anyio.CancelScope(shield=True):
-            await store.release_lease(run_id, owner)
 
 
 async def review_graph_run(
@@ -126,10 +131,8 @@ async def review_graph_run(
     """Approve or reject what a graph run waits on (a node to review before or after);
     returns the rule decided. ``GraphEngine.resume`` continues the run afterwards.
     Raises DecisionError if the run is not waiting for a review."""
-    owner = RandomIds().new_id("reviewer")
     clock = clock or SystemClock()
-    await store.acquire_lease(run_id, owner, 30.0)
-    try:
+    async with _holding(store, run_id):
         stored = await store.read(run_id)
         if not stored:
             raise RunNotFound(run_id)
@@ -142,6 +145,3 @@ async def review_graph_run(
                               by=by, note=note)
         await store.append(Chain.after(run_id, stored).seal([event], sealer(cipher)))
         return pending.rule
-    finally:
-        with anyio.CancelScope(shield=True):
-            await store.release_lease(run_id, owner)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Sequence
-from typing import Any
 
 import anyio
 
@@ -17,23 +16,9 @@ from router.agents import agent_tool
 from router.models.scripted import call, say
 from router.protocols import Store
 
-
-def marker(text: str) -> None:
-    print(text, flush=True)
-    if sys.stdin.readline().strip() != "go":
-        sys.exit(3)
+from kill_support import Observed, marker
 
 
-class Observed:
-    def __init__(self, inner: SqliteStore) -> None:
-        self.inner = inner
-
-    async def append(self, events: Sequence[Any]) -> None:
-        await self.inner.append(events)
-        marker(f"committed {events[0].run_id} {events[-1].seq}")
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.inner, name)
 
 
 def scripted(label: str, turns: list[ModelTurn]) -> ScriptedModel:

@@ -12,21 +12,17 @@ from __future__ import annotations
 import sqlite3
 import sys
 from collections.abc import Sequence
-from typing import Any
 
 import anyio
 
 from router import Engine, Limits, Message, ModelTurn, Principal, ProposedCall, ScriptedModel, SqliteStore, Tools, Usage
 from router.protocols import Store
+
+from kill_support import Observed, marker
 from router.tools import tool
 
 STEPS = 30
 
-
-def marker(text: str) -> None:
-    print(text, flush=True)
-    if sys.stdin.readline().strip() != "go":
-        sys.exit(3)
 
 
 def script(messages: Sequence[Message]) -> ModelTurn:
@@ -43,19 +39,6 @@ def script(messages: Sequence[Message]) -> ModelTurn:
         calls = tuple(ProposedCall(f"r{step}.{i}", "read_value", f'{{"n": {step * 10 + i}}}') for i in range(2))
     return ModelTurn(tool_calls=calls, usage=usage)
 
-
-class Observed:
-    """The real store, with a marker after each commit."""
-
-    def __init__(self, inner: SqliteStore) -> None:
-        self.inner = inner
-
-    async def append(self, events: Sequence[Any]) -> None:
-        await self.inner.append(events)
-        marker(f"committed {events[-1].seq}")
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.inner, name)
 
 
 async def main(log: str, ledger: str, run_id: str) -> None:

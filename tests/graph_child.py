@@ -7,7 +7,6 @@ usage: graph_child.py LOG LEDGER RUN_ID   (LEDGER is unused: nodes here have no 
 from __future__ import annotations
 
 import sys
-from collections.abc import Sequence
 from typing import Any
 
 import anyio
@@ -15,25 +14,11 @@ import anyio
 from router import Limits, Principal, SqliteStore
 from router.graph import END, Graph, append
 from router.protocols import Store
+
+from kill_support import Observed, marker
 from router.workflow import GraphEngine
 
 
-def marker(text: str) -> None:
-    print(text, flush=True)
-    if sys.stdin.readline().strip() != "go":
-        sys.exit(3)
-
-
-class Observed:
-    def __init__(self, inner: SqliteStore) -> None:
-        self.inner = inner
-
-    async def append(self, events: Sequence[Any]) -> None:
-        await self.inner.append(events)
-        marker(f"committed {events[-1].seq}")
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.inner, name)
 
 
 def build() -> Graph:
