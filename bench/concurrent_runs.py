@@ -8,8 +8,7 @@ from pathlib import Path
 
 import anyio
 
-from .measure import Record, percentile
-from .measure import peak_rss_mb, settle
+from .measure import Record, peak_rss_mb, percentile, settle
 from .system import PROMISES, USER, VERSION, FakeModel, open_store, router_engine
 
 STEPS = 10

@@ -3,21 +3,20 @@ list, then a join node that sums the list. A step is one node execution (10 per 
 
 from __future__ import annotations
 
-import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 from router.graph import END, CompiledGraph, Graph, append
 from router.workflow import GraphEngine
 
-from .measure import Contestant, Record, compare, interleave, record
-from .peers import Peer, Samples
-from .system import PROMISES, USER, VERSION, open_store
+from .measure import Record, head_to_head
+from .peers import Peer
+from .system import USER
 
 BRANCHES = 8
 NODES = BRANCHES + 2  # start, the branches, join
 TOTAL = sum(range(BRANCHES))
-COMPARABLE = {"none": "memory", "memory": "memory", "sqlite": "commit"}
 
 
 def build(branches: int) -> CompiledGraph:
@@ -44,50 +43,15 @@ def build(branches: int) -> CompiledGraph:
     return g.compile()
 
 
-async def time_runs(engine: GraphEngine, runs: int) -> list[float]:
-    """Per-step microseconds of ``runs`` whole runs (run time / node executions)."""
-    per_step: list[float] = []
-    for _ in range(runs):
-        begin = time.perf_counter_ns()
-        result = await engine.start({"results": []}, principal=USER)
-        elapsed = time.perf_counter_ns() - begin
-        assert result.phase == "done" and result.state["total"] == TOTAL, result
-        per_step.append(elapsed / 1000 / NODES)
-    return per_step
-
-
 async def run(quick: bool, peers: list[Peer], tmp: Path) -> list[Record]:
-    runs = 40 if quick else 300
     graph = build(BRANCHES)
-    contestants: dict[tuple[str, str, str], Contestant] = {}
-    stores = []
-    for kind in ("memory", "commit"):
-        store = await open_store(kind, tmp)
-        stores.append(store)
+
+    def one_run(store: Any) -> Callable[[], Awaitable[Any]]:
         engine = GraphEngine(store, graph, owner="bench")
+        return lambda: engine.start({"results": []}, principal=USER)
 
-        async def measure(n: int, engine: GraphEngine = engine, store: Any = store) -> Samples:
-            before = getattr(store, "commits", 0)
-            per_step = await time_runs(engine, n)
-            return Samples(per_step, commits_per_step=(getattr(store, "commits", 0) - before) / (n * NODES))
+    def check(result: Any) -> None:
+        assert result.phase == "done" and result.state["total"] == TOTAL, result
 
-        await measure(5)  # warm up
-        contestants[("router", VERSION, kind)] = measure
-    for peer in peers:
-        fanout = getattr(peer, "fanout", None)
-        if fanout is None:
-            continue
-        for kind in peer.stores:
-            async def peer_measure(n: int, fanout: Any = fanout, kind: str = kind) -> Samples:
-                return fanout(kind, branches=BRANCHES, runs=n, tmp=tmp)  # type: ignore[no-any-return]
-
-            contestants[(peer.system, peer.version, kind)] = peer_measure
-    results = await interleave(contestants, runs)
-    for store in stores:
-        await store.aclose()
-    records = [
-        record("fanout", s, v, k, results[(s, v, k)], PROMISES.get(k, "") if s == "router" else "")
-        for (s, v, k) in contestants
-    ]
-    compare(records, COMPARABLE)
-    return records
+    return await head_to_head("fanout", one_run=one_run, check=check, steps=NODES, peers=peers, method="fanout",
+                              peer_options={"branches": BRANCHES}, runs=40 if quick else 300, tmp=tmp)

@@ -7,6 +7,7 @@ import platform
 import resource
 import statistics
 import sys
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
@@ -14,7 +15,7 @@ import msgspec
 
 from .peers import Samples
 
-__all__ = ["Record", "interleave", "machine", "peak_rss_mb", "percentile", "record", "settle"]
+__all__ = ["Record", "head_to_head", "interleave", "machine", "peak_rss_mb", "percentile", "record", "settle"]
 
 
 class Record(msgspec.Struct, omit_defaults=True):
@@ -98,3 +99,65 @@ def compare(records: list[Record], comparable: dict[str, str]) -> None:
 
 def machine() -> str:
     return f"{platform.machine()}, {platform.python_implementation()} {platform.python_version()}, {platform.system()}"
+
+
+async def head_to_head(
+    workload: str,
+    *,
+    one_run: Callable[[Any], Callable[[], Awaitable[Any]]],
+    check: Callable[[Any], None],
+    steps: int,
+    peers: Sequence[Any],
+    method: str,
+    peer_options: dict[str, Any],
+    runs: int,
+    tmp: Any,
+    kinds: Sequence[str] = ("memory", "commit"),
+    comparable: dict[str, str] | None = None,
+) -> list[Record]:
+    """Router on each store against every peer that has the workload, interleaved.
+
+    one_run(store) gives a coroutine function for one whole router run; check(result)
+    asserts it did the work (outside the timed region); steps divides a run's time.
+    method: the peers' method for the workload (``peer.<method>(store, runs=n, tmp=tmp,
+    **peer_options)``); peers without it are left out.
+    """
+    from .system import PROMISES, VERSION, open_store
+
+    contestants: dict[Any, Contestant] = {}
+    stores = []
+    for kind in kinds:
+        store = await open_store(kind, tmp)
+        stores.append(store)
+
+        async def measure(n: int, run: Callable[[], Awaitable[Any]] = one_run(store), store: Any = store) -> Samples:
+            before = getattr(store, "commits", 0)
+            per_step = []
+            for _ in range(n):
+                begin = time.perf_counter_ns()
+                result = await run()
+                per_step.append((time.perf_counter_ns() - begin) / 1000 / steps)
+                check(result)
+            return Samples(per_step, commits_per_step=(getattr(store, "commits", 0) - before) / (n * steps))
+
+        await measure(5)  # warm up
+        contestants[("router", VERSION, kind)] = measure
+    for peer in peers:
+        workload_of = getattr(peer, method, None)
+        if workload_of is None:
+            continue
+        for kind in peer.stores:
+            async def peer_measure(n: int, measure: Any = workload_of, kind: str = kind) -> Samples:
+                samples: Samples = measure(kind, runs=n, tmp=tmp, **peer_options)
+                return samples
+
+            contestants[(peer.system, peer.version, kind)] = peer_measure
+    results = await interleave(contestants, runs)
+    for store in stores:
+        await store.aclose()
+    records = [
+        record(workload, s, v, k, results[(s, v, k)], PROMISES.get(k, "") if s == "router" else "")
+        for (s, v, k) in contestants
+    ]
+    compare(records, comparable or {"none": "memory", "memory": "memory", "sqlite": "commit"})
+    return records

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-
 from .measure import Record, compare, interleave, record
 from .peers import Peer, Samples
 from .system import PROMISES, VERSION, FakeModel, open_store, router_engine, time_runs

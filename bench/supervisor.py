@@ -4,7 +4,7 @@ at once. A step is one model turn: 4 supervisor turns and 1 per worker, 7 per ru
 
 from __future__ import annotations
 
-import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -12,13 +12,12 @@ from router import Engine, ScriptedModel, Tools
 from router.agents import agent_tool
 from router.models.scripted import call, say
 
-from .measure import Contestant, Record, compare, interleave, record
-from .peers import Peer, Samples
-from .system import PROMISES, USER, VERSION, open_store
+from .measure import Record, head_to_head
+from .peers import Peer
+from .system import USER
 
 WORKERS = 3
 STEPS = WORKERS + 1 + WORKERS  # the supervisor's turns, then one turn per worker
-COMPARABLE = {"none": "memory", "memory": "memory", "sqlite": "commit"}
 
 
 def build(store: Any, workers: int) -> Engine:
@@ -32,50 +31,15 @@ def build(store: Any, workers: int) -> Engine:
     return Engine(store, ScriptedModel(script), Tools(tools), owner="bench", agent="supervisor")
 
 
-async def time_runs(engine: Engine, runs: int) -> list[float]:
-    """Per-step microseconds of ``runs`` whole supervisor runs (run time / model turns)."""
-    per_step: list[float] = []
-    for _ in range(runs):
-        begin = time.perf_counter_ns()
-        result = await engine.start("do the tasks", principal=USER)  # a new run id, so new child ids
-        elapsed = time.perf_counter_ns() - begin
+async def run(quick: bool, peers: list[Peer], tmp: Path) -> list[Record]:
+    def one_run(store: Any) -> Callable[[], Awaitable[Any]]:
+        engine = build(store, WORKERS)
+        return lambda: engine.start("do the tasks", principal=USER)  # a new run id, so new child ids
+
+    def check(result: Any) -> None:
         assert result.phase == "done" and result.output == "done", result
         assert result.steps == WORKERS + 1 and result.tool_calls == WORKERS, result
-        per_step.append(elapsed / 1000 / STEPS)
-    return per_step
 
-
-async def run(quick: bool, peers: list[Peer], tmp: Path) -> list[Record]:
-    runs = 40 if quick else 300
-    contestants: dict[tuple[str, str, str], Contestant] = {}
-    stores = []
-    for kind in ("memory", "commit"):
-        store = await open_store(kind, tmp)
-        stores.append(store)
-        engine = build(store, WORKERS)
-
-        async def measure(n: int, engine: Engine = engine, store: Any = store) -> Samples:
-            before = getattr(store, "commits", 0)
-            per_step = await time_runs(engine, n)
-            return Samples(per_step, commits_per_step=(getattr(store, "commits", 0) - before) / (n * STEPS))
-
-        await measure(5)  # warm up
-        contestants[("router", VERSION, kind)] = measure
-    for peer in peers:
-        supervisor = getattr(peer, "supervisor", None)
-        if supervisor is None:
-            continue
-        for kind in peer.stores:
-            async def peer_measure(n: int, supervisor: Any = supervisor, kind: str = kind) -> Samples:
-                return supervisor(kind, workers=WORKERS, runs=n, tmp=tmp)  # type: ignore[no-any-return]
-
-            contestants[(peer.system, peer.version, kind)] = peer_measure
-    results = await interleave(contestants, runs)
-    for store in stores:
-        await store.aclose()
-    records = [
-        record("supervisor", s, v, k, results[(s, v, k)], PROMISES.get(k, "") if s == "router" else "")
-        for (s, v, k) in contestants
-    ]
-    compare(records, COMPARABLE)
-    return records
+    return await head_to_head("supervisor", one_run=one_run, check=check, steps=STEPS, peers=peers,
+                              method="supervisor", peer_options={"workers": WORKERS}, runs=40 if quick else 300,
+                              tmp=tmp)

@@ -14,7 +14,18 @@ from pathlib import Path
 from typing import Any
 
 import router
-from router import Engine, Limits, MemoryStore, Message, ModelTurn, Principal, ProposedCall, SqliteStore, Tools, tool
+from router import (
+    Engine,
+    Limits,
+    MemoryStore,
+    Message,
+    ModelTurn,
+    Principal,
+    ProposedCall,
+    SqliteStore,
+    Tools,
+    tool,
+)
 from router.store.sqlite import Durability
 
 from .peers import fake_turn

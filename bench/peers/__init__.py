@@ -15,11 +15,10 @@ Times are wall-clock per run divided by the run's steps, in microseconds.
 from __future__ import annotations
 
 import sqlite3
-from dataclasses import dataclass
-from typing import Any
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import msgspec
 
