@@ -24,6 +24,7 @@ from .errors import (
     RouterError,
     RunNotFound,
     RunNotResumable,
+    SchemaError,
     SeqConflict,
     StoreError,
 )
@@ -40,7 +41,7 @@ from .tools import Retry, Tool, Tools, tool
 __version__ = "0.1.0"
 
 __all__ = [
-    "ChainBroken", "ConfigError", "DecisionError", "DefinitionChanged", "Durability", "Engine", "LeaseHeld", "LeaseLost",
+    "SchemaError", "ChainBroken", "ConfigError", "DecisionError", "DefinitionChanged", "Durability", "Engine", "LeaseHeld", "LeaseLost",
     "Limits", "ManualClock", "MemoryStore", "Message", "Model", "ModelTurn", "Phase", "Policy", "Price",
     "PriceTable", "Principal", "ProposedCall", "Redaction", "Retry", "RouterError", "RunNotFound", "RunNotResumable",
     "RunResult", "RunState", "ScriptedModel", "SeqConflict", "SequentialIds", "SqliteStore", "Store",

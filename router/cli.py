@@ -12,6 +12,7 @@
     router decide RUN CALL retry|supply|fail [--result JSON] [--by NAME] [--note TEXT]
     router approve RUN [--edit JSON] / router reject RUN [--note TEXT]   decide a pending review
     router fsm                       print the loop's transition table (Mermaid)
+    router conformance DIR           JSON Schema conformance: the official suite and real tool schemas
 
 An encrypted log needs its keys in ROUTER_KEYS ("id=hex,id=hex", the first seals new
 events); ``verify`` checks the chain of sealed events without them.
@@ -28,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import msgspec
 import orjson
 
 from . import demo, fsm
@@ -236,6 +238,26 @@ async def _review(args: argparse.Namespace) -> int:
     return 0
 
 
+async def _conformance(args: argparse.Namespace) -> int:
+    from . import conformance
+
+    folder = Path(args.folder)
+    for part in ("json-schema-test-suite/draft2020-12", "tool-schemas/bfcl"):
+        if not (folder / part).is_dir():
+            print(f"router: {folder / part} is not a folder", file=sys.stderr)
+            return 2
+    suite = conformance.check_suite(folder / "json-schema-test-suite" / "draft2020-12")
+    tool_schemas = conformance.check_tool_schemas(folder / "tool-schemas" / "bfcl")
+    print(conformance.render(suite, tool_schemas))
+    if args.json:
+        Path(args.json).write_bytes(orjson.dumps({"suite": suite, "tool_schemas": tool_schemas}, default=_builtins))
+    return 0 if conformance.conforms(suite, tool_schemas) else 1
+
+
+def _builtins(value: Any) -> Any:
+    return msgspec.to_builtins(value)
+
+
 async def _fsm(args: argparse.Namespace) -> int:
     print(fsm.mermaid())
     return 0
@@ -248,7 +270,7 @@ def _parser() -> argparse.ArgumentParser:
     def add(name: str, fn: Callable[[argparse.Namespace], Awaitable[int]], help: str) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help, description=help)
         p.set_defaults(fn=fn)
-        if name != "fsm":
+        if name not in ("fsm", "conformance"):
             p.add_argument("--db", default="router.db", help="the SQLite log (default: router.db)")
         return p
 
@@ -292,6 +314,10 @@ def _parser() -> argparse.ArgumentParser:
         if verb == "approve":
             p.add_argument("--edit", metavar="JSON", help="approve the one held call with these arguments instead")
     add("fsm", _fsm, "print the loop's transition table as a Mermaid state diagram")
+    p = add("conformance", _conformance, "check the JSON Schema compiler against the official test suite "
+            "and real tool schemas; exits 1 on any failure")
+    p.add_argument("folder", help="holds json-schema-test-suite/draft2020-12 and tool-schemas/bfcl")
+    p.add_argument("--json", metavar="FILE", help="also write the figures as JSON")
     return parser
 
 

@@ -6,6 +6,7 @@ operators: a wrong configuration, a store that refuses, a chain that does not ve
 
     RouterError
     ├── ConfigError          a tool, limit or option is declared wrongly
+    │   └── SchemaError      a JSON Schema uses a keyword router does not support
     ├── RunNotFound          no events exist for the run id
     ├── RunNotResumable      the run is terminal, or waits for a decision
     ├── DefinitionChanged    the run was started under another definition
@@ -31,6 +32,7 @@ __all__ = [
     "RouterError",
     "RunNotFound",
     "RunNotResumable",
+    "SchemaError",
     "SeqConflict",
     "StoreError",
 ]
@@ -44,6 +46,18 @@ class RouterError(Exception):
 
 class ConfigError(RouterError):
     code = "config_error"
+
+
+class SchemaError(ConfigError):
+    code = "schema_error"
+
+    def __init__(self, where: str, keyword: str, reason: str, *, tool: str = "") -> None:
+        self.where = where  # a JSON pointer into the schema, "#" for its root
+        self.keyword = keyword
+        self.reason = reason
+        self.tool = tool
+        prefix = f"tool {tool!r}: " if tool else ""
+        super().__init__(f"{prefix}schema {where}: {keyword + ': ' if keyword else ''}{reason}")
 
 
 class RunNotFound(RouterError):

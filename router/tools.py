@@ -1,7 +1,8 @@
 """Tools: declared once, validated against precompiled msgspec types.
 
 A tool is declared from a typed Python function (sync or async) whose parameters become
-a msgspec Struct, or from a function taking one msgspec Struct. The decoder and the JSON
+a msgspec Struct, from a function taking one msgspec Struct, or from a JSON Schema
+(``parameters=``) compiled by router.schema, whose function takes the arguments as a dict. The decoder and the JSON
 Schema shown to the model are built at registration, never per call. Deciding a proposed
 call is pure: it returns the event that records the decision (started, rejected, denied).
 """
@@ -16,9 +17,10 @@ from typing import Any, final, get_type_hints, overload
 import msgspec
 
 from .access import Policy
-from .errors import ConfigError
+from .errors import ConfigError, SchemaError
 from .events import Message, Principal, ToolCall, ToolCallDenied, ToolCallRejected, ToolStarted, Usage
 from .protocols import ProposedCall
+from .schema import CompiledSchema, SchemaOptions, compile_schema, standard_schema
 
 __all__ = ["Retry", "Tool", "ToolContext", "ToolOutput", "Tools", "encode_result", "record_calls", "tool"]
 
@@ -87,6 +89,8 @@ class Tool:
         retry: Retry | None = None,
         inline: bool = False,
         max_argument_bytes: int = 65_536,
+        parameters: dict[str, Any] | None = None,
+        schema_options: SchemaOptions | None = None,
     ) -> None:
         self.fn = fn
         self.name = name or fn.__name__
@@ -100,12 +104,19 @@ class Tool:
         self.timeout_s = timeout_s
         self.retry = retry or Retry()
         self.max_argument_bytes = max_argument_bytes
-        self.args_type, self.takes_struct, self.context_param = _args_type(fn, self.name)
-        try:
-            self.decoder: msgspec.json.Decoder[Any] = msgspec.json.Decoder(self.args_type)
-            parameters = _parameters_schema(self.args_type)
-        except (TypeError, ValueError) as exc:
-            raise ConfigError(f"tool {self.name!r}: unsupported parameter type: {exc}") from exc
+        self.decoder: msgspec.json.Decoder[Any] | CompiledSchema
+        self.args_type: type[Any]
+        if parameters is not None:
+            self.args_type, self.takes_struct, self.context_param = dict, True, _context_param(fn, self.name)
+            self.decoder, parameters = _compile_parameters(self.name, parameters, schema_options or SchemaOptions())
+        else:
+            struct, self.takes_struct, self.context_param = _args_type(fn, self.name)
+            self.args_type = struct
+            try:
+                self.decoder = msgspec.json.Decoder(struct)
+                parameters = _parameters_schema(struct)
+            except (TypeError, ValueError) as exc:
+                raise ConfigError(f"tool {self.name!r}: unsupported parameter type: {exc}") from exc
         self.schema: dict[str, Any] = {
             "type": "function",
             "function": {"name": self.name, "description": self.description, "parameters": parameters},
@@ -142,6 +153,8 @@ def tool(
     retry: Retry | None = None,
     inline: bool = False,
     max_argument_bytes: int = 65_536,
+    parameters: dict[str, Any] | None = None,
+    schema_options: SchemaOptions | None = None,
 ) -> Callable[[Callable[..., Any]], Tool]: ...
 
 
@@ -156,6 +169,8 @@ def tool(
     retry: Retry | None = None,
     inline: bool = False,
     max_argument_bytes: int = 65_536,
+    parameters: dict[str, Any] | None = None,
+    schema_options: SchemaOptions | None = None,
 ) -> Tool | Callable[[Callable[..., Any]], Tool]:
     """Declare a tool, as ``@tool`` or ``@tool(...)``.
 
@@ -165,12 +180,17 @@ def tool(
     retry: the schedule for failed or timed-out attempts.
     inline: run a sync function on the event loop (for cheap, non-blocking code);
         otherwise sync functions run in a worker thread.
+    parameters: a JSON Schema for the arguments (an OpenAI function's ``parameters``, an MCP
+        tool's ``inputSchema``), compiled once; the function takes the arguments as a dict.
+        A keyword router does not support raises SchemaError here, not at call time.
+    schema_options: how to read non-standard schemas (``router.schema.BFCL``).
     """
 
     def declare(f: Callable[..., Any]) -> Tool:
         return Tool(
             f, name=name, description=description, permissions=permissions, idempotent=idempotent,
             timeout_s=timeout_s, retry=retry, inline=inline, max_argument_bytes=max_argument_bytes,
+            parameters=parameters, schema_options=schema_options,
         )
 
     return declare if fn is None else declare(fn)
@@ -204,6 +224,29 @@ def _args_type(fn: Callable[..., Any], name: str) -> tuple[type[msgspec.Struct],
             fields.append((p.name, hints[p.name], p.default))
     struct_name = "".join(part.capitalize() for part in re.split(r"[_-]", name)) + "Args"
     return msgspec.defstruct(struct_name, fields, forbid_unknown_fields=True, kw_only=True), False, context
+
+
+def _context_param(fn: Callable[..., Any], name: str) -> str:
+    """The name of the function's ToolContext parameter, or ""."""
+    try:
+        hints = get_type_hints(fn)
+    except Exception as exc:
+        raise ConfigError(f"tool {name!r}: cannot resolve type hints: {exc}") from exc
+    return next((p for p in inspect.signature(fn).parameters if hints.get(p) is ToolContext), "")
+
+
+def _compile_parameters(
+    name: str, parameters: dict[str, Any], options: SchemaOptions
+) -> tuple[CompiledSchema, dict[str, Any]]:
+    """The compiled schema, and the standard schema shown to the model."""
+    try:
+        compiled = compile_schema(parameters, options)
+        shown = standard_schema(parameters, options)
+    except SchemaError as exc:
+        raise SchemaError(exc.where, exc.keyword, exc.reason, tool=name) from None
+    if not isinstance(shown, dict) or shown.get("type") != "object":
+        raise SchemaError("#", "type", 'a tool\'s parameters must be a schema of "type": "object"', tool=name)
+    return compiled, shown
 
 
 def _parameters_schema(args_type: type[msgspec.Struct]) -> dict[str, Any]:

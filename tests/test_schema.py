@@ -1,0 +1,200 @@
+"""JSON Schema compiled to checks: the official suite, real tool schemas, refusals, tools."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import orjson
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from router import Engine, MemoryStore, Phase, Principal, SchemaError, Tools, tool
+from router.cli import main
+from router.conformance import check_suite, check_tool_schemas, conforms
+from router.events import Message
+from router.models.scripted import ScriptedModel, call, say
+from router.protocols import ModelTurn
+from router.schema import BFCL, compile_schema, standard_schema
+
+CONFORMANCE = Path(__file__).resolve().parents[2] / "shared" / "conformance"
+SUITE = CONFORMANCE / "json-schema-test-suite" / "draft2020-12"
+BFCL_DIR = CONFORMANCE / "tool-schemas" / "bfcl"
+
+
+def failure(schema: Any, value: Any) -> tuple[str, str] | None:
+    result = compile_schema(schema).validate(value)
+    return None if result is None else (result.where, result.reason)
+
+
+def test_every_supported_keyword_passes_the_official_suite() -> None:
+    results = {r.file: r for r in check_suite(SUITE)}
+    supported = [r for r in results.values() if r.supported]
+    assert len(supported) >= 36
+    assert [f for r in supported for f in r.failures] == []
+    assert all(r.passed > 0 for r in supported if r.file != "defs.json")  # defs.json refers to the metaschema
+    assert results["type.json"].passed == 80 and results["ref.json"].passed > 40
+    assert results["unevaluatedProperties.json"].passed == 0  # refused at registration, never half-checked
+
+
+def test_real_tool_schemas_accept_their_answers_and_reject_every_mutation() -> None:
+    result = check_tool_schemas(BFCL_DIR)
+    assert result.compiled == result.tools == 554
+    assert result.wrongly_refused == () and result.wrongly_accepted == ()
+    assert result.rejected == result.reject_total == 1332
+    assert result.accepted - result.conflict_accepted == result.accept_total - result.conflict_total == 896
+    assert 0 < result.conflict_accepted < result.conflict_total  # nulls for null defaults pass; enum slips do not
+
+
+def test_the_conformance_command_prints_the_figures_and_exits_zero(capsys: pytest.CaptureFixture[str],
+                                                                   tmp_path: Path) -> None:
+    assert main(["conformance", str(CONFORMANCE), "--json", str(tmp_path / "c.json")]) == 0
+    out = capsys.readouterr().out
+    assert "supported keywords: " in out and "(100.0%)" in out
+    assert "reject cases rejected: 1332/1332 (100.0%)" in out
+    figures = orjson.loads((tmp_path / "c.json").read_bytes())
+    assert {r["file"] for r in figures["suite"]} >= {"enum.json", "oneOf.json"}
+
+
+def test_conforms_is_false_when_one_test_fails() -> None:
+    suite, tools = check_suite(SUITE), check_tool_schemas(BFCL_DIR)
+    broken = [msgspec.structs.replace(suite[0], failed=1, failures=("x",)), *suite[1:]]
+    assert conforms(suite, tools) and not conforms(broken, tools)
+
+
+@pytest.mark.parametrize(
+    ("schema", "keyword"),
+    [
+        ({"type": "object", "unevaluatedProperties": False}, "unevaluatedProperties"),
+        ({"properties": {"a": {"typo_minimum": 3}}}, "typo_minimum"),
+        ({"$ref": "other.json#/x"}, "$ref"),
+        ({"$ref": "#anchor"}, "$ref"),
+        ({"$ref": "#/$defs/missing"}, "$ref"),
+        ({"$defs": {"a": {"$ref": "#/$defs/b"}, "b": {"$ref": "#/$defs/a"}}, "$ref": "#/$defs/a"}, "$ref"),
+        ({"pattern": "("}, "pattern"),
+        ({"$schema": "http://json-schema.org/draft-07/schema#"}, "$schema"),
+        ({"type": "dict"}, "type"),
+        ({"minLength": -1}, "minLength"),
+        ({"multipleOf": 0}, "multipleOf"),
+        ({"anyOf": []}, "anyOf"),
+        ({"properties": {"a": {"$id": "x"}}}, "$id"),
+    ],
+)
+def test_what_would_be_ignored_or_cannot_resolve_is_refused_at_compile_time(schema: Any, keyword: str) -> None:
+    with pytest.raises(SchemaError) as caught:
+        compile_schema(schema)
+    assert caught.value.keyword == keyword
+    assert caught.value.code == "schema_error"
+
+
+def test_failures_name_the_exact_path() -> None:
+    schema = {
+        "type": "object",
+        "properties": {"orders": {"type": "array", "items": {"$ref": "#/$defs/order"}}},
+        "$defs": {"order": {"type": "object", "properties": {"qty": {"type": "integer", "minimum": 1}},
+                            "required": ["qty"], "additionalProperties": False}},
+    }
+    assert failure(schema, {"orders": [{"qty": 1}, {"qty": 0}]}) == ("$.orders[1].qty", "Expected a number >= 1")
+    assert failure(schema, {"orders": [{"qty": 1, "x": 2}]}) == ("$.orders[0]", "Object contains unknown field `x`")
+    assert failure(schema, {"orders": [{}]}) == ("$.orders[0]", "Object missing required field `qty`")
+    assert failure({"properties": {"a b": {"type": "string"}}}, {"a b": 1})[0] == "$['a b']"  # type: ignore[index]
+
+
+def test_recursive_schemas_check_every_level() -> None:
+    tree = {"$defs": {"node": {"type": "object", "properties": {
+        "value": {"type": "integer"}, "children": {"type": "array", "items": {"$ref": "#/$defs/node"}}}}},
+        "$ref": "#/$defs/node"}
+    deep: dict[str, Any] = {"value": 1, "children": [{"value": 2, "children": [{"value": "x"}]}]}
+    assert failure(tree, deep) == ("$.children[0].children[0].value", "Expected `integer`, got `string`")
+
+
+def test_json_equality_rules_enum_const_and_unique_items() -> None:
+    assert failure({"enum": [1, "a"]}, 1.0) is None
+    assert failure({"enum": [1]}, True) is not None  # true is not 1 in JSON
+    assert failure({"const": {"a": [1]}}, {"a": [1.0]}) is None
+    assert failure({"uniqueItems": True}, [1, 1.0]) is not None
+    assert failure({"uniqueItems": True}, [0, False]) is None
+
+
+def test_numbers_follow_json_schema_not_python() -> None:
+    assert failure({"type": "integer"}, 2.0) is None
+    assert failure({"type": "integer"}, True) is not None
+    assert failure({"multipleOf": 0.01}, 0.07) is None  # exact decimal arithmetic, not float division
+    assert failure({"type": "integer", "multipleOf": 0.123456789}, 1e308) is not None
+
+
+def test_decode_refuses_malformed_json_and_invalid_values_with_msgspec_errors() -> None:
+    compiled = compile_schema({"type": "object", "properties": {"n": {"type": "integer"}}})
+    assert compiled.decode(b'{"n": 3, "extra": true}') == {"n": 3, "extra": True}
+    with pytest.raises(msgspec.DecodeError):
+        compiled.decode("{nope")
+    with pytest.raises(msgspec.ValidationError, match=r"Expected `integer`, got `string` - at `\$.n`"):
+        compiled.decode('{"n": "3"}')
+
+
+def test_bfcl_spellings_need_the_bfcl_options_and_are_shown_to_the_model_as_standard() -> None:
+    schema = {"type": "dict", "properties": {"x": {"type": "float"}, "tag": {"type": "string", "default": None},
+                                             "v": {"type": "any"}, "o": {"type": "string", "optional": True}}}
+    with pytest.raises(SchemaError):
+        compile_schema(schema)
+    assert standard_schema(schema, BFCL) == {"type": "object", "properties": {
+        "x": {"type": "number"}, "tag": {"type": ["string", "null"], "default": None}, "v": {},
+        "o": {"type": "string"}}}
+    assert compile_schema(schema, BFCL).validate({"x": 1, "tag": None, "v": [1]}) is None
+
+
+def bfcl_rows() -> list[tuple[Any, Any]]:
+    tools = {t["tool_id"]: t["parameters"] for t in map(orjson.loads, (BFCL_DIR / "tools.jsonl").read_bytes().splitlines())}
+    rows = [orjson.loads(line) for name in ("accept", "reject")
+            for line in (BFCL_DIR / f"derived/{name}.jsonl").read_bytes().splitlines()]
+    return [(tools[r["tool_id"]], r["arguments"]) for r in rows]
+
+
+ROWS = bfcl_rows()
+
+
+@settings(deadline=None, max_examples=300)
+@given(st.sampled_from(ROWS))
+def test_the_schema_shown_to_the_model_enforces_what_router_enforces(row: tuple[Any, Any]) -> None:
+    schema, arguments = row
+    enforced = compile_schema(schema, BFCL).validate(arguments) is None
+    shown = compile_schema(standard_schema(schema, BFCL)).validate(arguments) is None
+    assert enforced == shown
+
+
+@tool(name="book", parameters={
+    "type": "object",
+    "properties": {"room": {"type": "string", "enum": ["blue", "red"]}, "hours": {"type": "integer", "minimum": 1}},
+    "required": ["room", "hours"], "additionalProperties": False,
+}, inline=True)
+def book(arguments: dict[str, Any]) -> str:
+    return f"{arguments['room']} for {arguments['hours']}h"
+
+
+def test_a_json_schema_tool_refuses_bad_schemas_when_declared() -> None:
+    with pytest.raises(SchemaError, match="tool 'bad'"):
+        tool(name="bad", parameters={"type": "object", "if": {}, "then": {}, "unevaluatedProperties": False})(book.fn)
+    with pytest.raises(SchemaError, match='"type": "object"'):
+        tool(name="bad", parameters={"type": "array"})(book.fn)
+
+
+@pytest.mark.anyio
+async def test_a_json_schema_tool_runs_in_the_loop_with_errors_fed_back() -> None:
+    seen: list[str] = []
+
+    def script(messages: Sequence[Message]) -> ModelTurn:
+        seen.append(messages[-1].content)
+        turns = [call("book", '{"room": "green", "hours": 2}'), call("book", '{"room": "red", "hours": 2}'),
+                 say("booked")]
+        return turns[sum(m.role == "assistant" for m in messages)]
+
+    store = MemoryStore()
+    engine = Engine(store, ScriptedModel(script), Tools([book]))
+    result = await engine.start("book a room", principal=Principal(id="u"))
+    assert result.phase is Phase.DONE
+    assert seen[1] == 'error[invalid_arguments] at $.room: Expected one of "blue", "red"'
+    assert seen[2] == "\"red for 2h\""
+    assert Tools([book]).schemas[0]["function"]["parameters"]["additionalProperties"] is False
