@@ -12,6 +12,11 @@ operators: a wrong configuration, a store that refuses, a chain that does not ve
     ├── DefinitionChanged    the run was started under another definition
     ├── DecisionError        a decision names no interrupted call
     ├── KeyMissing           an encrypted event's key was not supplied
+    ├── ModelError           a model provider failed, after its retries
+    │   ├── ModelRateLimited     429, still limited when the retries were spent
+    │   ├── ModelUnavailable     5xx, timeout or a cut connection, after the retries
+    │   ├── ModelRequestRejected the provider refused the request (400, 401, 403, 404, 422)
+    │   └── ModelResponseInvalid the response does not follow the provider's protocol
     └── StoreError           the store refused or failed
         ├── SeqConflict      an append does not continue the run's chain
         ├── LeaseHeld        another owner holds the run's lease
@@ -29,6 +34,11 @@ __all__ = [
     "KeyMissing",
     "LeaseHeld",
     "LeaseLost",
+    "ModelError",
+    "ModelRateLimited",
+    "ModelRequestRejected",
+    "ModelResponseInvalid",
+    "ModelUnavailable",
     "RouterError",
     "RunNotFound",
     "RunNotResumable",
@@ -106,6 +116,36 @@ class KeyMissing(RouterError):
     def __init__(self, key_id: str) -> None:
         self.key_id = key_id
         super().__init__(f"the event is encrypted with key {key_id!r}, which was not supplied")
+
+
+class ModelError(RouterError):
+    code = "model_error"
+
+    def __init__(self, model: str, reason: str, *, status: int = 0, attempts: int = 1,
+                 retry_after_s: float | None = None) -> None:
+        self.model = model
+        self.reason = reason
+        self.status = status  # the HTTP status, 0 when no response came
+        self.attempts = attempts
+        self.retry_after_s = retry_after_s  # what the provider last asked us to wait
+        status_text = f" (HTTP {status})" if status else ""
+        super().__init__(f"model {model!r}{status_text} after {attempts} attempt(s): {reason}")
+
+
+class ModelRateLimited(ModelError):
+    code = "model_rate_limited"
+
+
+class ModelUnavailable(ModelError):
+    code = "model_unavailable"
+
+
+class ModelRequestRejected(ModelError):
+    code = "model_request_rejected"
+
+
+class ModelResponseInvalid(ModelError):
+    code = "model_response_invalid"
 
 
 class StoreError(RouterError):

@@ -9,7 +9,9 @@ import msgspec
 
 from .events import Event, Message, StoredEvent, Usage
 
-__all__ = ["Cipher", "Lease", "Model", "ModelTurn", "Observer", "ProposedCall", "RunSummary", "Store"]
+__all__ = [
+    "Cipher", "Lease", "Model", "ModelTurn", "Observer", "ProposedCall", "RunSummary", "Store", "StreamDelta",
+]
 
 
 class ProposedCall(msgspec.Struct, frozen=True):
@@ -27,6 +29,20 @@ class ModelTurn(msgspec.Struct, frozen=True):
     tool_calls: tuple[ProposedCall, ...] = ()
     usage: Usage = Usage()
     model: str = ""  # the model that answered, when the adapter knows it
+
+
+class StreamDelta(msgspec.Struct, frozen=True):
+    """A piece of a model's turn as it streams in; the turn itself is still what the model
+    adapter returns and what the log records. A retry restarts the stream: pieces from an
+    earlier ``attempt`` are void."""
+
+    model: str
+    text: str = ""  # a piece of the answer
+    call_index: int = -1  # for a piece of a tool call: its index in the turn
+    call_id: str = ""
+    call_name: str = ""
+    arguments: str = ""  # a piece of the call's JSON arguments
+    attempt: int = 1
 
 
 @runtime_checkable

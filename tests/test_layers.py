@@ -21,7 +21,10 @@ LAYERS = {
 }
 EDGE = {"store", "models", "export", "observe", "crypto", "testing", "cli", "demo", "conformance", "__init__", "__main__"}
 ALLOWED_THIRD_PARTY = {"msgspec", "anyio", "orjson", "uvloop", "aiosqlite", "pyarrow"}
-EXTRAS = {"observe.otel": {"opentelemetry"}, "crypto": {"cryptography"}}  # optional extras, imported lazily
+EXTRAS = {
+    "observe.otel": {"opentelemetry"}, "crypto": {"cryptography"},
+    "models.http": {"httpx"}, "models.openai": {"httpx"}, "models.anthropic": {"httpx"},
+}  # optional extras, imported lazily
 
 
 def modules() -> list[tuple[str, Path]]:
