@@ -1,6 +1,6 @@
 """The ``router`` command: a demo agent and the operator's view of a log.
 
-    router demo [--db FILE]          run the demo agent and print its timeline
+    router demo [--db FILE] [--model openai|anthropic --base-url URL]   run the demo agent, print its timeline
     router runs [--db FILE]          list the runs in a log
     router show RUN [--db FILE]      print one run's timeline
     router verify [--db FILE]        check every run's hash chain
@@ -76,15 +76,39 @@ def _crm_path(db: str) -> Path:
     return Path(db).with_name(Path(db).stem + "-crm.sqlite")
 
 
-async def _demo(args: argparse.Namespace) -> int:
-    async with SqliteStore.open(args.db, args.durability) as store:
-        engine = demo.demo_engine(store, _crm_path(args.db), cipher=_cipher())
-        if args.resume:
-            result = await engine.resume(args.resume)
+def _demo_model(args: argparse.Namespace) -> Any:
+    """The scripted demo model, or a real provider's adapter (needs the providers extra)."""
+    if args.model == "scripted":
+        return None
+    try:
+        if args.model == "openai":
+            from .models.openai import OpenAIModel as Adapter
         else:
-            result = await engine.start(demo.QUESTION, principal=demo.PRINCIPAL)
-        events, state, _ = await load_run(store, result.run_id, engine.cipher)
-        print(render(result.run_id, events, state))
+            from .models.anthropic import AnthropicModel as Adapter  # type: ignore[assignment]
+    except ImportError as exc:
+        raise ConfigError(f"--model {args.model} needs the providers extra (pip install -e '.[providers]'): {exc}") \
+            from exc
+    default = {"openai": ("gpt-4o-mini", "https://api.openai.com/v1"),
+               "anthropic": ("claude-sonnet-4-5", "https://api.anthropic.com/v1")}[args.model]
+    on_delta = (lambda d: print(d.text, end="", flush=True)) if args.stream else None
+    return Adapter(args.model_name or default[0], base_url=args.base_url or default[1], stream=args.stream,
+                   on_delta=on_delta)
+
+
+async def _demo(args: argparse.Namespace) -> int:
+    model = _demo_model(args)
+    try:
+        async with SqliteStore.open(args.db, args.durability) as store:
+            engine = demo.demo_engine(store, _crm_path(args.db), cipher=_cipher(), model=model)
+            if args.resume:
+                result = await engine.resume(args.resume)
+            else:
+                result = await engine.start(demo.QUESTION, principal=demo.PRINCIPAL)
+            events, state, _ = await load_run(store, result.run_id, engine.cipher)
+            print(render(result.run_id, events, state))
+    finally:
+        if model is not None:
+            await model.aclose()
     print(f"\nlog: {args.db}   (router show {result.run_id} --db {args.db}; router verify --db {args.db})")
     return 0
 
@@ -277,6 +301,12 @@ def _parser() -> argparse.ArgumentParser:
     p = add("demo", _demo, "run the demo agent on a SQLite log and print its timeline")
     p.add_argument("--durability", choices=[d.value for d in Durability], default="commit")
     p.add_argument("--resume", metavar="RUN", help="resume a demo run instead of starting one")
+    p.add_argument("--model", choices=["scripted", "openai", "anthropic"], default="scripted",
+                   help="the scripted model (default), or a provider: openai for any OpenAI-compatible server "
+                        "(OPENAI_API_KEY), anthropic (ANTHROPIC_API_KEY); needs the providers extra")
+    p.add_argument("--base-url", help="the provider's base URL, e.g. http://localhost:11434/v1 for Ollama")
+    p.add_argument("--model-name", help="the model to ask for (default: gpt-4o-mini or claude-sonnet-4-5)")
+    p.add_argument("--stream", action="store_true", help="stream the model's text as it arrives")
     add("runs", _runs, "list the runs in a log")
     add("show", _show, "print a run's timeline").add_argument("run")
     add("verify", _verify, "check every run's hash chain, in the log or in export files").add_argument(

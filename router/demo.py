@@ -22,7 +22,7 @@ from .events import Limits, Principal, Usage
 from .limits import Price, PriceTable
 from .models.scripted import ScriptedModel
 from .protocols import ModelTurn, ProposedCall
-from .protocols import Cipher, Store
+from .protocols import Cipher, Model, Store
 from .tools import Tools, tool
 
 __all__ = ["MODEL", "PRINCIPAL", "PRICES", "LIMITS", "QUESTION", "demo_engine", "demo_model", "demo_tools"]
@@ -127,7 +127,8 @@ def demo_model() -> ScriptedModel:
     )
 
 
-def demo_engine(store: Store, crm_path: str | Path, cipher: Cipher | None = None) -> Engine:
-    """The demo agent on ``store``, its CRM table in the SQLite file at ``crm_path``."""
-    return Engine(store, demo_model(), demo_tools(crm_path), limits=LIMITS, prices=PRICES, cipher=cipher,
+def demo_engine(store: Store, crm_path: str | Path, cipher: Cipher | None = None, model: Model | None = None) -> Engine:
+    """The demo agent on ``store``, its CRM table in the SQLite file at ``crm_path``; the
+    scripted model unless another ``model`` (a real provider) is given."""
+    return Engine(store, model or demo_model(), demo_tools(crm_path), limits=LIMITS, prices=PRICES, cipher=cipher,
                   agent="support-demo")

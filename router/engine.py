@@ -20,7 +20,7 @@ from .chain import Chain
 from .clock import Clock, IdSource, RandomIds, SystemClock
 from .definition import definition_hash
 from .redaction import Redaction
-from .errors import ConfigError, DefinitionChanged
+from .errors import ConfigError, DefinitionChanged, ModelError
 from .events import (
     Event,
     Limits,
@@ -326,11 +326,14 @@ class Engine:
                 if not isinstance(turn, ModelTurn):
                     raise TypeError(f"the model returned {type(turn).__name__}, not ModelTurn")
                 return self._responded(state, turn, begin)
+            except ModelError as exc:  # a provider adapter has spent its own retries
+                error = f"{type(exc).__name__}: {exc}"
+                break
             except Exception as exc:  # recorded as run_failed once the retries are spent
                 error = f"{type(exc).__name__}: {exc}"
         return RunFailed(
             at=self.clock.now_us(), code="model_error",
-            reason=f"the model failed {self.model_retry.attempts} times; last error: {error}",
+            reason=f"the model failed after {attempt} attempt(s) here; last error: {error}",
         )
 
     def _responded(self, state: RunState, turn: ModelTurn, begin: int) -> ModelResponded:

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
 
 from router import Engine, MemoryStore, Phase, Principal, Tools, tool
@@ -227,3 +232,32 @@ async def test_a_run_whose_provider_stays_down_fails_with_the_mapped_error(serve
     result = await engine.start("go", principal=Principal(id="u"))
     assert result.phase is Phase.FAILED
     assert "ModelUnavailable" in result.reason and "HTTP 502" in result.reason
+
+
+def router_cli(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if k != "OPENAI_API_KEY"}
+    return subprocess.run([sys.executable, "-m", "router", *args], cwd=cwd, capture_output=True, text=True, env=env)
+
+
+async def test_the_demo_runs_against_any_openai_compatible_server(server: ProviderServer, tmp_path: Path) -> None:
+    server.queue(recorded("openai_tool_call.json"), recorded("openai_malformed_arguments.json"),
+                 recorded("openai_answer.json"))
+    done = await anyio.to_thread.run_sync(router_cli, tmp_path, "demo", "--model", "openai", "--base-url", server.url)
+    assert done.returncode == 0, done.stderr
+    assert "lookup_customer" in done.stdout and "malformed_json" in done.stdout
+    assert "Customer 42 is due a refund of 1,050.00." in done.stdout
+    assert [t["function"]["name"] for t in server.requests[0]["json"]["tools"]] == [
+        "calculate", "lookup_customer", "issue_refund"]
+    assert server.requests[0]["json"]["model"] == "gpt-4o-mini"
+    assert "authorization" not in server.requests[0]["headers"]  # no key set, none sent
+    verified = await anyio.to_thread.run_sync(router_cli, tmp_path, "verify")
+    assert verified.returncode == 0, verified.stderr
+
+
+async def test_the_demo_streams_the_models_text(server: ProviderServer, tmp_path: Path) -> None:
+    server.queue(recorded("openai_stream.sse"), recorded("openai_stream_text.sse"))
+    done = await anyio.to_thread.run_sync(
+        router_cli, tmp_path, "demo", "--model", "openai", "--base-url", server.url, "--stream", "--model-name", "local",
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("It is 4.")
