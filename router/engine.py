@@ -26,7 +26,9 @@ from .events import (
     Limits,
     Message,
     ModelResponded,
+    ModelRouted,
     Principal,
+    RouteAttempt,
     RunCancelled,
     RunFailed,
     RunMigrated,
@@ -325,9 +327,13 @@ class Engine:
                 turn = await self.model.respond(run.transcript.messages, self.tools.schemas)
                 if not isinstance(turn, ModelTurn):
                     raise TypeError(f"the model returned {type(turn).__name__}, not ModelTurn")
+                if turn.route:
+                    self._routed(run, next((a.model for a in turn.route if a.outcome == "answered"), ""), turn.route)
                 return self._responded(state, turn, begin)
             except ModelError as exc:  # a provider adapter has spent its own retries
                 error = f"{type(exc).__name__}: {exc}"
+                if exc.route:
+                    self._routed(run, "", exc.route)  # type: ignore[arg-type]
                 break
             except Exception as exc:  # recorded as run_failed once the retries are spent
                 error = f"{type(exc).__name__}: {exc}"
@@ -335,6 +341,9 @@ class Engine:
             at=self.clock.now_us(), code="model_error",
             reason=f"the model failed after {attempt} attempt(s) here; last error: {error}",
         )
+
+    def _routed(self, run: _Run, chosen: str, route: tuple[RouteAttempt, ...]) -> None:
+        run.add(ModelRouted(at=self.clock.now_us(), step=run.state.steps + 1, chosen=chosen, attempts=route))
 
     def _responded(self, state: RunState, turn: ModelTurn, begin: int) -> ModelResponded:
         now = self.clock.now_us()

@@ -122,8 +122,9 @@ class ModelError(RouterError):
     code = "model_error"
 
     def __init__(self, model: str, reason: str, *, status: int = 0, attempts: int = 1,
-                 retry_after_s: float | None = None) -> None:
+                 retry_after_s: float | None = None, route: tuple[object, ...] = ()) -> None:
         self.model = model
+        self.route = route  # a routing policy's RouteAttempts when no candidate answered
         self.reason = reason
         self.status = status  # the HTTP status, 0 when no response came
         self.attempts = attempts

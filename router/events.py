@@ -27,9 +27,11 @@ __all__ = [
     "LimitExceeded",
     "Message",
     "ModelResponded",
+    "ModelRouted",
     "NodeFailed",
     "NodeFinished",
     "Principal",
+    "RouteAttempt",
     "RunCancelled",
     "RunFailed",
     "RunForked",
@@ -178,6 +180,25 @@ class ModelResponded(Event, frozen=True, tag="model_responded"):
     model: str = ""
     latency_us: int = 0
     held: str = ""  # why the output check held this answer back for review
+
+
+class RouteAttempt(Data, frozen=True):
+    """One candidate a routing policy considered for a model call, and what came of it."""
+
+    model: str
+    reason: str  # why it was tried (or considered): "fallback 2 of 3", "cheapest with tools"
+    outcome: Literal["answered", "failed", "timed_out", "skipped"]
+    detail: str = ""  # the error, or why it was skipped (circuit open, lacks a capability)
+    latency_us: int = 0
+
+
+class ModelRouted(Event, frozen=True, tag="model_routed"):
+    """How a routing policy chose the model for one model call: every candidate in the
+    order considered, and why. ``chosen`` is empty when none answered."""
+
+    step: int
+    chosen: str
+    attempts: tuple[RouteAttempt, ...]
 
 
 class ToolCallRejected(Event, frozen=True, tag="tool_call_rejected"):
@@ -344,6 +365,7 @@ class RunCancelled(Event, frozen=True, tag="run_cancelled"):
 
 AnyEvent: TypeAlias = Union[
     RunStarted,
+    ModelRouted,
     ModelResponded,
     ToolCallRejected,
     ToolCallDenied,
@@ -373,6 +395,7 @@ class Kind(enum.StrEnum):
     """The stable ``kind`` tag of every event type."""
 
     RUN_STARTED = "run_started"
+    MODEL_ROUTED = "model_routed"
     MODEL_RESPONDED = "model_responded"
     TOOL_CALL_REJECTED = "tool_call_rejected"
     TOOL_CALL_DENIED = "tool_call_denied"

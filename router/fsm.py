@@ -338,7 +338,8 @@ def _review_decided(state: RunState, event: ReviewDecided, at: int) -> RunState:
     return replace(state, phase=Phase.AWAITING_MODEL, pending_review="", last_at=at, **approved.get(rule, {}))
 
 
-def _resumed(state: RunState, event: RunResumed, at: int) -> RunState:
+def _noted(state: RunState, event: Event, at: int) -> RunState:
+    """An event that records a fact and changes nothing but the time."""
     return replace(state, last_at=at)
 
 
@@ -364,6 +365,7 @@ Entry: TypeAlias = tuple[Handler, tuple[Phase, ...]]
 
 TABLE: dict[tuple[Phase, Kind], Entry] = {
     (Phase.NEW, Kind.RUN_STARTED): (_start, (Phase.AWAITING_MODEL,)),
+    (Phase.AWAITING_MODEL, Kind.MODEL_ROUTED): (_noted, (Phase.AWAITING_MODEL,)),
     (Phase.AWAITING_MODEL, Kind.MODEL_RESPONDED): (_model_responded, (Phase.RUNNING_TOOLS, Phase.DONE)),
     (Phase.RUNNING_TOOLS, Kind.TOOL_CALL_REJECTED): (_refused, (Phase.RUNNING_TOOLS, Phase.AWAITING_MODEL)),
     (Phase.RUNNING_TOOLS, Kind.TOOL_CALL_DENIED): (_refused, (Phase.RUNNING_TOOLS, Phase.AWAITING_MODEL)),
@@ -381,9 +383,9 @@ TABLE: dict[tuple[Phase, Kind], Entry] = {
     ),
 }
 for _phase in LIVE:
-    TABLE[(_phase, Kind.RUN_RESUMED)] = (_resumed, (_phase,))
+    TABLE[(_phase, Kind.RUN_RESUMED)] = (_noted, (_phase,))
     TABLE[(_phase, Kind.RUN_MIGRATED)] = (_migrated, (_phase,))
-    TABLE[(_phase, Kind.RUN_FORKED)] = (_resumed, (_phase,))
+    TABLE[(_phase, Kind.RUN_FORKED)] = (_noted, (_phase,))
     TABLE[(_phase, Kind.LIMIT_EXCEEDED)] = (_ended(Phase.LIMIT_EXCEEDED), (Phase.LIMIT_EXCEEDED,))
     TABLE[(_phase, Kind.RUN_FAILED)] = (_ended(Phase.FAILED), (Phase.FAILED,))
     TABLE[(_phase, Kind.RUN_CANCELLED)] = (_ended(Phase.CANCELLED), (Phase.CANCELLED,))

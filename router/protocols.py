@@ -7,7 +7,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import msgspec
 
-from .events import Event, Message, StoredEvent, Usage
+from .events import Event, Message, RouteAttempt, StoredEvent, Usage
 
 __all__ = [
     "Cipher", "Lease", "Model", "ModelTurn", "Observer", "ProposedCall", "RunSummary", "Store", "StreamDelta",
@@ -29,6 +29,7 @@ class ModelTurn(msgspec.Struct, frozen=True):
     tool_calls: tuple[ProposedCall, ...] = ()
     usage: Usage = Usage()
     model: str = ""  # the model that answered, when the adapter knows it
+    route: tuple[RouteAttempt, ...] = ()  # how a routing policy chose that model, recorded as model_routed
 
 
 class StreamDelta(msgspec.Struct, frozen=True):

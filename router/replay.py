@@ -17,6 +17,7 @@ from .events import (
     Event,
     LimitExceeded,
     ModelResponded,
+    ModelRouted,
     ReviewDecided,
     RunCancelled,
     RunFailed,
@@ -54,7 +55,7 @@ class ReplayReport(msgspec.Struct, frozen=True):
 
 # Outcomes that come from outside router's decisions, accepted as recorded when the
 # current effect allows them.
-_MODEL_OUTCOMES = (ModelResponded, RunFailed, LimitExceeded)
+_MODEL_OUTCOMES = (ModelRouted, ModelResponded, RunFailed, LimitExceeded)
 _TOOL_OUTCOMES = (ToolSucceeded, ToolFailed, LimitExceeded)
 _ANYTIME = (RunResumed, RunMigrated, RunForked, RunCancelled)
 

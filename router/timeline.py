@@ -12,6 +12,7 @@ from .events import (
     StepRouted,
     LimitExceeded,
     ModelResponded,
+    ModelRouted,
     ReviewDecided,
     ReviewRequested,
     RunCancelled,
@@ -50,6 +51,10 @@ def _describe(event: Event) -> tuple[str, str]:
         held = f"  (held for review: {event.held})" if event.held else ""
         answer = f"{head}\n{'':22}-> answer: {_clip(event.text)!r}{held}"
         return "model", f"{head}\n{'':22}-> {calls}" if calls else answer
+    if isinstance(event, ModelRouted):
+        tried = "; ".join(f"{a.model} {a.outcome}" + (f" ({_clip(a.detail, 40)})" if a.detail else "")
+                          for a in event.attempts)
+        return "model routed", f"step {event.step} -> {event.chosen or 'none'}: {tried}"
     if isinstance(event, ToolCallRejected):
         where = f" at {event.path}" if event.path else ""
         return "REJECTED", f"{event.tool} [{event.call_id}] {event.code}{where}: {_clip(event.reason, 60)}"

@@ -19,6 +19,8 @@ from router.events import (
     Limits,
     Message,
     ModelResponded,
+    ModelRouted,
+    RouteAttempt,
     Principal,
     RunCancelled,
     RunFailed,
@@ -94,6 +96,10 @@ PREFIXES: dict[Phase, list[Event]] = {
 
 SAMPLES: dict[Kind, Event] = {
     Kind.RUN_STARTED: START,
+    Kind.MODEL_ROUTED: ModelRouted(at=5, step=1, chosen="b", attempts=(
+        RouteAttempt(model="a", reason="fallback 1 of 2", outcome="failed", detail="down"),
+        RouteAttempt(model="b", reason="fallback 2 of 2", outcome="answered"),
+    )),
     Kind.MODEL_RESPONDED: ModelResponded(at=5, step=1, tool_calls=calls("c9")),
     Kind.TOOL_CALL_REJECTED: ToolCallRejected(at=5, call_id="c2", tool="t", code="invalid_arguments", reason="r"),
     Kind.TOOL_CALL_DENIED: ToolCallDenied(at=5, call_id="c2", tool="t", principal="u", missing=("p",)),

@@ -1,0 +1,197 @@
+"""Multi-model routing: a policy picks the model for each call, and the run's log records
+every candidate it considered and why (a ``model_routed`` event before the answer).
+
+``ModelRouter`` is itself a Model. For each call it plans an order over its candidates,
+deterministically (the same candidates, breaker states and clock give the same order):
+
+- ``strategy="ordered"``: the declared order, falling back to the next candidate on an
+  error or a timeout;
+- ``strategy="cheapest"``: the cheapest candidates first, by their price per million
+  tokens (input plus output; ties keep the declared order), falling back the same way.
+
+A candidate is skipped, with the reason recorded, when it lacks a required capability
+(``"tools"`` whenever the run offers tools, plus ``require``), when its expected latency
+exceeds the latency budget, or when its circuit breaker is open. The latency budget also
+bounds the whole call: each attempt's timeout is what remains of it. A breaker opens after
+``failures_to_open`` failures in a row and lets one trial call through after ``cooldown_s``.
+When no candidate answers, ``ModelUnavailable`` carries the attempts, and the run records
+them before it fails.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any, Literal, final
+
+import anyio
+import msgspec
+
+from ..clock import Clock, SystemClock
+from ..errors import ConfigError, ModelUnavailable
+from ..events import Message, RouteAttempt
+from ..limits import Price
+from ..protocols import Model, ModelTurn
+
+__all__ = ["Breaker", "Candidate", "ModelRouter"]
+
+
+class Breaker(msgspec.Struct, frozen=True):
+    """When a model's circuit opens (failures in a row) and for how long it stays open."""
+
+    failures_to_open: int = 3
+    cooldown_s: float = 30.0
+
+    def __post_init__(self) -> None:
+        if self.failures_to_open < 1 or self.cooldown_s < 0:
+            raise ConfigError(f"invalid breaker {self!r}")
+
+
+@final
+class Candidate:
+    """A model the router may choose, with what it can do and what it costs."""
+
+    __slots__ = ("model", "capabilities", "price", "expected_latency_s", "timeout_s")
+
+    def __init__(
+        self,
+        model: Model,
+        *,
+        capabilities: Iterable[str] = ("tools",),
+        price: Price | None = None,
+        expected_latency_s: float | None = None,
+        timeout_s: float | None = None,
+    ) -> None:
+        self.model = model
+        self.capabilities = frozenset(capabilities)
+        self.price = price
+        self.expected_latency_s = expected_latency_s
+        self.timeout_s = timeout_s
+
+    @property
+    def name(self) -> str:
+        return self.model.name
+
+    @property
+    def rate(self) -> float:
+        """Dollars per million tokens, input plus output; unpriced models sort last."""
+        return self.price.input_per_mtok + self.price.output_per_mtok if self.price else float("inf")
+
+
+class _Circuit:
+    __slots__ = ("failures", "open_until_us")
+
+    def __init__(self) -> None:
+        self.failures = 0
+        self.open_until_us = 0
+
+
+@final
+class ModelRouter:
+    """A Model that routes each call to one of several candidates; see the module docs."""
+
+    def __init__(
+        self,
+        candidates: Sequence[Candidate],
+        *,
+        strategy: Literal["ordered", "cheapest"] = "ordered",
+        require: Iterable[str] = (),
+        latency_budget_s: float | None = None,
+        breaker: Breaker = Breaker(),
+        clock: Clock | None = None,
+        name: str = "model-router",
+    ) -> None:
+        if not candidates:
+            raise ConfigError("a model router needs at least one candidate")
+        names = [c.name for c in candidates]
+        if len(set(names)) != len(names):
+            raise ConfigError(f"candidate models must have distinct names, not {names}")
+        if strategy not in ("ordered", "cheapest"):
+            raise ConfigError(f"unknown routing strategy {strategy!r}")
+        self.name = name
+        self.candidates = tuple(candidates)
+        self.strategy = strategy
+        self.require = frozenset(require)
+        self.latency_budget_s = latency_budget_s
+        self.breaker = breaker
+        self.clock = clock or SystemClock()
+        self._circuits = {c.name: _Circuit() for c in candidates}
+
+    def plan(self, needs: frozenset[str]) -> list[tuple[Candidate, str, str]]:
+        """The candidates in the order they will be tried: (candidate, why it is tried,
+        why it is skipped or ""). Pure given the breakers' state and the clock."""
+        order = list(self.candidates)
+        if self.strategy == "cheapest":
+            order.sort(key=lambda c: c.rate)  # stable: ties keep the declared order
+        now = self.clock.now_us()
+        out: list[tuple[Candidate, str, str]] = []
+        for rank, c in enumerate(order, 1):
+            why = (f"cheapest {rank} of {len(order)}" if self.strategy == "cheapest"
+                   else f"fallback {rank} of {len(order)}")
+            out.append((c, why, self._skip(c, needs, now)))
+        return out
+
+    def _skip(self, c: Candidate, needs: frozenset[str], now_us: int) -> str:
+        missing = needs - c.capabilities
+        if missing:
+            return f"lacks {', '.join(sorted(missing))}"
+        budget = self.latency_budget_s
+        if budget is not None and c.expected_latency_s is not None and c.expected_latency_s > budget:
+            return f"expected latency {c.expected_latency_s:g} s exceeds the {budget:g} s budget"
+        circuit = self._circuits[c.name]
+        if circuit.open_until_us > now_us:
+            return f"circuit open for {(circuit.open_until_us - now_us) / 1e6:.1f} s more"
+        return ""
+
+    async def respond(self, messages: Sequence[Message], tools: Sequence[dict[str, Any]]) -> ModelTurn:
+        needs = self.require | ({"tools"} if tools else frozenset())
+        start = self.clock.now_us()
+        attempts: list[RouteAttempt] = []
+        for c, why, skip in self.plan(needs):
+            timeout = self._timeout(c, start)
+            if not skip and timeout is not None and timeout <= 0:
+                skip = "the latency budget is spent"
+            if skip:
+                attempts.append(RouteAttempt(model=c.name, reason=why, outcome="skipped", detail=skip))
+                continue
+            begin = self.clock.now_us()
+            try:
+                with anyio.fail_after(timeout if timeout is not None else float("inf")):
+                    turn = await c.model.respond(messages, tools)
+            except TimeoutError:
+                self._failed(c)
+                attempts.append(RouteAttempt(model=c.name, reason=why, outcome="timed_out",
+                                             detail=f"no answer within {timeout:g} s",
+                                             latency_us=self.clock.now_us() - begin))
+                continue
+            except Exception as exc:  # the next candidate gets its chance; the error is recorded
+                self._failed(c)
+                attempts.append(RouteAttempt(model=c.name, reason=why, outcome="failed",
+                                             detail=f"{type(exc).__name__}: {exc}",
+                                             latency_us=self.clock.now_us() - begin))
+                continue
+            self._circuits[c.name].failures = 0
+            attempts.append(RouteAttempt(model=c.name, reason=why, outcome="answered",
+                                         latency_us=self.clock.now_us() - begin))
+            return msgspec.structs.replace(turn, model=turn.model or c.name, route=tuple(attempts))
+        raise ModelUnavailable(self.name, "no candidate model answered: " + "; ".join(
+            f"{a.model} {a.outcome}{': ' + a.detail if a.detail else ''}" for a in attempts
+        ), attempts=len(attempts), route=tuple(attempts))
+
+    def _timeout(self, c: Candidate, start_us: int) -> float | None:
+        limits = [t for t in (c.timeout_s,) if t is not None]
+        if self.latency_budget_s is not None:
+            limits.append(self.latency_budget_s - (self.clock.now_us() - start_us) / 1e6)
+        return min(limits) if limits else None
+
+    def _failed(self, c: Candidate) -> None:
+        circuit = self._circuits[c.name]
+        circuit.failures += 1
+        if circuit.failures >= self.breaker.failures_to_open:
+            circuit.open_until_us = self.clock.now_us() + int(self.breaker.cooldown_s * 1e6)
+            circuit.failures = self.breaker.failures_to_open - 1  # one more failure after the cooldown reopens it
+
+    async def aclose(self) -> None:
+        for c in self.candidates:
+            close = getattr(c.model, "aclose", None)
+            if close is not None:
+                await close()
