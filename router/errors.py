@@ -17,6 +17,7 @@ operators: a wrong configuration, a store that refuses, a chain that does not ve
     │   ├── ModelUnavailable     5xx, timeout or a cut connection, after the retries
     │   ├── ModelRequestRejected the provider refused the request (400, 401, 403, 404, 422)
     │   └── ModelResponseInvalid the response does not follow the provider's protocol
+    ├── McpError             an MCP server could not be reached or broke the protocol
     └── StoreError           the store refused or failed
         ├── SeqConflict      an append does not continue the run's chain
         ├── LeaseHeld        another owner holds the run's lease
@@ -34,6 +35,7 @@ __all__ = [
     "KeyMissing",
     "LeaseHeld",
     "LeaseLost",
+    "McpError",
     "ModelError",
     "ModelRateLimited",
     "ModelRequestRejected",
@@ -147,6 +149,15 @@ class ModelRequestRejected(ModelError):
 
 class ModelResponseInvalid(ModelError):
     code = "model_response_invalid"
+
+
+class McpError(RouterError):
+    code = "mcp_error"
+
+    def __init__(self, server: str, reason: str) -> None:
+        self.server = server
+        self.reason = reason
+        super().__init__(f"MCP server {server!r}: {reason}")
 
 
 class StoreError(RouterError):

@@ -19,11 +19,11 @@ LAYERS = {
     "engine": 3, "runlog": 3, "reviews": 3,
     "graph": 4, "workflow": 4, "agents": 4,
 }
-EDGE = {"store", "models", "export", "observe", "crypto", "testing", "cli", "demo", "conformance", "__init__", "__main__"}
+EDGE = {"store", "models", "export", "observe", "crypto", "testing", "cli", "demo", "conformance", "mcp", "mcp_http", "__init__", "__main__"}
 ALLOWED_THIRD_PARTY = {"msgspec", "anyio", "orjson", "uvloop", "aiosqlite", "pyarrow"}
 EXTRAS = {
     "observe.otel": {"opentelemetry"}, "crypto": {"cryptography"},
-    "models.http": {"httpx"}, "models.openai": {"httpx"}, "models.anthropic": {"httpx"},
+    "models.http": {"httpx"}, "models.openai": {"httpx"}, "models.anthropic": {"httpx"}, "mcp_http": {"httpx"},
 }  # optional extras, imported lazily
 
 

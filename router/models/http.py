@@ -31,7 +31,7 @@ from ..errors import (
 )
 from ..tools import Retry
 
-__all__ = ["DEFAULT_RETRY", "ServerSentEvent", "Transport", "decode_response", "incomplete", "retryable"]
+__all__ = ["DEFAULT_RETRY", "ServerSentEvent", "Transport", "decode_response", "incomplete", "read_events", "retryable"]
 
 DEFAULT_RETRY = Retry(attempts=4, base_delay_s=0.5, factor=2.0, max_delay_s=8.0)
 _RETRIED = frozenset({408, 409, 429})
@@ -105,7 +105,7 @@ class Transport:
                                           headers=self._headers(), params=self.params) as response:
                 if response.status_code >= 300:
                     _check(response, model, n, await response.aread())
-                return await read(_events(response), n)
+                return await read(read_events(response), n)
 
         return await self._with_retries(model, attempt)
 
@@ -143,7 +143,7 @@ class Transport:
         raise AssertionError("unreachable")  # pragma: no cover
 
 
-async def _events(response: httpx.Response) -> AsyncIterator[ServerSentEvent]:
+async def read_events(response: httpx.Response) -> AsyncIterator[ServerSentEvent]:
     """Parse a text/event-stream body: ``event:`` and ``data:`` lines, a blank line ends one."""
     event, data = "", list[str]()
     async for line in response.aiter_lines():
