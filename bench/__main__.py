@@ -21,6 +21,7 @@ from . import (
     concurrent_runs,
     export,
     fanout,
+    json_schema,
     floors,
     long_run,
     parallel_tools,
@@ -44,6 +45,7 @@ WORKLOADS: dict[str, Workload] = {
     "concurrent_runs": concurrent_runs.run,
     "resume": resume.run,
     "validation": validation.run,
+    "json_schema": json_schema.run,
     "cold_start": cold_start.run,
     "export": export.run,
 }

@@ -51,7 +51,7 @@ def record(
 ) -> Record:
     values = samples.per_step_us
     p50 = statistics.median(values)
-    per_step = unit == "us/step"
+    per_step = unit in ("us/step", "us/call")  # steps (or calls) per second
     return Record(
         workload=workload, system=system, version=version, store=store,
         p50_us_per_step=round(p50, 1), p99_us_per_step=round(percentile(values, 99), 1),

@@ -30,6 +30,7 @@ from urllib.parse import unquote
 import msgspec
 
 from .errors import SchemaError
+from .schema_types import msgspec_type
 
 __all__ = [
     "ANNOTATIONS", "APPLICATORS", "ASSERTIONS", "BFCL", "CompiledSchema", "Failure", "SchemaOptions", "compile_schema",
@@ -103,13 +104,18 @@ _decoder = msgspec.json.Decoder()
 
 @final
 class CompiledSchema:
-    """A schema compiled once: ``decode`` JSON text to Python values and check them."""
+    """A schema compiled once: ``decode`` JSON text to Python values and check them.
 
-    __slots__ = ("schema", "check")
+    When msgspec can check the whole schema exactly (router.schema_types), valid arguments
+    are checked in msgspec's C code; anything it refuses goes through the precompiled
+    checks, which give the verdict and the path."""
 
-    def __init__(self, schema: Any, check: Check) -> None:
+    __slots__ = ("schema", "check", "fast")
+
+    def __init__(self, schema: Any, check: Check, fast: Any = None) -> None:
         self.schema = schema
         self.check = check
+        self.fast: msgspec.json.Decoder[Any] | None = None if fast is None else msgspec.json.Decoder(fast)
 
     def validate(self, value: Any) -> Failure | None:
         """None if the decoded ``value`` is valid, else the first failure."""
@@ -118,6 +124,13 @@ class CompiledSchema:
     def decode(self, text: str | bytes) -> Any:
         """The arguments as Python values. Raises msgspec.DecodeError for text that is not
         JSON and msgspec.ValidationError, naming the path, for a value the schema refuses."""
+        if self.fast is not None:
+            try:
+                self.fast.decode(text)
+            except msgspec.ValidationError:
+                pass  # maybe invalid, maybe only stricter than JSON Schema (1.0 for an integer)
+            else:
+                return _decoder.decode(text)
         value = _decoder.decode(text)
         failure = self.check(value)
         if failure is not None:
@@ -128,7 +141,9 @@ class CompiledSchema:
 def compile_schema(schema: Any, options: SchemaOptions = SchemaOptions()) -> CompiledSchema:
     """Compile a JSON Schema. Raises SchemaError, naming the keyword and its location, for
     a keyword that is not supported, a malformed value, or a ``$ref`` that cannot resolve."""
-    return CompiledSchema(schema, _Compiler(schema, options).node(schema, "#"))
+    check = _Compiler(schema, options).node(schema, "#")
+    fast = msgspec_type(schema, schema, options.type_aliases, options.annotations, options.nullable_defaults)
+    return CompiledSchema(schema, check, fast)
 
 
 def standard_schema(schema: Any, options: SchemaOptions = SchemaOptions()) -> Any:

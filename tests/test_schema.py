@@ -198,3 +198,57 @@ async def test_a_json_schema_tool_runs_in_the_loop_with_errors_fed_back() -> Non
     assert seen[1] == 'error[invalid_arguments] at $.room: Expected one of "blue", "red"'
     assert seen[2] == "\"red for 2h\""
     assert Tools([book]).schemas[0]["function"]["parameters"]["additionalProperties"] is False
+
+
+def suite_cases() -> list[tuple[Any, Any]]:
+    cases = []
+    for path in sorted(SUITE.glob("*.json")):
+        for group in orjson.loads(path.read_bytes()):
+            try:
+                compiled = compile_schema(group["schema"])
+            except SchemaError:
+                continue
+            cases.extend((compiled, test["data"]) for test in group["tests"])
+    return cases
+
+
+def fast_accepts(compiled: Any, value: Any) -> bool:
+    if compiled.fast is None:
+        return False
+    try:
+        compiled.fast.decode(orjson.dumps(value))
+    except msgspec.ValidationError:
+        return False
+    return True
+
+
+def test_msgspecs_fast_path_never_accepts_what_the_checks_refuse() -> None:
+    fast = [(c, data) for c, data in suite_cases() if c.fast is not None]
+    assert len(fast) > 200  # the fast path covers much of the suite, so this is not vacuous
+    unsound = [(c.schema, data) for c, data in fast if fast_accepts(c, data) and c.validate(data) is not None]
+    assert unsound == []
+    tools = [compile_schema(schema, BFCL) for schema, _ in ROWS]
+    # all but one real BFCL tool (an enum of strings on an array) take the fast path
+    assert sum(t.fast is not None for t in tools) >= 0.99 * len(tools)
+    assert all(t.validate(args) is None for t, (_, args) in zip(tools, ROWS, strict=True) if fast_accepts(t, args))
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-10**6, 10**6) | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=8),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=6), children, max_size=4),
+    max_leaves=12,
+)
+
+
+@settings(deadline=None, max_examples=400)
+@given(st.sampled_from(range(len(ROWS))), json_values)
+def test_random_values_never_pass_the_fast_path_alone(index: int, noise: Any) -> None:
+    schema, arguments = ROWS[index]
+    compiled = compile_schema(schema, BFCL)
+    mutated = dict(arguments)
+    if mutated:
+        mutated[sorted(mutated)[0]] = noise
+    for value in (noise, mutated):
+        if fast_accepts(compiled, value):
+            assert compiled.validate(value) is None
