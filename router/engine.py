@@ -53,7 +53,7 @@ from .fsm import (
     resume_events,
 )
 from .limits import PriceTable
-from .protocols import Cipher, Model, ModelTurn, Observer, Store
+from .protocols import Cipher, Model, ModelTurn, Observer, Store, current_run_id
 from .replay import ReplayReport, replay_events
 from .tools import Retry, ToolContext, ToolOutput, Tools, encode_result, record_calls
 from .runlog import load_run
@@ -239,12 +239,15 @@ class Engine:
 
     async def _drive(self, run: _Run) -> RunResult:
         """Advance the run until it stops, then release its lease, whatever happened."""
+        token = current_run_id.set(run.run_id)  # model adapters tag their stream deltas with it
         try:
             result = await self._advance(run)
         except BaseException:
             with anyio.CancelScope(shield=True):
                 await self._release(run.run_id)
             raise
+        finally:
+            current_run_id.reset(token)
         await self._release(run.run_id)
         return result
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextvars import ContextVar
 from typing import Any, Protocol, runtime_checkable
 
 import msgspec
@@ -11,7 +12,12 @@ from .events import Event, Message, RouteAttempt, StoredEvent, Usage
 
 __all__ = [
     "Cipher", "Lease", "Model", "ModelTurn", "Observer", "ProposedCall", "RunSummary", "Store", "StreamDelta",
+    "current_run_id",
 ]
+
+# The run the engine is advancing in this task: a model adapter shared by many runs tags
+# each StreamDelta with it, so that a service can route the pieces to the right caller.
+current_run_id: ContextVar[str] = ContextVar("router_current_run_id", default="")
 
 
 class ProposedCall(msgspec.Struct, frozen=True):
@@ -44,6 +50,7 @@ class StreamDelta(msgspec.Struct, frozen=True):
     call_name: str = ""
     arguments: str = ""  # a piece of the call's JSON arguments
     attempt: int = 1
+    run_id: str = ""  # the run whose model call this is (``current_run_id``), "" outside a run
 
 
 @runtime_checkable

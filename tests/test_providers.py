@@ -151,6 +151,7 @@ async def test_openai_streaming_surfaces_deltas_and_assembles_the_turn(server: P
     assert (result.phase, result.output) == (Phase.DONE, "It is 4.")
     assert server.requests[0]["json"]["stream"] is True
     assert "".join(d.arguments for d in deltas) == '{"expression": "2 + 2"}'
+    assert {d.run_id for d in deltas} == {result.run_id}  # a shared adapter tags each piece with its run
     assert [d.text for d in deltas if d.text] == ["It is", " 4."]
     assert (result.usage.input_tokens, result.usage.output_tokens) == (120 + 150, 17 + 4)
 
@@ -261,3 +262,20 @@ async def test_the_demo_streams_the_models_text(server: ProviderServer, tmp_path
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("It is 4.")
+
+
+async def test_concurrent_runs_sharing_one_adapter_get_their_own_deltas(server: ProviderServer) -> None:
+    deltas: list[StreamDelta] = []
+    server.queue(*[recorded("openai_stream_text.sse")] * 2)
+    model = openai(server, stream=True, on_delta=deltas.append)
+    engine = Engine(MemoryStore(), model, TOOLS)
+    results: list[Any] = []
+
+    async def one() -> None:
+        results.append(await engine.start("2 + 2?", principal=Principal(id="u")))
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(one)
+        tg.start_soon(one)
+    for result in results:
+        assert "".join(d.text for d in deltas if d.run_id == result.run_id) == "It is 4."

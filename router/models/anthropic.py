@@ -17,7 +17,7 @@ import msgspec
 
 from ..errors import ModelResponseInvalid, ModelUnavailable
 from ..events import Message, Usage
-from ..protocols import ModelTurn, ProposedCall, StreamDelta
+from ..protocols import ModelTurn, ProposedCall, StreamDelta, current_run_id
 from ..tools import Retry
 from .http import DEFAULT_RETRY, ServerSentEvent, Transport, decode_response, incomplete, retryable
 
@@ -175,7 +175,7 @@ class AnthropicModel:
 
     def _emit(self, delta: StreamDelta) -> None:
         if self.on_delta is not None:
-            self.on_delta(delta)
+            self.on_delta(msgspec.structs.replace(delta, run_id=current_run_id.get()))
 
 
 def _tool(schema: dict[str, Any]) -> dict[str, Any]:
