@@ -166,7 +166,8 @@ def render(suite: list[KeywordResult], tool_schemas: ToolSchemaResult) -> str:
         note = "" if r.supported else "keyword not supported"
         if r.refusals:
             note = (note + "; " if note else "") + "refused: " + " | ".join(r.refusals)[:150]
-        lines.append(f"{r.file:30} {f'{r.passed}/{r.passed + r.failed}':>8} {r.rate:7.1%} {r.refused:8}  {note}")
+        rate = f"{r.rate:7.1%}" if r.passed + r.failed else f"{'-':>7}"
+        lines.append(f"{r.file:30} {f'{r.passed}/{r.passed + r.failed}':>8} {rate} {r.refused:8}  {note}")
         lines.extend(f"    FAILED {failure}" for failure in r.failures)
     supported = [r for r in suite if r.supported]
     passed = sum(r.passed for r in supported)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -252,3 +253,15 @@ def test_random_values_never_pass_the_fast_path_alone(index: int, noise: Any) ->
     for value in (noise, mutated):
         if fast_accepts(compiled, value):
             assert compiled.validate(value) is None
+
+
+def test_the_readme_states_the_figures_the_command_prints(capsys: pytest.CaptureFixture[str]) -> None:
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    main(["conformance", str(CONFORMANCE)])
+    out = capsys.readouterr().out
+    supported = re.search(r"supported keywords: (\d+/\d+) tests passed \(100.0%\) in (\d+) files", out)
+    assert supported is not None
+    assert f"the {supported.group(2)} files of supported keywords | {supported.group(1)} tests passed (100%)" in readme
+    for figure in re.findall(r"(\d+/\d+) \(100.0%\)|compiled: (\d+/\d+)|\+ (\d+/\d+) of the rows", out):
+        shown = next(f for f in figure if f)
+        assert shown in readme, shown
