@@ -26,7 +26,7 @@ import anyio
 import anyio.abc
 import msgspec
 
-from .errors import McpError
+from .errors import McpError, SchemaError
 from .schema import SchemaOptions
 from .tools import Retry, Tool
 
@@ -57,6 +57,7 @@ class McpClient:
         self.server = server
         self.timeout_s = timeout_s
         self.info: dict[str, Any] = {}
+        self.refused: dict[str, str] = {}  # tools left out by ``tools(skip_refused=True)``, and why
 
     @classmethod
     @asynccontextmanager
@@ -117,14 +118,29 @@ class McpClient:
         message: dict[str, Any] = {"jsonrpc": "2.0", "id": next(self._ids), "method": method}
         if params is not None:
             message["params"] = params
-        with anyio.fail_after(timeout_s or self.timeout_s):
-            response = await self._channel.send(message)
+        try:
+            with anyio.fail_after(timeout_s or self.timeout_s):
+                response = await self._channel.send(message)
+        except (TimeoutError, anyio.get_cancelled_exc_class()):
+            await self._cancelled(message["id"])
+            raise
         if response is None:
             raise McpError(self.server, f"no response to {method}")
         if "error" in response:
             error = response["error"] if isinstance(response["error"], dict) else {}
             raise McpError(self.server, f"{method}: {error.get('message', 'error')} (code {error.get('code')})")
         return response.get("result", {})
+
+    async def _cancelled(self, request_id: int) -> None:
+        """Tell the server we stopped waiting (a timeout, a cancelled run), so that it can
+        stop the work; best effort."""
+        notice = {"jsonrpc": "2.0", "method": "notifications/cancelled",
+                  "params": {"requestId": request_id, "reason": "router stopped waiting"}}
+        with anyio.CancelScope(shield=True), anyio.move_on_after(2):
+            try:
+                await self._channel.send(notice)
+            except McpError:
+                pass  # the server is gone: nothing to cancel
 
     async def list_tools(self) -> list[dict[str, Any]]:
         """Every tool the server offers, following its pagination."""
@@ -161,6 +177,7 @@ class McpClient:
         retry: Retry | None = None,
         prefix: str = "",
         schema_options: SchemaOptions | None = None,
+        skip_refused: bool = False,
     ) -> list[Tool]:
         """The server's tools as router tools, their inputSchemas compiled now.
 
@@ -169,6 +186,9 @@ class McpClient:
         crash (the others are committed before they run, and an unsure call waits for a
         person). A name that is not a valid router tool name has other characters
         replaced by "_"; ``prefix`` is put in front of every name.
+
+        A tool whose inputSchema router cannot enforce raises SchemaError, or with
+        ``skip_refused`` is left out and listed, with the reason, in ``self.refused``.
         """
         wanted = set(include) if include is not None else None
         permissions = permissions or {}
@@ -178,13 +198,18 @@ class McpClient:
             name = spec.get("name", "")
             if wanted is not None and name not in wanted:
                 continue
-            out.append(Tool(
-                self._caller(name), name=_UNSAFE.sub("_", prefix + name)[:64],
-                description=spec.get("description") or name, parameters=spec.get("inputSchema") or {"type": "object"},
-                schema_options=schema_options, permissions=permissions.get(name, ()), idempotent=name in safe,
-                timeout_s=timeout_s, retry=retry,
-            ))
-        if wanted is not None and len(out) != len(wanted):
+            try:
+                out.append(Tool(
+                    self._caller(name), name=_UNSAFE.sub("_", prefix + name)[:64],
+                    description=spec.get("description") or name,
+                    parameters=spec.get("inputSchema") or {"type": "object"}, schema_options=schema_options,
+                    permissions=permissions.get(name, ()), idempotent=name in safe, timeout_s=timeout_s, retry=retry,
+                ))
+            except SchemaError as exc:
+                if not skip_refused:
+                    raise
+                self.refused[name] = str(exc)
+        if wanted is not None and len(out) + len(self.refused.keys() & wanted) != len(wanted):
             missing = wanted - {spec.get("name") for spec in await self.list_tools()}
             raise McpError(self.server, f"no such tools: {', '.join(sorted(missing))}")
         return out

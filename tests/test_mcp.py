@@ -9,10 +9,11 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
 
 from router import Engine, MemoryStore, Phase, Policy, Principal, Tools
-from router.errors import McpError
+from router.errors import McpError, SchemaError
 from router.events import ToolCallDenied, ToolCallRejected, ToolFailed, ToolSucceeded
 from router.mcp import McpClient
 from router.models.scripted import ScriptedModel, call, say
@@ -129,3 +130,26 @@ async def test_a_server_that_cannot_start_or_dies_raises_mcp_error(tmp_path: Pat
     with pytest.raises(McpError, match="exited"):
         async with McpClient.stdio([sys.executable, "-c", "import sys; sys.stdin.readline()"], timeout_s=30):
             pass
+
+
+RAW = [sys.executable, str(Path(__file__).with_name("mcp_raw_server.py"))]
+
+
+async def test_a_tool_whose_schema_router_cannot_enforce_is_refused_or_left_out_by_request() -> None:
+    async with McpClient.stdio(RAW) as raw:  # it pages its list and pings the client first
+        with pytest.raises(SchemaError, match="unevaluatedProperties"):
+            await raw.tools()
+        tools = Tools(await raw.tools(skip_refused=True))
+        assert tools.names == ("echo",)
+        assert "unevaluatedProperties" in raw.refused["strict_echo"]
+        assert await raw.call_tool("echo", {"word": "hi"}) == "hi"
+        with pytest.raises(McpError, match="no method resources/list"):
+            await raw.request("resources/list")
+
+
+async def test_a_call_the_client_stops_waiting_for_is_cancelled_at_the_server() -> None:
+    async with McpClient.stdio(RAW) as raw:
+        with anyio.move_on_after(0.2):
+            await raw.call_tool("wait", {})
+        seen = await raw.call_tool("cancellations", {})
+    assert seen == {"ids": [2]}  # request 1 was initialize
