@@ -358,7 +358,7 @@ class Engine:
         return ModelResponded(
             at=now, step=step, text=turn.text, tool_calls=record_calls(step, turn.tool_calls),
             usage=turn.usage, cost_nusd=self.prices.cost_nusd(model, turn.usage), model=model,
-            latency_us=now - begin, held=held,
+            latency_us=now - begin, held=held, served_model=turn.served_model if turn.served_model != model else "",
         )
 
     async def _run_tools(self, run: _Run, calls: tuple[ToolStarted, ...]) -> list[Event]:

@@ -177,9 +177,10 @@ class ModelResponded(Event, frozen=True, tag="model_responded"):
     tool_calls: tuple[ToolCall, ...] = ()
     usage: Usage = Usage()
     cost_nusd: int = 0  # cost in billionths of a US dollar, from the run's price table
-    model: str = ""
+    model: str = ""  # the model asked, which the cost is priced at
     latency_us: int = 0
     held: str = ""  # why the output check held this answer back for review
+    served_model: str = ""  # the exact model the provider reports, when it names another
 
 
 class RouteAttempt(Data, frozen=True):

@@ -34,7 +34,8 @@ class ModelTurn(msgspec.Struct, frozen=True):
     text: str = ""
     tool_calls: tuple[ProposedCall, ...] = ()
     usage: Usage = Usage()
-    model: str = ""  # the model that answered, when the adapter knows it
+    model: str = ""  # the model asked, as the price table names it ("" for the adapter's name)
+    served_model: str = ""  # the exact model the provider says answered (a dated snapshot), if it says
     route: tuple[RouteAttempt, ...] = ()  # how a routing policy chose that model, recorded as model_routed
 
 

@@ -46,7 +46,9 @@ def _describe(event: Event) -> tuple[str, str]:
     if isinstance(event, ModelResponded):
         u = event.usage
         cost = f"  ${event.cost_nusd / 1e9:.6f}" if event.cost_nusd else ""
-        head = f"step {event.step}  {u.input_tokens} in / {u.output_tokens} out tokens{cost}  {event.latency_us / 1000:.1f} ms"
+        served = f"  [{event.served_model}]" if event.served_model else ""
+        head = (f"step {event.step}  {u.input_tokens} in / {u.output_tokens} out tokens{cost}  "
+                f"{event.latency_us / 1000:.1f} ms{served}")
         calls = "; ".join(f"{c.name}({_clip(c.arguments, 60)})" for c in event.tool_calls)
         held = f"  (held for review: {event.held})" if event.held else ""
         answer = f"{head}\n{'':22}-> answer: {_clip(event.text)!r}{held}"

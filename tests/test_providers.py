@@ -279,3 +279,24 @@ async def test_concurrent_runs_sharing_one_adapter_get_their_own_deltas(server: 
         tg.start_soon(one)
     for result in results:
         assert "".join(d.text for d in deltas if d.run_id == result.run_id) == "It is 4."
+
+
+async def test_cost_is_priced_at_the_model_asked_and_the_served_snapshot_is_recorded(server: ProviderServer) -> None:
+    from router import Price, PriceTable
+    from router.events import ModelResponded
+    from router.runlog import load_run
+
+    server.queue(recorded("openai_tool_call.json"), recorded("openai_answer.json"))
+    store = MemoryStore()
+    prices = PriceTable({"gpt-4o": Price(input_per_mtok=2.5, output_per_mtok=10.0)}, strict=True)
+    result = await Engine(store, openai(server), TOOLS, prices=prices).start("go", principal=Principal(id="u"))
+    assert result.cost_usd == pytest.approx(((412 + 860) * 2.5 + (21 + 48) * 10.0) / 1e6)
+    events, _, _ = await load_run(store, result.run_id)
+    responded = [e for e in events if isinstance(e, ModelResponded)]
+    assert {(e.model, e.served_model) for e in responded} == {("gpt-4o", "gpt-4o-2024-08-06")}
+
+
+async def test_a_refusal_is_the_models_answer(server: ProviderServer) -> None:
+    server.queue(recorded("openai_refusal.json"))
+    turn = await openai(server).respond(USER, [])
+    assert turn.text == "I'm sorry, I can't help with moving money without an approval."

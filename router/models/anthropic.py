@@ -124,13 +124,13 @@ class AnthropicModel:
             for b in response.content if b.type == "tool_use"
         )
         return ModelTurn(
-            text=text, tool_calls=calls, model=response.model or self.name,
+            text=text, tool_calls=calls, model=self.name, served_model=response.model,
             usage=Usage(input_tokens=response.usage.input_tokens, output_tokens=response.usage.output_tokens),
         )
 
     async def _read_stream(self, events: AsyncIterator[ServerSentEvent], attempt: int) -> ModelTurn:
         blocks: dict[int, list[str]] = {}  # index -> [type, id, name, pieces...]
-        usage, model, done = _Usage(), self.name, False
+        usage, model, done = _Usage(), "", False
         async for sse in events:
             event = decode_response(self.name, sse.data, _StreamEvent)
             if event.type == "message_start" and event.message is not None:
@@ -140,7 +140,7 @@ class AnthropicModel:
                 block = event.content_block
                 blocks[event.index] = [block.type, block.id, block.name, block.text]
                 if block.type == "tool_use":
-                    self._emit(StreamDelta(model=model, call_index=event.index, call_id=block.id,
+                    self._emit(StreamDelta(model=self.name, call_index=event.index, call_id=block.id,
                                            call_name=block.name, attempt=attempt))
             elif event.type == "content_block_delta" and event.delta is not None:
                 self._delta(blocks, event.index, event.delta, model, attempt)
@@ -158,7 +158,7 @@ class AnthropicModel:
         calls = tuple(
             ProposedCall(b[1], b[2], "".join(b[3:]) or "{}") for _, b in sorted(blocks.items()) if b[0] == "tool_use"
         )
-        return ModelTurn(text=text, tool_calls=calls, model=model,
+        return ModelTurn(text=text, tool_calls=calls, model=self.name, served_model=model,
                          usage=Usage(input_tokens=usage.input_tokens, output_tokens=usage.output_tokens))
 
     def _delta(self, blocks: dict[int, list[str]], index: int, delta: _Block, model: str, attempt: int) -> None:
@@ -167,10 +167,10 @@ class AnthropicModel:
             raise ModelResponseInvalid(self.name, f"a delta for content block {index}, which never started")
         if delta.type == "text_delta":
             block.append(delta.text)
-            self._emit(StreamDelta(model=model, text=delta.text, attempt=attempt))
+            self._emit(StreamDelta(model=self.name, text=delta.text, attempt=attempt))
         elif delta.type == "input_json_delta":
             block.append(delta.partial_json)
-            self._emit(StreamDelta(model=model, call_index=index, call_id=block[1], arguments=delta.partial_json,
+            self._emit(StreamDelta(model=self.name, call_index=index, call_id=block[1], arguments=delta.partial_json,
                                    attempt=attempt))
 
     def _emit(self, delta: StreamDelta) -> None:

@@ -42,6 +42,7 @@ class _Call(msgspec.Struct):
 class _Message(msgspec.Struct):
     content: str | None = None
     tool_calls: list[_Call] | None = None
+    refusal: str | None = None  # the model declined: its explanation is the answer
 
 
 class _Choice(msgspec.Struct):
@@ -117,15 +118,15 @@ class OpenAIModel:
         calls = tuple(ProposedCall(c.id, c.function.name, c.function.arguments) for c in message.tool_calls or ())
         usage = completion.usage or _Usage()
         return ModelTurn(
-            text=message.content or "", tool_calls=calls,
+            text=message.content or message.refusal or "", tool_calls=calls,
             usage=Usage(input_tokens=usage.prompt_tokens, output_tokens=usage.completion_tokens),
-            model=completion.model or self.name,
+            model=self.name, served_model=completion.model,
         )
 
     async def _read_stream(self, events: AsyncIterator[ServerSentEvent], attempt: int) -> ModelTurn:
         text: list[str] = []
         calls: dict[int, list[str]] = {}  # index -> [id, name, arguments...]
-        usage, model, done = _Usage(), self.name, False
+        usage, model, done = _Usage(), "", False
         async for event in events:
             if event.data.strip() == "[DONE]":
                 done = True
@@ -135,23 +136,24 @@ class OpenAIModel:
             usage = chunk.usage or usage
             for choice in chunk.choices:
                 delta = choice.delta or _Message()
-                if delta.content:
-                    text.append(delta.content)
-                    self._emit(StreamDelta(model=model, text=delta.content, attempt=attempt))
+                piece = delta.content or delta.refusal
+                if piece:
+                    text.append(piece)
+                    self._emit(StreamDelta(model=self.name, text=piece, attempt=attempt))
                 for call in delta.tool_calls or ():
                     parts = calls.setdefault(call.index, ["", ""])
                     parts[0] = parts[0] or call.id
                     parts[1] = parts[1] or call.function.name
                     parts.append(call.function.arguments)
                     self._emit(StreamDelta(
-                        model=model, call_index=call.index, call_id=call.id, call_name=call.function.name,
+                        model=self.name, call_index=call.index, call_id=call.id, call_name=call.function.name,
                         arguments=call.function.arguments, attempt=attempt,
                     ))
         if not done:
             raise incomplete(self.name, attempt)
         proposed = tuple(ProposedCall(p[0], p[1], "".join(p[2:])) for _, p in sorted(calls.items()))
         return ModelTurn(
-            text="".join(text), tool_calls=proposed, model=model,
+            text="".join(text), tool_calls=proposed, model=self.name, served_model=model,
             usage=Usage(input_tokens=usage.prompt_tokens, output_tokens=usage.completion_tokens),
         )
 
