@@ -1,6 +1,8 @@
 """The bench runner: ``python -m bench [--quick] [--only NAME] [--json FILE] [--no-peers]``.
 
-Prints a table and, with --json, writes the records (see bench/measure.py). Peers are
+Prints a table and, with --json, writes the records (see bench/measure.py). Each workload
+runs in a process of its own; within a workload, router and its peers run interleaved in
+one process. Peers are
 measured when installed: ``pip install -e ".[peers]"``. ``--markdown FILE`` prints the
 table of a results file as Markdown (for the README).
 """
@@ -8,6 +10,7 @@ table of a results file as Markdown (for the README).
 from __future__ import annotations
 
 import argparse
+import subprocess
 import sys
 import tempfile
 from collections.abc import Awaitable, Callable, Sequence
@@ -91,6 +94,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.markdown:
         print(markdown(msgspec.json.decode(Path(args.markdown).read_bytes(), type=list[Record])))
         return 0
+    names = args.only or list(WORKLOADS)
+    if len(names) > 1:
+        records = [r for name in names for r in _in_own_process(name, args.quick, args.no_peers)]
+        _report(records, "uvloop" if _has_uvloop() else "asyncio", args.no_peers, args.json)
+        return 0
     peers = [] if args.no_peers else installed_peers()
 
     async def run_all() -> list[Record]:
@@ -102,17 +110,40 @@ def main(argv: Sequence[str] | None = None) -> int:
                 records.extend(got)
         return records
 
+    if _has_uvloop():
+        records, loop = anyio.run(run_all, backend_options={"use_uvloop": True}), "uvloop"
+    else:
+        records, loop = anyio.run(run_all), "asyncio"
+    _report(records, loop, args.no_peers, args.json)
+    return 0
+
+
+def _has_uvloop() -> bool:
     try:
         import uvloop  # noqa: F401
-
-        records, loop = anyio.run(run_all, backend_options={"use_uvloop": True}), "uvloop"
     except ImportError:
-        records, loop = anyio.run(run_all), "asyncio"
-    print(f"machine: {machine()}, event loop: {loop}, peers: {', '.join(sorted({p.system for p in peers})) or 'none'}")
+        return False
+    return True
+
+
+def _in_own_process(name: str, quick: bool, no_peers: bool) -> list[Record]:
+    """One workload in a new process, so that none inherits the heap another one grew
+    (LangGraph's long runs leave hundreds of MB behind); within it, router and the peers
+    are still measured interleaved."""
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "records.json"
+        command = [sys.executable, "-m", "bench", "--only", name, "--json", str(out)]
+        command += ["--quick"] * quick + ["--no-peers"] * no_peers
+        subprocess.run(command, check=True, stdout=subprocess.DEVNULL, cwd=Path(__file__).resolve().parents[1])
+        return msgspec.json.decode(out.read_bytes(), type=list[Record])
+
+
+def _report(records: list[Record], loop: str, no_peers: bool, json_file: str | None) -> None:
+    peers = "none" if no_peers else ", ".join(sorted({p.system for p in installed_peers()})) or "none"
+    print(f"machine: {machine()}, event loop: {loop}, peers: {peers}")
     print(table(records))
-    if args.json:
-        Path(args.json).write_bytes(msgspec.json.format(msgspec.json.encode(records)))
-    return 0
+    if json_file:
+        Path(json_file).write_bytes(msgspec.json.format(msgspec.json.encode(records)))
 
 
 if __name__ == "__main__":
