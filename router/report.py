@@ -16,6 +16,7 @@ from .events import (
     Event,
     LimitExceeded,
     ModelResponded,
+    ModelRouted,
     RunCancelled,
     RunFailed,
     RunStarted,
@@ -50,6 +51,13 @@ class _Tool(msgspec.Struct):
         return self.succeeded + self.failed + self.timed_out + self.rejected + self.denied
 
 
+class _Route(msgspec.Struct):
+    answered: int = 0
+    failed: int = 0
+    timed_out: int = 0
+    skipped: int = 0
+
+
 class _Run(msgspec.Struct):
     principal: str = ""
     steps: int = 0
@@ -75,6 +83,7 @@ class Report:
         self.runs: dict[str, _Run] = {}
         self.models: dict[str, _Model] = {}
         self.tools: dict[str, _Tool] = {}
+        self.routes: dict[str, _Route] = {}  # per candidate model of a routing policy
 
     def add_all(self, events: Iterable[tuple[str, Event]]) -> Report:
         for run_id, event in events:
@@ -87,6 +96,10 @@ class Report:
             run.principal = event.principal.id
         elif isinstance(event, ModelResponded):
             self._turn(run, event)
+        elif isinstance(event, ModelRouted):
+            for attempt in event.attempts:
+                route = self.routes.setdefault(attempt.model, _Route())
+                setattr(route, attempt.outcome, getattr(route, attempt.outcome) + 1)
         elif isinstance(event, ToolSucceeded | ToolFailed | ToolCallRejected | ToolCallDenied):
             self._tool(run, event)
         elif isinstance(event, LimitExceeded):
@@ -156,6 +169,11 @@ class Report:
                   f"{t.cost_nusd / 1e9:.6f}", f"{_pct(t.latencies, 50):.2f}", f"{_pct(t.latencies, 99):.2f}"]
                  for name, t in sorted(self.tools.items())],
             ),
+            **({"routing": (
+                ["model", "answered", "failed", "timed out", "skipped"],
+                [[name, str(r.answered), str(r.failed), str(r.timed_out), str(r.skipped)]
+                 for name, r in sorted(self.routes.items())],
+            )} if self.routes else {}),
             "steps": (
                 ["steps", "p50 ms", "p90 ms", "p99 ms", "max ms"],
                 [[str(len(steps)), f"{_pct(steps, 50):.2f}", f"{_pct(steps, 90):.2f}", f"{_pct(steps, 99):.2f}",

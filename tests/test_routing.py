@@ -183,3 +183,16 @@ async def test_real_providers_fall_back_from_openai_to_anthropic(server: Provide
     assert turn.text == "Grace Hopper is due 1,050.00."
     assert [a.outcome for a in turn.route] == ["failed", "answered"]
     assert "ModelUnavailable" in turn.route[0].detail and "HTTP 500" in turn.route[0].detail
+
+
+async def test_the_report_counts_each_candidates_outcomes() -> None:
+    from router.report import Report
+    from router.runlog import load_run
+
+    store = MemoryStore()
+    router = ModelRouter([Candidate(Down("primary")), Candidate(ScriptedModel(
+        [call("add", '{"a": 1, "b": 2}'), say("3")], name="backup"))])
+    result = await Engine(store, router, Tools([add])).start("1+2", principal=Principal(id="u"))
+    events, _, _ = await load_run(store, result.run_id)
+    header, rows = Report().add_all((result.run_id, e) for e in events).tables()["routing"]
+    assert rows == [["backup", "2", "0", "0", "0"], ["primary", "0", "2", "0", "0"]]
