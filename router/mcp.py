@@ -284,15 +284,21 @@ class _StdioChannel:
             return  # not a JSON-RPC message (a server printing to stdout by mistake)
         if not isinstance(message, dict):
             return
-        if "method" in message and "id" in message:  # a request from the server: ping, or unsupported
-            reply: dict[str, Any] = {"jsonrpc": "2.0", "id": message["id"]}
+        ident = message.get("id")
+        if not isinstance(ident, (str, int)) or isinstance(ident, bool):
+            return  # a notification, or an id no request of ours can have
+        if "method" in message:  # a request from the server: ping, or one router does not offer
+            reply: dict[str, Any] = {"jsonrpc": "2.0", "id": ident}
             if message["method"] == "ping":
                 reply["result"] = {}
             else:
                 reply["error"] = {"code": -32601, "message": f"router does not offer {message['method']}"}
-            await self.send(reply)
+            try:
+                await self.send(reply)
+            except McpError:
+                pass  # the server is going away; the reader sees its stdout close
             return
-        slot = self.waiting.get(message.get("id"))
+        slot = self.waiting.get(ident)
         if slot is not None:
             slot[1].append(message)
             slot[0].set()

@@ -70,7 +70,10 @@ class HttpChannel:
 
     async def _reply(self, response: httpx.Response, request_id: Any) -> dict[str, Any]:
         if response.headers.get("content-type", "").startswith("application/json"):
-            return _message(self.url, await response.aread())
+            message = _message(self.url, await response.aread())
+            if message.get("id") != request_id:
+                raise McpError(self.url, f"a response to request {message.get('id')!r}, not {request_id!r}")
+            return message
         async for event in read_events(response):
             if not event.data.strip():
                 continue

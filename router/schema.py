@@ -20,8 +20,8 @@ accepted only under explicit ``SchemaOptions``, for example ``BFCL``.
 
 from __future__ import annotations
 
-import decimal
 import math
+from fractions import Fraction
 import re
 from collections.abc import Callable, Mapping
 from typing import Any, final
@@ -30,6 +30,7 @@ from urllib.parse import unquote
 import msgspec
 
 from .errors import SchemaError
+from .pattern import python_pattern
 from .schema_types import msgspec_type
 
 __all__ = [
@@ -119,20 +120,26 @@ class CompiledSchema:
 
     def validate(self, value: Any) -> Failure | None:
         """None if the decoded ``value`` is valid, else the first failure."""
-        return self.check(value)
+        try:
+            return self.check(value)
+        except RecursionError:
+            return Failure("the value nests too deeply to be checked")
 
     def decode(self, text: str | bytes) -> Any:
         """The arguments as Python values. Raises msgspec.DecodeError for text that is not
         JSON and msgspec.ValidationError, naming the path, for a value the schema refuses."""
-        if self.fast is not None:
-            try:
-                self.fast.decode(text)
-            except msgspec.ValidationError:
-                pass  # maybe invalid, maybe only stricter than JSON Schema (1.0 for an integer)
-            else:
-                return _decoder.decode(text)
-        value = _decoder.decode(text)
-        failure = self.check(value)
+        try:
+            if self.fast is not None:
+                try:
+                    self.fast.decode(text)
+                except msgspec.ValidationError:
+                    pass  # maybe invalid, maybe only stricter than JSON Schema (1.0 for an integer)
+                else:
+                    return _decoder.decode(text)
+            value = _decoder.decode(text)
+        except RecursionError:
+            raise msgspec.ValidationError("the value nests too deeply to be checked - at `$`") from None
+        failure = self.validate(value)
         if failure is not None:
             raise msgspec.ValidationError(f"{failure.reason} - at `{failure.where}`")
         return value
@@ -249,9 +256,9 @@ class _Compiler:
         if not isinstance(value, str):
             raise SchemaError(at, "pattern", "must be a string")
         try:
-            return re.compile(value)
-        except re.error as exc:
-            raise SchemaError(at, "pattern", f"{value!r} is not a valid regular expression: {exc}") from exc
+            return re.compile(python_pattern(value))
+        except (re.error, ValueError) as exc:
+            raise SchemaError(at, "pattern", f"{value!r} cannot be checked as ECMA-262 reads it: {exc}") from exc
 
     def types(self, value: Any, at: str) -> tuple[str, ...]:
         names = value if isinstance(value, list) else [value]
@@ -428,8 +435,7 @@ def _numeric(test: Callable[[Any, Any], bool], words: str) -> Callable[[_Compile
 def _multiple_of(c: _Compiler, schema: dict[str, Any], value: Any, at: str) -> Check:
     if not _is_number(value) or value <= 0:
         raise SchemaError(at, "multipleOf", "must be a number greater than 0")
-    divisor = decimal.Decimal(repr(value))
-    context = decimal.Context(prec=60, traps=[decimal.InvalidOperation, decimal.Overflow])
+    divisor = Fraction(repr(value))  # the decimal the schema wrote, exactly
 
     def check(v: Any) -> Failure | None:
         if not _is_number(v):
@@ -439,10 +445,7 @@ def _multiple_of(c: _Compiler, schema: dict[str, Any], value: Any, at: str) -> C
         elif isinstance(v, float) and not math.isfinite(v):
             ok = False
         else:
-            try:
-                ok = context.remainder(decimal.Decimal(repr(v)), divisor) == 0
-            except (decimal.InvalidOperation, decimal.Overflow):
-                ok = False  # the quotient is too large to be exact
+            ok = (Fraction(repr(v)) / divisor).denominator == 1
         return None if ok else Failure(f"Expected a multiple of {value}")
 
     return check

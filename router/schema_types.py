@@ -11,11 +11,13 @@ converted value is thrown away: the tool gets the decoded JSON, unknown properti
 from __future__ import annotations
 
 import itertools
+from urllib.parse import unquote
 from typing import Annotated, Any, Literal, Union
 
 import msgspec
 
 from .errors import SchemaError
+from .pattern import python_pattern
 
 __all__ = ["msgspec_type"]
 
@@ -64,7 +66,7 @@ class _Builder:
         if "anyOf" in schema:
             if set(schema) - self.harmless - {"anyOf"}:
                 raise _Inexact
-            built: Any = Union[tuple(self.type_of(s, refs) for s in schema["anyOf"])]
+            built: Any = _union([self.type_of(s, refs) for s in schema["anyOf"]])
         else:
             built = self._typed(schema, refs)
         if self.nullable and "default" in schema and schema["default"] is None:
@@ -77,8 +79,8 @@ class _Builder:
                 or target in refs:
             raise _Inexact  # siblings, other documents, or recursion
         node = self.root
-        for token in target[2:].split("/"):
-            token = token.replace("~1", "/").replace("~0", "~")
+        for raw in target[2:].split("/"):
+            token = unquote(raw).replace("~1", "/").replace("~0", "~")
             if not isinstance(node, dict) or token not in node:
                 raise _Inexact
             node = node[token]
@@ -91,9 +93,10 @@ class _Builder:
             raise _Inexact
         names = [self.aliases.get(n, n) for n in names]
         if "" in names:
+            if set(schema) - self.harmless - {"type"}:
+                raise _Inexact  # "any" with further constraints: left to the checks
             return Any
-        members = [self._member(n, schema, refs) for n in names]
-        return members[0] if len(members) == 1 else Union[tuple(members)]
+        return _union([self._member(n, schema, refs) for n in names])
 
     def _member(self, name: str, schema: dict[str, Any], refs: tuple[str, ...]) -> Any:
         if "enum" in schema:
@@ -105,8 +108,9 @@ class _Builder:
         if name == "boolean":
             return bool
         if name == "string":
+            pattern = schema.get("pattern")
             return _annotated(str, min_length=schema.get("minLength"), max_length=schema.get("maxLength"),
-                              pattern=schema.get("pattern"))
+                              pattern=python_pattern(pattern) if isinstance(pattern, str) else pattern)
         if name in ("integer", "number"):
             return self._number(name, schema)
         if name == "array":
@@ -162,6 +166,17 @@ class _Builder:
             fields.append((field, built) if key in required else (field, built, None))
         fields.sort(key=lambda f: len(f) == 3)  # required fields first
         return msgspec.defstruct(f"Args{next(_names)}", fields, rename=rename, forbid_unknown_fields=extra is False)
+
+
+def _union(members: list[Any]) -> Any:
+    """A Union of the members. msgspec 0.22 mishandles a string pattern in a union with
+    other types (a reference count goes wrong), so such a union is left to the checks."""
+    if len(members) == 1:
+        return members[0]
+    patterned = [m for m in members if any(getattr(meta, "pattern", None) for meta in getattr(m, "__metadata__", ()))]
+    if patterned and any(m is not None and m not in patterned for m in members):
+        raise _Inexact
+    return Union[tuple(members)]
 
 
 def _annotated(base: Any, **constraints: Any) -> Any:

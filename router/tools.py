@@ -363,6 +363,8 @@ class Tools:
             return reject("invalid_arguments", reason, path)
         except msgspec.DecodeError as exc:
             return reject("malformed_json", f"the arguments are not JSON: {exc}")
+        except RecursionError:
+            return reject("invalid_arguments", "the arguments nest too deeply to be checked", "$")
         started = ToolStarted(
             at=at, call_id=call.id, tool=t.name, arguments=_encoder.encode(args).decode(), idempotent=t.idempotent,
         )

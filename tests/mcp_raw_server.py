@@ -1,7 +1,8 @@
 """A minimal MCP server over stdio, written against the protocol itself: it pages its tool
 list, pings the client before answering it, and offers one tool whose inputSchema uses a
-keyword router refuses. Its hidden tools "wait" (never answers) and "cancellations"
-(the request ids the client cancelled) let a test see cancellation notices arrive."""
+keyword router refuses. Its hidden tools "wait" (never answers), "cancellations" (the
+request ids the client cancelled) and "garbled" (answers after lines a client must skip)
+let tests see cancellation notices arrive and a client survive a sloppy server."""
 
 from __future__ import annotations
 
@@ -41,6 +42,10 @@ def main() -> None:
             if page + 1 < len(TOOLS):
                 result["nextCursor"] = str(page + 1)
             send({"jsonrpc": "2.0", "id": ident, "result": result})
+        elif method == "tools/call" and message["params"]["name"] == "garbled":
+            send({"jsonrpc": "2.0", "id": {"not": "an id"}, "result": {}})  # no request of ours has this id
+            sys.stdout.write("not JSON at all\n")
+            send({"jsonrpc": "2.0", "id": ident, "result": {"content": [{"type": "text", "text": "fine"}]}})
         elif method == "tools/call" and message["params"]["name"] == "wait":
             continue  # never answers
         elif method == "tools/call" and message["params"]["name"] == "cancellations":

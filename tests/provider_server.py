@@ -26,13 +26,19 @@ class Reply:
     headers: dict[str, str] = field(default_factory=dict)
     stream: bool = False  # send the body as a chunked text/event-stream
     cut: bool = False  # close the connection before the body is complete
-    hang: bool = False  # send nothing until the server stops
+    hang: bool = False  # send nothing (a stream: nothing more) until the server stops
 
 
 def recorded(name: str, status: int = 200, **headers: str) -> Reply:
     body = (RECORDINGS / name).read_bytes()
     stream = name.endswith(".sse")
     return Reply(body, status, {k.replace("_", "-"): v for k, v in headers.items()}, stream=stream)
+
+
+def stalled_stream(name: str) -> Reply:
+    """The first half of the recorded stream, then silence."""
+    body = (RECORDINGS / name).read_bytes()
+    return Reply(body[: len(body) // 2], stream=True, hang=True)
 
 
 def cut_stream(name: str) -> Reply:
@@ -61,7 +67,7 @@ class ProviderServer:
                 server.requests.append({"path": self.path, "headers": dict(self.headers), "json": json.loads(body),
                                         "port": self.client_address[1], "query": self.path.partition("?")[2]})
                 reply = server.replies.popleft() if server.replies else Reply(b'{"error": "no reply queued"}', 500)
-                if reply.hang:
+                if reply.hang and not reply.stream:
                     server.released.wait()
                     self.close_connection = True
                     return
@@ -85,6 +91,10 @@ class ProviderServer:
                 for line in reply.body.splitlines(keepends=True):
                     self.wfile.write(b"%x\r\n%s\r\n" % (len(line), line))
                     self.wfile.flush()
+                if reply.hang:  # the stream falls silent until the server stops
+                    server.released.wait()
+                    self.close_connection = True
+                    return
                 if reply.cut:
                     self.close_connection = True
                     return

@@ -153,3 +153,9 @@ async def test_a_call_the_client_stops_waiting_for_is_cancelled_at_the_server() 
             await raw.call_tool("wait", {})
         seen = await raw.call_tool("cancellations", {})
     assert seen == {"ids": [2]}  # request 1 was initialize
+
+
+async def test_lines_that_are_not_responses_to_our_requests_are_skipped() -> None:
+    async with McpClient.stdio(RAW) as raw:
+        assert await raw.call_tool("garbled", {}) == "fine"
+        assert await raw.call_tool("echo", {"word": "still here"}) == "still here"

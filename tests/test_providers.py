@@ -300,3 +300,24 @@ async def test_a_refusal_is_the_models_answer(server: ProviderServer) -> None:
     server.queue(recorded("openai_refusal.json"))
     turn = await openai(server).respond(USER, [])
     assert turn.text == "I'm sorry, I can't help with moving money without an approval."
+
+
+async def test_a_stream_that_falls_silent_is_retried_and_one_that_keeps_coming_is_not_cut(
+        server: ProviderServer) -> None:
+    from provider_server import stalled_stream
+
+    deltas: list[StreamDelta] = []
+    server.queue(stalled_stream("openai_stream_text.sse"), recorded("openai_stream_text.sse"))
+    model = openai(server, stream=True, on_delta=deltas.append, timeout_s=0.3)
+    assert (await model.respond(USER, [])).text == "It is 4."
+    assert len(server.requests) == 2 and {d.attempt for d in deltas} == {1, 2}
+    assert model.transport.max_stream_s is None  # no cap on a whole stream unless asked for
+
+
+async def test_anthropic_leaves_out_an_empty_assistant_turn(server: ProviderServer) -> None:
+    server.queue(recorded("anthropic_answer.json"))
+    await anthropic(server).respond([*USER, Message(role="assistant", content=""),
+                                     Message(role="user", content="Please answer.")], [])
+    messages = server.requests[0]["json"]["messages"]
+    assert [m["role"] for m in messages] == ["user"]
+    assert [b["text"] for b in messages[0]["content"]] == ["What is 2 + 2?", "Please answer."]

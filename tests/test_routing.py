@@ -196,3 +196,54 @@ async def test_the_report_counts_each_candidates_outcomes() -> None:
     events, _, _ = await load_run(store, result.run_id)
     header, rows = Report().add_all((result.run_id, e) for e in events).tables()["routing"]
     assert rows == [["backup", "2", "0", "0", "0"], ["primary", "0", "2", "0", "0"]]
+
+
+class RaisesTimeout:
+    name = "raises-timeout"
+
+    async def respond(self, messages: Sequence[Message], tools: Sequence[dict[str, Any]]) -> ModelTurn:
+        raise TimeoutError("upstream timed out")
+
+
+async def test_a_models_own_timeout_error_is_a_failure_not_the_routers_timeout() -> None:
+    turn = await ModelRouter([Candidate(RaisesTimeout()), Candidate(answers("backup"))]).respond(HELLO, [])
+    assert [(a.outcome, a.detail) for a in turn.route] == [
+        ("failed", "TimeoutError: upstream timed out"), ("answered", "")]
+
+
+class Gate:
+    """A model whose calls wait until the test lets them fail."""
+
+    name = "gated"
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self.release = anyio.Event()
+
+    async def respond(self, messages: Sequence[Message], tools: Sequence[dict[str, Any]]) -> ModelTurn:
+        self.calls += 1
+        await self.release.wait()
+        raise ConnectionError("still down")
+
+
+async def test_a_half_open_circuit_lets_exactly_one_trial_call_through() -> None:
+    clock = ManualClock(0)
+    gated = Gate()
+    gated.release.set()
+    router = ModelRouter([Candidate(gated), Candidate(answers("backup"))],
+                         breaker=Breaker(failures_to_open=1, cooldown_s=10), clock=clock)
+    await router.respond(HELLO, [])  # opens the circuit
+    clock.advance(10)
+    gated.release = anyio.Event()
+    outcomes: list[str] = []
+
+    async def call() -> None:
+        outcomes.append((await router.respond(HELLO, [])).route[0].outcome)
+
+    async with anyio.create_task_group() as tg:
+        for _ in range(5):
+            tg.start_soon(call)
+        await anyio.wait_all_tasks_blocked()
+        gated.release.set()
+    assert gated.calls == 2  # the first call, then one trial
+    assert sorted(outcomes) == ["failed", "skipped", "skipped", "skipped", "skipped"]

@@ -265,3 +265,43 @@ def test_the_readme_states_the_figures_the_command_prints(capsys: pytest.Capture
     for figure in re.findall(r"(\d+/\d+) \(100.0%\)|compiled: (\d+/\d+)|\+ (\d+/\d+) of the rows", out):
         shown = next(f for f in figure if f)
         assert shown in readme, shown
+
+
+def test_patterns_match_as_ecma_262_reads_them() -> None:
+    assert failure({"pattern": "^[a-z]+$"}, "abc\n") is not None  # Python's $ would match before the newline
+    assert failure({"pattern": "^\\d+$"}, "\u0661\u0662") is not None  # Arabic-Indic digits are not \\d
+    assert failure({"pattern": "^[\\d-]+$"}, "12-3") is None
+    assert failure({"pattern": "^\\w+$"}, "caf\u00e9") is not None
+    for unsupported in ("^\\p{Letter}+$", "[^\\D]", "a[]b"):
+        with pytest.raises(SchemaError, match="ECMA-262"):
+            compile_schema({"pattern": unsupported})
+    tool_schema = {"type": "object", "properties": {"code": {"type": "string", "pattern": "^[A-Z]{3}$"}}}
+    with pytest.raises(msgspec.ValidationError):
+        compile_schema(tool_schema).decode('{"code": "ABC\\n"}')  # the fast path reads it the same way
+
+
+def test_deeply_nested_values_are_refused_not_crashed_on() -> None:
+    nested = {"$defs": {"n": {"type": "object", "properties": {"c": {"$ref": "#/$defs/n"}}}}, "$ref": "#/$defs/n"}
+    with pytest.raises(msgspec.ValidationError, match="nests too deeply"):
+        compile_schema(nested).decode('{"c":' * 3000 + "1" + "}" * 3000)
+    assert failure({"uniqueItems": True}, [[[[1]]], [[[1]]]]) is not None
+
+
+def test_multiple_of_is_exact_for_large_values() -> None:
+    assert failure({"multipleOf": 0.5}, 1e70) is None
+    assert failure({"multipleOf": 0.5}, 10**70) is None
+    assert failure({"multipleOf": 0.5}, 10**70 + 0.25) is None  # the float is 1e70 exactly
+    assert failure({"multipleOf": 0.3}, 0.9) is None
+
+
+def test_what_msgspec_cannot_check_exactly_stays_with_the_checks() -> None:
+    string_or_list = {"type": "object", "properties": {"tag": {"anyOf": [
+        {"type": "string", "pattern": "^[a-z]+$"}, {"type": "array", "items": {"type": "string"}}]}}}
+    assert compile_schema(string_or_list).fast is None  # msgspec 0.22 mishandles this union
+    any_enum = compile_schema({"type": "object", "properties": {"v": {"type": "any", "enum": [1, 2]}}}, BFCL)
+    with pytest.raises(msgspec.ValidationError):
+        any_enum.decode('{"v": 3}')
+    escaped = {"type": "object", "properties": {"v": {"$ref": "#/$defs/a%20b"}},
+               "$defs": {"a b": {"type": "integer"}, "a%20b": {"type": "string"}}}
+    with pytest.raises(msgspec.ValidationError):
+        compile_schema(escaped).decode('{"v": "text"}')  # the pointer is percent-decoded: it names "a b"

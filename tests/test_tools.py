@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from typing import Annotated
+from typing import Annotated, Any
 
 import msgspec
 import pytest
@@ -150,3 +150,13 @@ def test_bad_declarations_are_config_errors() -> None:
 def test_retry_schedule_is_deterministic() -> None:
     retry = Retry(attempts=5, base_delay_s=0.1, factor=2, max_delay_s=0.3)
     assert [retry.delay_before(n) for n in range(2, 6)] == [0.1, 0.2, 0.3, 0.3]
+
+
+def test_arguments_nested_beyond_the_decoders_depth_are_rejected_not_raised() -> None:
+    @tool
+    def store_blob(blob: dict[str, Any]) -> int:
+        return 1
+
+    (call,) = record_calls(1, [ProposedCall("c1", "store_blob", '{"blob":' + '{"a":' * 5000 + "1" + "}" * 5001)])
+    event = Tools([store_blob]).decide(call, ANALYST, at=0)[0]
+    assert isinstance(event, ToolCallRejected) and event.reason == "the arguments nest too deeply to be checked"

@@ -70,6 +70,8 @@ class AnthropicModel:
     api_key: defaults to the ANTHROPIC_API_KEY environment variable.
     max_tokens: the protocol requires one.
     options: further request fields (temperature, top_p, metadata ...), sent as given.
+    timeout_s: for a whole response, or for the longest silence in a stream; max_stream_s
+        bounds a whole stream (none by default: a long answer that keeps coming is fine).
     """
 
     def __init__(
@@ -84,6 +86,7 @@ class AnthropicModel:
         options: dict[str, Any] | None = None,
         headers: dict[str, str] | None = None,
         timeout_s: float = 60.0,
+        max_stream_s: float | None = None,
         retry: Retry = DEFAULT_RETRY,
         max_retry_after_s: float = 60.0,
         client: httpx.AsyncClient | None = None,
@@ -97,7 +100,7 @@ class AnthropicModel:
         auth = {"x-api-key": key} if key else {}
         self.transport = Transport(
             base_url, headers={"anthropic-version": VERSION, **auth, **(headers or {})}, timeout_s=timeout_s,
-            retry=retry, max_retry_after_s=max_retry_after_s, client=client,
+            max_stream_s=max_stream_s, retry=retry, max_retry_after_s=max_retry_after_s, client=client,
         )
 
     async def respond(self, messages: Sequence[Message], tools: Sequence[dict[str, Any]]) -> ModelTurn:
@@ -193,6 +196,8 @@ def _conversation(messages: Sequence[Message]) -> tuple[str, list[dict[str, Any]
             continue
         role = "assistant" if m.role == "assistant" else "user"
         blocks = _blocks(m)
+        if not blocks:
+            continue  # an empty turn (an empty answer a reviewer sent back): the protocol refuses it
         if out and out[-1]["role"] == role:
             out[-1]["content"].extend(blocks)
         else:

@@ -65,6 +65,7 @@ class Transport:
         max_retry_after_s: float = 60.0,
         max_connections: int = 100,
         client: httpx.AsyncClient | None = None,
+        max_stream_s: float | None = None,
     ) -> None:
         if not base_url.startswith(("http://", "https://")):
             raise ConfigError(f"base_url must be an http(s) URL, not {base_url!r}")
@@ -73,7 +74,8 @@ class Transport:
         self.base_url = base_url.rstrip("/")
         self.headers = headers or {}
         self.params = params or {}
-        self.timeout_s = timeout_s
+        self.timeout_s = timeout_s  # a whole response; for a stream, the longest silence
+        self.max_stream_s = max_stream_s  # a whole stream (None: as long as it keeps coming)
         self.retry = retry
         self.max_retry_after_s = max_retry_after_s
         self._owned = client is None
@@ -91,7 +93,7 @@ class Transport:
             _check(response, model, n, await response.aread())
             return response.content
 
-        return await self._with_retries(model, attempt)
+        return await self._with_retries(model, attempt, self.timeout_s)
 
     async def post_stream(
         self, path: str, body: dict[str, Any], model: str,
@@ -107,7 +109,7 @@ class Transport:
                     _check(response, model, n, await response.aread())
                 return await read(read_events(response), n)
 
-        return await self._with_retries(model, attempt)
+        return await self._with_retries(model, attempt, self.max_stream_s)
 
     async def aclose(self) -> None:
         if self._owned:
@@ -119,15 +121,15 @@ class Transport:
     def _headers(self) -> dict[str, str]:
         return {"content-type": "application/json", **self.headers}
 
-    async def _with_retries(self, model: str, attempt: Callable[[int], Awaitable[T]]) -> T:
+    async def _with_retries(self, model: str, attempt: Callable[[int], Awaitable[T]], limit: float | None) -> T:
         for n in range(1, self.retry.attempts + 1):
             try:
-                with anyio.fail_after(self.timeout_s):
+                with anyio.fail_after(limit if limit is not None else float("inf")):
                     return await attempt(n)
             except _Retryable as exc:
                 error = exc.error
             except TimeoutError:
-                error = ModelUnavailable(model, f"no complete response within {self.timeout_s:g} s", attempts=n)
+                error = ModelUnavailable(model, f"no complete response within {limit:g} s", attempts=n)
             except httpx.TimeoutException as exc:
                 error = ModelUnavailable(model, f"timed out: {type(exc).__name__}", attempts=n)
             except httpx.TransportError as exc:

@@ -68,6 +68,8 @@ class OpenAIModel:
 
     api_key: defaults to the OPENAI_API_KEY environment variable; none is sent if empty.
     options: further request fields (temperature, max_tokens, seed ...), sent as given.
+    timeout_s: for a whole response, or for the longest silence in a stream; max_stream_s
+        bounds a whole stream (none by default: a long answer that keeps coming is fine).
     """
 
     def __init__(
@@ -82,6 +84,7 @@ class OpenAIModel:
         headers: dict[str, str] | None = None,
         params: dict[str, str] | None = None,
         timeout_s: float = 60.0,
+        max_stream_s: float | None = None,
         retry: Retry = DEFAULT_RETRY,
         max_retry_after_s: float = 60.0,
         client: httpx.AsyncClient | None = None,
@@ -93,8 +96,8 @@ class OpenAIModel:
         key = os.environ.get("OPENAI_API_KEY", "") if api_key is None else api_key
         auth = {"authorization": f"Bearer {key}"} if key else {}
         self.transport = Transport(
-            base_url, headers={**auth, **(headers or {})}, params=params, timeout_s=timeout_s, retry=retry,
-            max_retry_after_s=max_retry_after_s, client=client,
+            base_url, headers={**auth, **(headers or {})}, params=params, timeout_s=timeout_s,
+            max_stream_s=max_stream_s, retry=retry, max_retry_after_s=max_retry_after_s, client=client,
         )
 
     async def respond(self, messages: Sequence[Message], tools: Sequence[dict[str, Any]]) -> ModelTurn:

@@ -78,11 +78,15 @@ class Candidate:
 
 
 class _Circuit:
-    __slots__ = ("failures", "open_until_us")
+    """Closed (open_until_us == 0), open (until then), or half-open once that has passed:
+    one trial call goes through, and its outcome closes or reopens the circuit."""
+
+    __slots__ = ("failures", "open_until_us", "trial")
 
     def __init__(self) -> None:
         self.failures = 0
         self.open_until_us = 0
+        self.trial = False  # a half-open circuit's trial call is in flight
 
 
 @final
@@ -140,6 +144,8 @@ class ModelRouter:
         circuit = self._circuits[c.name]
         if circuit.open_until_us > now_us:
             return f"circuit open for {(circuit.open_until_us - now_us) / 1e6:.1f} s more"
+        if circuit.trial:
+            return "circuit half-open: its trial call is in flight"
         return ""
 
     async def respond(self, messages: Sequence[Message], tools: Sequence[dict[str, Any]]) -> ModelTurn:
@@ -153,25 +159,31 @@ class ModelRouter:
             if skip:
                 attempts.append(RouteAttempt(model=c.name, reason=why, outcome="skipped", detail=skip))
                 continue
+            circuit = self._circuits[c.name]
+            circuit.trial = circuit.open_until_us != 0  # half-open: this call is the trial
             begin = self.clock.now_us()
-            try:
-                with anyio.fail_after(timeout if timeout is not None else float("inf")):
+            turn: ModelTurn | None = None
+            error = ""
+            with anyio.move_on_after(timeout if timeout is not None else float("inf")) as scope:
+                try:
                     turn = await c.model.respond(messages, tools)
-            except TimeoutError:
-                self._failed(c)
-                attempts.append(RouteAttempt(model=c.name, reason=why, outcome="timed_out",
-                                             detail=f"no answer within {timeout:g} s",
-                                             latency_us=self.clock.now_us() - begin))
+                except Exception as exc:  # the next candidate gets its chance; the error is recorded
+                    error = f"{type(exc).__name__}: {exc}"
+                except BaseException:  # the caller was cancelled: the trial did not happen
+                    circuit.trial = False
+                    raise
+            latency = self.clock.now_us() - begin
+            if turn is None:
+                self._failed(circuit)
+                timed_out = scope.cancelled_caught
+                attempts.append(RouteAttempt(
+                    model=c.name, reason=why, outcome="timed_out" if timed_out else "failed",
+                    detail=f"no answer within {timeout:g} s" if timed_out and timeout is not None else error,
+                    latency_us=latency,
+                ))
                 continue
-            except Exception as exc:  # the next candidate gets its chance; the error is recorded
-                self._failed(c)
-                attempts.append(RouteAttempt(model=c.name, reason=why, outcome="failed",
-                                             detail=f"{type(exc).__name__}: {exc}",
-                                             latency_us=self.clock.now_us() - begin))
-                continue
-            self._circuits[c.name].failures = 0
-            attempts.append(RouteAttempt(model=c.name, reason=why, outcome="answered",
-                                         latency_us=self.clock.now_us() - begin))
+            circuit.failures, circuit.open_until_us, circuit.trial = 0, 0, False
+            attempts.append(RouteAttempt(model=c.name, reason=why, outcome="answered", latency_us=latency))
             return msgspec.structs.replace(turn, model=turn.model or c.name, route=tuple(attempts))
         raise ModelUnavailable(self.name, "no candidate model answered: " + "; ".join(
             f"{a.model} {a.outcome}{': ' + a.detail if a.detail else ''}" for a in attempts
@@ -183,9 +195,9 @@ class ModelRouter:
             limits.append(self.latency_budget_s - (self.clock.now_us() - start_us) / 1e6)
         return min(limits) if limits else None
 
-    def _failed(self, c: Candidate) -> None:
-        circuit = self._circuits[c.name]
+    def _failed(self, circuit: _Circuit) -> None:
         circuit.failures += 1
+        circuit.trial = False
         if circuit.failures >= self.breaker.failures_to_open:
             circuit.open_until_us = self.clock.now_us() + int(self.breaker.cooldown_s * 1e6)
             circuit.failures = self.breaker.failures_to_open - 1  # one more failure after the cooldown reopens it
