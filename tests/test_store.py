@@ -9,7 +9,7 @@ from pathlib import Path
 import anyio
 import pytest
 
-from router import Durability, MemoryStore, SqliteStore, StoreError
+from router import Durability, LeaseHeld, MemoryStore, SqliteStore, StoreError
 from router.chain import verify
 from router.protocols import Store
 from router.testing import *  # noqa: F403
@@ -73,6 +73,30 @@ async def test_group_commit_shares_transactions_across_runs(tmp_path: Path, dura
         assert store.commits < store.appends  # batches from different runs shared commits
         for events in runs:
             assert await store.read(events[0].run_id) == events
+
+
+@pytest.mark.parametrize("durability", [Durability.GROUP, Durability.GROUP_FSYNC])
+async def test_leases_join_the_group_commit_and_still_exclude_other_owners(tmp_path: Path,
+                                                                          durability: Durability) -> None:
+    async with SqliteStore.open(tmp_path / "log.db", durability) as store:
+        runs = [sealed_run(f"r{i}", 2) for i in range(50)]
+
+        async def advance(events: list) -> None:  # type: ignore[type-arg]
+            run_id = events[0].run_id
+            await store.acquire_lease(run_id, "me", 30)
+            for e in events:
+                await store.append([e])
+            await store.release_lease(run_id, "me")
+
+        async with anyio.create_task_group() as tg:
+            for events in runs:
+                tg.start_soon(advance, events)
+        assert store.commits < 50  # 200 lease changes and appends, in a few shared transactions
+        await store.acquire_lease("r0", "me", 30)
+        with pytest.raises(LeaseHeld):
+            await store.acquire_lease("r0", "someone else", 30)
+        await store.release_lease("r0", "me")
+        await store.acquire_lease("r0", "someone else", 30)
 
 
 @pytest.mark.parametrize("durability", [Durability.GROUP, Durability.GROUP_FSYNC])

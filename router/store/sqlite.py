@@ -28,7 +28,7 @@ import sqlite3
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, TypeVar, final
+from typing import Any, NamedTuple, TypeVar, final
 
 import aiosqlite
 import anyio
@@ -106,11 +106,22 @@ class Durability(enum.StrEnum):
         return self in (Durability.GROUP, Durability.GROUP_FSYNC)
 
 
-class _Waiter:
-    __slots__ = ("events", "done", "error")
+class _Lease(NamedTuple):
+    """A lease change that waits for the next group commit: take (ttl_s set) or release."""
 
-    def __init__(self, events: Sequence[StoredEvent]) -> None:
+    run_id: str
+    owner: str
+    ttl_s: float | None
+
+
+class _Waiter:
+    """A batch of events or a lease change, queued for the next group commit."""
+
+    __slots__ = ("events", "lease", "done", "error")
+
+    def __init__(self, events: Sequence[StoredEvent] = (), lease: _Lease | None = None) -> None:
         self.events = events
+        self.lease = lease
         self.done = anyio.Event()
         self.error: BaseException | None = None
 
@@ -128,7 +139,7 @@ class SqliteStore:
         self._queue: list[_Waiter] = []
         self._flushing = False
         self.appends = 0  # append calls, for complexity checks
-        self.commits = 0  # write transactions, for the bench
+        self.commits = 0  # write transactions (events and leases), for the bench and complexity checks
 
     @classmethod
     def open(cls, path: str | Path, durability: Durability | str = Durability.COMMIT) -> _Opening:
@@ -190,7 +201,10 @@ class SqliteStore:
             raise error
 
     async def _append_grouped(self, events: Sequence[StoredEvent]) -> None:
-        waiter = _Waiter(events)
+        await self._grouped(_Waiter(events))
+
+    async def _grouped(self, waiter: _Waiter) -> None:
+        """Queue the waiter for the next group commit, leading it if none is under way."""
         self._queue.append(waiter)
         if self._flushing:
             await waiter.done.wait()
@@ -204,33 +218,58 @@ class SqliteStore:
                         await anyio.lowlevel.checkpoint()
                     while self._queue:
                         group, self._queue = self._queue, []
-                        errors = await self._write(self._commit, [w.events for w in group])
-                        for w, e in zip(group, errors):
-                            w.error = e
+                        await self._write(self._commit_group, group)
+                        for w in group:
                             w.done.set()
             finally:
                 self._flushing = False
         if waiter.error is not None:
             raise waiter.error
 
-    def _commit(self, batches: list[Sequence[StoredEvent]]) -> list[BaseException | None]:
+    def _commit_group(self, group: list[_Waiter]) -> None:
+        """One transaction for a group: its lease changes, in the order they were asked
+        for, then its batches of events (see _commit). Each waiter gets its own outcome."""
+        leases = [w for w in group if w.lease is not None]
+        appends = [w for w in group if w.lease is None]
+        changes = [w.lease for w in leases if w.lease is not None]
+        errors = self._commit([w.events for w in appends], changes)
+        for w, error in zip([*leases, *appends], errors, strict=True):
+            w.error = error
+
+    def _commit(self, batches: list[Sequence[StoredEvent]],
+                leases: list[_Lease] | None = None) -> list[BaseException | None]:
         """One transaction for all batches. If one of them does not continue its chain, the
         transaction is redone with a savepoint per batch: that batch alone is refused and
         reported, the others commit."""
         conn = self._conn()
+        leases = leases or []
+        lease_errors: list[BaseException | None] = []
+
+        def change_leases() -> None:
+            lease_errors[:] = [self._change_lease(conn, lease) for lease in leases]
+
+        def all_at_once() -> None:
+            change_leases()
+            conn.executemany(_INSERT, _rows(batches))
+
         try:
             try:
-                self._transaction(conn, lambda: conn.executemany(_INSERT, _rows(batches)))
+                self._transaction(conn, all_at_once)
                 errors: list[BaseException | None] = [None] * len(batches)
             except sqlite3.IntegrityError as exc:
-                if len(batches) == 1:
+                if len(batches) == 1 and not leases:
                     return [SeqConflict(batches[0][0].run_id, batches[0][0].seq, str(exc))]
                 errors = []
-                self._transaction(conn, lambda: errors.extend(self._insert_each(conn, batches)))
+
+                def one_by_one() -> None:
+                    change_leases()
+                    errors.extend(self._insert_each(conn, batches))
+
+                self._transaction(conn, one_by_one)
         except sqlite3.Error as exc:
-            return [StoreError(f"{self.path}: append failed: {exc}")] * len(batches)
+            return [StoreError(f"{self.path}: append failed: {exc}")] * (len(leases) + len(batches))
         self.commits += 1
-        return errors
+        return [*lease_errors, *errors]
 
     @staticmethod
     def _transaction(conn: sqlite3.Connection, body: Callable[[], object]) -> None:
@@ -260,36 +299,56 @@ class SqliteStore:
     # --- leases -----------------------------------------------------------------------
 
     async def acquire_lease(self, run_id: str, owner: str, ttl_s: float) -> Lease:
+        if self.durability.grouped:  # the lease joins the next group commit
+            waiter = _Waiter(lease=_Lease(run_id, owner, ttl_s))
+            await self._grouped(waiter)
+            return Lease(run_id, owner, time.time() + ttl_s)
         return await self._write(self._acquire, run_id, owner, ttl_s)
 
     def _acquire(self, run_id: str, owner: str, ttl_s: float) -> Lease:
-        conn, now = self._conn(), time.time()
-        conn.execute("BEGIN IMMEDIATE")
+        conn = self._conn()
         try:
-            cur = conn.execute(
-                "INSERT INTO leases (run_id, owner, expires_at) VALUES (?, ?, ?) "
-                "ON CONFLICT (run_id) DO UPDATE SET owner = excluded.owner, expires_at = excluded.expires_at "
-                "WHERE leases.owner = excluded.owner OR leases.expires_at <= ?",
-                (run_id, owner, now + ttl_s, now),
-            )
-            if cur.rowcount == 0:
-                held = conn.execute("SELECT owner FROM leases WHERE run_id = ?", (run_id,)).fetchone()
-                conn.execute("ROLLBACK")
-                raise LeaseHeld(run_id, held[0] if held else "?")
-            conn.execute("COMMIT")
+            self._transaction(conn, lambda: self._raise(self._change_lease(conn, _Lease(run_id, owner, ttl_s))))
         except sqlite3.Error as exc:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
             raise StoreError(f"{self.path}: lease on {run_id!r} failed: {exc}") from exc
-        return Lease(run_id, owner, now + ttl_s)
+        self.commits += 1
+        return Lease(run_id, owner, time.time() + ttl_s)
+
+    @staticmethod
+    def _raise(error: BaseException | None) -> None:
+        if error is not None:
+            raise error
+
+    @staticmethod
+    def _change_lease(conn: sqlite3.Connection, lease: _Lease) -> LeaseHeld | None:
+        """Take or release a lease inside the caller's transaction; LeaseHeld if another
+        owner holds it (returned, so that a group's other changes go on)."""
+        if lease.ttl_s is None:
+            conn.execute("DELETE FROM leases WHERE run_id = ? AND owner = ?", (lease.run_id, lease.owner))
+            return None
+        now = time.time()
+        cur = conn.execute(
+            "INSERT INTO leases (run_id, owner, expires_at) VALUES (?, ?, ?) "
+            "ON CONFLICT (run_id) DO UPDATE SET owner = excluded.owner, expires_at = excluded.expires_at "
+            "WHERE leases.owner = excluded.owner OR leases.expires_at <= ?",
+            (lease.run_id, lease.owner, now + lease.ttl_s, now),
+        )
+        if cur.rowcount == 0:
+            held = conn.execute("SELECT owner FROM leases WHERE run_id = ?", (lease.run_id,)).fetchone()
+            return LeaseHeld(lease.run_id, held[0] if held else "?")
+        return None
 
     async def release_lease(self, run_id: str, owner: str) -> None:
         if self._writer is None:
             return
+        if self.durability.grouped:
+            await self._grouped(_Waiter(lease=_Lease(run_id, owner, None)))
+            return
         await self._write(self._release, run_id, owner)
 
     def _release(self, run_id: str, owner: str) -> None:
-        self._conn().execute("DELETE FROM leases WHERE run_id = ? AND owner = ?", (run_id, owner))
+        self._change_lease(self._conn(), _Lease(run_id, owner, None))
+        self.commits += 1
 
     # --- reads ------------------------------------------------------------------------
 
