@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parents[1] / "router"
 LAYERS = {
     "errors": 0, "events": 0, "chain": 0, "clock": 0,
     "pattern": 1, "fsm": 1, "limits": 1, "access": 1, "protocols": 1, "transcript": 1, "timeline": 1, "report": 1, "redaction": 1,
-    "schema_types": 2, "schema": 2, "tools": 2, "definition": 2, "replay": 2,
+    "schema_checks": 2, "schema_types": 2, "schema": 2, "tools": 2, "definition": 2, "replay": 2,
     "engine": 3, "runlog": 3, "reviews": 3,
     "graph": 4, "workflow": 4, "agents": 4,
 }
