@@ -61,7 +61,16 @@ ANNOTATIONS = frozenset({
     "$schema", "$id", "$comment", "$defs", "definitions", "title", "description", "default", "examples",
     "deprecated", "readOnly", "writeOnly", "format",
 })
-_DIALECTS = {"https://json-schema.org/draft/2020-12/schema", "https://json-schema.org/draft/2020-12/schema#"}
+# Earlier drafts are read as 2020-12: where they spell a keyword differently (an array in
+# `items`, `additionalItems`, `dependencies`, a boolean `exclusiveMinimum`, `id`) the schema
+# is refused, never misread. One difference is stricter instead: keywords beside a `$ref`,
+# which draft 7 and earlier ignore, are applied.
+_DIALECTS = {
+    f"{scheme}://json-schema.org/{draft}/schema{hash_}"
+    for scheme in ("http", "https")
+    for draft in ("draft/2020-12", "draft/2019-09", "draft-07", "draft-06", "draft-04")
+    for hash_ in ("", "#")
+}
 _TYPES = {"null", "boolean", "integer", "number", "string", "array", "object"}
 
 
@@ -200,7 +209,7 @@ class _Compiler:
                 raise SchemaError(where, key, "this keyword is not supported, and ignoring it would accept "
                                   "values its author meant to refuse")
         if "$schema" in schema and schema["$schema"] not in _DIALECTS:
-            raise SchemaError(where, "$schema", f"only draft 2020-12 is supported, not {schema['$schema']!r}")
+            raise SchemaError(where, "$schema", f"{schema['$schema']!r} is not a JSON Schema draft router reads")
         if "$id" in schema and where != "#":
             raise SchemaError(where, "$id", "an embedded $id (a second base URI) is not supported")
         checks = [c for c in (self._keyword(schema, key, where) for key in ORDER if present(schema, key)) if c]

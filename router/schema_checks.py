@@ -397,6 +397,9 @@ def _array_applicators(c: Compiling, schema: dict[str, Any], value: Any, at: str
     if not isinstance(prefix_schemas, list):
         raise SchemaError(f"{where}/prefixItems", "prefixItems", "must be an array of schemas")
     prefix = [c.child(sub, f"{where}/prefixItems/{i}") for i, sub in enumerate(prefix_schemas)]
+    if isinstance(schema.get("items"), list):
+        raise SchemaError(f"{where}/items", "items", "an array of schemas is the tuple form of draft 7 and "
+                          "earlier; draft 2020-12 writes it as prefixItems")
     rest = c.child(schema["items"], f"{where}/items") if "items" in schema else None
     start = len(prefix)
 

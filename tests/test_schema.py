@@ -76,7 +76,11 @@ def test_conforms_is_false_when_one_test_fails() -> None:
         ({"$ref": "#/$defs/missing"}, "$ref"),
         ({"$defs": {"a": {"$ref": "#/$defs/b"}, "b": {"$ref": "#/$defs/a"}}, "$ref": "#/$defs/a"}, "$ref"),
         ({"pattern": "("}, "pattern"),
-        ({"$schema": "http://json-schema.org/draft-07/schema#"}, "$schema"),
+        ({"$schema": "https://example.com/my-own-metaschema"}, "$schema"),
+        ({"$schema": "http://json-schema.org/draft-07/schema#", "items": [{"type": "string"}]}, "items"),
+        ({"$schema": "http://json-schema.org/draft-04/schema#", "minimum": 1, "exclusiveMinimum": True},
+         "exclusiveMinimum"),
+        ({"$schema": "http://json-schema.org/draft-07/schema#", "additionalItems": False}, "additionalItems"),
         ({"type": "dict"}, "type"),
         ({"minLength": -1}, "minLength"),
         ({"multipleOf": 0}, "multipleOf"),
@@ -305,3 +309,13 @@ def test_what_msgspec_cannot_check_exactly_stays_with_the_checks() -> None:
                "$defs": {"a b": {"type": "integer"}, "a%20b": {"type": "string"}}}
     with pytest.raises(msgspec.ValidationError):
         compile_schema(escaped).decode('{"v": "text"}')  # the pointer is percent-decoded: it names "a b"
+
+
+def test_earlier_drafts_as_typescript_mcp_servers_write_them_are_read() -> None:
+    zod = {"$schema": "http://json-schema.org/draft-07/schema#", "type": "object",
+           "properties": {"city": {"type": "string", "minLength": 1}}, "required": ["city"],
+           "additionalProperties": False}
+    compiled = compile_schema(zod)
+    assert compiled.decode('{"city": "Oslo"}') == {"city": "Oslo"}
+    with pytest.raises(msgspec.ValidationError):
+        compiled.decode('{"city": "Oslo", "units": "metric"}')
