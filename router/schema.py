@@ -43,8 +43,8 @@ from .schema_checks import (
 from .schema_types import msgspec_type
 
 __all__ = [
-    "ANNOTATIONS", "APPLICATORS", "ASSERTIONS", "BFCL", "CompiledSchema", "Failure", "SchemaOptions", "compile_schema",
-    "standard_schema",
+    "ANNOTATIONS", "APPLICATORS", "ASSERTIONS", "BFCL", "OPENAPI", "CompiledSchema", "Failure", "SchemaOptions",
+    "compile_schema", "standard_schema",
 ]
 
 ASSERTIONS = frozenset({
@@ -79,13 +79,34 @@ class SchemaOptions(msgspec.Struct, frozen=True):
 
     type_aliases: a non-standard type name and the standard one it means ("" for any value).
     nullable_defaults: a property whose ``default`` is null also accepts null.
+    nullable_keyword: ``"nullable": true`` (OpenAPI 3.0) also accepts null.
     annotations: further keywords to accept as annotations that constrain nothing.
+    extension_prefix: keywords that start with it (OpenAPI's ``x-``) are annotations too.
     """
 
     type_aliases: dict[str, str] = {}
     nullable_defaults: bool = False
+    nullable_keyword: bool = False
     annotations: frozenset[str] = frozenset()
+    extension_prefix: str = ""
 
+    def is_annotation(self, key: str) -> bool:
+        """Whether ``key`` is one of these options' extra annotations (or the nullable flag)."""
+        return key in self.annotations or bool(self.extension_prefix and key.startswith(self.extension_prefix)) \
+            or (self.nullable_keyword and key == "nullable")
+
+    def adds_null(self, schema: dict[str, Any]) -> bool:
+        """Whether these options make the schema node accept null as well."""
+        return (self.nullable_defaults and "default" in schema and schema["default"] is None) \
+            or (self.nullable_keyword and schema.get("nullable") is True)
+
+
+# OpenAPI 3.0's Schema Object: `nullable`, `example`, `discriminator` (a hint beside oneOf),
+# `xml`, `externalDocs` and `x-` vendor extensions.
+OPENAPI = SchemaOptions(
+    nullable_keyword=True, annotations=frozenset({"example", "discriminator", "xml", "externalDocs"}),
+    extension_prefix="x-",
+)
 
 # The Berkeley Function Calling Leaderboard's spellings, with its own mapping to OpenAPI,
 # except that "any" is any JSON value (BFCL's checker reads it as a string).
@@ -145,7 +166,7 @@ def compile_schema(schema: Any, options: SchemaOptions = SchemaOptions()) -> Com
     """Compile a JSON Schema. Raises SchemaError, naming the keyword and its location, for
     a keyword that is not supported, a malformed value, or a ``$ref`` that cannot resolve."""
     check = _Compiler(schema, options).node(schema, "#")
-    fast = msgspec_type(schema, schema, options.type_aliases, options.annotations, options.nullable_defaults)
+    fast = msgspec_type(schema, options)
     return CompiledSchema(schema, check, fast)
 
 
@@ -158,7 +179,7 @@ def standard_schema(schema: Any, options: SchemaOptions = SchemaOptions()) -> An
         return schema
     out: dict[str, Any] = {}
     for key, value in schema.items():
-        if key in options.annotations:
+        if options.is_annotation(key):
             continue
         if key in _SCHEMA_MAPS and isinstance(value, dict):
             out[key] = {name: standard_schema(sub, options) for name, sub in value.items()}
@@ -174,7 +195,7 @@ def standard_schema(schema: Any, options: SchemaOptions = SchemaOptions()) -> An
             out[key] = names if isinstance(value, list) else names[0]
         else:
             out[key] = value
-    if options.nullable_defaults and "default" in out and out["default"] is None and "type" in out:
+    if options.adds_null(schema) and "type" in out:
         names = out["type"] if isinstance(out["type"], list) else [out["type"]]
         if "null" not in names:
             out["type"] = [*names, "null"]
@@ -192,7 +213,7 @@ class _Compiler:
     def __init__(self, root: Any, options: SchemaOptions) -> None:
         self.root = root
         self.options = options
-        self.known = ASSERTIONS | APPLICATORS | ANNOTATIONS | options.annotations
+        self.known = ASSERTIONS | APPLICATORS | ANNOTATIONS
         self.refs: dict[str, Check] = {}  # compiled $ref targets, by pointer, filled lazily
         self.here: set[str] = set()  # $ref targets being compiled for the current instance location
         self.base = root.get("$id", "") if isinstance(root, dict) else ""
@@ -205,7 +226,7 @@ class _Compiler:
         if not isinstance(schema, dict):
             raise SchemaError(where, "", f"a schema must be an object or a boolean, not {json_type(schema)}")
         for key in schema:
-            if key not in self.known:
+            if key not in self.known and not self.options.is_annotation(key):
                 raise SchemaError(where, key, "this keyword is not supported, and ignoring it would accept "
                                   "values its author meant to refuse")
         if "$schema" in schema and schema["$schema"] not in _DIALECTS:
@@ -213,7 +234,7 @@ class _Compiler:
         if "$id" in schema and where != "#":
             raise SchemaError(where, "$id", "an embedded $id (a second base URI) is not supported")
         checks = [c for c in (self._keyword(schema, key, where) for key in ORDER if present(schema, key)) if c]
-        if self.options.nullable_defaults and "default" in schema and schema["default"] is None:
+        if self.options.adds_null(schema):
             return nullable(check_all(checks))
         return check_all(checks)
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import itertools
 from urllib.parse import unquote
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal, Protocol, Union
 
 import msgspec
 
@@ -38,11 +38,21 @@ class _Inexact(Exception):
     """The schema uses something msgspec cannot check exactly."""
 
 
-def msgspec_type(schema: Any, root: Any, aliases: dict[str, str], annotations: frozenset[str],
-                 nullable_defaults: bool) -> Any:
-    """The exact msgspec type for ``schema`` (resolved against ``root``), or None."""
+class Reading(Protocol):
+    """How router.schema reads non-standard schemas (its SchemaOptions)."""
+
+    @property
+    def type_aliases(self) -> dict[str, str]: ...
+
+    def is_annotation(self, key: str) -> bool: ...
+
+    def adds_null(self, schema: dict[str, Any]) -> bool: ...
+
+
+def msgspec_type(schema: Any, options: Reading) -> Any:
+    """The exact msgspec type for the root ``schema``, or None."""
     try:
-        built = _Builder(root, aliases, annotations, nullable_defaults).type_of(schema, ())
+        built = _Builder(schema, options).type_of(schema, ())
         msgspec.convert(None, Union[built, None])  # msgspec validates the type itself on first use
     except (_Inexact, TypeError, ValueError, SchemaError):
         return None
@@ -50,33 +60,38 @@ def msgspec_type(schema: Any, root: Any, aliases: dict[str, str], annotations: f
 
 
 class _Builder:
-    def __init__(self, root: Any, aliases: dict[str, str], annotations: frozenset[str], nullable: bool) -> None:
+    def __init__(self, root: Any, options: Reading) -> None:
         self.root = root
-        self.aliases = aliases
-        self.harmless = _HARMLESS | annotations
-        self.nullable = nullable
+        self.aliases = options.type_aliases
+        self.options = options
+
+    def meaningful(self, schema: dict[str, Any]) -> set[str]:
+        """The keywords of a node that constrain something."""
+        return {k for k in schema if k not in _HARMLESS and not self.options.is_annotation(k)}
 
     def type_of(self, schema: Any, refs: tuple[str, ...]) -> Any:
-        if schema is True or (isinstance(schema, dict) and not (set(schema) - self.harmless)):
+        if schema is True:
             return Any
-        if not isinstance(schema, dict) or set(schema) - self.harmless - _FAST:
+        if not isinstance(schema, dict):
             raise _Inexact
-        if "$ref" in schema:
-            return self._ref(schema, refs)
-        if "anyOf" in schema:
-            if set(schema) - self.harmless - {"anyOf"}:
+        keys = self.meaningful(schema)
+        if not keys:
+            built: Any = Any
+        elif keys - _FAST:
+            raise _Inexact
+        elif "$ref" in keys:
+            built = self._ref(schema, keys, refs)
+        elif "anyOf" in keys:
+            if keys != {"anyOf"}:
                 raise _Inexact
-            built: Any = _union([self.type_of(s, refs) for s in schema["anyOf"]])
+            built = _union([self.type_of(s, refs) for s in schema["anyOf"]])
         else:
-            built = self._typed(schema, refs)
-        if self.nullable and "default" in schema and schema["default"] is None:
-            return Union[built, None]
-        return built
+            built = self._typed(schema, keys, refs)
+        return Union[built, None] if self.options.adds_null(schema) and built is not Any else built
 
-    def _ref(self, schema: dict[str, Any], refs: tuple[str, ...]) -> Any:
+    def _ref(self, schema: dict[str, Any], keys: set[str], refs: tuple[str, ...]) -> Any:
         target = schema["$ref"]
-        if set(schema) - self.harmless - {"$ref"} or not isinstance(target, str) or not target.startswith("#/") \
-                or target in refs:
+        if keys != {"$ref"} or not isinstance(target, str) or not target.startswith("#/") or target in refs:
             raise _Inexact  # siblings, other documents, or recursion
         node = self.root
         for raw in target[2:].split("/"):
@@ -86,21 +101,21 @@ class _Builder:
             node = node[token]
         return self.type_of(node, (*refs, target))
 
-    def _typed(self, schema: dict[str, Any], refs: tuple[str, ...]) -> Any:
+    def _typed(self, schema: dict[str, Any], keys: set[str], refs: tuple[str, ...]) -> Any:
         names = schema.get("type")
         names = names if isinstance(names, list) else [names] if names is not None else None
         if not names:
             raise _Inexact
         names = [self.aliases.get(n, n) for n in names]
         if "" in names:
-            if set(schema) - self.harmless - {"type"}:
+            if keys - {"type"}:
                 raise _Inexact  # "any" with further constraints: left to the checks
             return Any
-        return _union([self._member(n, schema, refs) for n in names])
+        return _union([self._member(n, schema, keys, refs) for n in names])
 
-    def _member(self, name: str, schema: dict[str, Any], refs: tuple[str, ...]) -> Any:
+    def _member(self, name: str, schema: dict[str, Any], keys: set[str], refs: tuple[str, ...]) -> Any:
         if "enum" in schema:
-            if set(schema) - self.harmless - {"enum", "type"}:
+            if keys - {"enum", "type"}:
                 raise _Inexact  # an enum with further constraints: left to the checks
             return self._enum(name, schema["enum"])
         if name == "null":

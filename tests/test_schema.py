@@ -319,3 +319,36 @@ def test_earlier_drafts_as_typescript_mcp_servers_write_them_are_read() -> None:
     assert compiled.decode('{"city": "Oslo"}') == {"city": "Oslo"}
     with pytest.raises(msgspec.ValidationError):
         compiled.decode('{"city": "Oslo", "units": "metric"}')
+
+
+PETSTORE_ADD_PET = {  # an OpenAPI 3.0 operation's request body schema, as written in the wild
+    "type": "object",
+    "required": ["name", "photoUrls"],
+    "properties": {
+        "id": {"type": "integer", "format": "int64", "example": 10},
+        "name": {"type": "string", "example": "doggie", "x-order": 1},
+        "category": {"type": "object", "nullable": True, "properties": {"id": {"type": "integer"}}},
+        "photoUrls": {"type": "array", "items": {"type": "string"}, "xml": {"wrapped": True}},
+        "status": {"type": "string", "enum": ["available", "pending", "sold"], "nullable": True},
+    },
+    "x-tags": ["pet"],
+}
+
+
+def test_openapi_schemas_are_read_with_the_openapi_options() -> None:
+    from router.schema import OPENAPI
+
+    with pytest.raises(SchemaError):
+        compile_schema(PETSTORE_ADD_PET)  # "nullable" and "example" are not JSON Schema
+    compiled = compile_schema(PETSTORE_ADD_PET, OPENAPI)
+    assert compiled.fast is not None
+    assert compiled.decode('{"name": "rex", "photoUrls": [], "category": null, "status": null}')["category"] is None
+    for bad in ('{"name": "rex"}', '{"name": "rex", "photoUrls": [], "status": "lost"}',
+                '{"name": null, "photoUrls": []}'):
+        with pytest.raises(msgspec.ValidationError):
+            compiled.decode(bad)
+    shown = standard_schema(PETSTORE_ADD_PET, OPENAPI)
+    assert shown["properties"]["status"] == {"type": ["string", "null"], "enum": ["available", "pending", "sold", None]}
+    assert "x-tags" not in shown and "example" not in shown["properties"]["id"]
+    for value in ({"name": "a", "photoUrls": ["u"], "status": None}, {"name": "a", "photoUrls": [], "id": "7"}):
+        assert (compiled.validate(value) is None) == (compile_schema(shown).validate(value) is None)
