@@ -159,3 +159,11 @@ async def test_lines_that_are_not_responses_to_our_requests_are_skipped() -> Non
     async with McpClient.stdio(RAW) as raw:
         assert await raw.call_tool("garbled", {}) == "fine"
         assert await raw.call_tool("echo", {"word": "still here"}) == "still here"
+
+
+def test_the_mcp_example_runs_offline(tmp_path: Path) -> None:
+    root = Path(__file__).resolve().parents[1]
+    out = subprocess.run([sys.executable, str(root / "examples" / "mcp_tools.py"), str(tmp_path / "log.db")],
+                         cwd=root, capture_output=True, text=True, check=True).stdout
+    assert "=> done" in out and "REJECTED      transfer" in out and "circuit open" in out
+    assert "ops has 380.00 left" in out
