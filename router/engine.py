@@ -55,7 +55,7 @@ from .fsm import (
 from .limits import PriceTable
 from .protocols import Cipher, Model, ModelTurn, Observer, Store, current_run_id
 from .replay import ReplayReport, replay_events
-from .tools import Retry, ToolContext, ToolOutput, Tools, encode_result, record_calls
+from .tools import Retry, Tool, ToolContext, ToolOutput, Tools, encode_result, record_calls
 from .runlog import load_run
 from .transcript import Transcript
 
@@ -290,7 +290,8 @@ class Engine:
     async def _flush(self, run: _Run) -> None:
         if not run.pending:
             return
-        await self._renew(run.run_id)
+        if time.monotonic() - self._renewed.get(run.run_id, 0.0) > self.lease_ttl_s / 3:
+            await self._lease(run.run_id)  # renew before the lease could lapse
         sealed = run.chain.seal(run.pending, self.encode)
         await self.store.append(sealed)
         run.chain.advance(sealed)
@@ -370,6 +371,9 @@ class Engine:
         """
         remaining = self._remaining(run.state)
         if len(calls) == 1 and remaining == float("inf"):
+            t = self.tools[calls[0].tool]
+            if t.inline and not t.is_async and t.retry.attempts == 1:
+                return [self._run_inline(run, t, calls[0])]  # no await: nothing to wait for
             return [await self._run_tool(run, calls[0])]
         results: list[Event | None] = [None] * len(calls)
         waiting = [i for i, c in enumerate(calls) if not self._runs_inline(c.tool)]
@@ -402,16 +406,49 @@ class Engine:
         t = self.tools[name]
         return t.inline and not t.is_async
 
-    async def _run_tool(self, run: _Run, started: ToolStarted) -> Event:
-        t = self.tools[started.tool]
+    def _run_inline(self, run: _Run, t: Tool, started: ToolStarted) -> Event:
+        """One attempt of an inline sync tool, on the loop."""
+        args, context = self._arguments(run, t, started)
+        begin = self.clock.now_us()
+        try:
+            value = t.call(args, context)
+        except Exception as exc:  # a tool's failure is an event fed back to the model
+            now = self.clock.now_us()
+            return ToolFailed(at=now, call_id=started.call_id, tool=t.name, error=f"{type(exc).__name__}: {exc}",
+                              latency_us=now - begin, attempts=1)
+        return self._returned(t, started, value, begin, 1)
+
+    def _arguments(self, run: _Run, t: Tool, started: ToolStarted) -> tuple[Any, ToolContext | None]:
         args = run.args.pop(started.call_id, None)
         if args is None:  # decided by another process before a crash
             args = t.decode(started.arguments)
-        timeout = t.timeout_s if t.timeout_s is not None else run.state.limits.tool_timeout_s
         context = (
             ToolContext(run.run_id, started.call_id, run.state.principal, tuple(run.transcript.messages))
             if t.context_param else None
         )
+        return args, context
+
+    def _returned(self, t: Tool, started: ToolStarted, value: Any, begin: int, attempt: int) -> Event:
+        """The event for a tool that returned ``value``."""
+        now = self.clock.now_us()
+        spent = value if isinstance(value, ToolOutput) else ToolOutput(None)
+        value = spent.result if isinstance(value, ToolOutput) else value
+        try:
+            result = encode_result(value)
+        except (TypeError, ValueError) as exc:
+            return ToolFailed(
+                at=now, call_id=started.call_id, tool=t.name,
+                error=f"the result is not JSON-encodable: {exc}", latency_us=now - begin, attempts=attempt,
+            )
+        return ToolSucceeded(
+            at=now, call_id=started.call_id, tool=t.name, result=result, latency_us=now - begin, attempts=attempt,
+            usage=spent.usage, cost_nusd=spent.cost_nusd, child_run_id=spent.child_run_id, final=spent.final,
+        )
+
+    async def _run_tool(self, run: _Run, started: ToolStarted) -> Event:
+        t = self.tools[started.tool]
+        args, context = self._arguments(run, t, started)
+        timeout = t.timeout_s if t.timeout_s is not None else run.state.limits.tool_timeout_s
         begin = self.clock.now_us()
         errors: list[str] = []
         timeouts = 0
@@ -434,20 +471,7 @@ class Engine:
             except Exception as exc:  # a tool's failure is an event fed back to the model
                 errors.append(f"{type(exc).__name__}: {exc}")
                 continue
-            now = self.clock.now_us()
-            spent = value if isinstance(value, ToolOutput) else ToolOutput(None)
-            value = spent.result if isinstance(value, ToolOutput) else value
-            try:
-                result = encode_result(value)
-            except (TypeError, ValueError) as exc:
-                return ToolFailed(
-                    at=now, call_id=started.call_id, tool=t.name,
-                    error=f"the result is not JSON-encodable: {exc}", latency_us=now - begin, attempts=attempt,
-                )
-            return ToolSucceeded(
-                at=now, call_id=started.call_id, tool=t.name, result=result, latency_us=now - begin, attempts=attempt,
-                usage=spent.usage, cost_nusd=spent.cost_nusd, child_run_id=spent.child_run_id, final=spent.final,
-            )
+            return self._returned(t, started, value, begin, attempt)
         return ToolFailed(
             at=self.clock.now_us(), call_id=started.call_id, tool=t.name, error="; ".join(errors),
             timed_out=timeouts == t.retry.attempts, latency_us=self.clock.now_us() - begin,
@@ -457,10 +481,6 @@ class Engine:
     async def _lease(self, run_id: str) -> None:
         await self.store.acquire_lease(run_id, self.owner, self.lease_ttl_s)
         self._renewed[run_id] = time.monotonic()
-
-    async def _renew(self, run_id: str) -> None:
-        if time.monotonic() - self._renewed.get(run_id, 0.0) > self.lease_ttl_s / 3:
-            await self._lease(run_id)
 
     async def _release(self, run_id: str) -> None:
         self._renewed.pop(run_id, None)
