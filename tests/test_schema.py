@@ -19,7 +19,7 @@ from router.conformance import check_suite, check_tool_schemas, conforms
 from router.events import Message
 from router.models.scripted import ScriptedModel, call, say
 from router.protocols import ModelTurn
-from router.schema import BFCL, compile_schema, standard_schema
+from router.schema import BFCL, SchemaOptions, compile_schema, standard_schema
 
 CONFORMANCE = Path(__file__).resolve().parents[2] / "shared" / "conformance"
 SUITE = CONFORMANCE / "json-schema-test-suite" / "draft2020-12"
@@ -352,3 +352,51 @@ def test_openapi_schemas_are_read_with_the_openapi_options() -> None:
     assert "x-tags" not in shown and "example" not in shown["properties"]["id"]
     for value in ({"name": "a", "photoUrls": ["u"], "status": None}, {"name": "a", "photoUrls": [], "id": "7"}):
         assert (compiled.validate(value) is None) == (compile_schema(shown).validate(value) is None)
+
+
+PATTERNS = ["^a", "b$", "^[a-z]+$", "\\d", "^\\w*$", "x|y"]
+
+
+def schemas(depth: int = 2) -> st.SearchStrategy[Any]:
+    """Random schemas over the keywords msgspec's fast path may take."""
+    scalar = st.fixed_dictionaries({}, optional={
+        "type": st.sampled_from(["string", "integer", "number", "boolean", "null"])
+        | st.lists(st.sampled_from(["string", "integer", "number", "null"]), min_size=1, max_size=3, unique=True),
+        "minLength": st.integers(0, 3), "maxLength": st.integers(0, 5), "pattern": st.sampled_from(PATTERNS),
+        "minimum": st.integers(-5, 5) | st.floats(-5, 5), "maximum": st.integers(-5, 5),
+        "exclusiveMinimum": st.integers(-5, 5), "multipleOf": st.integers(1, 4),
+        "enum": st.lists(st.text(max_size=2), min_size=1, max_size=3) | st.lists(st.integers(-2, 2), min_size=1),
+        "default": st.none(), "description": st.just("d"),
+    })
+    if depth == 0:
+        return scalar
+    child = schemas(depth - 1)
+    array = st.fixed_dictionaries({"type": st.just("array"), "items": child},
+                                  optional={"minItems": st.integers(0, 2), "maxItems": st.integers(0, 3)})
+    names = st.sampled_from(["a", "b", "a b", ""])
+    obj = st.fixed_dictionaries(
+        {"type": st.just("object"), "properties": st.dictionaries(names, child, max_size=3)},
+        optional={"required": st.lists(names, max_size=2, unique=True), "additionalProperties": st.booleans()},
+    )
+    return scalar | array | obj | st.fixed_dictionaries({"anyOf": st.lists(child, min_size=1, max_size=3)})
+
+
+def values_for(depth: int = 3) -> st.SearchStrategy[Any]:
+    leaf = st.none() | st.booleans() | st.integers(-6, 6) | st.floats(-6, 6, allow_nan=False) \
+        | st.sampled_from(["", "a", "ab", "b", "x", "1", "abc\n", "\u0661", "é"])
+    return st.recursive(leaf, lambda inner: st.lists(inner, max_size=3)
+                        | st.dictionaries(st.sampled_from(["a", "b", "a b", "", "c"]), inner, max_size=3),
+                        max_leaves=8)
+
+
+@settings(deadline=None, max_examples=600)
+@given(schemas(), st.lists(values_for(), min_size=1, max_size=4), st.booleans())
+def test_random_schemas_never_let_the_fast_path_accept_what_the_checks_refuse(
+        schema: Any, values: list[Any], bfcl: bool) -> None:
+    try:
+        compiled = compile_schema(schema, BFCL if bfcl else SchemaOptions())
+    except SchemaError:
+        return
+    for value in values:
+        if fast_accepts(compiled, value):
+            assert compiled.validate(value) is None, (schema, value)
