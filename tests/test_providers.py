@@ -321,3 +321,13 @@ async def test_anthropic_leaves_out_an_empty_assistant_turn(server: ProviderServ
     messages = server.requests[0]["json"]["messages"]
     assert [m["role"] for m in messages] == ["user"]
     assert [b["text"] for b in messages[0]["content"]] == ["What is 2 + 2?", "Please answer."]
+
+
+async def test_a_server_that_ignores_stream_and_answers_in_one_piece_is_understood(server: ProviderServer) -> None:
+    deltas: list[StreamDelta] = []
+    server.queue(recorded("openai_answer.json"), recorded("anthropic_answer.json"))
+    turn = await openai(server, stream=True, on_delta=deltas.append).respond(USER, [])
+    assert turn.text == "Customer 42 is due a refund of 1,050.00." and turn.served_model == "gpt-4o-2024-08-06"
+    claude = await anthropic(server, stream=True, on_delta=deltas.append).respond(USER, [])
+    assert claude.text == "Grace Hopper is due 1,050.00."
+    assert [d.text for d in deltas] == [turn.text, claude.text]

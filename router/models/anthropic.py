@@ -115,7 +115,7 @@ class AnthropicModel:
             raw = await self.transport.post_json("messages", body, self.name)
             return self._turn(decode_response(self.name, raw, _Response))
         body["stream"] = True
-        return await self.transport.post_stream("messages", body, self.name, self._read_stream)
+        return await self.transport.post_stream("messages", body, self.name, self._read_stream, self._whole)
 
     async def aclose(self) -> None:
         await self.transport.aclose()
@@ -130,6 +130,13 @@ class AnthropicModel:
             text=text, tool_calls=calls, model=self.name, served_model=response.model,
             usage=Usage(input_tokens=response.usage.input_tokens, output_tokens=response.usage.output_tokens),
         )
+
+    def _whole(self, body: bytes, attempt: int) -> ModelTurn:
+        """A streamed request answered in one piece: one delta for the text."""
+        turn = self._turn(decode_response(self.name, body, _Response))
+        if turn.text:
+            self._emit(StreamDelta(model=self.name, text=turn.text, attempt=attempt))
+        return turn
 
     async def _read_stream(self, events: AsyncIterator[ServerSentEvent], attempt: int) -> ModelTurn:
         blocks: dict[int, list[str]] = {}  # index -> [type, id, name, pieces...]

@@ -98,15 +98,19 @@ class Transport:
     async def post_stream(
         self, path: str, body: dict[str, Any], model: str,
         read: Callable[[AsyncIterator[ServerSentEvent], int], Awaitable[T]],
+        whole: Callable[[bytes, int], T],
     ) -> T:
         """Stream a response as server-sent events into ``read(events, attempt)``, whose
-        result is returned; a failure mid-stream retries the whole request."""
+        result is returned; a failure mid-stream retries the whole request. A server that
+        answers with one JSON body instead (some ignore ``stream``) goes to ``whole``."""
 
         async def attempt(n: int) -> T:
             async with self.client.stream("POST", self._url(path), content=_encoder.encode(body),
                                           headers=self._headers(), params=self.params) as response:
                 if response.status_code >= 300:
                     _check(response, model, n, await response.aread())
+                if response.headers.get("content-type", "").startswith("application/json"):
+                    return whole(await response.aread(), n)
                 return await read(read_events(response), n)
 
         return await self._with_retries(model, attempt, self.max_stream_s)

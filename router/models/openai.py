@@ -109,7 +109,7 @@ class OpenAIModel:
             return self._turn(decode_response(self.name, raw, _Completion))
         body["stream"] = True
         body["stream_options"] = {"include_usage": True}
-        return await self.transport.post_stream("chat/completions", body, self.name, self._read_stream)
+        return await self.transport.post_stream("chat/completions", body, self.name, self._read_stream, self._whole)
 
     async def aclose(self) -> None:
         await self.transport.aclose()
@@ -125,6 +125,13 @@ class OpenAIModel:
             usage=Usage(input_tokens=usage.prompt_tokens, output_tokens=usage.completion_tokens),
             model=self.name, served_model=completion.model,
         )
+
+    def _whole(self, body: bytes, attempt: int) -> ModelTurn:
+        """A streamed request answered in one piece: one delta for the text."""
+        turn = self._turn(decode_response(self.name, body, _Completion))
+        if turn.text:
+            self._emit(StreamDelta(model=self.name, text=turn.text, attempt=attempt))
+        return turn
 
     async def _read_stream(self, events: AsyncIterator[ServerSentEvent], attempt: int) -> ModelTurn:
         text: list[str] = []
