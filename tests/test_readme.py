@@ -41,3 +41,13 @@ def test_the_audit_query_runs_on_an_export_of_the_demo(tmp_path: Path) -> None:
     rows = duckdb.connect().execute(sql.replace("'runs.parquet'", f"'{tmp_path / 'runs.parquet'}'")).fetchall()
     by_tool = {tool: (calls, ok) for tool, calls, ok, _ in rows}
     assert by_tool == {"calculate": (4, 3), "lookup_customer": (1, 1), "issue_refund": (1, 0)}
+
+
+def test_every_error_code_is_explained() -> None:
+    import inspect
+
+    import router.errors as errors
+
+    codes = {cls.code for _, cls in inspect.getmembers(errors, inspect.isclass)
+             if issubclass(cls, errors.RouterError) and cls is not errors.RouterError}
+    assert {code for code in codes if f"| `{code}` |" not in README} == set()
