@@ -400,3 +400,11 @@ def test_random_schemas_never_let_the_fast_path_accept_what_the_checks_refuse(
     for value in values:
         if fast_accepts(compiled, value):
             assert compiled.validate(value) is None, (schema, value)
+
+
+def test_the_readme_states_each_keyword_files_figures() -> None:
+    readme = " ".join((Path(__file__).resolve().parents[1] / "README.md").read_text().split())
+    for r in check_suite(SUITE):
+        name = r.file.removesuffix(".json")
+        figure = f"{name} {r.passed}/{r.passed + r.failed}" if r.supported else f"{name} {r.refused}"
+        assert figure in readme, figure
