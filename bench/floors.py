@@ -18,23 +18,13 @@ from router.chain import Chain
 from router.events import ModelResponded, ToolCall, ToolStarted, ToolSucceeded
 from router.store.sqlite import _INSERT, _SCHEMA
 
-from .measure import Record, record
+from .measure import Record, record, time_calls
 from .peers import Samples
 
 
 class _Args(msgspec.Struct, forbid_unknown_fields=True):
     a: int
     b: int
-
-
-def _time(fn: Callable[[], object], n: int, inner: int = 1) -> list[float]:
-    out = []
-    for _ in range(n):
-        begin = time.perf_counter_ns()
-        for _ in range(inner):
-            fn()
-        out.append((time.perf_counter_ns() - begin) / inner / 1000)
-    return out
 
 
 def _connect(path: Path, synchronous: str, schema: str) -> sqlite3.Connection:
@@ -78,18 +68,18 @@ async def run(quick: bool, peers: object, tmp: Path) -> list[Record]:
     n = 200 if quick else 1000
     decoder = msgspec.json.Decoder(_Args)
     records = [record("floors", "msgspec", msgspec.__version__, "-",
-                      Samples(_time(lambda: decoder.decode(b'{"a": 1, "b": 2}'), n, 100)),
+                      Samples(time_calls(lambda: decoder.decode(b'{"a": 1, "b": 2}'), n, 100)),
                       "precompiled decode of one tool call's arguments", unit="us/call")]
     table = "CREATE TABLE t (id INTEGER PRIMARY KEY, v BLOB);"
     for synchronous, count in (("NORMAL", n), ("FULL", n // 5)):
         conn = _connect(tmp / f"floor-{synchronous}.db", synchronous, table)
         records.append(record("floors", "sqlite3", sqlite3.sqlite_version, synchronous.lower(),
-                              Samples(_time(_row_commit(conn), count)), "one WAL commit of a 300-byte row",
+                              Samples(time_calls(_row_commit(conn), count)), "one WAL commit of a 300-byte row",
                               unit="us"))
         conn.close()
     conn = _connect(tmp / "floor-step.db", "NORMAL", _SCHEMA)
     records.append(record("floors", "sqlite3", sqlite3.sqlite_version, "normal",
-                          Samples(_time(_step_commit(conn), n)),
+                          Samples(time_calls(_step_commit(conn), n)),
                           "one step's 3 events committed on router's schema (triggers, index)", unit="us"))
     conn.close()
     async with aiosqlite.connect(tmp / "floor-aiosqlite.db") as db:

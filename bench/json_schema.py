@@ -12,14 +12,13 @@ Draft202012Validator on the parsed JSON. pydantic: a model written to the same s
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from router import Principal, Tools, tool
 from router.events import ToolCall
 
-from .measure import Record, record
+from .measure import Record, record, time_calls
 from .peers import Samples
 from .system import VERSION
 
@@ -61,18 +60,6 @@ CASES = {
                        '{"sku": "A-100", "quantity": 2, "cents": 60000}, {"sku": "B-7", "quantity": 1, "cents": 1500}]}',
                '{"customer_id": 42, "currency": "EUR", "lines": [{"sku": "a100", "quantity": 2, "cents": 1}]}'),
 }
-
-
-def _time(fn: Any, n: int) -> list[float]:
-    for _ in range(1000):
-        fn()
-    out = []
-    for _ in range(n):
-        begin = time.perf_counter_ns()
-        for _ in range(100):
-            fn()
-        out.append((time.perf_counter_ns() - begin) / 100 / 1000)
-    return out
 
 
 def _router(schema: dict[str, Any]) -> tuple[Any, Any]:
@@ -139,7 +126,8 @@ async def run(quick: bool, peers: object, tmp: Path) -> list[Record]:
     for name, (schema, valid, invalid) in CASES.items():
         accepts, timed = _router(schema)
         assert accepts(valid) and not accepts(invalid)
-        mine = record("json_schema", "router", VERSION, name, Samples(_time(timed(valid), n)),
+        mine = record("json_schema", "router", VERSION, name,
+                      Samples(time_calls(timed(valid), n, inner=100, warmup=1000)),
                       "JSON-Schema tool: msgspec decode + compiled checks + access check", unit="us/call")
         records.append(mine)
         for system, peer, note in (("jsonschema", _jsonschema(schema), "Draft202012Validator, prebuilt"),
@@ -148,7 +136,8 @@ async def run(quick: bool, peers: object, tmp: Path) -> list[Record]:
                 continue
             peer_accepts, peer_timed, version = peer
             assert peer_accepts(valid) and not peer_accepts(invalid), f"{system} disagrees on {name}"
-            theirs = record("json_schema", system, version, name, Samples(_time(peer_timed(valid), n)), note,
+            theirs = record("json_schema", system, version, name,
+                            Samples(time_calls(peer_timed(valid), n, inner=100, warmup=1000)), note,
                             unit="us/call")
             theirs.vs_router = round(theirs.p50_us_per_step / mine.p50_us_per_step, 1)
             records.append(theirs)

@@ -15,7 +15,9 @@ import msgspec
 
 from .peers import Samples
 
-__all__ = ["Record", "head_to_head", "interleave", "machine", "peak_rss_mb", "percentile", "record", "settle"]
+__all__ = [
+    "Record", "head_to_head", "interleave", "machine", "peak_rss_mb", "percentile", "record", "settle", "time_calls",
+]
 
 
 class Record(msgspec.Struct, omit_defaults=True):
@@ -78,6 +80,20 @@ async def interleave(contestants: dict[Any, Contestant], runs: int, rounds: int 
                                                   bytes_per_step=got.bytes_per_step))
             have.per_step_us.extend(got.per_step_us)
     return merged
+
+
+def time_calls(fn: Callable[[], object], n: int, inner: int = 1, warmup: int = 0) -> list[float]:
+    """Microseconds per call of ``fn``: ``n`` samples, each the mean of ``inner`` calls,
+    after ``warmup`` calls that are not timed."""
+    for _ in range(warmup):
+        fn()
+    out = []
+    for _ in range(n):
+        begin = time.perf_counter_ns()
+        for _ in range(inner):
+            fn()
+        out.append((time.perf_counter_ns() - begin) / inner / 1000)
+    return out
 
 
 def settle() -> None:

@@ -4,16 +4,15 @@ against pydantic's TypeAdapter.validate_json on the same schema."""
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import msgspec
 
 from router import Principal, Tools, tool
 from router.events import ToolCall
 
-from .measure import Record, record
+from .measure import Record, record, time_calls
 from .peers import Samples
 from .system import VERSION
 
@@ -35,24 +34,13 @@ def refund(customer_id: int, currency: str, lines: list[Line], note: str = "") -
     return "ok"
 
 
-def _time(fn: Any, n: int) -> list[float]:
-    for _ in range(1000):
-        fn()
-    out = []
-    for _ in range(n):
-        begin = time.perf_counter_ns()
-        for _ in range(100):
-            fn()
-        out.append((time.perf_counter_ns() - begin) / 100 / 1000)
-    return out
-
-
 async def run(quick: bool, peers: object, tmp: Path) -> list[Record]:
     n = 50 if quick else 300
     tools, who = Tools([refund]), Principal(id="bench")
     call = ToolCall(id="c", name="refund", arguments=ARGS)
     assert type(tools.decide(call, who, 0)[0]).__name__ == "ToolStarted"
-    records = [record("validation", "router", VERSION, "-", Samples(_time(lambda: tools.decide(call, who, 0), n)),
+    per_call = Samples(time_calls(lambda: tools.decide(call, who, 0), n, inner=100, warmup=1000))
+    records = [record("validation", "router", VERSION, "-", per_call,
                       "msgspec decode + access check + canonical arguments", unit="us/call")]
     try:
         import pydantic
@@ -75,6 +63,7 @@ async def run(quick: bool, peers: object, tmp: Path) -> list[Record]:
     adapter = pydantic.TypeAdapter(PRefund)
     adapter.validate_json(ARGS)
     records.append(record("validation", "pydantic", pydantic.VERSION, "-",
-                          Samples(_time(lambda: adapter.validate_json(ARGS), n)), "TypeAdapter.validate_json", unit="us/call"))
+                          Samples(time_calls(lambda: adapter.validate_json(ARGS), n, inner=100, warmup=1000)),
+                          "TypeAdapter.validate_json", unit="us/call"))
     records[1].vs_router = round(records[1].p50_us_per_step / records[0].p50_us_per_step, 1)
     return records

@@ -17,7 +17,7 @@ import msgspec
 
 from ..errors import ModelResponseInvalid, ModelUnavailable
 from ..events import Message, Usage
-from ..protocols import ModelTurn, ProposedCall, StreamDelta, current_run_id
+from ..protocols import ModelTurn, ProposedCall, StreamDelta
 from ..tools import Retry
 from .http import DEFAULT_RETRY, ServerSentEvent, Transport, decode_response, incomplete, retryable
 
@@ -94,13 +94,13 @@ class AnthropicModel:
         self.name = model
         self.max_tokens = max_tokens
         self.stream = stream
-        self.on_delta = on_delta
         self.options = options or {}
         key = os.environ.get("ANTHROPIC_API_KEY", "") if api_key is None else api_key
         auth = {"x-api-key": key} if key else {}
         self.transport = Transport(
             base_url, headers={"anthropic-version": VERSION, **auth, **(headers or {})}, timeout_s=timeout_s,
             max_stream_s=max_stream_s, retry=retry, max_retry_after_s=max_retry_after_s, client=client,
+            on_delta=on_delta,
         )
 
     async def respond(self, messages: Sequence[Message], tools: Sequence[dict[str, Any]]) -> ModelTurn:
@@ -112,13 +112,16 @@ class AnthropicModel:
         if tools:
             body["tools"] = [_tool(t) for t in tools]
         if not self.stream:
-            raw = await self.transport.post_json("messages", body, self.name)
-            return self._turn(decode_response(self.name, raw, _Response))
+            return self._decode(await self.transport.post_json("messages", body, self.name))
         body["stream"] = True
-        return await self.transport.post_stream("messages", body, self.name, self._read_stream, self._whole)
+        return await self.transport.post_stream("messages", body, self.name, self._read_stream, self._decode)
 
     async def aclose(self) -> None:
         await self.transport.aclose()
+
+    def _decode(self, raw: bytes) -> ModelTurn:
+        """A whole (not streamed) response as a turn."""
+        return self._turn(decode_response(self.name, raw, _Response))
 
     def _turn(self, response: _Response) -> ModelTurn:
         text = "".join(b.text for b in response.content if b.type == "text")
@@ -130,13 +133,6 @@ class AnthropicModel:
             text=text, tool_calls=calls, model=self.name, served_model=response.model,
             usage=Usage(input_tokens=response.usage.input_tokens, output_tokens=response.usage.output_tokens),
         )
-
-    def _whole(self, body: bytes, attempt: int) -> ModelTurn:
-        """A streamed request answered in one piece: one delta for the text."""
-        turn = self._turn(decode_response(self.name, body, _Response))
-        if turn.text:
-            self._emit(StreamDelta(model=self.name, text=turn.text, attempt=attempt))
-        return turn
 
     async def _read_stream(self, events: AsyncIterator[ServerSentEvent], attempt: int) -> ModelTurn:
         blocks: dict[int, list[str]] = {}  # index -> [type, id, name, pieces...]
@@ -150,7 +146,7 @@ class AnthropicModel:
                 block = event.content_block
                 blocks[event.index] = [block.type, block.id, block.name, block.text]
                 if block.type == "tool_use":
-                    self._emit(StreamDelta(model=self.name, call_index=event.index, call_id=block.id,
+                    self.transport.emit(StreamDelta(model=self.name, call_index=event.index, call_id=block.id,
                                            call_name=block.name, attempt=attempt))
             elif event.type == "content_block_delta" and event.delta is not None:
                 self._delta(blocks, event.index, event.delta, model, attempt)
@@ -177,15 +173,11 @@ class AnthropicModel:
             raise ModelResponseInvalid(self.name, f"a delta for content block {index}, which never started")
         if delta.type == "text_delta":
             block.append(delta.text)
-            self._emit(StreamDelta(model=self.name, text=delta.text, attempt=attempt))
+            self.transport.emit(StreamDelta(model=self.name, text=delta.text, attempt=attempt))
         elif delta.type == "input_json_delta":
             block.append(delta.partial_json)
-            self._emit(StreamDelta(model=self.name, call_index=index, call_id=block[1], arguments=delta.partial_json,
+            self.transport.emit(StreamDelta(model=self.name, call_index=index, call_id=block[1], arguments=delta.partial_json,
                                    attempt=attempt))
-
-    def _emit(self, delta: StreamDelta) -> None:
-        if self.on_delta is not None:
-            self.on_delta(msgspec.structs.replace(delta, run_id=current_run_id.get()))
 
 
 def _tool(schema: dict[str, Any]) -> dict[str, Any]:

@@ -29,6 +29,7 @@ from ..errors import (
     ModelResponseInvalid,
     ModelUnavailable,
 )
+from ..protocols import ModelTurn, StreamDelta, current_run_id
 from ..tools import Retry
 
 __all__ = ["DEFAULT_RETRY", "ServerSentEvent", "Transport", "decode_response", "incomplete", "read_events", "retryable"]
@@ -66,6 +67,7 @@ class Transport:
         max_connections: int = 100,
         client: httpx.AsyncClient | None = None,
         max_stream_s: float | None = None,
+        on_delta: Callable[[StreamDelta], None] | None = None,
     ) -> None:
         if not base_url.startswith(("http://", "https://")):
             raise ConfigError(f"base_url must be an http(s) URL, not {base_url!r}")
@@ -78,6 +80,7 @@ class Transport:
         self.max_stream_s = max_stream_s  # a whole stream (None: as long as it keeps coming)
         self.retry = retry
         self.max_retry_after_s = max_retry_after_s
+        self.on_delta = on_delta
         self._owned = client is None
         self.client = client or httpx.AsyncClient(
             timeout=httpx.Timeout(timeout_s, connect=connect_timeout_s),
@@ -97,23 +100,32 @@ class Transport:
 
     async def post_stream(
         self, path: str, body: dict[str, Any], model: str,
-        read: Callable[[AsyncIterator[ServerSentEvent], int], Awaitable[T]],
-        whole: Callable[[bytes, int], T],
-    ) -> T:
+        read: Callable[[AsyncIterator[ServerSentEvent], int], Awaitable[ModelTurn]],
+        whole: Callable[[bytes], ModelTurn],
+    ) -> ModelTurn:
         """Stream a response as server-sent events into ``read(events, attempt)``, whose
-        result is returned; a failure mid-stream retries the whole request. A server that
-        answers with one JSON body instead (some ignore ``stream``) goes to ``whole``."""
+        turn is returned; a failure mid-stream retries the whole request. A server that
+        answers with one JSON body instead (some ignore ``stream``) goes to ``whole``, and
+        its text to ``on_delta`` in one piece."""
 
-        async def attempt(n: int) -> T:
+        async def attempt(n: int) -> ModelTurn:
             async with self.client.stream("POST", self._url(path), content=_encoder.encode(body),
                                           headers=self._headers(), params=self.params) as response:
                 if response.status_code >= 300:
                     _check(response, model, n, await response.aread())
                 if response.headers.get("content-type", "").startswith("application/json"):
-                    return whole(await response.aread(), n)
+                    turn = whole(await response.aread())
+                    if turn.text:
+                        self.emit(StreamDelta(model=model, text=turn.text, attempt=n))
+                    return turn
                 return await read(read_events(response), n)
 
         return await self._with_retries(model, attempt, self.max_stream_s)
+
+    def emit(self, delta: StreamDelta) -> None:
+        """Hand a piece of a streaming turn to ``on_delta``, tagged with the run it is for."""
+        if self.on_delta is not None:
+            self.on_delta(msgspec.structs.replace(delta, run_id=current_run_id.get()))
 
     async def aclose(self) -> None:
         if self._owned:

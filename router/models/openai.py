@@ -21,7 +21,7 @@ import msgspec
 
 from ..errors import ModelResponseInvalid
 from ..events import Message, Usage
-from ..protocols import ModelTurn, ProposedCall, StreamDelta, current_run_id
+from ..protocols import ModelTurn, ProposedCall, StreamDelta
 from ..tools import Retry
 from .http import DEFAULT_RETRY, ServerSentEvent, Transport, decode_response, incomplete
 
@@ -91,13 +91,13 @@ class OpenAIModel:
     ) -> None:
         self.name = model
         self.stream = stream
-        self.on_delta = on_delta
         self.options = options or {}
         key = os.environ.get("OPENAI_API_KEY", "") if api_key is None else api_key
         auth = {"authorization": f"Bearer {key}"} if key else {}
         self.transport = Transport(
             base_url, headers={**auth, **(headers or {})}, params=params, timeout_s=timeout_s,
             max_stream_s=max_stream_s, retry=retry, max_retry_after_s=max_retry_after_s, client=client,
+            on_delta=on_delta,
         )
 
     async def respond(self, messages: Sequence[Message], tools: Sequence[dict[str, Any]]) -> ModelTurn:
@@ -105,14 +105,17 @@ class OpenAIModel:
         if tools:
             body["tools"] = list(tools)
         if not self.stream:
-            raw = await self.transport.post_json("chat/completions", body, self.name)
-            return self._turn(decode_response(self.name, raw, _Completion))
+            return self._decode(await self.transport.post_json("chat/completions", body, self.name))
         body["stream"] = True
         body["stream_options"] = {"include_usage": True}
-        return await self.transport.post_stream("chat/completions", body, self.name, self._read_stream, self._whole)
+        return await self.transport.post_stream("chat/completions", body, self.name, self._read_stream, self._decode)
 
     async def aclose(self) -> None:
         await self.transport.aclose()
+
+    def _decode(self, raw: bytes) -> ModelTurn:
+        """A whole (not streamed) response as a turn."""
+        return self._turn(decode_response(self.name, raw, _Completion))
 
     def _turn(self, completion: _Completion) -> ModelTurn:
         if not completion.choices or completion.choices[0].message is None:
@@ -125,13 +128,6 @@ class OpenAIModel:
             usage=Usage(input_tokens=usage.prompt_tokens, output_tokens=usage.completion_tokens),
             model=self.name, served_model=completion.model,
         )
-
-    def _whole(self, body: bytes, attempt: int) -> ModelTurn:
-        """A streamed request answered in one piece: one delta for the text."""
-        turn = self._turn(decode_response(self.name, body, _Completion))
-        if turn.text:
-            self._emit(StreamDelta(model=self.name, text=turn.text, attempt=attempt))
-        return turn
 
     async def _read_stream(self, events: AsyncIterator[ServerSentEvent], attempt: int) -> ModelTurn:
         text: list[str] = []
@@ -149,13 +145,13 @@ class OpenAIModel:
                 piece = delta.content or delta.refusal
                 if piece:
                     text.append(piece)
-                    self._emit(StreamDelta(model=self.name, text=piece, attempt=attempt))
+                    self.transport.emit(StreamDelta(model=self.name, text=piece, attempt=attempt))
                 for call in delta.tool_calls or ():
                     parts = calls.setdefault(call.index, ["", ""])
                     parts[0] = parts[0] or call.id
                     parts[1] = parts[1] or call.function.name
                     parts.append(call.function.arguments)
-                    self._emit(StreamDelta(
+                    self.transport.emit(StreamDelta(
                         model=self.name, call_index=call.index, call_id=call.id, call_name=call.function.name,
                         arguments=call.function.arguments, attempt=attempt,
                     ))
@@ -166,10 +162,6 @@ class OpenAIModel:
             text="".join(text), tool_calls=proposed, model=self.name, served_model=model,
             usage=Usage(input_tokens=usage.prompt_tokens, output_tokens=usage.completion_tokens),
         )
-
-    def _emit(self, delta: StreamDelta) -> None:
-        if self.on_delta is not None:
-            self.on_delta(msgspec.structs.replace(delta, run_id=current_run_id.get()))
 
 
 def _message(m: Message) -> dict[str, Any]:
