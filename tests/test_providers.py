@@ -308,7 +308,7 @@ async def test_a_stream_that_falls_silent_is_retried_and_one_that_keeps_coming_i
 
     deltas: list[StreamDelta] = []
     server.queue(stalled_stream("openai_stream_text.sse"), recorded("openai_stream_text.sse"))
-    model = openai(server, stream=True, on_delta=deltas.append, timeout_s=0.3)
+    model = openai(server, stream=True, on_delta=deltas.append, timeout_s=1.0)
     assert (await model.respond(USER, [])).text == "It is 4."
     assert len(server.requests) == 2 and {d.attempt for d in deltas} == {1, 2}
     assert model.transport.max_stream_s is None  # no cap on a whole stream unless asked for
