@@ -274,12 +274,8 @@ async def _conformance(args: argparse.Namespace) -> int:
     tool_schemas = conformance.check_tool_schemas(folder / "tool-schemas" / "bfcl")
     print(conformance.render(suite, tool_schemas))
     if args.json:
-        Path(args.json).write_bytes(orjson.dumps({"suite": suite, "tool_schemas": tool_schemas}, default=_builtins))
+        Path(args.json).write_bytes(orjson.dumps({"suite": suite, "tool_schemas": tool_schemas}, default=msgspec.to_builtins))
     return 0 if conformance.conforms(suite, tool_schemas) else 1
-
-
-def _builtins(value: Any) -> Any:
-    return msgspec.to_builtins(value)
 
 
 async def _fsm(args: argparse.Namespace) -> int:

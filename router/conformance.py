@@ -95,11 +95,7 @@ def _check_file(path: Path) -> KeywordResult:
 def _accepts(compiled: CompiledSchema, data: Any) -> bool:
     """Decide as a tool call is decided: from JSON text, through msgspec's exact types when
     the schema has them and the precompiled checks otherwise."""
-    try:
-        compiled.decode(orjson.dumps(data))
-    except msgspec.ValidationError:
-        return False
-    return True
+    return _why_refused(compiled, data) is None
 
 
 def check_tool_schemas(folder: Path) -> ToolSchemaResult:

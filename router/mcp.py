@@ -194,7 +194,8 @@ class McpClient:
         permissions = permissions or {}
         safe = set(idempotent)
         out: list[Tool] = []
-        for spec in await self.list_tools():
+        specs = await self.list_tools()
+        for spec in specs:
             name = spec.get("name", "")
             if wanted is not None and name not in wanted:
                 continue
@@ -209,8 +210,8 @@ class McpClient:
                 if not skip_refused:
                     raise
                 self.refused[name] = str(exc)
-        if wanted is not None and len(out) + len(self.refused.keys() & wanted) != len(wanted):
-            missing = wanted - {spec.get("name") for spec in await self.list_tools()}
+        missing = wanted - {spec.get("name") for spec in specs} if wanted is not None else set()
+        if missing:
             raise McpError(self.server, f"no such tools: {', '.join(sorted(missing))}")
         return out
 

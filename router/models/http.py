@@ -236,7 +236,7 @@ def retryable(error: ModelError) -> Exception:
 
 def incomplete(model: str, attempt: int) -> Exception:
     """What a stream reader raises when the stream ends before its last event: retried."""
-    return _Retryable(ModelUnavailable(model, "the stream ended before the turn was complete", attempts=attempt))
+    return retryable(ModelUnavailable(model, "the stream ended before the turn was complete", attempts=attempt))
 
 
 def decode_response(model: str, body: bytes | str, shape: type[T]) -> T:
