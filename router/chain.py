@@ -49,12 +49,11 @@ class Chain:
         """
         out: list[StoredEvent] = []
         seq, head, run_id = self.next_seq, self.head, self.run_id
-        prefix = run_id.encode() + b"\x00"
-        kinds = KINDS
+        prefix, kinds, join, stored = run_id.encode() + b"\x00", KINDS, b"".join, StoredEvent
         for event in events:
             payload = encode(event)
-            digest = sha256(b"".join((head, prefix, seq.to_bytes(8, "big"), payload))).digest()
-            out.append(StoredEvent(run_id, seq, kinds[type(event)], payload, head, digest))
+            digest = sha256(join((head, prefix, seq.to_bytes(8, "big"), payload))).digest()
+            out.append(stored(run_id, seq, kinds[type(event)], payload, head, digest))
             seq, head = seq + 1, digest
         return out
 

@@ -82,7 +82,10 @@ class RunResult(msgspec.Struct, frozen=True):
             run_id=run_id, phase=state.phase, output=state.output, reason=state.reason,
             steps=state.steps, tool_calls=state.tool_calls, usage=state.usage,
             cost_usd=state.cost_nusd / 1e9,
-            interrupted=tuple(c.call.id for c in state.calls if c.status == "interrupted"),
+            interrupted=(
+                tuple([c.call.id for c in state.calls if c.status == "interrupted"])
+                if state.phase is Phase.INTERRUPTED else ()
+            ),
             review=state.pending_review,
         )
 
@@ -151,6 +154,7 @@ class Engine:
         self.review = msgspec.structs.replace(review or ReviewRules(), output_check=check_name)
         self.observers = tuple(observers)
         self.redaction = redaction or Redaction()
+        self._tool_names, self._redacted = tools.names, self.redaction.names()  # recorded in every run_started
         self.definition = definition_hash(model.name, tools, self.prices, self.redaction, self.review)
         self.cipher = cipher
         # What an event becomes before it is hashed: redacted, then encrypted. Replay
@@ -192,8 +196,8 @@ class Engine:
         await self._lease(run_id)
         run.add(RunStarted(
             at=self.clock.now_us(), messages=opening, principal=principal,
-            limits=limits or self.limits, model=self.model.name, tools=self.tools.names,
-            definition=self.definition, redaction=self.redaction.names(), agent=self.agent, review=self.review,
+            limits=limits or self.limits, model=self.model.name, tools=self._tool_names,
+            definition=self.definition, redaction=self._redacted, agent=self.agent, review=self.review,
             parent_run_id=parent_run_id,
         ))
         return await self._drive(run)
@@ -263,6 +267,9 @@ class Engine:
                     self._decide(run, effect)  # type: ignore[arg-type]
                 elif kind is RunTools:
                     calls = effect.calls  # type: ignore[attr-defined]
+                    if len(calls) == 1 and self._inline_now(run, calls[0]):
+                        run.add(self._run_inline(run, calls[0]))  # nothing to wait for, nothing to await
+                        continue
                     if not all(s.idempotent for s in calls):
                         await self._flush(run)
                     for event in await self._run_tools(run, calls):
@@ -313,10 +320,9 @@ class Engine:
         )
 
     async def _call_model(self, run: _Run) -> Event:
-        remaining = self._remaining(run.state)
-        if remaining == float("inf"):
+        if run.state.limits.deadline_s is None:
             return await self._ask_model(run)
-        with anyio.move_on_after(remaining):
+        with anyio.move_on_after(self._remaining(run.state)):
             return await self._ask_model(run)
         return self._deadline_passed(run.state)
 
@@ -371,9 +377,6 @@ class Engine:
         """
         remaining = self._remaining(run.state)
         if len(calls) == 1 and remaining == float("inf"):
-            t = self.tools[calls[0].tool]
-            if t.inline and not t.is_async and t.retry.attempts == 1:
-                return [self._run_inline(run, t, calls[0])]  # no await: nothing to wait for
             return [await self._run_tool(run, calls[0])]
         results: list[Event | None] = [None] * len(calls)
         waiting = [i for i, c in enumerate(calls) if not self._runs_inline(c.tool)]
@@ -406,8 +409,18 @@ class Engine:
         t = self.tools[name]
         return t.inline and not t.is_async
 
-    def _run_inline(self, run: _Run, t: Tool, started: ToolStarted) -> Event:
+    def _inline_now(self, run: _Run, started: ToolStarted) -> bool:
+        """Whether the call is one attempt of an inline sync tool that may run before the
+        next commit: idempotent (or nothing is pending) and with no deadline to race."""
+        t = self.tools[started.tool]
+        return (
+            t.inline and not t.is_async and t.retry.attempts == 1 and (started.idempotent or not run.pending)
+            and run.state.limits.deadline_s is None
+        )
+
+    def _run_inline(self, run: _Run, started: ToolStarted) -> Event:
         """One attempt of an inline sync tool, on the loop."""
+        t = self.tools[started.tool]
         args, context = self._arguments(run, t, started)
         begin = self.clock.now_us()
         try:
@@ -431,14 +444,17 @@ class Engine:
     def _returned(self, t: Tool, started: ToolStarted, value: Any, begin: int, attempt: int) -> Event:
         """The event for a tool that returned ``value``."""
         now = self.clock.now_us()
-        spent = value if isinstance(value, ToolOutput) else ToolOutput(None)
-        value = spent.result if isinstance(value, ToolOutput) else value
+        spent = value if isinstance(value, ToolOutput) else None
         try:
-            result = encode_result(value)
+            result = encode_result(value if spent is None else spent.result)
         except (TypeError, ValueError) as exc:
             return ToolFailed(
                 at=now, call_id=started.call_id, tool=t.name,
                 error=f"the result is not JSON-encodable: {exc}", latency_us=now - begin, attempts=attempt,
+            )
+        if spent is None:
+            return ToolSucceeded(
+                at=now, call_id=started.call_id, tool=t.name, result=result, latency_us=now - begin, attempts=attempt,
             )
         return ToolSucceeded(
             at=now, call_id=started.call_id, tool=t.name, result=result, latency_us=now - begin, attempts=attempt,

@@ -189,7 +189,10 @@ def _start(state: RunState, event: RunStarted, at: int) -> RunState:
 
 def _model_responded(state: RunState, event: ModelResponded, at: int) -> RunState:
     used, add = state.usage, event.usage
-    usage = Usage(input_tokens=used.input_tokens + add.input_tokens, output_tokens=used.output_tokens + add.output_tokens)
+    usage = (
+        Usage(input_tokens=used.input_tokens + add.input_tokens, output_tokens=used.output_tokens + add.output_tokens)
+        if add.input_tokens or add.output_tokens else used
+    )
     if not event.tool_calls:
         if event.held:
             return replace(
@@ -200,12 +203,16 @@ def _model_responded(state: RunState, event: ModelResponded, at: int) -> RunStat
             state, phase=Phase.DONE, output=event.text, calls=(), steps=state.steps + 1, usage=usage,
             cost_nusd=state.cost_nusd + event.cost_nusd, last_at=at,
         )
-    recent = state.recent_calls + tuple([call_signature(c) for c in event.tool_calls])
+    calls, signatures = [], []
+    for c in event.tool_calls:  # a plain loop: this runs once per model turn
+        calls.append(CallState(c))
+        signatures.append(call_signature(c))
+    recent = state.recent_calls + tuple(signatures)
     window = state.limits.loop_window
     if len(recent) > window:
         recent = recent[-window:]
     return replace(
-        state, phase=Phase.RUNNING_TOOLS, calls=tuple([CallState(c) for c in event.tool_calls]),
+        state, phase=Phase.RUNNING_TOOLS, calls=tuple(calls),
         recent_calls=recent, steps=state.steps + 1, usage=usage, cost_nusd=state.cost_nusd + event.cost_nusd,
         last_at=at,
     )
@@ -219,12 +226,18 @@ def _find(state: RunState, call_id: str, status: CallStatus) -> int:
 
 
 def _settle(state: RunState, index: int, updated: CallState, at: int, **changes: Any) -> RunState:
+    """Replace one call of the turn. The phase moves to the model's turn when every call
+    is done, back to tools when no call waits for a decision any more."""
     calls = state.calls[:index] + (updated,) + state.calls[index + 1 :]
-    phase = state.phase
-    if all(c.status == "done" for c in calls):
-        phase = Phase.AWAITING_MODEL
-    elif phase is Phase.INTERRUPTED and not any(c.status == "interrupted" for c in calls):
-        phase = Phase.RUNNING_TOOLS
+    phase, pending = state.phase, False
+    for c in calls:  # a plain loop: this runs once per tool result
+        status = c.status
+        if status == "interrupted":
+            break
+        pending = pending or status != "done"
+    else:
+        phase = Phase.RUNNING_TOOLS if pending and phase is Phase.INTERRUPTED else phase
+        phase = phase if pending else Phase.AWAITING_MODEL
     return replace(state, calls=calls, phase=phase, last_at=at, **changes)
 
 
@@ -254,18 +267,21 @@ def _tool_ended(state: RunState, event: ToolSucceeded | ToolFailed, at: int) -> 
     if i < 0:
         return _fault(state, event, f"no started call {event.call_id!r}")
     old = state.calls[i]
-    done = CallState(old.call, "done", old.attempt, old.started, old.approved)
+    done = replace(old, status="done")
     if isinstance(event, ToolFailed):
         failures = state.failures_in_a_row + 1
         if event.timed_out:
             return _settle(state, i, done, at, timed_out=event.call_id, failures_in_a_row=failures)
         return _settle(state, i, done, at, failures_in_a_row=failures)
+    spent, after = event.usage, state.review.after_tools
+    if not (spent.input_tokens or spent.output_tokens or event.cost_nusd or after or event.final):
+        return _settle(state, i, done, at, failures_in_a_row=0)  # a plain result: the hot path
     extra: dict[str, Any] = {}
-    if event.usage.input_tokens or event.usage.output_tokens or event.cost_nusd:  # a child agent's spend
-        extra["usage"] = Usage(input_tokens=state.usage.input_tokens + event.usage.input_tokens,
-                               output_tokens=state.usage.output_tokens + event.usage.output_tokens)
+    if spent.input_tokens or spent.output_tokens or event.cost_nusd:  # a child agent's spend
+        extra["usage"] = Usage(input_tokens=state.usage.input_tokens + spent.input_tokens,
+                               output_tokens=state.usage.output_tokens + spent.output_tokens)
         extra["cost_nusd"] = state.cost_nusd + event.cost_nusd
-    if event.tool in state.review.after_tools:
+    if event.tool in after:
         extra["after_review"] = state.after_review + (event.call_id,)
     settled = _settle(state, i, done, at, failures_in_a_row=0, **extra)
     if event.final and settled.phase is Phase.AWAITING_MODEL:  # a handoff answered for the run

@@ -86,14 +86,15 @@ def check_limits(state: RunState) -> LimitExceeded | None:
         )
     if state.phase == "awaiting_model" and state.steps >= limits.max_steps:
         return LimitExceeded(at=at, limit="max_steps", value=state.steps, ceiling=limits.max_steps)
-    fresh = (
-        [c.call for c in state.calls if c.attempt == 0 and c.status == "proposed"]
-        if state.phase == "running_tools" else None
-    )
-    if fresh:
-        exceeded = _check_proposals(state, fresh)
-        if exceeded is not None:
-            return exceeded
+    if state.phase == "running_tools":
+        fresh = []
+        for c in state.calls:  # a plain loop: this runs before every effect of a tool step
+            if c.attempt == 0 and c.status == "proposed":
+                fresh.append(c.call)
+        if fresh:
+            exceeded = _check_proposals(state, fresh)
+            if exceeded is not None:
+                return exceeded
     if state.rejected > limits.max_rejected_calls:
         return LimitExceeded(
             at=at, limit="max_rejected_calls", value=state.rejected, ceiling=limits.max_rejected_calls,
@@ -113,7 +114,7 @@ def _check_proposals(state: RunState, fresh: list[ToolCall]) -> LimitExceeded | 
         )
     window = state.recent_calls
     for call in fresh:
-        repeats = window.count(call_signature(call))
+        repeats = window.count(f"{call.name}\x00{call.arguments}")  # call_signature, inlined: the hot path
         if repeats >= limits.max_repeats:
             return LimitExceeded(
                 at=at, limit="loop_detected", value=repeats, ceiling=limits.max_repeats,

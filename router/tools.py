@@ -347,28 +347,31 @@ class Tools:
         return self._validate(t, call, at)
 
     def _validate(self, t: Tool, call: ToolCall, at: int) -> tuple[Decision, Any]:
-        def reject(code: Any, reason: str, path: str = "") -> tuple[Decision, Any]:
-            return ToolCallRejected(at=at, call_id=call.id, tool=t.name, code=code, reason=reason, path=path), None
-
         if call.invalid_utf8:
-            return reject("not_utf8", "the arguments are not valid UTF-8")
+            return _rejected(t, call, at, "not_utf8", "the arguments are not valid UTF-8")
         text = call.arguments
         size = len(text) if text.isascii() else len(text.encode())
         if size > t.max_argument_bytes:
-            return reject("oversized", f"the arguments are {size} bytes; the limit is {t.max_argument_bytes}")
+            return _rejected(
+                t, call, at, "oversized", f"the arguments are {size} bytes; the limit is {t.max_argument_bytes}"
+            )
         try:
-            args = t.decoder.decode(call.arguments)
+            args = t.decoder.decode(text)
         except msgspec.ValidationError as exc:
             path, reason = _where(str(exc))
-            return reject("invalid_arguments", reason, path)
+            return _rejected(t, call, at, "invalid_arguments", reason, path)
         except msgspec.DecodeError as exc:
-            return reject("malformed_json", f"the arguments are not JSON: {exc}")
+            return _rejected(t, call, at, "malformed_json", f"the arguments are not JSON: {exc}")
         except RecursionError:
-            return reject("invalid_arguments", "the arguments nest too deeply to be checked", "$")
+            return _rejected(t, call, at, "invalid_arguments", "the arguments nest too deeply to be checked", "$")
         started = ToolStarted(
             at=at, call_id=call.id, tool=t.name, arguments=_encoder.encode(args).decode(), idempotent=t.idempotent,
         )
         return started, args
+
+
+def _rejected(t: Tool, call: ToolCall, at: int, code: Any, reason: str, path: str = "") -> tuple[Decision, None]:
+    return ToolCallRejected(at=at, call_id=call.id, tool=t.name, code=code, reason=reason, path=path), None
 
 
 def encode_result(value: Any) -> str:

@@ -20,6 +20,7 @@ from .events import (
     ToolCallRejected,
     ToolCallResolved,
     ToolFailed,
+    ToolCall,
     ToolSucceeded,
 )
 
@@ -35,7 +36,7 @@ class Transcript:
 
     def __init__(self, events: Iterable[Event] = ()) -> None:
         self._messages: list[Message] = []
-        self._turn: tuple[tuple[str, str], ...] = ()  # (call id, tool) of the open turn
+        self._turn: tuple[ToolCall, ...] = ()  # the calls of the open turn
         self._outcomes: dict[str, str] = {}
         for event in events:
             self.apply(event)
@@ -52,7 +53,7 @@ class Transcript:
 
     def _responded(self, event: ModelResponded) -> None:
         self._messages.append(Message(role="assistant", content=event.text, tool_calls=event.tool_calls))
-        self._turn = tuple((c.id, c.name) for c in event.tool_calls)
+        self._turn = event.tool_calls
         self._outcomes = {}
 
     def _succeeded(self, event: ToolSucceeded) -> None:
@@ -87,11 +88,17 @@ class Transcript:
         self._messages.extend(event.messages)
 
     def _settle(self, call_id: str, content: str) -> None:
-        self._outcomes[call_id] = content
-        if len(self._outcomes) < len(self._turn) or any(cid not in self._outcomes for cid, _ in self._turn):
+        outcomes, turn = self._outcomes, self._turn
+        outcomes[call_id] = content
+        if len(outcomes) < len(turn):
             return
-        for cid, name in self._turn:
-            self._messages.append(Message(role="tool", content=self._outcomes[cid], call_id=cid, name=name))
+        released = []
+        for call in turn:  # a plain loop: this runs once per tool result
+            text = outcomes.get(call.id)
+            if text is None:
+                return
+            released.append(Message(role="tool", content=text, call_id=call.id, name=call.name))
+        self._messages.extend(released)
         self._turn, self._outcomes = (), {}
 
 
