@@ -67,8 +67,6 @@ class FakeModel:
     async def respond(self, messages: Sequence[Message], tools: Sequence[dict[str, Any]]) -> ModelTurn:
         if self.record:
             self.marks.append(time.perf_counter_ns())
-        # The turn number is the count of assistant messages; the messages only grow within
-        # a run, so counting from the end is enough: the last assistant message has it.
         turn = _turn_of(messages)
         cached = self._turns.get(turn)
         if cached is None:
@@ -89,11 +87,10 @@ def _args(args: object) -> str:
 
 
 def _turn_of(messages: Sequence[Message]) -> int:
-    for m in reversed(messages):
-        if m.role == "assistant":
-            # call ids are call_<turn>_<i>; the answer turn has none
-            return int(m.tool_calls[0].id.split("_")[1]) + 1 if m.tool_calls else 0
-    return 0
+    """The model turns taken so far. After the opening message, the conversation ends with
+    the results of the last turn's calls, whose ids are call_<turn>_<i>."""
+    last = messages[-1]
+    return int(last.call_id.split("_")[1]) + 1 if last.role == "tool" else 0
 
 
 async def open_store(kind: str, tmp: Path) -> MemoryStore | SqliteStore:

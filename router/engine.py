@@ -42,6 +42,7 @@ from .events import (
     encode_event,
 )
 from .fsm import (
+    INTERRUPTED,
     CallModel,
     DecideCalls,
     Phase,
@@ -84,7 +85,7 @@ class RunResult(msgspec.Struct, frozen=True):
             cost_usd=state.cost_nusd / 1e9,
             interrupted=(
                 tuple([c.call.id for c in state.calls if c.status == "interrupted"])
-                if state.phase is Phase.INTERRUPTED else ()
+                if state.phase is INTERRUPTED else ()
             ),
             review=state.pending_review,
         )

@@ -81,8 +81,21 @@ class Phase(enum.StrEnum):
     CANCELLED = "cancelled"
 
 
-TERMINAL = frozenset({Phase.DONE, Phase.FAILED, Phase.LIMIT_EXCEEDED, Phase.CANCELLED})
-LIVE = tuple(p for p in Phase if p not in TERMINAL and p is not Phase.NEW)
+# The phases as module names, for the hot path: on Python 3.11 looking a member up on an
+# Enum class goes through EnumType.__getattr__'s slot, which costs more than the rest of
+# a transition.
+NEW = Phase.NEW
+AWAITING_MODEL = Phase.AWAITING_MODEL
+RUNNING_TOOLS = Phase.RUNNING_TOOLS
+INTERRUPTED = Phase.INTERRUPTED
+AWAITING_REVIEW = Phase.AWAITING_REVIEW
+DONE = Phase.DONE
+FAILED = Phase.FAILED
+LIMIT_EXCEEDED = Phase.LIMIT_EXCEEDED
+CANCELLED = Phase.CANCELLED
+
+TERMINAL = frozenset({DONE, FAILED, LIMIT_EXCEEDED, CANCELLED})
+LIVE = tuple(p for p in Phase if p not in TERMINAL and p is not NEW)
 
 CallStatus: TypeAlias = Literal["proposed", "held", "started", "interrupted", "done"]
 
@@ -98,7 +111,7 @@ class CallState(msgspec.Struct, frozen=True, gc=False):
 
 
 class RunState(msgspec.Struct, frozen=True, gc=False):
-    phase: Phase = Phase.NEW
+    phase: Phase = NEW
     limits: Limits = Limits()
     principal: Principal = Principal(id="")
     model: str = ""
@@ -182,7 +195,7 @@ Handler: TypeAlias = Callable[[RunState, Any, int], RunState]
 
 def _start(state: RunState, event: RunStarted, at: int) -> RunState:
     return replace(
-        state, phase=Phase.AWAITING_MODEL, limits=event.limits, principal=event.principal,
+        state, phase=AWAITING_MODEL, limits=event.limits, principal=event.principal,
         model=event.model, definition=event.definition, review=event.review, started_at=event.at, last_at=at,
     )
 
@@ -196,11 +209,11 @@ def _model_responded(state: RunState, event: ModelResponded, at: int) -> RunStat
     if not event.tool_calls:
         if event.held:
             return replace(
-                state, phase=Phase.AWAITING_REVIEW, pending_review="output_check", held_output=event.text, calls=(),
+                state, phase=AWAITING_REVIEW, pending_review="output_check", held_output=event.text, calls=(),
                 steps=state.steps + 1, usage=usage, cost_nusd=state.cost_nusd + event.cost_nusd, last_at=at,
             )
         return replace(
-            state, phase=Phase.DONE, output=event.text, calls=(), steps=state.steps + 1, usage=usage,
+            state, phase=DONE, output=event.text, calls=(), steps=state.steps + 1, usage=usage,
             cost_nusd=state.cost_nusd + event.cost_nusd, last_at=at,
         )
     calls, signatures = [], []
@@ -212,7 +225,7 @@ def _model_responded(state: RunState, event: ModelResponded, at: int) -> RunStat
     if len(recent) > window:
         recent = recent[-window:]
     return replace(
-        state, phase=Phase.RUNNING_TOOLS, calls=tuple(calls),
+        state, phase=RUNNING_TOOLS, calls=tuple(calls),
         recent_calls=recent, steps=state.steps + 1, usage=usage, cost_nusd=state.cost_nusd + event.cost_nusd,
         last_at=at,
     )
@@ -236,8 +249,8 @@ def _settle(state: RunState, index: int, updated: CallState, at: int, **changes:
             break
         pending = pending or status != "done"
     else:
-        phase = Phase.RUNNING_TOOLS if pending and phase is Phase.INTERRUPTED else phase
-        phase = phase if pending else Phase.AWAITING_MODEL
+        phase = RUNNING_TOOLS if pending and phase is INTERRUPTED else phase
+        phase = phase if pending else AWAITING_MODEL
     return replace(state, calls=calls, phase=phase, last_at=at, **changes)
 
 
@@ -284,9 +297,9 @@ def _tool_ended(state: RunState, event: ToolSucceeded | ToolFailed, at: int) -> 
     if event.tool in after:
         extra["after_review"] = state.after_review + (event.call_id,)
     settled = _settle(state, i, done, at, failures_in_a_row=0, **extra)
-    if event.final and settled.phase is Phase.AWAITING_MODEL:  # a handoff answered for the run
+    if event.final and settled.phase is AWAITING_MODEL:  # a handoff answered for the run
         answer = msgspec.json.decode(event.result)
-        return replace(settled, phase=Phase.DONE, output=answer if isinstance(answer, str) else event.result)
+        return replace(settled, phase=DONE, output=answer if isinstance(answer, str) else event.result)
     return settled
 
 
@@ -297,7 +310,7 @@ def _interrupted(state: RunState, event: RunInterrupted, at: int) -> RunState:
         if i < 0:
             return _fault(state, event, f"no started call {call_id!r}")
         calls[i] = replace(calls[i], status="interrupted")
-    return replace(state, phase=Phase.INTERRUPTED, calls=tuple(calls), last_at=at)
+    return replace(state, phase=INTERRUPTED, calls=tuple(calls), last_at=at)
 
 
 def _resolved(state: RunState, event: ToolCallResolved, at: int) -> RunState:
@@ -306,21 +319,21 @@ def _resolved(state: RunState, event: ToolCallResolved, at: int) -> RunState:
         return _fault(state, event, f"no interrupted call {event.call_id!r}")
     if event.decision == "fail":
         reason = f"call {event.call_id} failed by {event.by or 'a reviewer'}: {event.note}".rstrip(": ")
-        return replace(state, phase=Phase.FAILED, reason=reason, last_at=at)
+        return replace(state, phase=FAILED, reason=reason, last_at=at)
     status: CallStatus = "proposed" if event.decision == "retry" else "done"
     return _settle(state, i, replace(state.calls[i], status=status), at)
 
 
 def _review_requested(state: RunState, event: ReviewRequested, at: int) -> RunState:
     calls = state.calls
-    if (event.rule == "before_tool") != (state.phase is Phase.RUNNING_TOOLS):
+    if (event.rule == "before_tool") != (state.phase is RUNNING_TOOLS):
         return _fault(state, event, "held calls are reviewed while tools run, other rules before a model call")
     if event.rule == "before_tool":
         held = set(event.call_ids)
         if not held or not held <= {c.call.id for c in calls if c.status == "proposed"}:
             return _fault(state, event, "holds calls that are not proposed")
         calls = tuple(replace(c, status="held") if c.call.id in held else c for c in calls)
-    return replace(state, phase=Phase.AWAITING_REVIEW, pending_review=event.rule, calls=calls, last_at=at)
+    return replace(state, phase=AWAITING_REVIEW, pending_review=event.rule, calls=calls, last_at=at)
 
 
 def _review_decided(state: RunState, event: ReviewDecided, at: int) -> RunState:
@@ -337,21 +350,21 @@ def _review_decided(state: RunState, event: ReviewDecided, at: int) -> RunState:
             if approve and event.arguments:
                 call = replace(call, arguments=event.arguments, invalid_utf8=False)
             calls[i] = replace(calls[i], call=call, status="proposed" if approve else "done", approved=approve)
-        phase = Phase.AWAITING_MODEL if all(c.status == "done" for c in calls) else Phase.RUNNING_TOOLS
+        phase = AWAITING_MODEL if all(c.status == "done" for c in calls) else RUNNING_TOOLS
         rejected = state.rejected + (0 if approve else len(held))
         return replace(state, phase=phase, calls=tuple(calls), pending_review="", rejected=rejected, last_at=at)
     if rule == "output_check":
         if approve:
-            return replace(state, phase=Phase.DONE, output=state.held_output, held_output="", pending_review="",
+            return replace(state, phase=DONE, output=state.held_output, held_output="", pending_review="",
                            last_at=at)
-        return replace(state, phase=Phase.AWAITING_MODEL, held_output="", pending_review="", last_at=at)
+        return replace(state, phase=AWAITING_MODEL, held_output="", pending_review="", last_at=at)
     if not approve:
         reason = f"review ({rule}) rejected by {who}{note}"
-        return replace(state, phase=Phase.FAILED, reason=reason, pending_review="", last_at=at)
+        return replace(state, phase=FAILED, reason=reason, pending_review="", last_at=at)
     approved: dict[str, dict[str, Any]] = {
         "cost": {"cost_reviewed": True}, "tool_failures": {"failures_in_a_row": 0}, "after_tool": {"after_review": ()},
     }
-    return replace(state, phase=Phase.AWAITING_MODEL, pending_review="", last_at=at, **approved.get(rule, {}))
+    return replace(state, phase=AWAITING_MODEL, pending_review="", last_at=at, **approved.get(rule, {}))
 
 
 def _noted(state: RunState, event: Event, at: int) -> RunState:
@@ -380,31 +393,31 @@ def _ended(phase: Phase) -> Handler:
 Entry: TypeAlias = tuple[Handler, tuple[Phase, ...]]
 
 TABLE: dict[tuple[Phase, Kind], Entry] = {
-    (Phase.NEW, Kind.RUN_STARTED): (_start, (Phase.AWAITING_MODEL,)),
-    (Phase.AWAITING_MODEL, Kind.MODEL_ROUTED): (_noted, (Phase.AWAITING_MODEL,)),
-    (Phase.AWAITING_MODEL, Kind.MODEL_RESPONDED): (_model_responded, (Phase.RUNNING_TOOLS, Phase.DONE)),
-    (Phase.RUNNING_TOOLS, Kind.TOOL_CALL_REJECTED): (_refused, (Phase.RUNNING_TOOLS, Phase.AWAITING_MODEL)),
-    (Phase.RUNNING_TOOLS, Kind.TOOL_CALL_DENIED): (_refused, (Phase.RUNNING_TOOLS, Phase.AWAITING_MODEL)),
-    (Phase.RUNNING_TOOLS, Kind.TOOL_STARTED): (_tool_started, (Phase.RUNNING_TOOLS,)),
-    (Phase.RUNNING_TOOLS, Kind.TOOL_SUCCEEDED): (_tool_ended, (Phase.RUNNING_TOOLS, Phase.AWAITING_MODEL, Phase.DONE)),
-    (Phase.RUNNING_TOOLS, Kind.TOOL_FAILED): (_tool_ended, (Phase.RUNNING_TOOLS, Phase.AWAITING_MODEL)),
-    (Phase.RUNNING_TOOLS, Kind.RUN_INTERRUPTED): (_interrupted, (Phase.INTERRUPTED,)),
-    (Phase.INTERRUPTED, Kind.TOOL_CALL_RESOLVED): (
-        _resolved, (Phase.INTERRUPTED, Phase.RUNNING_TOOLS, Phase.AWAITING_MODEL, Phase.FAILED),
+    (NEW, Kind.RUN_STARTED): (_start, (AWAITING_MODEL,)),
+    (AWAITING_MODEL, Kind.MODEL_ROUTED): (_noted, (AWAITING_MODEL,)),
+    (AWAITING_MODEL, Kind.MODEL_RESPONDED): (_model_responded, (RUNNING_TOOLS, DONE)),
+    (RUNNING_TOOLS, Kind.TOOL_CALL_REJECTED): (_refused, (RUNNING_TOOLS, AWAITING_MODEL)),
+    (RUNNING_TOOLS, Kind.TOOL_CALL_DENIED): (_refused, (RUNNING_TOOLS, AWAITING_MODEL)),
+    (RUNNING_TOOLS, Kind.TOOL_STARTED): (_tool_started, (RUNNING_TOOLS,)),
+    (RUNNING_TOOLS, Kind.TOOL_SUCCEEDED): (_tool_ended, (RUNNING_TOOLS, AWAITING_MODEL, DONE)),
+    (RUNNING_TOOLS, Kind.TOOL_FAILED): (_tool_ended, (RUNNING_TOOLS, AWAITING_MODEL)),
+    (RUNNING_TOOLS, Kind.RUN_INTERRUPTED): (_interrupted, (INTERRUPTED,)),
+    (INTERRUPTED, Kind.TOOL_CALL_RESOLVED): (
+        _resolved, (INTERRUPTED, RUNNING_TOOLS, AWAITING_MODEL, FAILED),
     ),
-    (Phase.RUNNING_TOOLS, Kind.REVIEW_REQUESTED): (_review_requested, (Phase.AWAITING_REVIEW,)),
-    (Phase.AWAITING_MODEL, Kind.REVIEW_REQUESTED): (_review_requested, (Phase.AWAITING_REVIEW,)),
-    (Phase.AWAITING_REVIEW, Kind.REVIEW_DECIDED): (
-        _review_decided, (Phase.RUNNING_TOOLS, Phase.AWAITING_MODEL, Phase.DONE, Phase.FAILED),
+    (RUNNING_TOOLS, Kind.REVIEW_REQUESTED): (_review_requested, (AWAITING_REVIEW,)),
+    (AWAITING_MODEL, Kind.REVIEW_REQUESTED): (_review_requested, (AWAITING_REVIEW,)),
+    (AWAITING_REVIEW, Kind.REVIEW_DECIDED): (
+        _review_decided, (RUNNING_TOOLS, AWAITING_MODEL, DONE, FAILED),
     ),
 }
 for _phase in LIVE:
     TABLE[(_phase, Kind.RUN_RESUMED)] = (_noted, (_phase,))
     TABLE[(_phase, Kind.RUN_MIGRATED)] = (_migrated, (_phase,))
     TABLE[(_phase, Kind.RUN_FORKED)] = (_noted, (_phase,))
-    TABLE[(_phase, Kind.LIMIT_EXCEEDED)] = (_ended(Phase.LIMIT_EXCEEDED), (Phase.LIMIT_EXCEEDED,))
-    TABLE[(_phase, Kind.RUN_FAILED)] = (_ended(Phase.FAILED), (Phase.FAILED,))
-    TABLE[(_phase, Kind.RUN_CANCELLED)] = (_ended(Phase.CANCELLED), (Phase.CANCELLED,))
+    TABLE[(_phase, Kind.LIMIT_EXCEEDED)] = (_ended(LIMIT_EXCEEDED), (LIMIT_EXCEEDED,))
+    TABLE[(_phase, Kind.RUN_FAILED)] = (_ended(FAILED), (FAILED,))
+    TABLE[(_phase, Kind.RUN_CANCELLED)] = (_ended(CANCELLED), (CANCELLED,))
 
 # The same table keyed by event type, for the hot path.
 _HANDLERS: dict[tuple[Phase, type[Event]], Handler] = {
@@ -436,19 +449,19 @@ def next_effect(state: RunState) -> Effect:
     phase = state.phase
     if phase in TERMINAL:
         return Finish(phase)
-    if phase is Phase.NEW:
+    if phase is NEW:
         return _IDLE
     if state.fault:
         return Record(RunFailed(at=state.last_at, code="invalid_transition", reason=state.fault))
     exceeded = check_limits(state)
     if exceeded is not None:
         return Record(exceeded)
-    if phase is Phase.AWAITING_MODEL:
+    if phase is AWAITING_MODEL:
         review = check_reviews(state)
         return _CALL_MODEL if review is None else Record(review)
-    if phase is Phase.INTERRUPTED:
+    if phase is INTERRUPTED:
         return AwaitDecision(tuple(c.call.id for c in state.calls if c.status == "interrupted"))
-    if phase is Phase.AWAITING_REVIEW:
+    if phase is AWAITING_REVIEW:
         return AwaitReview(state.pending_review)
     # One pass over the turn's calls (the hot path of every tool step).
     proposed: list[ToolCall] = []
@@ -503,7 +516,7 @@ def resume_events(state: RunState, at: int, owner: str) -> list[Event]:
     idempotent were started without a recorded result, the interruption that waits for a
     reviewer. Idempotent calls in that position simply run again."""
     events: list[Event] = [RunResumed(at=at, owner=owner)]
-    if state.phase is Phase.RUNNING_TOOLS and not state.fault:
+    if state.phase is RUNNING_TOOLS and not state.fault:
         unsure = tuple(
             c.call.id for c in state.calls
             if c.status == "started" and c.started is not None and not c.started.idempotent
@@ -518,7 +531,7 @@ def resume_events(state: RunState, at: int, owner: str) -> list[Event]:
 
 def mermaid() -> str:
     """The transition table as a Mermaid state diagram."""
-    lines = ["stateDiagram-v2", f"    [*] --> {Phase.NEW.value}"]
+    lines = ["stateDiagram-v2", f"    [*] --> {NEW.value}"]
     seen: set[tuple[str, str, str]] = set()
     for (phase, kind), (_, targets) in TABLE.items():
         for target in targets:
@@ -527,7 +540,7 @@ def mermaid() -> str:
                 seen.add(edge)
                 lines.append(f"    {phase.value} --> {target.value}: {kind.value}")
     for phase in LIVE:
-        lines.append(f"    {phase.value} --> {Phase.FAILED.value}: any other event (run_failed)")
+        lines.append(f"    {phase.value} --> {FAILED.value}: any other event (run_failed)")
     for phase in sorted(TERMINAL):
         lines.append(f"    {phase.value} --> [*]")
     return "\n".join(lines)
