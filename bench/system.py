@@ -26,6 +26,7 @@ from router import (
     Tools,
     tool,
 )
+from router.protocols import current_run_id
 from router.store.sqlite import Durability
 
 from .peers import fake_turn
@@ -54,30 +55,33 @@ TOOLS = Tools([add])
 
 
 class FakeModel:
-    """The shared zero-latency model. ``marks`` collects perf_counter_ns at each turn when
-    ``record`` is set (for per-step times inside one run)."""
+    """The shared zero-latency model. When ``record`` is set, ``marks`` maps each run to the
+    perf_counter_ns of its turns (for per-step times inside a run; one model serves many
+    runs at once, as one engine does in a service)."""
+
+    # Answers depend only on (steps, calls, turn): built once per process, not per run.
+    _answers: dict[tuple[int, int, int], ModelTurn] = {}
 
     def __init__(self, steps: int, calls: int = 1, *, record: bool = False) -> None:
         self.name = "fake"
         self.steps, self.calls = steps, calls
         self.record = record
-        self.marks: list[int] = []
-        self._turns: dict[int, ModelTurn] = {}
+        self.marks: dict[str, list[int]] = {}
 
     async def respond(self, messages: Sequence[Message], tools: Sequence[dict[str, Any]]) -> ModelTurn:
         if self.record:
-            self.marks.append(time.perf_counter_ns())
-        turn = _turn_of(messages)
-        cached = self._turns.get(turn)
+            self.marks.setdefault(current_run_id.get(), []).append(time.perf_counter_ns())
+        key = (self.steps, self.calls, _turn_of(messages))
+        cached = self._answers.get(key)
         if cached is None:
-            answer = fake_turn(turn, self.steps, self.calls)
+            answer = fake_turn(key[2], self.steps, self.calls)
             if isinstance(answer, str):
                 cached = ModelTurn(text=answer)
             else:
                 cached = ModelTurn(tool_calls=tuple(
                     ProposedCall(str(c["id"]), str(c["name"]), _args(c["args"])) for c in answer
                 ))
-            self._turns[turn] = cached
+            self._answers[key] = cached
         return cached
 
 

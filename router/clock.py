@@ -20,10 +20,13 @@ class IdSource(Protocol):
     def new_id(self, prefix: str) -> str: ...
 
 
+_time_ns = time.time_ns
+
+
 @final
 class SystemClock:
     def now_us(self) -> int:
-        return time.time_ns() // 1000
+        return _time_ns() // 1000
 
 
 @final

@@ -166,7 +166,7 @@ class Engine:
         self.encode: Callable[[Event], bytes] = (
             (lambda event: cipher.seal(self.plaintext(event))) if cipher is not None else self.plaintext
         )
-        self._renewed: dict[str, float] = {}
+        self._renew_at: dict[str, float] = {}  # run id -> when (time.monotonic) its lease is renewed
 
     async def start(
         self,
@@ -263,13 +263,17 @@ class Engine:
                 kind = type(effect)
                 if kind is CallModel:
                     await self._flush(run)
-                    run.add(await self._call_model(run))
+                    if run.state.limits.deadline_s is None:
+                        run.add(await self._ask_model(run))
+                    else:
+                        run.add(await self._ask_model_within_deadline(run))
                 elif kind is DecideCalls:
                     self._decide(run, effect)  # type: ignore[arg-type]
                 elif kind is RunTools:
                     calls = effect.calls  # type: ignore[attr-defined]
-                    if len(calls) == 1 and self._inline_now(run, calls[0]):
-                        run.add(self._run_inline(run, calls[0]))  # nothing to wait for, nothing to await
+                    inline = self._inline_now(run, calls)
+                    if inline is not None:
+                        run.add(self._run_inline(run, inline, calls[0]))  # nothing to wait for, nothing to await
                         continue
                     if not all(s.idempotent for s in calls):
                         await self._flush(run)
@@ -298,7 +302,7 @@ class Engine:
     async def _flush(self, run: _Run) -> None:
         if not run.pending:
             return
-        if time.monotonic() - self._renewed.get(run.run_id, 0.0) > self.lease_ttl_s / 3:
+        if time.monotonic() > self._renew_at.get(run.run_id, 0.0):
             await self._lease(run.run_id)  # renew before the lease could lapse
         sealed = run.chain.seal(run.pending, self.encode)
         await self.store.append(sealed)
@@ -320,9 +324,7 @@ class Engine:
             detail="the deadline passed while router waited",
         )
 
-    async def _call_model(self, run: _Run) -> Event:
-        if run.state.limits.deadline_s is None:
-            return await self._ask_model(run)
+    async def _ask_model_within_deadline(self, run: _Run) -> Event:
         with anyio.move_on_after(self._remaining(run.state)):
             return await self._ask_model(run)
         return self._deadline_passed(run.state)
@@ -410,18 +412,18 @@ class Engine:
         t = self.tools[name]
         return t.inline and not t.is_async
 
-    def _inline_now(self, run: _Run, started: ToolStarted) -> bool:
-        """Whether the call is one attempt of an inline sync tool that may run before the
-        next commit: idempotent (or nothing is pending) and with no deadline to race."""
-        t = self.tools[started.tool]
-        return (
-            t.inline and not t.is_async and t.retry.attempts == 1 and (started.idempotent or not run.pending)
-            and run.state.limits.deadline_s is None
-        )
+    def _inline_now(self, run: _Run, calls: tuple[ToolStarted, ...]) -> Tool | None:
+        """The tool, if the turn is one call that runs once, inline, before the next commit
+        (idempotent, or nothing is pending) and with no deadline to race; else None."""
+        if len(calls) != 1:
+            return None
+        t = self.tools[calls[0].tool]
+        if t.inline_once and (calls[0].idempotent or not run.pending) and run.state.limits.deadline_s is None:
+            return t
+        return None
 
-    def _run_inline(self, run: _Run, started: ToolStarted) -> Event:
+    def _run_inline(self, run: _Run, t: Tool, started: ToolStarted) -> Event:
         """One attempt of an inline sync tool, on the loop."""
-        t = self.tools[started.tool]
         args, context = self._arguments(run, t, started)
         begin = self.clock.now_us()
         try:
@@ -497,8 +499,8 @@ class Engine:
 
     async def _lease(self, run_id: str) -> None:
         await self.store.acquire_lease(run_id, self.owner, self.lease_ttl_s)
-        self._renewed[run_id] = time.monotonic()
+        self._renew_at[run_id] = time.monotonic() + self.lease_ttl_s / 3  # renewed well before it lapses
 
     async def _release(self, run_id: str) -> None:
-        self._renewed.pop(run_id, None)
+        self._renew_at.pop(run_id, None)
         await self.store.release_lease(run_id, self.owner)

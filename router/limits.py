@@ -75,18 +75,15 @@ def check_limits(state: RunState) -> LimitExceeded | None:
         )
     if limits.max_cost_usd is not None and state.cost_nusd > round(limits.max_cost_usd * 1e9):
         return LimitExceeded(at=at, limit="max_cost_usd", value=state.cost_nusd / 1e9, ceiling=limits.max_cost_usd)
-    usage = state.usage
-    if limits.max_total_tokens is not None and usage.total_tokens > limits.max_total_tokens:
-        return LimitExceeded(at=at, limit="max_total_tokens", value=usage.total_tokens, ceiling=limits.max_total_tokens)
-    if limits.max_input_tokens is not None and usage.input_tokens > limits.max_input_tokens:
-        return LimitExceeded(at=at, limit="max_input_tokens", value=usage.input_tokens, ceiling=limits.max_input_tokens)
-    if limits.max_output_tokens is not None and usage.output_tokens > limits.max_output_tokens:
-        return LimitExceeded(
-            at=at, limit="max_output_tokens", value=usage.output_tokens, ceiling=limits.max_output_tokens
-        )
-    if state.phase == "awaiting_model" and state.steps >= limits.max_steps:
-        return LimitExceeded(at=at, limit="max_steps", value=state.steps, ceiling=limits.max_steps)
-    if state.phase == "running_tools":
+    if limits.max_total_tokens is not None or limits.max_input_tokens is not None or limits.max_output_tokens is not None:
+        exceeded = _check_tokens(state)
+        if exceeded is not None:
+            return exceeded
+    phase = state.phase
+    if phase == "awaiting_model":
+        if state.steps >= limits.max_steps:
+            return LimitExceeded(at=at, limit="max_steps", value=state.steps, ceiling=limits.max_steps)
+    elif phase == "running_tools":
         fresh = []
         for c in state.calls:  # a plain loop: this runs before every effect of a tool step
             if c.attempt == 0 and c.status == "proposed":
@@ -99,6 +96,19 @@ def check_limits(state: RunState) -> LimitExceeded | None:
         return LimitExceeded(
             at=at, limit="max_rejected_calls", value=state.rejected, ceiling=limits.max_rejected_calls,
             detail="the model kept proposing calls that were invalid, unknown or denied",
+        )
+    return None
+
+
+def _check_tokens(state: RunState) -> LimitExceeded | None:
+    limits, usage, at = state.limits, state.usage, state.last_at
+    if limits.max_total_tokens is not None and usage.total_tokens > limits.max_total_tokens:
+        return LimitExceeded(at=at, limit="max_total_tokens", value=usage.total_tokens, ceiling=limits.max_total_tokens)
+    if limits.max_input_tokens is not None and usage.input_tokens > limits.max_input_tokens:
+        return LimitExceeded(at=at, limit="max_input_tokens", value=usage.input_tokens, ceiling=limits.max_input_tokens)
+    if limits.max_output_tokens is not None and usage.output_tokens > limits.max_output_tokens:
+        return LimitExceeded(
+            at=at, limit="max_output_tokens", value=usage.output_tokens, ceiling=limits.max_output_tokens
         )
     return None
 

@@ -74,7 +74,7 @@ class Tool:
 
     __slots__ = (
         "name", "description", "fn", "args_type", "takes_struct", "context_param", "is_async", "inline",
-        "idempotent", "permissions", "timeout_s", "retry", "max_argument_bytes", "decoder", "schema",
+        "idempotent", "permissions", "timeout_s", "retry", "max_argument_bytes", "decoder", "schema", "inline_once",
     )
 
     def __init__(
@@ -103,6 +103,7 @@ class Tool:
         self.permissions = frozenset(permissions)
         self.timeout_s = timeout_s
         self.retry = retry or Retry()
+        self.inline_once = inline and not self.is_async and self.retry.attempts == 1  # runs on the loop, one attempt
         self.max_argument_bytes = max_argument_bytes
         self.decoder: msgspec.json.Decoder[Any] | CompiledSchema
         self.args_type: type[Any]
@@ -282,9 +283,13 @@ def record_calls(step: int, proposed: Sequence[ProposedCall]) -> tuple[ToolCall,
     seen: set[str] = set()
     out: list[ToolCall] = []
     for index, p in enumerate(proposed):
-        call_id = p.id if p.id and p.id not in seen else f"call_{step}_{index}"
+        call_id, raw, invalid = p.id, p.arguments, False
+        if not call_id or call_id in seen:
+            call_id = f"call_{step}_{index}"
         seen.add(call_id)
-        raw, invalid = p.arguments, False
+        if type(raw) is str and raw.isascii():  # the common case: nothing to check or escape
+            out.append(ToolCall(id=call_id, name=str(p.name), arguments=raw))
+            continue
         if isinstance(raw, bytes):
             try:
                 text = raw.decode()

@@ -57,6 +57,33 @@ async def test_sqlite_uses_wal_and_the_durability_setting(tmp_path: Path) -> Non
             assert conn.execute("PRAGMA synchronous").fetchone()[0] == level
 
 
+@pytest.mark.parametrize("durability", list(Durability))
+async def test_checkpoints_fold_the_wal_back_without_a_commit_doing_it(tmp_path: Path, durability: Durability) -> None:
+    pages = 200  # a checkpoint every 200 pages of WAL
+    path = tmp_path / "log.db"
+    wal = tmp_path / "log.db-wal"
+    async with SqliteStore.open(path, durability, checkpoint_pages=pages) as store:
+        assert store._conn().execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 0  # none inside a commit
+        events = sealed_run("r1", 3 * pages)
+        for event in events[:pages]:  # one commit each: enough WAL for a checkpoint
+            await store.append([event])
+        assert store.checkpoints >= 1 and store.checkpoint_error is None
+        # The database file, read without its WAL, now holds the events.
+        folded = sqlite3.connect(f"file:{path}?mode=ro&immutable=1", uri=True)
+        try:
+            assert folded.execute("SELECT COUNT(*) FROM events").fetchone()[0] > 0
+        finally:
+            folded.close()
+        size = wal.stat().st_size
+        for event in events[pages:]:
+            await store.append([event])
+        assert store.checkpoints >= 3
+        # Writes pause while a checkpoint runs, so the WAL starts over after each one
+        # instead of growing with the log.
+        assert wal.stat().st_size <= 2 * size
+        assert verify(await store.read("r1")) == 3 * pages
+
+
 @pytest.mark.parametrize("durability", [Durability.GROUP, Durability.GROUP_FSYNC])
 async def test_group_commit_shares_transactions_across_runs(tmp_path: Path, durability: Durability) -> None:
     async with SqliteStore.open(tmp_path / "log.db", durability) as store:

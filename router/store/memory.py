@@ -25,13 +25,18 @@ class MemoryStore:
         self.appends = 0  # append calls, for complexity checks
 
     async def append(self, events: Sequence[StoredEvent]) -> None:
-        self._check_open()
+        if self._closed:
+            raise StoreError("the store is closed")
         if not events:
             return
         run_id = events[0].run_id
-        log = self._runs.get(run_id, [])
-        check_continues(events, len(log), log[-1].hash if log else GENESIS)
-        self._runs.setdefault(run_id, log).extend(events)
+        log = self._runs.get(run_id)
+        if log is None:
+            check_continues(events, 0, GENESIS)
+            self._runs[run_id] = log = []
+        else:
+            check_continues(events, len(log), log[-1].hash)
+        log.extend(events)
         self._all.extend(events)
         self.appends += 1
 
