@@ -37,6 +37,7 @@ import aiosqlite
 import anyio
 import anyio.lowlevel
 import anyio.to_thread
+from msgspec.structs import astuple
 
 from ..errors import ConfigError, LeaseHeld, SeqConflict, StoreError
 from ..events import StoredEvent
@@ -445,8 +446,9 @@ class SqliteStore:
         return [(row[0], StoredEvent(*row[1:])) for row in rows]
 
 
-def _rows(batches: list[Sequence[StoredEvent]]) -> list[tuple[str, int, str, bytes, bytes, bytes]]:
-    return [(e.run_id, e.seq, e.kind, e.payload, e.prev_hash, e.hash) for batch in batches for e in batch]
+def _rows(batches: list[Sequence[StoredEvent]]) -> list[tuple[Any, ...]]:
+    """The rows to insert: a StoredEvent's fields are the columns, in order."""
+    return [astuple(e) for batch in batches for e in batch]
 
 
 class _Opening:
