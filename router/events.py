@@ -11,7 +11,7 @@ sorted, defaults omitted. Equal runs give byte-equal payloads.
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Literal, TypeAlias, Union
 
 import msgspec
@@ -55,6 +55,7 @@ __all__ = [
     "ToolSucceeded",
     "Usage",
     "decode_event",
+    "decode_events",
     "encode_event",
     "kind_of",
     "kind_of_type",
@@ -453,3 +454,16 @@ encode_event: Callable[[Event], bytes] = _encoder.encode
 
 def decode_event(payload: bytes) -> AnyEvent:
     return _decoder.decode(payload)
+
+
+_list_decoder: msgspec.json.Decoder[list[AnyEvent]] = msgspec.json.Decoder(list[AnyEvent])
+
+
+def decode_events(payloads: Sequence[bytes]) -> list[AnyEvent]:
+    """Decode many canonical payloads in one call (a run's log, on resume), or raise
+    msgspec.DecodeError. Each payload must be one JSON object: an empty one breaks the
+    array's syntax, and a payload holding two is caught by the count."""
+    events = _list_decoder.decode(b"[" + b",".join(payloads) + b"]")
+    if len(events) != len(payloads):
+        raise msgspec.DecodeError(f"{len(payloads)} payloads held {len(events)} events")
+    return events

@@ -15,7 +15,7 @@ from .errors import RunNotFound
 from .events import GraphStarted, ReviewDecided, ReviewRequested, ToolCallResolved
 from .fsm import Phase, RunState, apply
 from .protocols import Cipher, Store
-from .runlog import decode_stored, load_run, sealer
+from .runlog import decode_run, load_run, sealer
 from .tools import encode_result
 
 __all__ = ["resolve_call", "review_graph_run", "review_run"]
@@ -137,7 +137,7 @@ async def review_graph_run(
         if not stored:
             raise RunNotFound(run_id)
         verify(stored)
-        events = [decode_stored(s, cipher) for s in stored]
+        events = decode_run(stored, cipher)
         pending = next((e for e in reversed(events) if isinstance(e, ReviewRequested | ReviewDecided)), None)
         if not isinstance(events[0], GraphStarted) or not isinstance(pending, ReviewRequested):
             raise DecisionError(run_id, "", "the run is not a graph run awaiting review")

@@ -12,11 +12,11 @@ import msgspec
 from .chain import Chain, verify
 from .clock import Clock, RandomIds, SystemClock
 from .errors import ConfigError, KeyMissing, RunNotFound, StoreError
-from .events import Event, RunForked, StoredEvent, decode_event, encode_event
+from .events import Event, RunForked, StoredEvent, decode_event, decode_events, encode_event
 from .fsm import RunState, fold
 from .protocols import Cipher, Store
 
-__all__ = ["decode_stored", "fork_run", "load_run", "sealer"]
+__all__ = ["decode_run", "decode_stored", "fork_run", "load_run", "sealer"]
 
 
 def decode_stored(stored: StoredEvent, cipher: Cipher | None = None) -> Any:
@@ -32,6 +32,18 @@ def decode_stored(stored: StoredEvent, cipher: Cipher | None = None) -> Any:
         raise StoreError(f"run {stored.run_id!r}: event {stored.seq} is not an event this router knows: {exc}") from exc
 
 
+def decode_run(stored: Sequence[StoredEvent], cipher: Cipher | None = None) -> list[Any]:
+    """The events of stored payloads, in order: in one decode when every payload is plain
+    JSON, else one by one (which also names the first payload that is not an event)."""
+    payloads = [s.payload for s in stored]
+    if all(p[:1] == b"{" for p in payloads):
+        try:
+            return decode_events(payloads)
+        except msgspec.DecodeError:
+            pass  # find and name the bad payload below
+    return [decode_stored(s, cipher) for s in stored]
+
+
 async def load_run(store: Store, run_id: str, cipher: Cipher | None = None) -> tuple[list[Any], RunState, Chain]:
     """Read, verify and fold a run's log: its events, state and chain head.
 
@@ -41,7 +53,7 @@ async def load_run(store: Store, run_id: str, cipher: Cipher | None = None) -> t
     if not stored:
         raise RunNotFound(run_id)
     verify(stored)
-    events = [decode_stored(s, cipher) for s in stored]
+    events = decode_run(stored, cipher)
     return events, fold(events), Chain.after(run_id, stored)
 
 

@@ -34,7 +34,7 @@ from .events import (
 from .graph import CompiledGraph, GraphState, NodeContext, apply_graph, fold_graph
 from .protocols import Cipher, Store
 from .replay import Divergence, ReplayReport
-from .runlog import decode_stored, sealer
+from .runlog import decode_run, sealer
 
 __all__ = ["GraphEngine", "GraphResult", "subgraph"]
 
@@ -145,7 +145,7 @@ class GraphEngine:
         if not stored:
             raise RunNotFound(run_id)
         verify(stored)
-        return [decode_stored(s, self.cipher) for s in stored], Chain.after(run_id, stored)
+        return decode_run(stored, self.cipher), Chain.after(run_id, stored)
 
     def _add(self, run: _GraphRun, event: Event) -> None:
         run.state = apply_graph(self.graph, run.state, event)

@@ -552,3 +552,27 @@ async def test_a_payload_that_is_not_an_event_is_a_store_error() -> None:
     await store.append(stored)
     with pytest.raises(StoreError, match="not an event this router knows"):
         await load_run(store, "r")
+
+
+async def test_a_payload_holding_two_events_is_named_not_split() -> None:
+    from router import StoreError
+
+    from router.chain import GENESIS, link
+    from router.events import StoredEvent
+
+    store = MemoryStore()
+    eng = Engine(store, ScriptedModel([ModelTurn(text="done")]), Tools([]), clock=ManualClock(), ids=SequentialIds())
+    result = await eng.start("hi", principal=USER)
+    good = await store.read(result.run_id)
+    assert await load_run(store, result.run_id)  # one decode for the whole log reads it back
+    # A forged log whose second payload holds two events, re-chained so that the chain holds.
+    first, second = good[0].payload, good[1].payload
+    payloads = [first, second + b"," + second]
+    forged, head = [], GENESIS
+    for seq, (payload, kind) in enumerate(zip(payloads, (good[0].kind, good[1].kind))):
+        forged.append(StoredEvent("forged", seq, kind, payload, head, link("forged", seq, payload, head)))
+        head = forged[-1].hash
+    await store.append(forged)
+    with pytest.raises(StoreError, match="event 1 is not an event"):
+        await load_run(store, "forged")
+    assert [encode_event(e) for e in (await load_run(store, result.run_id))[0]] == [s.payload for s in good]
