@@ -54,7 +54,7 @@ from .fsm import (
     resume_events,
 )
 from .limits import PriceTable
-from .protocols import Cipher, Model, ModelTurn, Observer, Store, current_run_id
+from .protocols import Cipher, LeaseChange, Model, ModelTurn, Observer, Store, current_run_id
 from .replay import ReplayReport, replay_events
 from .tools import Retry, Tool, ToolContext, ToolOutput, Tools, encode_result, record_calls
 from .runlog import load_run
@@ -193,8 +193,7 @@ class Engine:
             run_id = self.ids.new_id("run")
         elif await self.store.read(run_id):  # a chosen id may be taken; a generated one is not
             raise ConfigError(f"run {run_id!r} already exists; resume it instead")
-        run = _Run(run_id, Chain(run_id), RunState(), Transcript())
-        await self._lease(run_id)
+        run = _Run(run_id, Chain(run_id), RunState(), Transcript())  # its first batch takes the lease
         run.add(RunStarted(
             at=self.clock.now_us(), messages=opening, principal=principal,
             limits=limits or self.limits, model=self.model.name, tools=self._tool_names,
@@ -249,11 +248,13 @@ class Engine:
             result = await self._advance(run)
         except BaseException:
             with anyio.CancelScope(shield=True):
-                await self._release(run.run_id)
+                if run.run_id in self._renew_at:
+                    await self._release(run.run_id)
             raise
         finally:
             current_run_id.reset(token)
-        await self._release(run.run_id)
+        if run.run_id in self._renew_at:  # still held: the last batch did not release it
+            await self._release(run.run_id)
         return result
 
     async def _advance(self, run: _Run) -> RunResult:
@@ -282,7 +283,7 @@ class Engine:
                 elif kind is Record:
                     run.add(effect.event)  # type: ignore[attr-defined]
                 else:  # Finish, AwaitDecision or Idle: the run stops here
-                    await self._flush(run)
+                    await self._flush(run, last=True)
                     return RunResult.of(run.run_id, run.state)
         except anyio.get_cancelled_exc_class():
             with anyio.CancelScope(shield=True):
@@ -299,13 +300,25 @@ class Engine:
                 run.args[call.id] = args
             run.add(event)
 
-    async def _flush(self, run: _Run) -> None:
+    async def _flush(self, run: _Run, *, last: bool = False) -> None:
+        """Commit the pending events. The run's lease rides along in the same transaction:
+        taken with its first batch (or renewed before it could lapse), released with its
+        last (``last``), so a lease costs no round trip of its own."""
         if not run.pending:
             return
-        if time.monotonic() > self._renew_at.get(run.run_id, 0.0):
-            await self._lease(run.run_id)  # renew before the lease could lapse
+        lease: LeaseChange | None = None
+        renew_at = self._renew_at.get(run.run_id)
+        if renew_at is None or time.monotonic() > renew_at:
+            lease = LeaseChange(self.owner, self.lease_ttl_s)
+        elif last:
+            lease = LeaseChange(self.owner)
         sealed = run.chain.seal(run.pending, self.encode)
-        await self.store.append(sealed)
+        await self.store.append(sealed, lease=lease)
+        if lease is not None:
+            if lease.ttl_s is None:
+                del self._renew_at[run.run_id]
+            else:
+                self._renew_at[run.run_id] = time.monotonic() + self.lease_ttl_s / 3  # renewed well before it lapses
         run.chain.advance(sealed)
         for observer in self.observers:
             observer.committed(run.run_id, run.pending)

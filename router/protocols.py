@@ -11,7 +11,8 @@ import msgspec
 from .events import Event, Message, RouteAttempt, StoredEvent, Usage
 
 __all__ = [
-    "Cipher", "Lease", "Model", "ModelTurn", "Observer", "ProposedCall", "RunSummary", "Store", "StreamDelta",
+    "Cipher", "Lease", "LeaseChange", "Model", "ModelTurn", "Observer", "ProposedCall", "RunSummary", "Store",
+    "StreamDelta",
     "current_run_id",
 ]
 
@@ -75,15 +76,27 @@ class Lease(msgspec.Struct, frozen=True):
     expires_at: float  # seconds since the Unix epoch
 
 
+class LeaseChange(msgspec.Struct, frozen=True):
+    """A change to the run's lease that an append makes in the same transaction: take or
+    renew it for ``ttl_s`` seconds, or release it (``ttl_s`` None)."""
+
+    owner: str
+    ttl_s: float | None = None
+
+
 class Store(Protocol):
     """An append-only log of runs. See router.testing for the contract every store passes."""
 
-    async def append(self, events: Sequence[StoredEvent]) -> None:
+    async def append(self, events: Sequence[StoredEvent], *, lease: LeaseChange | None = None) -> None:
         """Append one run's events atomically: all or none.
 
         Raises SeqConflict unless the first event continues the run's chain (its seq is
         one past the last stored seq, its prev_hash the last stored hash) and the rest
         follow on without gaps.
+
+        lease: a change to the run's lease made in the same transaction (so that a run's
+        first batch takes its lease, and its last releases it, with no round trip of their
+        own). Raises LeaseHeld, appending nothing, if another owner holds the lease.
         """
         ...
 

@@ -14,12 +14,14 @@ import pytest
 from .chain import Chain, verify
 from .errors import LeaseHeld, SeqConflict, StoreError
 from .events import RunFailed, StoredEvent
-from .protocols import Store
+from .protocols import LeaseChange, Store
 
 __all__ = [
     "sealed_run",
     "test_store_append_and_read_back",
     "test_store_append_is_all_or_nothing",
+    "test_store_append_takes_and_releases_the_lease_in_one_step",
+    "test_store_append_with_a_lease_is_all_or_nothing",
     "test_store_many_runs_share_one_store",
     "test_store_read_after_seq",
     "test_store_refuses_a_batch_mixing_runs",
@@ -135,6 +137,32 @@ async def test_store_lease_expires_and_is_released(store: Store) -> None:
         await store.acquire_lease("r1", "p1", 60)
     await store.release_lease("r1", "p2")
     await store.acquire_lease("r1", "p1", 60)
+
+
+async def test_store_append_takes_and_releases_the_lease_in_one_step(store: Store) -> None:
+    events = sealed_run("r1", 4)
+    await store.append(events[:2], lease=LeaseChange("p1", 60))
+    with pytest.raises(LeaseHeld):  # the first batch took the lease
+        await store.acquire_lease("r1", "p2", 60)
+    await store.append(events[2:3], lease=LeaseChange("p1", 60))  # the holder renews with a batch
+    await store.append(events[3:], lease=LeaseChange("p1"))  # the last batch releases it
+    await store.acquire_lease("r1", "p2", 60)
+    assert await store.read("r1") == events
+
+
+async def test_store_append_with_a_lease_is_all_or_nothing(store: Store) -> None:
+    events = sealed_run("r1", 3)
+    await store.acquire_lease("r1", "p2", 60)
+    with pytest.raises(LeaseHeld):  # another owner holds it: the events are not appended
+        await store.append(events[:1], lease=LeaseChange("p1", 60))
+    assert await store.read("r1") == []
+    await store.release_lease("r1", "p2")
+    await store.append(events[:1])
+    with pytest.raises(SeqConflict):  # a batch that does not continue the chain takes no lease
+        await store.append(events[2:], lease=LeaseChange("p1", 60))
+    await store.acquire_lease("r1", "p2", 60)
+    with pytest.raises(StoreError):  # a lease change goes with events
+        await store.append([], lease=LeaseChange("p2", 60))
 
 
 async def test_store_scan_pages_through_every_run_in_append_order(store: Store) -> None:

@@ -346,7 +346,7 @@ class Tools:
             known = ", ".join(self._tools) or "none"
             reason = f"no tool named {call.name!r}; the tools are: {known}"
             return ToolCallRejected(at=at, call_id=call.id, tool=call.name, code="unknown_tool", reason=reason), None
-        missing = self.policy.missing(principal, t.permissions)
+        missing = self.policy.missing(principal, t.permissions) if t.permissions else ()
         if missing:
             return ToolCallDenied(at=at, call_id=call.id, tool=t.name, principal=principal.id, missing=missing), None
         return self._validate(t, call, at)

@@ -23,8 +23,8 @@ class Observed:
     def __init__(self, inner: SqliteStore) -> None:
         self.inner = inner
 
-    async def append(self, events: Sequence[Any]) -> None:
-        await self.inner.append(events)
+    async def append(self, events: Sequence[Any], *, lease: Any = None) -> None:
+        await self.inner.append(events, lease=lease)
         marker(f"committed {events[0].run_id} {events[-1].seq}")
 
     def __getattr__(self, name: str) -> Any:

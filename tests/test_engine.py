@@ -313,6 +313,32 @@ async def test_one_store_append_per_step() -> None:
     assert store.appends == result.steps + 1  # + the append of run_started before the first model call
 
 
+async def test_the_lease_rides_with_the_first_and_last_batch(tmp_path: Path) -> None:
+    async with SqliteStore.open(tmp_path / "log.db") as store:
+        script = [call("add", f'{{"a": {i}, "b": 1}}') for i in range(3)] + [say("done")]
+        eng = engine(store, script)
+        result = await eng.start("go", principal=USER)
+        # one transaction per batch, none for the lease: taken with run_started, released with the answer
+        assert store.commits == store.appends == result.steps + 1
+        await eng.store.acquire_lease(result.run_id, "someone else", 60)  # released: free to take
+
+
+async def test_a_run_holds_its_lease_from_its_first_batch(store: Store) -> None:
+    refused: list[str] = []
+
+    @tool
+    async def peek(n: int) -> int:
+        try:
+            await store.acquire_lease("r", "another engine", 60)
+        except LeaseHeld as exc:
+            refused.append(exc.owner)
+        return n
+
+    result = await engine(store, [call("peek", '{"n": 1}'), say("ok")], peek).start("go", principal=USER, run_id="r")
+    assert result.phase is Phase.DONE and refused == ["test"]
+    await store.acquire_lease("r", "another engine", 60)  # released with the last batch
+
+
 async def test_a_side_effecting_step_commits_before_the_tool_runs() -> None:
     store = MemoryStore()
     committed_before: list[list[str]] = []

@@ -9,7 +9,7 @@ from typing import final
 from ..chain import GENESIS
 from ..errors import LeaseHeld, StoreError
 from ..events import StoredEvent
-from ..protocols import Lease, RunSummary
+from ..protocols import Lease, LeaseChange, RunSummary
 from . import check_continues
 
 __all__ = ["MemoryStore"]
@@ -24,12 +24,16 @@ class MemoryStore:
         self._closed = False
         self.appends = 0  # append calls, for complexity checks
 
-    async def append(self, events: Sequence[StoredEvent]) -> None:
+    async def append(self, events: Sequence[StoredEvent], *, lease: LeaseChange | None = None) -> None:
         if self._closed:
             raise StoreError("the store is closed")
         if not events:
+            if lease is not None:
+                raise StoreError("a lease change goes with events; use acquire_lease or release_lease alone")
             return
         run_id = events[0].run_id
+        if lease is not None and lease.ttl_s is not None:
+            self._check_free(run_id, lease.owner)  # before anything changes: all or nothing
         log = self._runs.get(run_id)
         if log is None:
             check_continues(events, 0, GENESIS)
@@ -39,6 +43,11 @@ class MemoryStore:
         log.extend(events)
         self._all.extend(events)
         self.appends += 1
+        if lease is not None:
+            if lease.ttl_s is None:
+                await self.release_lease(run_id, lease.owner)
+            else:
+                await self.acquire_lease(run_id, lease.owner, lease.ttl_s)
 
     async def read(self, run_id: str, after: int = -1) -> list[StoredEvent]:
         self._check_open()
@@ -54,13 +63,16 @@ class MemoryStore:
 
     async def acquire_lease(self, run_id: str, owner: str, ttl_s: float) -> Lease:
         self._check_open()
-        now = time.time()
-        held = self._leases.get(run_id)
-        if held is not None and held.owner != owner and held.expires_at > now:
-            raise LeaseHeld(run_id, held.owner)
-        lease = Lease(run_id, owner, now + ttl_s)
+        self._check_free(run_id, owner)
+        lease = Lease(run_id, owner, time.time() + ttl_s)
         self._leases[run_id] = lease
         return lease
+
+    def _check_free(self, run_id: str, owner: str) -> None:
+        """Raise LeaseHeld if another owner holds the run's lease."""
+        held = self._leases.get(run_id)
+        if held is not None and held.owner != owner and held.expires_at > time.time():
+            raise LeaseHeld(run_id, held.owner)
 
     async def release_lease(self, run_id: str, owner: str) -> None:
         held = self._leases.get(run_id)

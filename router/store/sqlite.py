@@ -41,7 +41,7 @@ from msgspec.structs import astuple
 
 from ..errors import ConfigError, LeaseHeld, SeqConflict, StoreError
 from ..events import StoredEvent
-from ..protocols import Lease, RunSummary
+from ..protocols import Lease, LeaseChange, RunSummary
 
 __all__ = ["Durability", "SqliteStore"]
 
@@ -242,22 +242,26 @@ class SqliteStore:
         self.checkpoint_error = None
         self.checkpoints += 1
 
-    async def append(self, events: Sequence[StoredEvent]) -> None:
+    async def append(self, events: Sequence[StoredEvent], *, lease: LeaseChange | None = None) -> None:
         if not events:
+            if lease is not None:
+                raise StoreError("a lease change goes with events; use acquire_lease or release_lease alone")
             return
         run_id = events[0].run_id
-        if any(e.run_id != run_id for e in events):
-            raise StoreError("one append holds the events of one run")
+        for e in events:
+            if e.run_id != run_id:
+                raise StoreError("one append holds the events of one run")
         self.appends += 1
-        if self.durability.grouped:
-            await self._append_grouped(events)
-            return
-        error = (await self._write(self._commit, [events]))[0]
-        if error is not None:
-            raise error
+        await self._submit(_Waiter(events, None if lease is None else _Lease(run_id, lease.owner, lease.ttl_s)))
 
-    async def _append_grouped(self, events: Sequence[StoredEvent]) -> None:
-        await self._grouped(_Waiter(events))
+    async def _submit(self, waiter: _Waiter) -> None:
+        """Commit the waiter's lease change and events, alone or with its group; raise its error."""
+        if self.durability.grouped:
+            await self._grouped(waiter)
+            return
+        await self._write(self._commit, [waiter])
+        if waiter.error is not None:
+            raise waiter.error
 
     async def _grouped(self, waiter: _Waiter) -> None:
         """Queue the waiter for the next group commit, leading it if none is under way.
@@ -278,7 +282,7 @@ class SqliteStore:
                     while self._queue:
                         group, done = self._queue, self._queued_done
                         self._queue, self._queued_done = [], None
-                        await self._write(self._commit_group, group)
+                        await self._write(self._commit, group)
                         if done is not None:
                             done.set()
             finally:
@@ -286,50 +290,47 @@ class SqliteStore:
         if waiter.error is not None:
             raise waiter.error
 
-    def _commit_group(self, group: list[_Waiter]) -> None:
-        """One transaction for a group: its lease changes, in the order they were asked
-        for, then its batches of events (see _commit). Each waiter gets its own outcome."""
-        leases = [w for w in group if w.lease is not None]
-        appends = [w for w in group if w.lease is None]
-        changes = [w.lease for w in leases if w.lease is not None]
-        errors = self._commit([w.events for w in appends], changes)
-        for w, error in zip([*leases, *appends], errors, strict=True):
-            w.error = error
-
-    def _commit(self, batches: list[Sequence[StoredEvent]],
-                leases: list[_Lease] | None = None) -> list[BaseException | None]:
-        """One transaction for all batches. If one of them does not continue its chain, the
-        transaction is redone with a savepoint per batch: that batch alone is refused and
-        reported, the others commit."""
+    def _commit(self, group: list[_Waiter]) -> None:
+        """One transaction for the group's lease changes and batches of events, in the order
+        they were asked for; each waiter gets its own outcome. A waiter whose lease change is
+        refused appends nothing. If a batch does not continue its chain, the transaction is
+        redone with a savepoint per waiter: that waiter alone is refused, the others commit."""
         conn = self._conn()
-        leases = leases or []
-        lease_errors: list[BaseException | None] = []
-
-        def change_leases() -> None:
-            lease_errors[:] = [self._change_lease(conn, lease) for lease in leases]
-
-        def all_at_once() -> None:
-            change_leases()
-            conn.executemany(_INSERT, _rows(batches))
-
         try:
             try:
-                self._transaction(conn, all_at_once)
-                errors: list[BaseException | None] = [None] * len(batches)
+                self._transaction(conn, lambda: self._apply_all(conn, group))
             except sqlite3.IntegrityError as exc:
-                if len(batches) == 1 and not leases:
-                    return [SeqConflict(batches[0][0].run_id, batches[0][0].seq, str(exc))]
-                errors = []
-
-                def one_by_one() -> None:
-                    change_leases()
-                    errors.extend(self._insert_each(conn, batches))
-
-                self._transaction(conn, one_by_one)
+                if len(group) == 1 and group[0].lease is None:  # nothing else to save
+                    first = group[0].events[0]
+                    group[0].error = SeqConflict(first.run_id, first.seq, str(exc))
+                    return
+                self._transaction(conn, lambda: self._apply_each(conn, group))
         except sqlite3.Error as exc:
-            return [StoreError(f"{self.path}: append failed: {exc}")] * (len(leases) + len(batches))
-        self._committed(sum(len(batch) for batch in batches) // _ROWS_PER_PAGE)
-        return [*lease_errors, *errors]
+            error = StoreError(f"{self.path}: write failed: {exc}")
+            for w in group:
+                w.error = error
+            return
+        self._committed(sum(len(w.events) for w in group) // _ROWS_PER_PAGE)
+
+    def _apply_all(self, conn: sqlite3.Connection, group: list[_Waiter]) -> None:
+        rows = []
+        for w in group:
+            w.error = None if w.lease is None else self._change_lease(conn, w.lease)
+            if w.error is None:
+                rows.extend([astuple(e) for e in w.events])  # a StoredEvent's fields are the columns
+        conn.executemany(_INSERT, rows)
+
+    def _apply_each(self, conn: sqlite3.Connection, group: list[_Waiter]) -> None:
+        for w in group:
+            conn.execute("SAVEPOINT waiter")
+            try:
+                w.error = None if w.lease is None else self._change_lease(conn, w.lease)
+                if w.error is None:
+                    conn.executemany(_INSERT, [astuple(e) for e in w.events])
+            except sqlite3.IntegrityError as exc:
+                conn.execute("ROLLBACK TO waiter")
+                w.error = SeqConflict(w.events[0].run_id, w.events[0].seq, str(exc))
+            conn.execute("RELEASE waiter")
 
     def _committed(self, rows_pages: int = 0) -> None:
         """Count a write transaction and the WAL pages it is likely to have written."""
@@ -347,42 +348,11 @@ class SqliteStore:
                 conn.execute("ROLLBACK")
             raise
 
-    @staticmethod
-    def _insert_each(conn: sqlite3.Connection, batches: list[Sequence[StoredEvent]]) -> list[BaseException | None]:
-        errors: list[BaseException | None] = []
-        for batch in batches:
-            conn.execute("SAVEPOINT batch")
-            try:
-                conn.executemany(_INSERT, _rows([batch]))
-                errors.append(None)
-            except sqlite3.IntegrityError as exc:
-                conn.execute("ROLLBACK TO batch")
-                errors.append(SeqConflict(batch[0].run_id, batch[0].seq, str(exc)))
-            conn.execute("RELEASE batch")
-        return errors
-
     # --- leases -----------------------------------------------------------------------
 
     async def acquire_lease(self, run_id: str, owner: str, ttl_s: float) -> Lease:
-        if self.durability.grouped:  # the lease joins the next group commit
-            waiter = _Waiter(lease=_Lease(run_id, owner, ttl_s))
-            await self._grouped(waiter)
-            return Lease(run_id, owner, time.time() + ttl_s)
-        return await self._write(self._acquire, run_id, owner, ttl_s)
-
-    def _acquire(self, run_id: str, owner: str, ttl_s: float) -> Lease:
-        conn = self._conn()
-        try:
-            self._transaction(conn, lambda: self._raise(self._change_lease(conn, _Lease(run_id, owner, ttl_s))))
-        except sqlite3.Error as exc:
-            raise StoreError(f"{self.path}: lease on {run_id!r} failed: {exc}") from exc
-        self._committed()
+        await self._submit(_Waiter(lease=_Lease(run_id, owner, ttl_s)))
         return Lease(run_id, owner, time.time() + ttl_s)
-
-    @staticmethod
-    def _raise(error: BaseException | None) -> None:
-        if error is not None:
-            raise error
 
     @staticmethod
     def _change_lease(conn: sqlite3.Connection, lease: _Lease) -> LeaseHeld | None:
@@ -406,14 +376,7 @@ class SqliteStore:
     async def release_lease(self, run_id: str, owner: str) -> None:
         if self._writer is None:
             return
-        if self.durability.grouped:
-            await self._grouped(_Waiter(lease=_Lease(run_id, owner, None)))
-            return
-        await self._write(self._release, run_id, owner)
-
-    def _release(self, run_id: str, owner: str) -> None:
-        self._change_lease(self._conn(), _Lease(run_id, owner, None))
-        self._committed()
+        await self._submit(_Waiter(lease=_Lease(run_id, owner, None)))
 
     # --- reads ------------------------------------------------------------------------
 
@@ -444,11 +407,6 @@ class SqliteStore:
             (after, limit),
         )
         return [(row[0], StoredEvent(*row[1:])) for row in rows]
-
-
-def _rows(batches: list[Sequence[StoredEvent]]) -> list[tuple[Any, ...]]:
-    """The rows to insert: a StoredEvent's fields are the columns, in order."""
-    return [astuple(e) for batch in batches for e in batch]
 
 
 class _Opening:
