@@ -32,7 +32,7 @@ from .events import (
     encode_event,
 )
 from .graph import CompiledGraph, GraphState, NodeContext, apply_graph, fold_graph
-from .protocols import Cipher, Store
+from .protocols import Cipher, LeaseChange, Store
 from .replay import Divergence, ReplayReport
 from .runlog import decode_run, sealer
 
@@ -50,11 +50,12 @@ class GraphResult(msgspec.Struct, frozen=True):
 
 
 class _GraphRun:
-    __slots__ = ("run_id", "state", "chain", "pending")
+    __slots__ = ("run_id", "state", "chain", "pending", "leased")
 
-    def __init__(self, run_id: str, state: GraphState, chain: Chain) -> None:
+    def __init__(self, run_id: str, state: GraphState, chain: Chain, *, leased: bool) -> None:
         self.run_id, self.state, self.chain = run_id, state, chain
         self.pending: list[Event] = []
+        self.leased = leased  # this engine holds the run's lease
 
 
 @final
@@ -98,8 +99,7 @@ class GraphEngine:
         run_id = run_id or self.ids.new_id("run")
         if await self.store.read(run_id):
             raise ConfigError(f"run {run_id!r} already exists; resume it instead")
-        run = _GraphRun(run_id, GraphState(), Chain(run_id))
-        await self.store.acquire_lease(run_id, self.owner, self.lease_ttl_s)
+        run = _GraphRun(run_id, GraphState(), Chain(run_id), leased=False)  # its first batch takes the lease
         self._add(run, GraphStarted(
             at=self.clock.now_us(), graph=self.graph.name, definition=self.graph.definition, state=initial,
             principal=principal, limits=limits or self.limits, first=self.graph.first_tasks(),
@@ -118,7 +118,7 @@ class GraphEngine:
         except BaseException:
             await self.store.release_lease(run_id, self.owner)
             raise
-        run = _GraphRun(run_id, state, chain)
+        run = _GraphRun(run_id, state, chain, leased=True)
         if not state.terminal and state.phase != "awaiting_review":
             self._add(run, RunResumed(at=self.clock.now_us(), owner=self.owner))
         return await self._drive(run)
@@ -151,10 +151,18 @@ class GraphEngine:
         run.state = apply_graph(self.graph, run.state, event)
         run.pending.append(event)
 
-    async def _flush(self, run: _GraphRun) -> None:
+    async def _flush(self, run: _GraphRun, *, last: bool = False) -> None:
+        """Commit the pending events; the lease rides along, taken with the run's first
+        batch and released with its last (``last``)."""
         if run.pending:
+            lease = (
+                LeaseChange(self.owner, self.lease_ttl_s) if not run.leased
+                else LeaseChange(self.owner) if last else None
+            )
             sealed = run.chain.seal(run.pending, sealer(self.cipher))
-            await self.store.append(sealed)
+            await self.store.append(sealed, lease=lease)
+            if lease is not None:
+                run.leased = lease.ttl_s is not None
             run.chain.advance(sealed)
             run.pending.clear()
 
@@ -180,10 +188,11 @@ class GraphEngine:
                     self._add(run, RunCancelled(at=self.clock.now_us(), reason="the task driving the run was cancelled"))
                     await self._flush(run)
                 raise
-            await self._flush(run)
+            await self._flush(run, last=True)
         finally:
-            with anyio.CancelScope(shield=True):
-                await self.store.release_lease(run.run_id, self.owner)
+            if run.leased:
+                with anyio.CancelScope(shield=True):
+                    await self.store.release_lease(run.run_id, self.owner)
         s = run.state
         return GraphResult(run.run_id, s.phase, s.state, s.step, s.reason)
 

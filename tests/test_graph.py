@@ -95,6 +95,15 @@ async def test_eight_branches_finishing_in_any_order_give_the_same_state_and_eve
     assert states[0]["summary"] == "urgent: 8 notes, total 28"
 
 
+async def test_a_graph_runs_lease_rides_with_its_first_and_last_batch(tmp_path: Path) -> None:
+    async with SqliteStore.open(tmp_path / "log.db") as store:
+        engine = GraphEngine(store, triage().compile())
+        result = await engine.start({"text": "fix it now", "items": []}, principal=USER, run_id="r")
+        assert result.phase == "done"
+        assert store.commits == store.appends  # no transaction of the lease's own
+        await store.acquire_lease("r", "someone else", 60)  # released with the last batch
+
+
 async def test_a_map_runs_a_node_per_item_and_merges_in_item_order() -> None:
     engine = GraphEngine(MemoryStore(), triage().compile())
     result = await engine.start({"text": "whenever", "items": [3, 1, 2]}, principal=USER)
