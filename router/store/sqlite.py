@@ -214,16 +214,15 @@ class SqliteStore:
         while self._checkpointing is not None:  # writes pause while a checkpoint runs
             await self._checkpointing.wait()
         if self.durability.inline:
-            result = fn(*args)
-        else:
-            result = await anyio.to_thread.run_sync(fn, *args, limiter=self._limiter)
-        if self._wal_pages >= self.checkpoint_pages and self._checkpointing is None:
-            await self._checkpoint()
-        return result
+            return fn(*args)
+        return await anyio.to_thread.run_sync(fn, *args, limiter=self._limiter)
 
-    async def _checkpoint(self) -> None:
-        """Fold the WAL into the database file on a worker thread. The writer that made it
-        due waits for it, the others wait in ``_write``; the event loop goes on."""
+    async def _checkpoint_if_due(self) -> None:
+        """Fold the WAL into the database file on a worker thread, once it has grown enough.
+        The writer that made it due waits for it, other writes wait in ``_write``; the event
+        loop goes on."""
+        if self._wal_pages < self.checkpoint_pages or self._checkpointing is not None:
+            return
         self._wal_pages = 0
         self._checkpointing = anyio.Event()
         try:
@@ -260,6 +259,7 @@ class SqliteStore:
             await self._grouped(waiter)
             return
         await self._write(self._commit, [waiter])
+        await self._checkpoint_if_due()
         if waiter.error is not None:
             raise waiter.error
 
@@ -285,6 +285,7 @@ class SqliteStore:
                         await self._write(self._commit, group)
                         if done is not None:
                             done.set()
+                        await self._checkpoint_if_due()  # the group's runs go on meanwhile
             finally:
                 self._flushing = False
         if waiter.error is not None:
