@@ -30,6 +30,7 @@ import enum
 import sqlite3
 import time
 from collections.abc import Callable, Sequence
+from itertools import chain
 from pathlib import Path
 from typing import Any, NamedTuple, TypeVar, final
 
@@ -314,12 +315,10 @@ class SqliteStore:
         self._committed(sum(len(w.events) for w in group) // _ROWS_PER_PAGE)
 
     def _apply_all(self, conn: sqlite3.Connection, group: list[_Waiter]) -> None:
-        rows = []
         for w in group:
             w.error = None if w.lease is None else self._change_lease(conn, w.lease)
-            if w.error is None:
-                rows.extend([astuple(e) for e in w.events])  # a StoredEvent's fields are the columns
-        conn.executemany(_INSERT, rows)
+        batches = [w.events for w in group if w.error is None]
+        conn.executemany(_INSERT, map(astuple, chain.from_iterable(batches)))  # a StoredEvent's fields are the columns
 
     def _apply_each(self, conn: sqlite3.Connection, group: list[_Waiter]) -> None:
         for w in group:
@@ -327,7 +326,7 @@ class SqliteStore:
             try:
                 w.error = None if w.lease is None else self._change_lease(conn, w.lease)
                 if w.error is None:
-                    conn.executemany(_INSERT, [astuple(e) for e in w.events])
+                    conn.executemany(_INSERT, map(astuple, w.events))
             except sqlite3.IntegrityError as exc:
                 conn.execute("ROLLBACK TO waiter")
                 w.error = SeqConflict(w.events[0].run_id, w.events[0].seq, str(exc))
