@@ -387,11 +387,10 @@ class SqliteStore:
 
     async def read(self, run_id: str, after: int = -1) -> list[StoredEvent]:
         rows = await self._read_conn().execute_fetchall(
-            "SELECT run_id, seq, kind, payload, prev_hash, hash FROM events "
-            "WHERE run_id = ? AND seq > ? ORDER BY seq",
+            "SELECT seq, kind, payload, prev_hash, hash FROM events WHERE run_id = ? AND seq > ? ORDER BY seq",
             (run_id, after),
         )
-        return [StoredEvent(*row) for row in rows]
+        return [StoredEvent(run_id, *row) for row in rows]
 
     async def runs(self) -> list[RunSummary]:
         rows = await self._read_conn().execute_fetchall(
