@@ -91,6 +91,9 @@ class RunResult(msgspec.Struct, frozen=True):
         )
 
 
+_PLAIN = ToolOutput(None)  # what a tool that returns a plain value spent: nothing
+
+
 class _Run:
     """One run being advanced: its folded state, transcript, chain head and unsaved events."""
 
@@ -460,17 +463,13 @@ class Engine:
     def _returned(self, t: Tool, started: ToolStarted, value: Any, begin: int, attempt: int) -> Event:
         """The event for a tool that returned ``value``."""
         now = self.clock.now_us()
-        spent = value if isinstance(value, ToolOutput) else None
+        spent = value if isinstance(value, ToolOutput) else _PLAIN
         try:
-            result = encode_result(value if spent is None else spent.result)
+            result = encode_result(value if spent is _PLAIN else spent.result)
         except (TypeError, ValueError) as exc:
             return ToolFailed(
                 at=now, call_id=started.call_id, tool=t.name,
                 error=f"the result is not JSON-encodable: {exc}", latency_us=now - begin, attempts=attempt,
-            )
-        if spent is None:
-            return ToolSucceeded(
-                at=now, call_id=started.call_id, tool=t.name, result=result, latency_us=now - begin, attempts=attempt,
             )
         return ToolSucceeded(
             at=now, call_id=started.call_id, tool=t.name, result=result, latency_us=now - begin, attempts=attempt,
