@@ -242,15 +242,16 @@ def _settle(state: RunState, index: int, updated: CallState, at: int, **changes:
     """Replace one call of the turn. The phase moves to the model's turn when every call
     is done, back to tools when no call waits for a decision any more."""
     calls = state.calls[:index] + (updated,) + state.calls[index + 1 :]
-    phase, pending = state.phase, False
+    phase, pending, interrupted = state.phase, False, False
     for c in calls:  # a plain loop: this runs once per tool result
-        status = c.status
-        if status == "interrupted":
-            break
-        pending = pending or status != "done"
-    else:
-        phase = RUNNING_TOOLS if pending and phase is INTERRUPTED else phase
-        phase = phase if pending else AWAITING_MODEL
+        if c.status == "interrupted":
+            interrupted = True
+        elif c.status != "done":
+            pending = True
+    if not pending and not interrupted:
+        phase = AWAITING_MODEL
+    elif phase is INTERRUPTED and not interrupted:
+        phase = RUNNING_TOOLS
     return replace(state, calls=calls, phase=phase, last_at=at, **changes)
 
 
