@@ -70,19 +70,16 @@ def verify(stored: Iterable[StoredEvent], head: bytes | None = None) -> int:
     seen earlier (for example at the previous export), to check that too.
     Returns the number of events checked. Raises ChainBroken naming the first bad link.
     """
-    expected_seq, last, run_id, prefix = 0, GENESIS, None, b""
-    join = b"".join
+    expected_seq, last, run_id = 0, GENESIS, None
     for event in stored:
-        if run_id is None:
-            run_id, prefix = event.run_id, event.run_id.encode() + b"\x00"
+        run_id = event.run_id if run_id is None else run_id
         if event.run_id != run_id:
             raise ChainBroken(event.run_id, event.seq, f"event of another run inside run {run_id!r}")
         if event.seq != expected_seq:
             raise ChainBroken(run_id, expected_seq, f"expected seq {expected_seq}, found {event.seq}")
         if event.prev_hash != last:
             raise ChainBroken(run_id, event.seq, "prev_hash does not match the previous event's hash")
-        # link(), inlined: a resume verifies every event of the run
-        if sha256(join((last, prefix, expected_seq.to_bytes(8, "big"), event.payload))).digest() != event.hash:
+        if link(run_id, event.seq, event.payload, last) != event.hash:
             raise ChainBroken(run_id, event.seq, "hash does not match the event's payload")
         expected_seq, last = expected_seq + 1, event.hash
     if head is not None and head != last:

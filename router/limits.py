@@ -124,7 +124,7 @@ def _check_proposals(state: RunState, fresh: list[ToolCall]) -> LimitExceeded | 
         )
     window = state.recent_calls
     for call in fresh:
-        repeats = window.count(f"{call.name}\x00{call.arguments}")  # call_signature, inlined: the hot path
+        repeats = window.count(call_signature(call))
         if repeats >= limits.max_repeats:
             return LimitExceeded(
                 at=at, limit="loop_detected", value=repeats, ceiling=limits.max_repeats,

@@ -32,7 +32,7 @@ import time
 from collections.abc import Callable, Sequence
 from itertools import chain
 from pathlib import Path
-from typing import Any, NamedTuple, TypeVar, final
+from typing import Any, TypeVar, final
 
 import aiosqlite
 import anyio
@@ -111,14 +111,6 @@ class Durability(enum.StrEnum):
         return self in ("group", "group_fsync")
 
 
-class _Lease(NamedTuple):
-    """A lease change that waits for the next group commit: take (ttl_s set) or release."""
-
-    run_id: str
-    owner: str
-    ttl_s: float | None
-
-
 # A checkpoint is due once the WAL has grown by about this many pages (40 MB of 4 KB
 # pages). SQLite's own automatic checkpoint, which runs inside a commit (on the event loop)
 # every 1,000 pages, is turned off: fewer, larger checkpoints rewrite the pages that every
@@ -129,11 +121,12 @@ _ROWS_PER_PAGE = 8  # events of a few hundred bytes, with their index entries
 
 
 class _Waiter:
-    """A batch of events or a lease change, queued for the next group commit."""
+    """One run's batch of events, its lease change, or both, queued for the next commit."""
 
-    __slots__ = ("events", "lease", "error")
+    __slots__ = ("run_id", "events", "lease", "error")
 
-    def __init__(self, events: Sequence[StoredEvent] = (), lease: _Lease | None = None) -> None:
+    def __init__(self, run_id: str, events: Sequence[StoredEvent] = (), lease: LeaseChange | None = None) -> None:
+        self.run_id = run_id
         self.events = events
         self.lease = lease
         self.error: BaseException | None = None
@@ -252,7 +245,7 @@ class SqliteStore:
             if e.run_id != run_id:
                 raise StoreError("one append holds the events of one run")
         self.appends += 1
-        await self._submit(_Waiter(events, None if lease is None else _Lease(run_id, lease.owner, lease.ttl_s)))
+        await self._submit(_Waiter(run_id, events, lease))
 
     async def _submit(self, waiter: _Waiter) -> None:
         """Commit the waiter's lease change and events, alone or with its group; raise its error."""
@@ -316,7 +309,7 @@ class SqliteStore:
 
     def _apply_all(self, conn: sqlite3.Connection, group: list[_Waiter]) -> None:
         for w in group:
-            w.error = None if w.lease is None else self._change_lease(conn, w.lease)
+            w.error = None if w.lease is None else self._change_lease(conn, w.run_id, w.lease)
         batches = [w.events for w in group if w.error is None]
         conn.executemany(_INSERT, map(astuple, chain.from_iterable(batches)))  # a StoredEvent's fields are the columns
 
@@ -324,7 +317,7 @@ class SqliteStore:
         for w in group:
             conn.execute("SAVEPOINT waiter")
             try:
-                w.error = None if w.lease is None else self._change_lease(conn, w.lease)
+                w.error = None if w.lease is None else self._change_lease(conn, w.run_id, w.lease)
                 if w.error is None:
                     conn.executemany(_INSERT, map(astuple, w.events))
             except sqlite3.IntegrityError as exc:
@@ -351,32 +344,32 @@ class SqliteStore:
     # --- leases -----------------------------------------------------------------------
 
     async def acquire_lease(self, run_id: str, owner: str, ttl_s: float) -> Lease:
-        await self._submit(_Waiter(lease=_Lease(run_id, owner, ttl_s)))
+        await self._submit(_Waiter(run_id, lease=LeaseChange(owner, ttl_s)))
         return Lease(run_id, owner, time.time() + ttl_s)
 
     @staticmethod
-    def _change_lease(conn: sqlite3.Connection, lease: _Lease) -> LeaseHeld | None:
+    def _change_lease(conn: sqlite3.Connection, run_id: str, lease: LeaseChange) -> LeaseHeld | None:
         """Take or release a lease inside the caller's transaction; LeaseHeld if another
         owner holds it (returned, so that a group's other changes go on)."""
         if lease.ttl_s is None:
-            conn.execute("DELETE FROM leases WHERE run_id = ? AND owner = ?", (lease.run_id, lease.owner))
+            conn.execute("DELETE FROM leases WHERE run_id = ? AND owner = ?", (run_id, lease.owner))
             return None
         now = time.time()
         cur = conn.execute(
             "INSERT INTO leases (run_id, owner, expires_at) VALUES (?, ?, ?) "
             "ON CONFLICT (run_id) DO UPDATE SET owner = excluded.owner, expires_at = excluded.expires_at "
             "WHERE leases.owner = excluded.owner OR leases.expires_at <= ?",
-            (lease.run_id, lease.owner, now + lease.ttl_s, now),
+            (run_id, lease.owner, now + lease.ttl_s, now),
         )
         if cur.rowcount == 0:
-            held = conn.execute("SELECT owner FROM leases WHERE run_id = ?", (lease.run_id,)).fetchone()
-            return LeaseHeld(lease.run_id, held[0] if held else "?")
+            held = conn.execute("SELECT owner FROM leases WHERE run_id = ?", (run_id,)).fetchone()
+            return LeaseHeld(run_id, held[0] if held else "?")
         return None
 
     async def release_lease(self, run_id: str, owner: str) -> None:
         if self._writer is None:
             return
-        await self._submit(_Waiter(lease=_Lease(run_id, owner, None)))
+        await self._submit(_Waiter(run_id, lease=LeaseChange(owner)))
 
     # --- reads ------------------------------------------------------------------------
 
