@@ -44,7 +44,7 @@ from .events import (
     kind_of,
     kind_of_type,
 )
-from .limits import call_signature, check_limits
+from .limits import budgeted, call_signature, check_limits
 
 __all__ = [
     "TABLE",
@@ -135,6 +135,7 @@ class RunState(msgspec.Struct, frozen=True, gc=False):
     after_review: tuple[str, ...] = ()  # succeeded calls whose results wait for a reviewer
     timed_out: str = ""  # a call that timed out on every attempt
     fault: str = ""  # an event that was not allowed where it arrived
+    budgeted: bool = False  # the limits set a deadline, cost or token limit (derived from them once)
 
     @property
     def terminal(self) -> bool:
@@ -197,6 +198,7 @@ def _start(state: RunState, event: RunStarted, at: int) -> RunState:
     return replace(
         state, phase=AWAITING_MODEL, limits=event.limits, principal=event.principal,
         model=event.model, definition=event.definition, review=event.review, started_at=event.at, last_at=at,
+        budgeted=budgeted(event.limits),
     )
 
 
@@ -454,28 +456,36 @@ def next_effect(state: RunState) -> Effect:
         return _IDLE
     if state.fault:
         return Record(RunFailed(at=state.last_at, code="invalid_transition", reason=state.fault))
-    exceeded = check_limits(state)
-    if exceeded is not None:
-        return Record(exceeded)
-    if phase is AWAITING_MODEL:
-        review = check_reviews(state)
-        return _CALL_MODEL if review is None else Record(review)
-    if phase is INTERRUPTED:
-        return AwaitDecision(tuple(c.call.id for c in state.calls if c.status == "interrupted"))
-    if phase is AWAITING_REVIEW:
+    if phase is not RUNNING_TOOLS:
+        exceeded = check_limits(state)
+        if exceeded is not None:
+            return Record(exceeded)
+        if phase is AWAITING_MODEL:
+            review = check_reviews(state)
+            return _CALL_MODEL if review is None else Record(review)
+        if phase is INTERRUPTED:
+            return AwaitDecision(tuple(c.call.id for c in state.calls if c.status == "interrupted"))
         return AwaitReview(state.pending_review)
-    # One pass over the turn's calls (the hot path of every tool step).
+    # One pass over the turn's calls (the hot path of every tool step): the calls to
+    # decide, those never decided before (which the limits check), and those to run.
     proposed: list[ToolCall] = []
+    fresh: list[ToolCall] = []
     started: list[ToolStarted] = []
     needs: list[str] = []
     before = state.review.before_tools
     for c in state.calls:
-        if c.status == "proposed":
+        status = c.status
+        if status == "proposed":
             proposed.append(c.call)
+            if c.attempt == 0:
+                fresh.append(c.call)
             if before and not c.approved and c.call.name in before:
                 needs.append(c.call.id)
-        elif c.status == "started" and c.started is not None:
+        elif status == "started" and c.started is not None:
             started.append(c.started)
+    exceeded = check_limits(state, fresh)
+    if exceeded is not None:
+        return Record(exceeded)
     if needs:
         return Record(ReviewRequested(at=state.last_at, rule="before_tool", call_ids=tuple(needs),
                                       reason="the tool needs a reviewer's approval"))

@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import msgspec
 
 from .errors import ConfigError
-from .events import LimitExceeded, ToolCall, Usage
+from .events import LimitExceeded, Limits, ToolCall, Usage
 
 if TYPE_CHECKING:
     from .fsm import RunState
 
-__all__ = ["Price", "PriceTable", "call_signature", "check_limits"]
+__all__ = ["Price", "PriceTable", "budgeted", "call_signature", "check_limits"]
 
 
 class Price(msgspec.Struct, frozen=True):
@@ -61,47 +61,59 @@ def call_signature(call: ToolCall) -> str:
     return f"{call.name}\x00{call.arguments}"
 
 
-def check_limits(state: RunState) -> LimitExceeded | None:
-    """The first limit the state has crossed, as the event that records it, or None."""
-    limits, at = state.limits, state.last_at
-    if limits.deadline_s is not None:
+def check_limits(state: RunState, fresh: Sequence[ToolCall] | None = None) -> LimitExceeded | None:
+    """The first limit the state has crossed, as the event that records it, or None.
+
+    fresh: in running_tools, the turn's calls not yet decided (attempt 0, proposed), when
+    the caller has gathered them already; found here when None.
+    """
+    limits = state.limits
+    budgeted = state.budgeted  # a deadline, cost or token limit is set (most runs set none)
+    if budgeted and limits.deadline_s is not None:
         elapsed = (state.last_at - state.started_at) / 1e6
         if elapsed > limits.deadline_s:
-            return LimitExceeded(at=at, limit="deadline", value=elapsed, ceiling=limits.deadline_s)
+            return LimitExceeded(at=state.last_at, limit="deadline", value=elapsed, ceiling=limits.deadline_s)
     if state.timed_out:
         return LimitExceeded(
-            at=at, limit="tool_timeout", value=1, ceiling=limits.tool_timeout_s or 0,
+            at=state.last_at, limit="tool_timeout", value=1, ceiling=limits.tool_timeout_s or 0,
             detail=f"call {state.timed_out} timed out on every attempt",
         )
-    if limits.max_cost_usd is not None and state.cost_nusd > round(limits.max_cost_usd * 1e9):
-        return LimitExceeded(at=at, limit="max_cost_usd", value=state.cost_nusd / 1e9, ceiling=limits.max_cost_usd)
-    if limits.max_total_tokens is not None or limits.max_input_tokens is not None or limits.max_output_tokens is not None:
-        exceeded = _check_tokens(state)
+    if budgeted:
+        exceeded = _check_budgets(state)
         if exceeded is not None:
             return exceeded
     phase = state.phase
     if phase == "awaiting_model":
         if state.steps >= limits.max_steps:
-            return LimitExceeded(at=at, limit="max_steps", value=state.steps, ceiling=limits.max_steps)
+            return LimitExceeded(at=state.last_at, limit="max_steps", value=state.steps, ceiling=limits.max_steps)
     elif phase == "running_tools":
-        fresh = []
-        for c in state.calls:  # a plain loop: this runs before every effect of a tool step
-            if c.attempt == 0 and c.status == "proposed":
-                fresh.append(c.call)
+        if fresh is None:
+            fresh = [c.call for c in state.calls if c.attempt == 0 and c.status == "proposed"]
         if fresh:
             exceeded = _check_proposals(state, fresh)
             if exceeded is not None:
                 return exceeded
     if state.rejected > limits.max_rejected_calls:
         return LimitExceeded(
-            at=at, limit="max_rejected_calls", value=state.rejected, ceiling=limits.max_rejected_calls,
+            at=state.last_at, limit="max_rejected_calls", value=state.rejected, ceiling=limits.max_rejected_calls,
             detail="the model kept proposing calls that were invalid, unknown or denied",
         )
     return None
 
 
-def _check_tokens(state: RunState) -> LimitExceeded | None:
+def budgeted(limits: Limits) -> bool:
+    """Whether the limits set a deadline, a cost ceiling or a token limit."""
+    return limits.deadline_s is not None or limits.max_cost_usd is not None or (
+        limits.max_total_tokens is not None or limits.max_input_tokens is not None
+        or limits.max_output_tokens is not None
+    )
+
+
+def _check_budgets(state: RunState) -> LimitExceeded | None:
+    """The cost ceiling and the token limits, in that order."""
     limits, usage, at = state.limits, state.usage, state.last_at
+    if limits.max_cost_usd is not None and state.cost_nusd > round(limits.max_cost_usd * 1e9):
+        return LimitExceeded(at=at, limit="max_cost_usd", value=state.cost_nusd / 1e9, ceiling=limits.max_cost_usd)
     if limits.max_total_tokens is not None and usage.total_tokens > limits.max_total_tokens:
         return LimitExceeded(at=at, limit="max_total_tokens", value=usage.total_tokens, ceiling=limits.max_total_tokens)
     if limits.max_input_tokens is not None and usage.input_tokens > limits.max_input_tokens:
@@ -113,7 +125,7 @@ def _check_tokens(state: RunState) -> LimitExceeded | None:
     return None
 
 
-def _check_proposals(state: RunState, fresh: list[ToolCall]) -> LimitExceeded | None:
+def _check_proposals(state: RunState, fresh: Sequence[ToolCall]) -> LimitExceeded | None:
     """Limits that a model turn's new calls cross before any of them runs."""
     limits, at = state.limits, state.last_at
     proposed = state.tool_calls + len(fresh)
