@@ -27,12 +27,13 @@ def link(run_id: str, seq: int, payload: bytes, prev_hash: bytes) -> bytes:
 class Chain:
     """The head of one run's chain: turns events into stored, linked events."""
 
-    __slots__ = ("run_id", "next_seq", "head")
+    __slots__ = ("run_id", "next_seq", "head", "_prefix")
 
     def __init__(self, run_id: str, next_seq: int = 0, head: bytes = GENESIS) -> None:
         self.run_id = run_id
         self.next_seq = next_seq
         self.head = head
+        self._prefix = run_id.encode() + b"\x00"  # what every link hashes after prev_hash
 
     @classmethod
     def after(cls, run_id: str, stored: Sequence[StoredEvent]) -> Chain:
@@ -48,8 +49,8 @@ class Chain:
         or encrypted); the hash covers exactly those bytes.
         """
         out: list[StoredEvent] = []
-        seq, head, run_id = self.next_seq, self.head, self.run_id
-        prefix, kinds, join, stored = run_id.encode() + b"\x00", KINDS, b"".join, StoredEvent
+        seq, head, run_id, prefix = self.next_seq, self.head, self.run_id, self._prefix
+        kinds, join, stored = KINDS, b"".join, StoredEvent
         for event in events:
             payload = encode(event)
             digest = sha256(join((head, prefix, seq.to_bytes(8, "big"), payload))).digest()

@@ -240,20 +240,26 @@ def _find(state: RunState, call_id: str, status: CallStatus) -> int:
     return -1
 
 
-def _settle(state: RunState, index: int, updated: CallState, at: int, **changes: Any) -> RunState:
-    """Replace one call of the turn. The phase moves to the model's turn when every call
-    is done, back to tools when no call waits for a decision any more."""
+def _settled(state: RunState, index: int, updated: CallState) -> tuple[tuple[CallState, ...], Phase]:
+    """The turn's calls with one replaced, and the phase that follows: the model's turn
+    when every call is done, back to tools when no call waits for a decision any more."""
     calls = state.calls[:index] + (updated,) + state.calls[index + 1 :]
-    phase, pending, interrupted = state.phase, False, False
+    pending = interrupted = False
     for c in calls:  # a plain loop: this runs once per tool result
         if c.status == "interrupted":
             interrupted = True
         elif c.status != "done":
             pending = True
     if not pending and not interrupted:
-        phase = AWAITING_MODEL
-    elif phase is INTERRUPTED and not interrupted:
-        phase = RUNNING_TOOLS
+        return calls, AWAITING_MODEL
+    if state.phase is INTERRUPTED and not interrupted:
+        return calls, RUNNING_TOOLS
+    return calls, state.phase
+
+
+def _settle(state: RunState, index: int, updated: CallState, at: int, **changes: Any) -> RunState:
+    """The state with one call of the turn replaced (see ``_settled``)."""
+    calls, phase = _settled(state, index, updated)
     return replace(state, calls=calls, phase=phase, last_at=at, **changes)
 
 
@@ -283,7 +289,7 @@ def _tool_ended(state: RunState, event: ToolSucceeded | ToolFailed, at: int) -> 
     if i < 0:
         return _fault(state, event, f"no started call {event.call_id!r}")
     old = state.calls[i]
-    done = replace(old, status="done")
+    done = CallState(old.call, "done", old.attempt, old.started, old.approved)
     if isinstance(event, ToolFailed):
         failures = state.failures_in_a_row + 1
         if event.timed_out:
@@ -291,7 +297,8 @@ def _tool_ended(state: RunState, event: ToolSucceeded | ToolFailed, at: int) -> 
         return _settle(state, i, done, at, failures_in_a_row=failures)
     spent, after = event.usage, state.review.after_tools
     if not (spent.input_tokens or spent.output_tokens or event.cost_nusd or after or event.final):
-        return _settle(state, i, done, at, failures_in_a_row=0)  # a plain result: the hot path
+        calls, phase = _settled(state, i, done)  # a plain result: the hot path
+        return replace(state, calls=calls, phase=phase, failures_in_a_row=0, last_at=at)
     extra: dict[str, Any] = {}
     if spent.input_tokens or spent.output_tokens or event.cost_nusd:  # a child agent's spend
         extra["usage"] = Usage(input_tokens=state.usage.input_tokens + spent.input_tokens,

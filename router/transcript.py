@@ -27,8 +27,6 @@ from .events import (
 __all__ = ["Transcript"]
 
 
-
-
 class Transcript:
     """Messages so far; ``apply`` is O(1) per event (plus one turn's release)."""
 
@@ -88,7 +86,12 @@ class Transcript:
         self._messages.extend(event.messages)
 
     def _settle(self, call_id: str, content: str) -> None:
-        outcomes, turn = self._outcomes, self._turn
+        turn = self._turn
+        if len(turn) == 1 and turn[0].id == call_id:  # a turn of one call: released at once
+            self._messages.append(Message(role="tool", content=content, call_id=call_id, name=turn[0].name))
+            self._turn = ()
+            return
+        outcomes = self._outcomes
         outcomes[call_id] = content
         if len(outcomes) < len(turn):
             return
