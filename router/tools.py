@@ -75,6 +75,7 @@ class Tool:
     __slots__ = (
         "name", "description", "fn", "args_type", "takes_struct", "context_param", "is_async", "inline",
         "idempotent", "permissions", "timeout_s", "retry", "max_argument_bytes", "decoder", "schema", "inline_once",
+        "positional",
     )
 
     def __init__(
@@ -118,6 +119,12 @@ class Tool:
                 parameters = _parameters_schema(struct)
             except (TypeError, ValueError) as exc:
                 raise ConfigError(f"tool {self.name!r}: unsupported parameter type: {exc}") from exc
+        # The arguments can be passed in field order when the fields are the function's
+        # plain parameters in order (a tuple, not a dict of keywords, on every call).
+        self.positional = not self.takes_struct and not self.context_param and (
+            tuple(p.name for p in inspect.signature(fn).parameters.values() if p.kind is p.POSITIONAL_OR_KEYWORD)
+            == self.args_type.__struct_fields__
+        )
         self.schema: dict[str, Any] = {
             "type": "function",
             "function": {"name": self.name, "description": self.description, "parameters": parameters},
@@ -125,6 +132,8 @@ class Tool:
 
     def call(self, args: Any, context: ToolContext | None = None) -> Any:
         """Invoke the function with decoded arguments (awaitable if the tool is async)."""
+        if self.positional:
+            return self.fn(*msgspec.structs.astuple(args))
         if self.takes_struct:
             return self.fn(args, **({self.context_param: context} if self.context_param else {}))
         kwargs = msgspec.structs.asdict(args)
