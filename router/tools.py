@@ -289,13 +289,11 @@ def record_calls(step: int, proposed: Sequence[ProposedCall]) -> tuple[ToolCall,
     Arguments that are not UTF-8 are kept, escaped, and flagged; an empty or repeated
     call id is replaced by ``call_<step>_<index>`` so that every call of a turn is unique.
     """
-    seen: set[str] = set()
     out: list[ToolCall] = []
     for index, p in enumerate(proposed):
         call_id, raw, invalid = p.id, p.arguments, False
-        if not call_id or call_id in seen:
+        if not call_id or (index and any(c.id == call_id for c in out)):  # a turn holds a few calls
             call_id = f"call_{step}_{index}"
-        seen.add(call_id)
         if type(raw) is str and raw.isascii():  # the common case: nothing to check or escape
             out.append(ToolCall(id=call_id, name=str(p.name), arguments=raw))
             continue

@@ -52,7 +52,8 @@ class Transcript:
     def _responded(self, event: ModelResponded) -> None:
         self._messages.append(Message(role="assistant", content=event.text, tool_calls=event.tool_calls))
         self._turn = event.tool_calls
-        self._outcomes = {}
+        if self._outcomes:  # a turn left unsettled (a reviewer's decision ended it)
+            self._outcomes = {}
 
     def _succeeded(self, event: ToolSucceeded) -> None:
         self._settle(event.call_id, event.result)
