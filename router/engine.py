@@ -40,6 +40,7 @@ from .events import (
     Usage,
     LimitExceeded,
     encode_event,
+    spent,
 )
 from .fsm import (
     INTERRUPTED,
@@ -383,7 +384,7 @@ class Engine:
             held = self.output_check(turn.text) or ""
         return ModelResponded(
             at=now, step=step, text=turn.text, tool_calls=record_calls(step, turn.tool_calls),
-            usage=turn.usage, cost_nusd=self.prices.cost_nusd(model, turn.usage), model=model,
+            usage=spent(turn.usage), cost_nusd=self.prices.cost_nusd(model, turn.usage), model=model,
             latency_us=now - begin, held=held, served_model=turn.served_model if turn.served_model != model else "",
         )
 
@@ -463,9 +464,9 @@ class Engine:
     def _returned(self, t: Tool, started: ToolStarted, value: Any, begin: int, attempt: int) -> Event:
         """The event for a tool that returned ``value``."""
         now = self.clock.now_us()
-        spent = value if isinstance(value, ToolOutput) else _PLAIN
+        output = value if isinstance(value, ToolOutput) else _PLAIN
         try:
-            result = encode_result(value if spent is _PLAIN else spent.result)
+            result = encode_result(value if output is _PLAIN else output.result)
         except (TypeError, ValueError) as exc:
             return ToolFailed(
                 at=now, call_id=started.call_id, tool=t.name,
@@ -473,7 +474,7 @@ class Engine:
             )
         return ToolSucceeded(
             at=now, call_id=started.call_id, tool=t.name, result=result, latency_us=now - begin, attempts=attempt,
-            usage=spent.usage, cost_nusd=spent.cost_nusd, child_run_id=spent.child_run_id, final=spent.final,
+            usage=spent(output.usage), cost_nusd=output.cost_nusd, child_run_id=output.child_run_id, final=output.final,
         )
 
     async def _run_tool(self, run: _Run, started: ToolStarted) -> Event:

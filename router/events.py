@@ -27,6 +27,7 @@ __all__ = [
     "Limits",
     "LimitExceeded",
     "Message",
+    "NO_USAGE",
     "ModelResponded",
     "ModelRouted",
     "NodeFailed",
@@ -59,6 +60,7 @@ __all__ = [
     "encode_event",
     "kind_of",
     "kind_of_type",
+    "spent",
 ]
 
 
@@ -82,6 +84,17 @@ class Usage(Data, frozen=True):
     @property
     def total_tokens(self) -> int:
         return self.input_tokens + self.output_tokens
+
+
+# The one zero usage, the default of every event that spends tokens. An event is encoded
+# without a usage field only when it holds this very instance, so the engine records
+# "spent nothing" as NO_USAGE, whatever instance the model or the tool returned.
+NO_USAGE = Usage()
+
+
+def spent(usage: Usage) -> Usage:
+    """The usage as an event records it: NO_USAGE when nothing was spent."""
+    return usage if usage.input_tokens or usage.output_tokens else NO_USAGE
 
 
 class Message(Data, frozen=True):
@@ -177,7 +190,7 @@ class ModelResponded(Event, frozen=True, tag="model_responded"):
     step: int
     text: str = ""
     tool_calls: tuple[ToolCall, ...] = ()
-    usage: Usage = Usage()
+    usage: Usage = NO_USAGE
     cost_nusd: int = 0  # cost in billionths of a US dollar, from the run's price table
     model: str = ""  # the model asked, which the cost is priced at
     latency_us: int = 0
@@ -235,7 +248,7 @@ class ToolSucceeded(Event, frozen=True, tag="tool_succeeded"):
     result: str  # JSON
     latency_us: int = 0
     attempts: int = 1
-    usage: Usage = Usage()  # tokens the tool spent (a child agent's), counted against the run
+    usage: Usage = NO_USAGE  # tokens the tool spent (a child agent's), counted against the run
     cost_nusd: int = 0
     child_run_id: str = ""  # the child run that produced the result
     final: bool = False  # a handoff: the result is the run's answer

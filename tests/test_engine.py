@@ -602,3 +602,17 @@ async def test_a_payload_holding_two_events_is_named_not_split() -> None:
     with pytest.raises(StoreError, match="event 1 is not an event"):
         await load_run(store, "forged")
     assert [encode_event(e) for e in (await load_run(store, result.run_id))[0]] == [s.payload for s in good]
+
+
+async def test_spending_nothing_is_recorded_one_way_whatever_usage_instance_reports_it() -> None:
+    store = MemoryStore()
+    zero = Usage(input_tokens=0, output_tokens=0)  # equal to the default, another instance
+    script = ScriptedModel([ModelTurn(tool_calls=(ProposedCall("c1", "add", '{"a": 1, "b": 2}'),), usage=zero),
+                            ModelTurn(text="3", usage=zero)])
+    result = await engine(store, script).start("add", principal=USER)
+    payloads = [e.payload for e in await store.read(result.run_id)]
+    assert result.output == "3" and len(payloads) == 5
+    assert not any(b'"usage"' in p for p in payloads), payloads
+    other = MemoryStore()  # the same run, with no usage reported at all
+    again = await engine(other, [call("add", '{"a": 1, "b": 2}', call_id="c1"), say("3")]).start("add", principal=USER)
+    assert [e.payload for e in await other.read(again.run_id)] == payloads
