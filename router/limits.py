@@ -61,15 +61,14 @@ def call_signature(call: ToolCall) -> str:
     return f"{call.name}\x00{call.arguments}"
 
 
-def check_limits(state: RunState, fresh: Sequence[ToolCall] | None = None) -> LimitExceeded | None:
+def check_limits(state: RunState, fresh: Sequence[ToolCall] = ()) -> LimitExceeded | None:
     """The first limit the state has crossed, as the event that records it, or None.
 
-    fresh: in running_tools, the turn's calls not yet decided (attempt 0, proposed), when
-    the caller has gathered them already; found here when None.
+    fresh: in running_tools, the turn's calls never decided before (``fsm.next_effect``
+    gathers them in its pass over the turn); the proposal limits check them.
     """
     limits = state.limits
-    budgeted = state.budgeted  # a deadline, cost or token limit is set (most runs set none)
-    if budgeted and limits.deadline_s is not None:
+    if state.budgeted and limits.deadline_s is not None:  # most runs set no deadline, cost or token limit
         elapsed = (state.last_at - state.started_at) / 1e6
         if elapsed > limits.deadline_s:
             return LimitExceeded(at=state.last_at, limit="deadline", value=elapsed, ceiling=limits.deadline_s)
@@ -78,7 +77,7 @@ def check_limits(state: RunState, fresh: Sequence[ToolCall] | None = None) -> Li
             at=state.last_at, limit="tool_timeout", value=1, ceiling=limits.tool_timeout_s or 0,
             detail=f"call {state.timed_out} timed out on every attempt",
         )
-    if budgeted:
+    if state.budgeted:
         exceeded = _check_budgets(state)
         if exceeded is not None:
             return exceeded
@@ -87,8 +86,6 @@ def check_limits(state: RunState, fresh: Sequence[ToolCall] | None = None) -> Li
         if state.steps >= limits.max_steps:
             return LimitExceeded(at=state.last_at, limit="max_steps", value=state.steps, ceiling=limits.max_steps)
     elif phase == "running_tools":
-        if fresh is None:
-            fresh = [c.call for c in state.calls if c.attempt == 0 and c.status == "proposed"]
         if fresh:
             exceeded = _check_proposals(state, fresh)
             if exceeded is not None:
