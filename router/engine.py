@@ -92,9 +92,6 @@ class RunResult(msgspec.Struct, frozen=True):
         )
 
 
-_PLAIN = ToolOutput(None)  # what a tool that returns a plain value spent: nothing
-
-
 class _Run:
     """One run being advanced: its folded state, transcript, chain head and unsaved events."""
 
@@ -464,13 +461,17 @@ class Engine:
     def _returned(self, t: Tool, started: ToolStarted, value: Any, begin: int, attempt: int) -> Event:
         """The event for a tool that returned ``value``."""
         now = self.clock.now_us()
-        output = value if isinstance(value, ToolOutput) else _PLAIN
+        output = value if isinstance(value, ToolOutput) else None
         try:
-            result = encode_result(value if output is _PLAIN else output.result)
+            result = encode_result(value if output is None else output.result)
         except (TypeError, ValueError) as exc:
             return ToolFailed(
                 at=now, call_id=started.call_id, tool=t.name,
                 error=f"the result is not JSON-encodable: {exc}", latency_us=now - begin, attempts=attempt,
+            )
+        if output is None:  # a plain value: the tool spent nothing and hands nothing on
+            return ToolSucceeded(
+                at=now, call_id=started.call_id, tool=t.name, result=result, latency_us=now - begin, attempts=attempt,
             )
         return ToolSucceeded(
             at=now, call_id=started.call_id, tool=t.name, result=result, latency_us=now - begin, attempts=attempt,

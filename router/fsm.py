@@ -218,18 +218,22 @@ def _model_responded(state: RunState, event: ModelResponded, at: int) -> RunStat
             state, phase=DONE, output=event.text, calls=(), steps=state.steps + 1, usage=usage,
             cost_nusd=state.cost_nusd + event.cost_nusd, last_at=at,
         )
-    calls, signatures = [], []
-    for c in event.tool_calls:  # a plain loop: this runs once per model turn
-        calls.append(CallState(c))
-        signatures.append(call_signature(c))
-    recent = state.recent_calls + tuple(signatures)
+    proposed = event.tool_calls
+    if len(proposed) == 1:  # most turns propose one call
+        calls: tuple[CallState, ...] = (CallState(proposed[0]),)
+        recent = state.recent_calls + (call_signature(proposed[0]),)
+    else:
+        several, signatures = [], []
+        for c in proposed:  # a plain loop: this runs once per model turn
+            several.append(CallState(c))
+            signatures.append(call_signature(c))
+        calls, recent = tuple(several), state.recent_calls + tuple(signatures)
     window = state.limits.loop_window
     if len(recent) > window:
         recent = recent[-window:]
     return replace(
-        state, phase=RUNNING_TOOLS, calls=tuple(calls),
-        recent_calls=recent, steps=state.steps + 1, usage=usage, cost_nusd=state.cost_nusd + event.cost_nusd,
-        last_at=at,
+        state, phase=RUNNING_TOOLS, calls=calls, recent_calls=recent, steps=state.steps + 1, usage=usage,
+        cost_nusd=state.cost_nusd + event.cost_nusd, last_at=at,
     )
 
 

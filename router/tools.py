@@ -289,6 +289,10 @@ def record_calls(step: int, proposed: Sequence[ProposedCall]) -> tuple[ToolCall,
     Arguments that are not UTF-8 are kept, escaped, and flagged; an empty or repeated
     call id is replaced by ``call_<step>_<index>`` so that every call of a turn is unique.
     """
+    if len(proposed) == 1:  # the common turn: one call with an id and ASCII arguments
+        p = proposed[0]
+        if p.id and type(p.arguments) is str and p.arguments.isascii():
+            return (ToolCall(id=p.id, name=str(p.name), arguments=p.arguments),)
     out: list[ToolCall] = []
     for index, p in enumerate(proposed):
         call_id, raw, invalid = p.id, p.arguments, False
