@@ -13,7 +13,7 @@ from typing import Any
 
 import msgspec
 
-from .peers import Samples
+from .peers import WARMUP_RUNS, Samples
 
 __all__ = [
     "Record", "head_to_head", "interleave", "machine", "peak_rss_mb", "percentile", "record", "settle", "time_calls",
@@ -147,6 +147,8 @@ async def head_to_head(
         stores.append(store)
 
         async def measure(n: int, run: Callable[[], Awaitable[Any]] = one_run(store), store: Any = store) -> Samples:
+            for _ in range(WARMUP_RUNS):  # as each peer does at the start of its slot
+                check(await run())
             before = getattr(store, "commits", 0)
             per_step = []
             for _ in range(n):

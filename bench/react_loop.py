@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from .measure import Record, compare, interleave, record
-from .peers import Peer, Samples
+from .peers import WARMUP_RUNS, Peer, Samples
 from .system import PROMISES, VERSION, FakeModel, open_store, router_engine, time_runs
 
 STEPS = 10
@@ -23,6 +23,7 @@ async def router_contestant(kind: str, tmp: Path, steps: int, calls: int = 1):  
     await time_runs(engine, 5, steps)  # warm up
 
     async def measure(n: int) -> Samples:
+        await time_runs(engine, WARMUP_RUNS, steps)  # as each peer does at the start of its slot
         before = getattr(store, "commits", 0)
         per_step = await time_runs(engine, n, steps)
         commits = (getattr(store, "commits", 0) - before) / (n * (steps + 1))

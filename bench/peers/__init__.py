@@ -22,7 +22,14 @@ from typing import Any, Protocol
 
 import msgspec
 
-__all__ = ["Backend", "Peer", "Samples", "add", "count_commits", "expected_results", "fake_turn", "stored_bytes"]
+__all__ = [
+    "WARMUP_RUNS", "Backend", "Peer", "Samples", "add", "count_commits", "expected_results", "fake_turn", "stored_bytes",
+]
+
+# Every system, router and each peer, runs this many untimed runs at the start of each
+# measured slot of an interleaved comparison, so that none is timed cold after another
+# system has had the caches.
+WARMUP_RUNS = 2
 
 
 class Samples(msgspec.Struct):

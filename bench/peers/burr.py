@@ -20,7 +20,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import Backend, Peer, Samples, add, expected_results, fake_turn
+from . import WARMUP_RUNS, Backend, Peer, Samples, add, expected_results, fake_turn
 
 if TYPE_CHECKING:
     from burr.core import Application, ApplicationBuilder, State
@@ -29,7 +29,6 @@ if TYPE_CHECKING:
 
 __all__ = ["PEERS", "BurrPeer"]
 
-WARMUP_RUNS = 2
 
 
 def _version() -> str | None:

@@ -21,7 +21,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, TypedDict
 
-from . import Backend, Peer, Samples, add, expected_results, fake_turn
+from . import WARMUP_RUNS, Backend, Peer, Samples, add, expected_results, fake_turn
 
 if TYPE_CHECKING:
     from langchain_core.runnables import RunnableConfig
@@ -30,7 +30,6 @@ if TYPE_CHECKING:
 
 __all__ = ["PEERS", "PlainGraphPeer", "ToolNodePeer"]
 
-WARMUP_RUNS = 2
 
 
 def _version(dist: str) -> str | None:
