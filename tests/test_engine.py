@@ -38,7 +38,7 @@ from router import (
     tool,
 )
 from router.chain import verify
-from router.events import decode_event, encode_event
+from router.events import ToolStarted, ToolSucceeded, decode_event, encode_event
 from router.models.scripted import call, say
 from router.protocols import Store
 
@@ -616,3 +616,49 @@ async def test_spending_nothing_is_recorded_one_way_whatever_usage_instance_repo
     other = MemoryStore()  # the same run, with no usage reported at all
     again = await engine(other, [call("add", '{"a": 1, "b": 2}', call_id="c1"), say("3")]).start("add", principal=USER)
     assert [e.payload for e in await other.read(again.run_id)] == payloads
+
+
+def _latencies(stored: Sequence[Any]) -> dict[str, tuple[int, int]]:
+    """call id -> (its result's latency_us, the time from its tool_started to its result)."""
+    events = [decode_event(e.payload) for e in stored]
+    started = {e.call_id: e.at for e in events if isinstance(e, ToolStarted)}
+    return {e.call_id: (e.latency_us, e.at - started[e.call_id]) for e in events if isinstance(e, ToolSucceeded)}
+
+
+async def test_a_tool_latency_runs_from_its_start_to_its_result(store: Store) -> None:
+    @tool(idempotent=True)
+    def threaded(n: int) -> int:
+        return n
+
+    # the clock moves 10 µs at every reading
+    script = [call("add", '{"a": 1, "b": 2}', "inline"), call("threaded", '{"n": 1}', "thread"), say("ok")]
+    result = await engine(store, script, add, threaded).start("go", principal=USER)
+    latencies = _latencies(await store.read(result.run_id))
+    # an inline call decided in this pass starts when its tool_started says: one reading later it has its result
+    assert latencies["inline"] == (10, 10)
+    # a call that leaves the loop is timed from when it is handed over, after its start is recorded
+    threaded_latency, since_started = latencies["thread"]
+    assert 0 < threaded_latency < since_started
+
+
+async def test_an_inline_call_run_again_after_a_crash_is_timed_from_the_new_run(store: Store) -> None:
+    ran: list[int] = []
+
+    @tool
+    async def pay(cents: int) -> str:
+        ran.append(cents)
+        raise Crash  # dies after the effect, before its result is recorded
+
+    both = ModelTurn(tool_calls=(
+        ProposedCall("sum", "add", '{"a": 1, "b": 2}'), ProposedCall("pay", "pay", '{"cents": 5}'),
+    ))
+    script = [both, say("ok")]
+    with pytest.raises(Crash):
+        await engine(store, script, add, pay).start("go", principal=USER, run_id="r")
+    await store.release_lease("r", "test")
+    assert (await engine(store, script, add, pay).resume("r")).phase is Phase.INTERRUPTED
+    await resolve_call(store, "r", "pay", "supply", result="paid")
+    later = ManualClock(9_000_000, 10)  # the resume happens long after the call started
+    assert (await engine(store, script, add, pay, clock=later).resume("r")).phase is Phase.DONE
+    latency, since_started = _latencies(await store.read("r"))["sum"]
+    assert latency == 10 and since_started > 7_000_000
