@@ -486,32 +486,40 @@ def next_effect(state: RunState) -> Effect:
         if phase is INTERRUPTED:
             return AwaitDecision(tuple(c.call.id for c in state.calls if c.status == "interrupted"))
         return AwaitReview(state.pending_review)
-    # One pass over the turn's calls (the hot path of every tool step): the calls to
-    # decide, those never decided before (which the limits check), and those to run.
-    proposed: list[ToolCall] = []
-    fresh: list[ToolCall] = []
-    started: list[ToolStarted] = []
-    needs: list[str] = []
-    before = state.review.before_tools
-    for c in state.calls:
-        status = c.status
-        if status == "proposed":
-            proposed.append(c.call)
-            if c.attempt == 0:
-                fresh.append(c.call)
-            if before and not c.approved and c.call.name in before:
-                needs.append(c.call.id)
-        elif status == "started" and c.started is not None:
-            started.append(c.started)
+    # The turn's calls to decide, those among them never decided before (which the limits
+    # check) and the calls to run: the hot path of every tool step.
+    calls = state.calls
+    if len(calls) == 1:  # most turns hold one call: nothing to gather
+        c = calls[0]
+        proposed: tuple[ToolCall, ...] = (c.call,) if c.status == "proposed" else ()
+        fresh: tuple[ToolCall, ...] = proposed if c.attempt == 0 else ()
+        started: tuple[ToolStarted, ...] = (c.started,) if c.status == "started" and c.started is not None else ()
+    else:
+        gathered: list[ToolCall] = []
+        running: list[ToolStarted] = []
+        retried = False
+        for c in calls:
+            status = c.status
+            if status == "proposed":
+                gathered.append(c.call)
+                if c.attempt:
+                    retried = True
+            elif status == "started" and c.started is not None:
+                running.append(c.started)
+        proposed, started = tuple(gathered), tuple(running)
+        fresh = tuple([c.call for c in calls if c.status == "proposed" and c.attempt == 0]) if retried else proposed
     exceeded = check_limits(state, fresh)
     if exceeded is not None:
         return Record(exceeded)
-    if needs:
-        return Record(ReviewRequested(at=state.last_at, rule="before_tool", call_ids=tuple(needs),
-                                      reason="the tool needs a reviewer's approval"))
-    if proposed:
-        return DecideCalls(tuple(proposed))
-    return RunTools(tuple(started))
+    if not proposed:
+        return RunTools(started)
+    before = state.review.before_tools
+    if before:
+        needs = tuple([c.call.id for c in calls if c.status == "proposed" and not c.approved and c.call.name in before])
+        if needs:
+            return Record(ReviewRequested(at=state.last_at, rule="before_tool", call_ids=needs,
+                                          reason="the tool needs a reviewer's approval"))
+    return DecideCalls(proposed)
 
 
 def check_reviews(state: RunState) -> ReviewRequested | None:
