@@ -10,6 +10,7 @@ table of a results file as Markdown (for the README).
 from __future__ import annotations
 
 import argparse
+import os
 import subprocess
 import sys
 import tempfile
@@ -92,12 +93,29 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--markdown", metavar="FILE", help="print a results file as a Markdown table and exit")
     args = parser.parse_args(argv)
     if args.markdown:
-        print(markdown(msgspec.json.decode(Path(args.markdown).read_bytes(), type=list[Record])))
+        try:
+            results = msgspec.json.decode(Path(args.markdown).read_bytes(), type=list[Record])
+        except (OSError, msgspec.DecodeError) as exc:  # ValidationError is a DecodeError
+            parser.error(f"--markdown {args.markdown}: not a results file: {exc}")
+        print(markdown(results))
         return 0
+    if args.json:
+        _check_writable(parser, Path(args.json))  # before a run of many minutes, not after it
     names = args.only or list(WORKLOADS)
     if len(names) > 1:
-        records = [r for name in names for r in _in_own_process(name, args.quick, args.no_peers)]
+        records: list[Record] = []
+        failed: list[str] = []
+        for name in names:
+            try:
+                records.extend(_in_own_process(name, args.quick, args.no_peers))
+            except subprocess.CalledProcessError as exc:  # the others still run and are reported
+                failed.append(name)
+                print(f"python -m bench: workload {name} failed (exit {exc.returncode}); going on",
+                      file=sys.stderr, flush=True)
         _report(records, "uvloop" if _has_uvloop() else "asyncio", args.no_peers, args.json)
+        if failed:
+            print(f"python -m bench: failed workloads, left out of the results: {', '.join(failed)}", file=sys.stderr)
+            return 1
         return 0
     peers = [] if args.no_peers else installed_peers()
 
@@ -116,6 +134,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         records, loop = anyio.run(run_all), "asyncio"
     _report(records, loop, args.no_peers, args.json)
     return 0
+
+
+def _check_writable(parser: argparse.ArgumentParser, path: Path) -> None:
+    """Refuse a --json path that cannot be written, creating nothing."""
+    if path.is_dir():
+        parser.error(f"--json {path}: is a directory")
+    if not path.parent.is_dir():
+        parser.error(f"--json {path}: no directory {path.parent}")
+    if not os.access(path if path.exists() else path.parent, os.W_OK):
+        parser.error(f"--json {path}: not writable")
 
 
 def _has_uvloop() -> bool:
