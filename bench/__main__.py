@@ -112,9 +112,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                 failed.append(name)
                 print(f"python -m bench: workload {name} failed (exit {exc.returncode}); going on",
                       file=sys.stderr, flush=True)
-        _report(records, "uvloop" if _has_uvloop() else "asyncio", args.no_peers, args.json)
+        # A partial run never replaces a results file: what it measured goes beside it.
+        partial = f"{args.json}.partial" if args.json and failed else None
+        _report(records, "uvloop" if _has_uvloop() else "asyncio", args.no_peers, partial or args.json)
         if failed:
-            print(f"python -m bench: failed workloads, left out of the results: {', '.join(failed)}", file=sys.stderr)
+            print(f"python -m bench: failed workloads, left out of the results: {', '.join(failed)}"
+                  + (f"; the rest is in {partial}, {args.json} is untouched" if partial else ""), file=sys.stderr)
             return 1
         return 0
     peers = [] if args.no_peers else installed_peers()

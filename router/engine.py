@@ -437,12 +437,9 @@ class Engine:
         return None
 
     def _run_inline(self, run: _Run, t: Tool, started: ToolStarted) -> Event:
-        """One attempt of an inline sync tool, on the loop.
-
-        A call decided in this pass (its decoded arguments are still held) starts when its
-        tool_started says: nothing has awaited since, so the clock is not read again."""
-        begin = started.at if started.call_id in run.args else self.clock.now_us()
+        """One attempt of an inline sync tool, on the loop."""
         args, context = self._arguments(run, t, started)
+        begin = self.clock.now_us()  # after the arguments: the tool's time is the tool's alone
         try:
             value = t.call(args, context)
         except Exception as exc:  # a tool's failure is an event fed back to the model

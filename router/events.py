@@ -246,8 +246,8 @@ class ToolSucceeded(Event, frozen=True, tag="tool_succeeded"):
     call_id: str
     tool: str
     result: str  # JSON
-    # From the call's start to its result: for an inline call decided in the same pass,
-    # from its tool_started; otherwise from when it was handed to the tool, after any commit.
+    # The tool's own time: from when its decoded arguments are handed to it (after any
+    # commit, validation or context building) to its result.
     latency_us: int = 0
     attempts: int = 1
     usage: Usage = NO_USAGE  # tokens the tool spent (a child agent's), counted against the run

@@ -441,6 +441,7 @@ for _phase in LIVE:
 
 # The same table by phase, then by event type, for the hot path: two lookups by one key
 # each cost less than one by a pair.
+_NO_HANDLERS: dict[type[Event], Handler] = {}
 _HANDLERS: dict[Phase, dict[type[Event], Handler]] = {
     phase: {
         event_type: TABLE[(phase, kind_of_type(event_type))][0]
@@ -453,7 +454,7 @@ _HANDLERS: dict[Phase, dict[type[Event], Handler]] = {
 
 def apply(state: RunState, event: Event) -> RunState:
     """Fold one event into the state. Never raises."""
-    handler = _HANDLERS[state.phase].get(type(event))
+    handler = _HANDLERS.get(state.phase, _NO_HANDLERS).get(type(event))
     if handler is None:
         return _fault(state, event, "not in the transition table")
     at = event.at if event.at > state.last_at else state.last_at

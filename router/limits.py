@@ -65,7 +65,7 @@ def check_limits(state: RunState, fresh: Sequence[ToolCall] = ()) -> LimitExceed
     """The first limit the state has crossed, as the event that records it, or None.
 
     fresh: in running_tools, the turn's calls never decided before (``fsm.next_effect``
-    gathers them in its pass over the turn); the proposal limits check them.
+    finds them as it reads the turn); the proposal limits check them.
     """
     limits = state.limits
     if state.budgeted and limits.deadline_s is not None:  # most runs set no deadline, cost or token limit

@@ -40,7 +40,9 @@ def test_the_readme_table_is_the_committed_results() -> None:
 
 
 def _bench(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "bench", *args], cwd=ROOT, capture_output=True, text=True)
+    # the smallest run, should a refusal ever fail to happen
+    return subprocess.run([sys.executable, "-m", "bench", "--quick", "--no-peers", "--only", "validation", *args],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
 
 
 def test_bad_arguments_are_refused_before_anything_runs(tmp_path: Path) -> None:
@@ -73,6 +75,10 @@ def test_a_failing_workload_is_named_and_the_others_are_still_reported(
 
     monkeypatch.setattr(runner, "_in_own_process", in_own_process)
     out = tmp_path / "records.json"
+    out.write_text("the committed results")
     assert runner.main(["--only", "floors", "--only", "resume", "--only", "validation", "--json", str(out)]) == 1
-    assert [r["workload"] for r in json.loads(out.read_text())] == ["floors", "validation"]
-    assert "workload resume failed (exit 3)" in capsys.readouterr().err
+    assert out.read_text() == "the committed results"  # a partial run never replaces a results file
+    partial = tmp_path / "records.json.partial"
+    assert [r["workload"] for r in json.loads(partial.read_text())] == ["floors", "validation"]
+    err = capsys.readouterr().err
+    assert "workload resume failed (exit 3)" in err and str(partial) in err

@@ -30,7 +30,6 @@ if TYPE_CHECKING:
 __all__ = ["PEERS", "BurrPeer"]
 
 
-
 def _version() -> str | None:
     for dist in ("apache-burr", "burr"):  # the project moved to "apache-burr"; "burr" is a shim
         try:
@@ -38,7 +37,6 @@ def _version() -> str | None:
         except importlib.metadata.PackageNotFoundError:
             pass
     return None
-
 
 
 @contextmanager

@@ -31,13 +31,11 @@ if TYPE_CHECKING:
 __all__ = ["PEERS", "PlainGraphPeer", "ToolNodePeer"]
 
 
-
 def _version(dist: str) -> str | None:
     try:
         return importlib.metadata.version(dist)
     except importlib.metadata.PackageNotFoundError:
         return None
-
 
 
 @contextmanager
