@@ -21,7 +21,7 @@ from router.models.scripted import ScriptedModel, call, say
 from router.protocols import ModelTurn
 from router.schema import BFCL, SchemaOptions, compile_schema, standard_schema
 
-CONFORMANCE = Path(__file__).resolve().parents[2] / "shared" / "conformance"
+CONFORMANCE = Path(__file__).resolve().parent / "conformance"
 SUITE = CONFORMANCE / "json-schema-test-suite" / "draft2020-12"
 BFCL_DIR = CONFORMANCE / "tool-schemas" / "bfcl"
 
