@@ -8,7 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from router.graph import END, CompiledGraph, Graph, append
-from router.workflow import GraphEngine
+from router import Runtime
+from router.graph import GraphEngine
 
 from .measure import Record, head_to_head
 from .peers import Peer
@@ -47,7 +48,7 @@ async def run(quick: bool, peers: list[Peer], tmp: Path) -> list[Record]:
     graph = build(BRANCHES)
 
     def one_run(store: Any) -> Callable[[], Awaitable[Any]]:
-        engine = GraphEngine(store, graph, owner="bench")
+        engine = GraphEngine(Runtime(store, owner="bench"), graph)
         return lambda: engine.start({"results": []}, principal=USER)
 
     def check(result: Any) -> None:

@@ -8,7 +8,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from router import Engine, ScriptedModel, Tools
+from router import Runtime, Engine, ScriptedModel, Tools
 from router.agents import agent_tool
 from router.models.scripted import call, say
 
@@ -25,10 +25,10 @@ def build(store: Any, workers: int) -> Engine:
     then answers "done". Every worker answers "result <i>". All share ``store``."""
     tools = []
     for i in range(workers):
-        worker = Engine(store, ScriptedModel([say(f"result {i}")]), Tools([]), owner="bench", agent=f"w{i}")
+        worker = Engine(Runtime(store, owner="bench"), ScriptedModel([say(f"result {i}")]), Tools([]), agent=f"w{i}")
         tools.append(agent_tool(worker, name=f"w{i}", description=f"Worker {i}: do a task."))
     script = [call(f"w{i}", f'{{"task": "task {i}"}}') for i in range(workers)] + [say("done")]
-    return Engine(store, ScriptedModel(script), Tools(tools), owner="bench", agent="supervisor")
+    return Engine(Runtime(store, owner="bench"), ScriptedModel(script), Tools(tools), agent="supervisor")
 
 
 async def run(quick: bool, peers: list[Peer], tmp: Path) -> list[Record]:

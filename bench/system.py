@@ -15,6 +15,7 @@ from typing import Any
 
 import router
 from router import (
+    Runtime,
     Engine,
     Limits,
     MemoryStore,
@@ -107,7 +108,7 @@ async def open_store(kind: str, tmp: Path) -> MemoryStore | SqliteStore:
 def router_engine(store: Any, model: Any) -> Engine:
     """An engine with router's default protections on (loop detector, rejection bound)
     and budgets wide enough for the longest workload."""
-    return Engine(store, model, TOOLS, owner="bench", limits=Limits(max_steps=100_000, max_tool_calls=1_000_000))
+    return Engine(Runtime(store, owner="bench"), model, TOOLS, limits=Limits(max_steps=100_000, max_tool_calls=1_000_000))
 
 
 async def time_runs(engine: Engine, runs: int, steps: int) -> list[float]:

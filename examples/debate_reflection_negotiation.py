@@ -17,7 +17,7 @@ import anyio
 from router import Engine, Message, ModelTurn, Principal, ScriptedModel, SqliteStore, Tools
 from router.agents import debate, negotiation, reflection
 from router.models.scripted import say
-from router.workflow import GraphEngine
+from router.graph import GraphEngine
 
 WHO = Principal(id="analyst")
 

@@ -24,7 +24,7 @@ from router.mcp import McpClient
 from router.models.routing import Candidate, ModelRouter
 from router.models.scripted import ScriptedModel, call, say
 from router.protocols import ModelTurn
-from router.runlog import load_run
+from router import load_run
 from router.timeline import render
 
 SERVER = [sys.executable, str(Path(__file__).with_name("ledger_mcp_server.py"))]

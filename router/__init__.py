@@ -11,9 +11,6 @@ from __future__ import annotations
 from .access import Policy
 from .chain import verify
 from .clock import ManualClock, SequentialIds, SystemClock
-from .engine import Engine, RunResult
-from .reviews import resolve_call, review_run
-from .runlog import fork_run, load_run
 from .errors import (
     ChainBroken,
     ConfigError,
@@ -30,20 +27,75 @@ from .errors import (
 )
 from .events import Limits, Message, Principal, ReviewRules, Usage
 from .fsm import Phase, RunState
-from .limits import Price, PriceTable
+from .graph import END, Graph, GraphEngine, GraphResult
+from .limits import Budget, Price, PriceTable
 from .models.scripted import ScriptedModel
 from .protocols import Model, ModelTurn, ProposedCall, Store
 from .redaction import Redaction
+from .run.decisions import resolve_call, review_graph_run, review_run
+from .run.engine import Engine, RunResult
+from .run.fork import fork_run
+from .run.log import load_run
+from .run.runtime import Runtime
 from .store.memory import MemoryStore
 from .store.sqlite import Durability, SqliteStore
-from .tools import Retry, Tool, Tools, tool
+from .tools import Retry, Tool, ToolContext, ToolOutput, Tools, tool
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "SchemaError", "ChainBroken", "ConfigError", "DecisionError", "DefinitionChanged", "Durability", "Engine", "LeaseHeld", "LeaseLost",
-    "Limits", "ManualClock", "MemoryStore", "Message", "Model", "ModelTurn", "Phase", "Policy", "Price",
-    "PriceTable", "Principal", "ProposedCall", "Redaction", "Retry", "RouterError", "RunNotFound", "RunNotResumable",
-    "RunResult", "RunState", "ScriptedModel", "SeqConflict", "SequentialIds", "SqliteStore", "Store",
-    "StoreError", "SystemClock", "Tool", "ReviewRules", "Tools", "Usage", "fork_run", "load_run", "review_run", "resolve_call", "tool", "verify",
+    "END",
+    "Budget",
+    "ChainBroken",
+    "ConfigError",
+    "DecisionError",
+    "DefinitionChanged",
+    "Durability",
+    "Engine",
+    "Graph",
+    "GraphEngine",
+    "GraphResult",
+    "LeaseHeld",
+    "LeaseLost",
+    "Limits",
+    "ManualClock",
+    "MemoryStore",
+    "Message",
+    "Model",
+    "ModelTurn",
+    "Phase",
+    "Policy",
+    "Price",
+    "PriceTable",
+    "Principal",
+    "ProposedCall",
+    "Redaction",
+    "Retry",
+    "ReviewRules",
+    "RouterError",
+    "RunNotFound",
+    "RunNotResumable",
+    "RunResult",
+    "RunState",
+    "Runtime",
+    "ScriptedModel",
+    "SchemaError",
+    "SeqConflict",
+    "SequentialIds",
+    "SqliteStore",
+    "Store",
+    "StoreError",
+    "SystemClock",
+    "Tool",
+    "ToolContext",
+    "ToolOutput",
+    "Tools",
+    "Usage",
+    "fork_run",
+    "load_run",
+    "resolve_call",
+    "review_graph_run",
+    "review_run",
+    "tool",
+    "verify",
 ]

@@ -5,7 +5,10 @@ starts a child run whose id is ``<parent run>/<call id>``, so a parent resumed a
 crash resumes the same child instead of starting it again. The child's log records its
 parent (``run_started.parent_run_id``); the parent's ``tool_succeeded`` records the child
 (``child_run_id``) and the tokens and cost it spent, which count against the parent's
-budgets. A child runs inside its parent's task: cancelling the parent cancels the child,
+budgets. A child's limits are lowered to what its parent has left when it starts, so the
+parent's ceiling binds the child while it runs, and it inherits its parent's redaction
+policy, so a secret the parent keeps off disk stays off disk in the child's log too. A
+child runs inside its parent's task: cancelling the parent cancels the child,
 and a child that stops without finishing (interrupted, waiting for review) is ended with
 ``run_cancelled`` before its parent goes on, so no child run is left behind.
 
@@ -22,33 +25,33 @@ from typing import Any, Literal
 
 import anyio
 
-from .engine import Engine, RunResult
-from .events import Message, Principal, RunCancelled
-from .fsm import Phase
-from .graph import END, CompiledGraph, Graph, NodeContext, append
-from .runlog import load_run, sealer
+from .events import Message, RunCancelled
+from .fsm import Phase, fold
+from .graph.definition import END, CompiledGraph, Graph, NodeContext, append
+from .run.engine import Engine, RunResult
+from .run.log import open_log
 from .tools import Tool, ToolContext, ToolOutput
 
 __all__ = ["agent_tool", "debate", "handoff_tool", "negotiation", "reflection", "run_child"]
 
 
 async def run_child(
-    worker: Engine, run_id: str, task: str | Sequence[Message], principal: Principal, parent_run_id: str
+    worker: Engine, run_id: str, task: str | Sequence[Message], parent: ToolContext | NodeContext
 ) -> RunResult:
-    """Start the child run ``run_id``, or resume it if it exists. A child that stops to wait
-    (for a decision or a review) is ended, so that it does not outlive its parent."""
+    """Start the child run ``run_id`` of the run ``parent`` serves, or resume it if it
+    exists. The child's limits are lowered to the parent's budget, it inherits the parent's
+    redaction, and what it spent is reported to the parent's meter. A child that stops to
+    wait (for a decision or a review) is ended, so that it does not outlive its parent."""
     if await worker.store.read(run_id):
         result = await worker.resume(run_id)
     else:
-        result = await worker.start(task, principal=principal, run_id=run_id, parent_run_id=parent_run_id)
+        result = await worker.start(task, principal=parent.principal, run_id=run_id, parent_run_id=parent.run_id,
+                                    limits=parent.budget.bind(worker.limits), redaction=parent.redaction)
     if result.phase in (Phase.INTERRUPTED, Phase.AWAITING_REVIEW):
-        await _end(worker, run_id, f"its parent {parent_run_id} went on without it ({result.phase})")
+        await _end(worker, run_id, f"its parent {parent.run_id} went on without it ({result.phase})")
+    if parent.meter is not None:
+        parent.meter.add(result.usage, round(result.cost_usd * 1e9), run_id)
     return result
-
-
-def _spent(result: RunResult, child_id: str, *, final: bool = False) -> ToolOutput:
-    return ToolOutput(result=result.output, usage=result.usage, cost_nusd=round(result.cost_usd * 1e9),
-                      child_run_id=child_id, final=final)
 
 
 def agent_tool(
@@ -70,13 +73,13 @@ def agent_tool(
     async def delegate(task: str, context: ToolContext) -> ToolOutput:
         child_id = f"{context.run_id}/{context.call_id}"
         if limiter is None:
-            result = await run_child(worker, child_id, task, context.principal, context.run_id)
+            result = await run_child(worker, child_id, task, context)
         else:
             async with limiter:
-                result = await run_child(worker, child_id, task, context.principal, context.run_id)
+                result = await run_child(worker, child_id, task, context)
         if result.phase is not Phase.DONE:
             raise RuntimeError(f"the {name} agent ended {result.phase}: {result.reason or 'no answer'}")
-        return _spent(result, child_id)
+        return ToolOutput(result=result.output, child_run_id=child_id)
 
     delegate.__doc__ = description
     return Tool(delegate, name=name, description=description, permissions=permissions, idempotent=True,
@@ -100,17 +103,17 @@ def handoff_tool(
         child_id = f"{ctx.run_id}/{ctx.call_id}"
         opening: list[Message] = [m for m in ctx.messages if m.role in ("system", "user")] if context == "conversation" else []
         opening.append(Message(role="user", content=note))
-        result = await run_child(target, child_id, opening, ctx.principal, ctx.run_id)
+        result = await run_child(target, child_id, opening, ctx)
         if result.phase is not Phase.DONE:
             raise RuntimeError(f"the {name} handoff ended {result.phase}: {result.reason or 'no answer'}")
-        return _spent(result, child_id, final=True)
+        return ToolOutput(result=result.output, child_run_id=child_id, final=True)
 
     hand_over.__doc__ = description
     return Tool(hand_over, name=name, description=description, idempotent=True)
 
 
 async def _answer(agent: Engine, prompt: str, ctx: NodeContext, role: str) -> str:
-    result = await run_child(agent, f"{ctx.run_id}/{ctx.key}", prompt, ctx.principal, ctx.run_id)
+    result = await run_child(agent, f"{ctx.run_id}/{ctx.key}", prompt, ctx)
     if result.phase is not Phase.DONE:
         raise RuntimeError(f"the {role} ended {result.phase}: {result.reason or 'no answer'}")
     return result.output
@@ -212,12 +215,10 @@ def negotiation(
 
 async def _end(worker: Engine, run_id: str, reason: str) -> None:
     """Record that a paused child run ends with its parent."""
-    owner = f"{worker.owner}/end"
-    await worker.store.acquire_lease(run_id, owner, 30.0)
+    events, log = await open_log(worker.runtime, run_id)
     try:
-        _, state, chain = await load_run(worker.store, run_id, worker.cipher)
-        if not state.terminal:
-            await worker.store.append(chain.seal([RunCancelled(at=worker.clock.now_us(), reason=reason)],
-                                                 sealer(worker.cipher)))
+        if not fold(events).terminal:
+            log.add(RunCancelled(at=worker.runtime.clock.now_us(), reason=reason))
+        await log.flush(last=True)
     finally:
-        await worker.store.release_lease(run_id, owner)
+        await log.release()

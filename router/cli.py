@@ -34,11 +34,17 @@ import orjson
 
 from . import demo, fsm
 from .chain import verify
-from .engine import Engine
-from .reviews import resolve_call, review_graph_run, review_run
-from .runlog import decode_stored, fork_run, load_run
 from .errors import ConfigError, RouterError
-from .protocols import Cipher
+from .events import GraphStarted
+from .graph.engine import GraphEngine
+from .graph_fsm import fold_graph
+from .protocols import Cipher, Store
+from .run.decisions import resolve_call, review_graph_run, review_run
+from .run.engine import Engine
+from .run.fork import fork_run
+from .run.log import load_run, open_log
+from .run.runtime import Runtime
+from .stored import decode_stored
 from .report import Report
 from .store.sqlite import Durability, SqliteStore
 from .timeline import render
@@ -72,6 +78,10 @@ def _cipher() -> Cipher | None:
     return AesGcmCipher(keys, active=next(iter(keys)))
 
 
+def _runtime(store: Store) -> Runtime:
+    return Runtime(store, cipher=_cipher())
+
+
 def _crm_path(db: str) -> Path:
     return Path(db).with_name(Path(db).stem + "-crm.sqlite")
 
@@ -99,12 +109,12 @@ async def _demo(args: argparse.Namespace) -> int:
     model = _demo_model(args)
     try:
         async with SqliteStore.open(args.db, args.durability) as store:
-            engine = demo.demo_engine(store, _crm_path(args.db), cipher=_cipher(), model=model)
+            engine = demo.demo_engine(_runtime(store), _crm_path(args.db), model=model)
             if args.resume:
                 result = await engine.resume(args.resume)
             else:
                 result = await engine.start(demo.QUESTION, principal=demo.PRINCIPAL)
-            events, state, _ = await load_run(store, result.run_id, engine.cipher)
+            events, state, _ = await load_run(store, result.run_id, engine.runtime.cipher)
             print(render(result.run_id, events, state))
     finally:
         if model is not None:
@@ -125,8 +135,9 @@ async def _runs(args: argparse.Namespace) -> int:
 
 async def _show(args: argparse.Namespace) -> int:
     async with SqliteStore.open(args.db) as store:
-        events, state, _ = await load_run(store, args.run, _cipher())
-    print(render(args.run, events, state))
+        events, _ = await open_log(_runtime(store), args.run, lease=False)
+    graph = isinstance(events[0], GraphStarted)
+    print(render(args.run, events, fold_graph(None, events) if graph else fsm.fold(events)))
     return 0
 
 
@@ -155,35 +166,57 @@ async def _verify(args: argparse.Namespace) -> int:
     return 0
 
 
-def _agent(spec: str, store: SqliteStore, db: str) -> Engine:
-    """The engine named by --agent MODULE:FUNCTION, called with the store (or the demo's)."""
+def _agent(spec: str, store: SqliteStore, db: str) -> Engine | GraphEngine:
+    """The engine named by --agent MODULE:FUNCTION, called with the store (or the demo's):
+    an Engine for agent runs or a GraphEngine for graph runs."""
     if spec == "demo":
-        return demo.demo_engine(store, _crm_path(db), cipher=_cipher())
+        return demo.demo_engine(_runtime(store), _crm_path(db))
     module_name, _, attr = spec.partition(":")
     try:
         factory = getattr(importlib.import_module(module_name), attr)
     except (ImportError, AttributeError, ValueError) as exc:
         raise ConfigError(f"--agent {spec!r}: cannot load it: {exc}") from exc
     engine = factory(store)
-    if not isinstance(engine, Engine):
-        raise ConfigError(f"--agent {spec!r} returned {type(engine).__name__}, not an Engine")
+    if not isinstance(engine, Engine | GraphEngine):
+        raise ConfigError(f"--agent {spec!r} returned {type(engine).__name__}, not an Engine or a GraphEngine")
     return engine
+
+
+async def _replay_one(engine: Engine | GraphEngine, store: SqliteStore, run_id: str, spec: str) -> str | None:
+    """Replay one run; None if it is identical, else what to print. A run of another kind
+    than the engine (a graph run and an agent, another graph) is refused by name, never
+    reported as a divergence."""
+    first = (await store.read(run_id, after=-1))[:1]
+    graph = first[0].kind == "graph_started" if first else False
+    if graph and not (isinstance(engine, GraphEngine)):
+        return (f"{run_id}: not replayed: it is a graph run; --agent {spec} gives an agent. "
+                "Name a MODULE:FUNCTION that returns the GraphEngine of its graph")
+    if first and not graph and isinstance(engine, GraphEngine):
+        return f"{run_id}: not replayed: it is an agent run; --agent {spec} gives a graph engine"
+    if graph and isinstance(engine, GraphEngine):
+        events, _ = await open_log(engine.runtime, run_id, lease=False)
+        name = events[0].graph if isinstance(events[0], GraphStarted) else ""
+        if name != engine.graph.name:
+            return f"{run_id}: not replayed: it is a run of graph {name!r}; --agent {spec} gives {engine.graph.name!r}"
+    report = await engine.replay(run_id)
+    if report.divergence is None:
+        print(f"{run_id}: identical ({report.events} events)")
+        return None
+    d = report.divergence
+    return f"{run_id}: DIVERGES at seq {d.seq}\n  expected: {d.expected}\n  got:      {d.got}"
 
 
 async def _replay(args: argparse.Namespace) -> int:
     async with SqliteStore.open(args.db) as store:
         run_ids = [args.run] if args.run != "all" else [r.run_id for r in await store.runs()]
         engine = _agent(args.agent, store, args.db)
-        diverged = 0
+        failed = 0
         for run_id in run_ids:
-            report = await engine.replay(run_id)
-            if report.divergence is None:
-                print(f"{run_id}: identical ({report.events} events)")
-                continue
-            diverged += 1
-            d = report.divergence
-            print(f"{run_id}: DIVERGES at seq {d.seq}\n  expected: {d.expected}\n  got:      {d.got}")
-    return 1 if diverged else 0
+            problem = await _replay_one(engine, store, run_id, args.agent)
+            if problem is not None:
+                failed += 1
+                print(problem)
+    return 1 if failed else 0
 
 
 async def _report(args: argparse.Namespace) -> int:
@@ -204,7 +237,7 @@ async def _report(args: argparse.Namespace) -> int:
 async def _fork(args: argparse.Namespace) -> int:
     async with SqliteStore.open(args.db) as store:
         new_run_id = args.new or f"{args.run}-fork-{args.seq}"
-        state = await fork_run(store, args.run, args.seq, new_run_id=new_run_id, note=args.note, cipher=_cipher())
+        state = await fork_run(_runtime(store), args.run, args.seq, new_run_id=new_run_id, note=args.note)
     print(f"forked {args.run} at seq {args.seq} into {new_run_id}, now {state.phase}")
     return 0
 
@@ -235,8 +268,8 @@ async def _decide(args: argparse.Namespace) -> int:
         except orjson.JSONDecodeError as exc:
             raise SystemExit(f"router decide: --result is not JSON: {exc}") from exc
     async with SqliteStore.open(args.db) as store:
-        state = await resolve_call(store, args.run, args.call, args.decision, result=result, by=args.by,
-                                   note=args.note, cipher=_cipher())
+        state = await resolve_call(_runtime(store), args.run, args.call, args.decision, result=result, by=args.by,
+                                   note=args.note)
     print(f"recorded: {args.call} -> {args.decision}; run {args.run} is now {state.phase}")
     return 0
 
@@ -253,11 +286,11 @@ async def _review(args: argparse.Namespace) -> int:
         if first and first[0].kind == "graph_started":
             if arguments is not None:
                 raise SystemExit(f"router {args.command}: a graph review has no arguments to edit")
-            rule = await review_graph_run(store, args.run, args.command, by=args.by, note=args.note, cipher=_cipher())
+            rule = await review_graph_run(_runtime(store), args.run, args.command, by=args.by, note=args.note)
             print(f"recorded: {args.command} ({rule}); resume the graph run {args.run} to continue")
             return 0
-        state = await review_run(store, args.run, args.command, by=args.by, note=args.note, arguments=arguments,
-                                 cipher=_cipher())
+        state = await review_run(_runtime(store), args.run, args.command, by=args.by, note=args.note,
+                                 arguments=arguments)
     print(f"recorded: {args.command}; run {args.run} is now {state.phase} (resume it to continue)")
     return 0
 

@@ -1,13 +1,16 @@
 """The definition of an agent, hashed: what decides a run besides its own events.
 
-A run records the hash at start. Resuming under a different definition (a tool added or
-removed, a schema, permission, idempotency flag, timeout or retry schedule changed, the
-access policy or the price table changed, another model) is refused unless the operator
-names a migration, which the log records. Pure.
+A run records the hash at start, with each part's own hash (``parts``). Resuming under a
+different definition (a tool added or removed; a schema, permission, idempotency flag,
+timeout or retry schedule changed; a tool's code or the answer check's code changed; the
+access policy, the price table, the redaction or review rules changed; another model) is
+refused, naming the parts that changed, unless the operator names a migration, which the
+log records. Pure.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from hashlib import sha256
 from typing import Any
 
@@ -15,52 +18,53 @@ import msgspec
 
 from .access import Policy
 from .events import ReviewRules
+from .fingerprint import code_fingerprint
 from .limits import PriceTable
 from .redaction import Redaction
 from .tools import Tools
 
-__all__ = ["definition_hash", "describe"]
+__all__ = ["changed_parts", "definition_parts", "hash_parts"]
 
 _encoder = msgspec.json.Encoder(order="deterministic")
 
 
-def describe(
+def _digest(value: Any) -> str:
+    return sha256(_encoder.encode(value)).hexdigest()
+
+
+def definition_parts(
     model: str,
     tools: Tools,
     prices: PriceTable,
     redaction: Redaction | None = None,
     review: ReviewRules | None = None,
-) -> dict[str, Any]:
-    """The definition as plain data, in a canonical shape."""
-    return {
-        "model": model,
-        "tools": [
-            {
-                "schema": t.schema,
-                "permissions": sorted(t.permissions),
-                "idempotent": t.idempotent,
-                "inline": t.inline,
-                "timeout_s": t.timeout_s,
-                "retry": t.retry,
-                "max_argument_bytes": t.max_argument_bytes,
-            }
-            for t in tools
-        ],
-        "policy": _policy(tools.policy),
-        "prices": prices.rates(),
-        "redaction": redaction.describe() if redaction else None,
-        "review": review,
-    }
+    output_check: Callable[[str], str | None] | None = None,
+) -> dict[str, str]:
+    """Each part of an agent's definition, hashed, by name."""
+    parts = {"model": _digest(model)}
+    for t in tools:
+        parts[f"tool:{t.name}"] = _digest({
+            "schema": t.schema, "permissions": sorted(t.permissions), "idempotent": t.idempotent,
+            "inline": t.inline, "timeout_s": t.timeout_s, "retry": t.retry,
+            "max_argument_bytes": t.max_argument_bytes, "code": code_fingerprint(t.fn),
+        })
+    parts["policy"] = _digest(_policy(tools.policy))
+    parts["prices"] = _digest(prices.rates())
+    parts["redaction"] = _digest(redaction.describe() if redaction else None)
+    parts["review"] = _digest(review)
+    if output_check is not None:
+        parts["output_check"] = code_fingerprint(output_check)
+    return parts
 
 
-def definition_hash(
-    model: str,
-    tools: Tools,
-    prices: PriceTable,
-    redaction: Redaction | None = None,
-    review: ReviewRules | None = None,
-) -> str:
-    return sha256(_encoder.encode(describe(model, tools, prices, redaction, review))).hexdigest()
+def hash_parts(parts: Mapping[str, str]) -> str:
+    """The definition hash: one digest over every part."""
+    return _digest(dict(parts))
+
+
+def changed_parts(recorded: Mapping[str, str], current: Mapping[str, str]) -> tuple[str, ...]:
+    """The names of the parts added, removed or changed, sorted."""
+    return tuple(sorted(k for k in recorded.keys() | current.keys() if recorded.get(k) != current.get(k)))
 
 
 def _policy(policy: Policy) -> dict[str, list[str]]:

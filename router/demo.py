@@ -17,7 +17,8 @@ from typing import Any
 import msgspec
 
 from .access import Policy
-from .engine import Engine
+from .run.engine import Engine
+from .run.runtime import Runtime
 from .events import Limits, Principal, Usage
 from .limits import Price, PriceTable
 from .models.scripted import ScriptedModel
@@ -127,8 +128,8 @@ def demo_model() -> ScriptedModel:
     )
 
 
-def demo_engine(store: Store, crm_path: str | Path, cipher: Cipher | None = None, model: Model | None = None) -> Engine:
-    """The demo agent on ``store``, its CRM table in the SQLite file at ``crm_path``; the
-    scripted model unless another ``model`` (a real provider) is given."""
-    return Engine(store, model or demo_model(), demo_tools(crm_path), limits=LIMITS, prices=PRICES, cipher=cipher,
+def demo_engine(store_or_runtime: Store | Runtime, crm_path: str | Path, model: Model | None = None) -> Engine:
+    """The demo agent on ``store_or_runtime``, its CRM table in the SQLite file at
+    ``crm_path``; the scripted model unless another ``model`` (a real provider) is given."""
+    return Engine(store_or_runtime, model or demo_model(), demo_tools(crm_path), limits=LIMITS, prices=PRICES,
                   agent="support-demo")

@@ -92,14 +92,15 @@ class RunNotResumable(RouterError):
 class DefinitionChanged(RouterError):
     code = "definition_changed"
 
-    def __init__(self, run_id: str, recorded: str, current: str) -> None:
+    def __init__(self, run_id: str, recorded: str, current: str, changed: tuple[str, ...] = ()) -> None:
         self.run_id = run_id
         self.recorded = recorded
         self.current = current
+        self.changed = changed  # the parts that differ, e.g. ("tool:lookup", "route:classify")
+        what = f"changed: {', '.join(changed)}" if changed else "tools, schemas, code, policy or prices changed"
         super().__init__(
             f"run {run_id!r} was started under definition {recorded[:12]} and this engine's is {current[:12]} "
-            "(tools, schemas, policy or prices changed); resume it with migration='<name>' to continue "
-            "under the new definition, recorded in the log"
+            f"({what}); resume it with migration='<name>' to continue under the new definition, recorded in the log"
         )
 
 

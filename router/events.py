@@ -33,6 +33,7 @@ __all__ = [
     "NodeFailed",
     "NodeFinished",
     "Principal",
+    "RedactionPolicy",
     "RouteAttempt",
     "RunCancelled",
     "RunFailed",
@@ -167,6 +168,14 @@ class ReviewRules(Data, frozen=True, omit_defaults=False):
     output_check: str = ""
 
 
+class RedactionPolicy(Data, frozen=True):
+    """A run's redaction policy as it records it (see ``router.redaction``), so that every
+    later writer of the run's log seals with it."""
+
+    patterns: dict[str, str] = {}
+    fields: tuple[str, ...] = ()
+
+
 class Event(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True, gc=False, tag_field="kind"):
     """Base of every event. ``at`` is the clock's reading in microseconds."""
 
@@ -180,10 +189,11 @@ class RunStarted(Event, frozen=True, tag="run_started"):
     model: str
     tools: tuple[str, ...] = ()
     definition: str = ""  # sha256 of what decides the run: tools and schemas, policy, prices
-    redaction: tuple[str, ...] = ()  # what the stored copy of every event has redacted
+    redaction: RedactionPolicy = RedactionPolicy()  # what the stored copy of every event has redacted
     agent: str = ""  # the name of the agent (the engine) that runs it
     review: ReviewRules = ReviewRules()
     parent_run_id: str = ""  # the run that spawned this one, for a child agent
+    parts: dict[str, str] = {}  # the definition's parts by name (code included), hashed: what changed
 
 
 class ModelResponded(Event, frozen=True, tag="model_responded"):
@@ -263,6 +273,9 @@ class ToolFailed(Event, frozen=True, tag="tool_failed"):
     timed_out: bool = False
     latency_us: int = 0
     attempts: int = 1
+    usage: Usage = NO_USAGE  # what the tool spent before it failed (a child agent's)
+    cost_nusd: int = 0
+    child_run_id: str = ""
 
 
 class RunResumed(Event, frozen=True, tag="run_resumed"):
@@ -337,6 +350,8 @@ class GraphStarted(Event, frozen=True, tag="graph_started"):
     limits: Limits
     first: tuple[Task, ...]
     parent_run_id: str = ""  # the run that started this one, for a subgraph
+    redaction: RedactionPolicy = RedactionPolicy()
+    parts: dict[str, str] = {}
 
 
 class NodeFinished(Event, frozen=True, tag="node_finished"):
@@ -346,6 +361,8 @@ class NodeFinished(Event, frozen=True, tag="node_finished"):
     item: str = ""
     attempts: int = 1
     latency_us: int = 0
+    usage: Usage = NO_USAGE  # what the node's child runs spent
+    cost_nusd: int = 0
 
 
 class NodeFailed(Event, frozen=True, tag="node_failed"):
@@ -356,6 +373,8 @@ class NodeFailed(Event, frozen=True, tag="node_failed"):
     timed_out: bool = False
     attempts: int = 1
     latency_us: int = 0
+    usage: Usage = NO_USAGE
+    cost_nusd: int = 0
 
 
 class StepRouted(Event, frozen=True, tag="step_routed"):

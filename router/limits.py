@@ -1,19 +1,36 @@
-"""Limit checks, the price table and the loop detector. Pure: no clock, no I/O."""
+"""Limit checks, the price table, the loop detector, and what a run hands down to the
+child runs it starts. Pure: no clock, no I/O.
+
+Agent runs and graph runs are both spend records (``Spent``: limits, steps, usage, cost,
+start and last time) and both go through one check, ``check_spend``. A child run's budget is
+what its parent has left when it starts (``Budget``), so a parent's ceiling binds its
+children; what a child spends comes back to its parent through a ``Meter``.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol, final
 
 import msgspec
 
 from .errors import ConfigError
-from .events import LimitExceeded, Limits, ToolCall, Usage
+from .events import NO_USAGE, LimitExceeded, Limits, ToolCall, Usage
 
 if TYPE_CHECKING:
     from .fsm import RunState
 
-__all__ = ["Price", "PriceTable", "budgeted", "call_signature", "check_limits"]
+__all__ = [
+    "Budget",
+    "Meter",
+    "Price",
+    "PriceTable",
+    "Spent",
+    "budgeted",
+    "call_signature",
+    "check_limits",
+    "check_spend",
+]
 
 
 class Price(msgspec.Struct, frozen=True):
@@ -61,35 +78,62 @@ def call_signature(call: ToolCall) -> str:
     return f"{call.name}\x00{call.arguments}"
 
 
+class Spent(Protocol):
+    """What any run has spent, as the one limit check reads it."""
+
+    @property
+    def limits(self) -> Limits: ...
+    @property
+    def steps(self) -> int: ...
+    @property
+    def usage(self) -> Usage: ...
+    @property
+    def cost_nusd(self) -> int: ...
+    @property
+    def started_at(self) -> int: ...
+    @property
+    def last_at(self) -> int: ...
+    @property
+    def budgeted(self) -> bool: ...
+
+
+def check_spend(state: Spent, *, stepping: bool) -> LimitExceeded | None:
+    """The first of the run's deadline, cost ceiling and token limits it has crossed, and
+    its step limit when it is about to take a step (``stepping``); None if none."""
+    limits = state.limits
+    if state.budgeted:  # most runs set no deadline, cost or token limit
+        if limits.deadline_s is not None:
+            elapsed = (state.last_at - state.started_at) / 1e6
+            if elapsed > limits.deadline_s:
+                return LimitExceeded(at=state.last_at, limit="deadline", value=elapsed, ceiling=limits.deadline_s)
+        exceeded = _check_budgets(state)
+        if exceeded is not None:
+            return exceeded
+    if stepping and state.steps >= limits.max_steps:
+        return LimitExceeded(at=state.last_at, limit="max_steps", value=state.steps, ceiling=limits.max_steps)
+    return None
+
+
 def check_limits(state: RunState, fresh: Sequence[ToolCall] = ()) -> LimitExceeded | None:
-    """The first limit the state has crossed, as the event that records it, or None.
+    """The first limit an agent run has crossed, as the event that records it, or None.
 
     fresh: in running_tools, the turn's calls never decided before (``fsm.next_effect``
     finds them as it reads the turn); the proposal limits check them.
     """
+    phase = state.phase
+    exceeded = check_spend(state, stepping=phase == "awaiting_model")
+    if exceeded is not None:
+        return exceeded
     limits = state.limits
-    if state.budgeted and limits.deadline_s is not None:  # most runs set no deadline, cost or token limit
-        elapsed = (state.last_at - state.started_at) / 1e6
-        if elapsed > limits.deadline_s:
-            return LimitExceeded(at=state.last_at, limit="deadline", value=elapsed, ceiling=limits.deadline_s)
     if state.timed_out:
         return LimitExceeded(
             at=state.last_at, limit="tool_timeout", value=1, ceiling=limits.tool_timeout_s or 0,
             detail=f"call {state.timed_out} timed out on every attempt",
         )
-    if state.budgeted:
-        exceeded = _check_budgets(state)
+    if phase == "running_tools" and fresh:
+        exceeded = _check_proposals(state, fresh)
         if exceeded is not None:
             return exceeded
-    phase = state.phase
-    if phase == "awaiting_model":
-        if state.steps >= limits.max_steps:
-            return LimitExceeded(at=state.last_at, limit="max_steps", value=state.steps, ceiling=limits.max_steps)
-    elif phase == "running_tools":
-        if fresh:
-            exceeded = _check_proposals(state, fresh)
-            if exceeded is not None:
-                return exceeded
     if state.rejected > limits.max_rejected_calls:
         return LimitExceeded(
             at=state.last_at, limit="max_rejected_calls", value=state.rejected, ceiling=limits.max_rejected_calls,
@@ -106,7 +150,7 @@ def budgeted(limits: Limits) -> bool:
     )
 
 
-def _check_budgets(state: RunState) -> LimitExceeded | None:
+def _check_budgets(state: Spent) -> LimitExceeded | None:
     """The cost ceiling and the token limits, in that order."""
     limits, usage, at = state.limits, state.usage, state.last_at
     if limits.max_cost_usd is not None and state.cost_nusd > round(limits.max_cost_usd * 1e9):
@@ -141,3 +185,79 @@ def _check_proposals(state: RunState, fresh: Sequence[ToolCall]) -> LimitExceede
                 f"in the last {limits.loop_window} calls",
             )
     return None
+
+
+class Budget(msgspec.Struct, frozen=True, gc=False):
+    """What a run has left to hand down to a child run it starts: None where it sets no
+    ceiling. A child's limits are its own, lowered to these (``bind``)."""
+
+    cost_nusd: int | None = None
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    total_tokens: int | None = None
+    deadline_s: float | None = None
+
+    @classmethod
+    def left(cls, state: Spent, share: int = 1) -> Budget:
+        """What ``state`` has left, split evenly among ``share`` children started at once."""
+        limits, usage = state.limits, state.usage
+        if not state.budgeted:
+            return _UNBOUNDED
+
+        def rest(ceiling: int | None, used: int) -> int | None:
+            return None if ceiling is None else max(0, ceiling - used) // share
+
+        cost = None if limits.max_cost_usd is None else round(limits.max_cost_usd * 1e9)
+        deadline = None
+        if limits.deadline_s is not None:
+            deadline = max(0.0, limits.deadline_s - (state.last_at - state.started_at) / 1e6)
+        return cls(
+            cost_nusd=rest(cost, state.cost_nusd),
+            input_tokens=rest(limits.max_input_tokens, usage.input_tokens),
+            output_tokens=rest(limits.max_output_tokens, usage.output_tokens),
+            total_tokens=rest(limits.max_total_tokens, usage.total_tokens),
+            deadline_s=deadline,
+        )
+
+    def bind(self, limits: Limits) -> Limits:
+        """``limits`` with every ceiling lowered to what this budget allows."""
+        if self == _UNBOUNDED:
+            return limits
+        cost = None if self.cost_nusd is None else self.cost_nusd / 1e9
+        return msgspec.structs.replace(
+            limits,
+            max_cost_usd=_lower(limits.max_cost_usd, cost),
+            max_input_tokens=_lower(limits.max_input_tokens, self.input_tokens),
+            max_output_tokens=_lower(limits.max_output_tokens, self.output_tokens),
+            max_total_tokens=_lower(limits.max_total_tokens, self.total_tokens),
+            deadline_s=_lower(limits.deadline_s, self.deadline_s),
+        )
+
+
+_UNBOUNDED = Budget()
+
+
+def _lower(own: Any, allowed: Any) -> Any:
+    return allowed if own is None else own if allowed is None else min(own, allowed)
+
+
+@final
+class Meter:
+    """What the child runs of one tool call or graph task spent, reported back to the run
+    that started them (``add``) and recorded in the event that ends the call or task."""
+
+    __slots__ = ("usage", "cost_nusd", "child_run_id")
+
+    def __init__(self) -> None:
+        self.usage, self.cost_nusd, self.child_run_id = NO_USAGE, 0, ""
+
+    @property
+    def empty(self) -> bool:
+        return self.usage is NO_USAGE and not self.cost_nusd and not self.child_run_id
+
+    def add(self, usage: Usage, cost_nusd: int, child_run_id: str = "") -> None:
+        if usage.input_tokens or usage.output_tokens:
+            self.usage = Usage(input_tokens=self.usage.input_tokens + usage.input_tokens,
+                               output_tokens=self.usage.output_tokens + usage.output_tokens)
+        self.cost_nusd += cost_nusd
+        self.child_run_id = self.child_run_id or child_run_id

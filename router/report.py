@@ -1,6 +1,8 @@
 """Reports derived from the log alone: tokens, cost, tool outcomes and latency. Pure.
 
 Feed events in log order with ``Report.add(run_id, event)``; read the tables after.
+Agent runs and graph runs alike: a graph run's steps are its routed steps, and its tokens
+and cost are what its nodes' child runs spent (counted in the child runs' own rows too).
 A model turn's cost is shared equally among the tool calls it proposed, so that cost per
 tool adds up to the cost of the turns that called tools.
 """
@@ -14,12 +16,16 @@ import msgspec
 
 from .events import (
     Event,
+    GraphStarted,
     LimitExceeded,
     ModelResponded,
     ModelRouted,
+    NodeFailed,
+    NodeFinished,
     RunCancelled,
     RunFailed,
     RunStarted,
+    StepRouted,
     ToolCallDenied,
     ToolCallRejected,
     ToolFailed,
@@ -92,8 +98,15 @@ class Report:
 
     def add(self, run_id: str, event: Event) -> None:
         run = self.runs.setdefault(run_id, _Run(first_at=event.at))
-        if isinstance(event, RunStarted):
+        if isinstance(event, RunStarted | GraphStarted):
             run.principal = event.principal.id
+        elif isinstance(event, NodeFinished | NodeFailed):  # a graph node: what its child runs spent
+            run.tokens_in += event.usage.input_tokens
+            run.tokens_out += event.usage.output_tokens
+            run.cost_nusd += event.cost_nusd
+        elif isinstance(event, StepRouted):
+            run.steps += 1
+            run.ended = "" if event.next else "done"
         elif isinstance(event, ModelResponded):
             self._turn(run, event)
         elif isinstance(event, ModelRouted):

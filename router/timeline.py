@@ -30,6 +30,7 @@ from .events import (
     ToolSucceeded,
 )
 from .fsm import RunState
+from .graph_fsm import GraphState
 
 __all__ = ["render"]
 
@@ -105,21 +106,19 @@ def _describe(event: Event) -> tuple[str, str]:
     return type(event).__name__, ""
 
 
-def render(run_id: str, events: Sequence[Event], state: RunState) -> str:
-    """A readable timeline: one line per event, then the run's totals (for an agent run)."""
+def render(run_id: str, events: Sequence[Event], state: RunState | GraphState) -> str:
+    """A readable timeline: one line per event, then the run's totals."""
     start = events[0].at if events else 0
-    if events and isinstance(events[0], GraphStarted):
-        return "\n".join([f"run {run_id}   graph {events[0].graph}   principal {events[0].principal.id}",
-                          *_lines(events, start)])
+    u = state.usage
+    spend = f"tokens {u.input_tokens} in / {u.output_tokens} out, cost ${state.cost_nusd / 1e9:.6f}"
+    ended = f"=> {state.phase}{': ' + state.reason if state.reason else ''}"
+    if isinstance(state, GraphState):
+        return "\n".join([f"run {run_id}   graph {state.graph}   principal {state.principal.id}",
+                          *_lines(events, start), f"{ended}   steps {state.step}, {spend} (child runs)"])
     p = state.principal
     roles = ", ".join(sorted(p.roles)) or "no roles"
     lines = [f"run {run_id}   principal {p.id} ({roles})   model {state.model}", *_lines(events, start)]
-    u = state.usage
-    lines.append(
-        f"=> {state.phase}{': ' + state.reason if state.reason else ''}"
-        f"   steps {state.steps}, tool calls {state.tool_calls}, rejected/denied {state.rejected},"
-        f" tokens {u.input_tokens} in / {u.output_tokens} out, cost ${state.cost_nusd / 1e9:.6f}"
-    )
+    lines.append(f"{ended}   steps {state.steps}, tool calls {state.tool_calls}, rejected/denied {state.rejected}, {spend}")
     if state.output:
         lines.append(f"   answer: {state.output}")
     return "\n".join(lines)

@@ -19,7 +19,9 @@ import msgspec
 from .access import Policy
 from .errors import ConfigError, SchemaError
 from .events import Message, Principal, ToolCall, ToolCallDenied, ToolCallRejected, ToolStarted, Usage
+from .limits import Budget, Meter
 from .protocols import ProposedCall
+from .redaction import Redaction
 from .schema import CompiledSchema, SchemaOptions, compile_schema, standard_schema
 
 __all__ = ["Retry", "Tool", "ToolContext", "ToolOutput", "Tools", "encode_result", "record_calls", "tool"]
@@ -36,6 +38,9 @@ class ToolContext(msgspec.Struct, frozen=True):
     call_id: str
     principal: Principal
     messages: tuple[Message, ...] = ()  # the conversation so far, for a handoff
+    budget: Budget = Budget()  # what the run has left for this call's child runs
+    meter: Meter | None = None  # takes what this call's child runs spent
+    redaction: Redaction | None = None  # the run's policy, which its child runs inherit
 
 
 class ToolOutput(msgspec.Struct, frozen=True):

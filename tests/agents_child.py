@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 import anyio
 
-from router import Engine, Message, ModelTurn, Principal, ScriptedModel, SqliteStore, Tools
+from router import Runtime, Engine, Message, ModelTurn, Principal, ScriptedModel, SqliteStore, Tools
 from router.agents import agent_tool
 from router.models.scripted import call, say
 from router.protocols import Store
@@ -32,11 +32,11 @@ def scripted(label: str, turns: list[ModelTurn]) -> ScriptedModel:
 async def main(log: str, ledger: str, run_id: str) -> None:
     async with SqliteStore.open(log) as sqlite_store:
         store: Store = Observed(sqlite_store)  # type: ignore[assignment]
-        specialist = Engine(store, scripted("specialist", [say("fact")]), Tools([]), owner="kill-test", agent="s")
-        lead = Engine(store, scripted("lead", [call("ask", '{"task": "a"}'), call("ask", '{"task": "b"}'), say("lead ok")]),
-                      Tools([agent_tool(specialist, name="ask", description="ask")]), owner="kill-test", agent="lead")
-        top = Engine(store, scripted("top", [call("team", '{"task": "x"}'), call("team", '{"task": "y"}'), say("top ok")]),
-                     Tools([agent_tool(lead, name="team", description="team")]), owner="kill-test", agent="top")
+        specialist = Engine(Runtime(store, owner="kill-test"), scripted("specialist", [say("fact")]), Tools([]), agent="s")
+        lead = Engine(Runtime(store, owner="kill-test"), scripted("lead", [call("ask", '{"task": "a"}'), call("ask", '{"task": "b"}'), say("lead ok")]),
+                      Tools([agent_tool(specialist, name="ask", description="ask")]), agent="lead")
+        top = Engine(Runtime(store, owner="kill-test"), scripted("top", [call("team", '{"task": "x"}'), call("team", '{"task": "y"}'), say("top ok")]),
+                     Tools([agent_tool(lead, name="team", description="team")]), agent="top")
         if await sqlite_store.read(run_id):
             result = await top.resume(run_id)
         else:

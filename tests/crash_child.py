@@ -15,7 +15,7 @@ from collections.abc import Sequence
 
 import anyio
 
-from router import Engine, Limits, Message, ModelTurn, Principal, ProposedCall, ScriptedModel, SqliteStore, Tools, Usage
+from router import Runtime, Engine, Limits, Message, ModelTurn, Principal, ProposedCall, ScriptedModel, SqliteStore, Tools, Usage
 from router.protocols import Store
 
 from kill_support import Observed, marker
@@ -59,7 +59,7 @@ async def main(log: str, ledger: str, run_id: str) -> None:
 
     async with SqliteStore.open(log) as sqlite_store:
         store: Store = Observed(sqlite_store)  # type: ignore[assignment]
-        engine = Engine(store, ScriptedModel(script), Tools([read_value, transfer]), owner="kill-test")
+        engine = Engine(Runtime(store, owner="kill-test"), ScriptedModel(script), Tools([read_value, transfer]))
         if await sqlite_store.read(run_id):
             result = await engine.resume(run_id)
         else:

@@ -11,12 +11,12 @@ from typing import Any
 
 import anyio
 
-from router import Limits, Principal, SqliteStore
+from router import Runtime, Limits, Principal, SqliteStore
 from router.graph import END, Graph, append
 from router.protocols import Store
 
 from kill_support import Observed, marker
-from router.workflow import GraphEngine
+from router.graph import GraphEngine
 
 
 
@@ -51,7 +51,7 @@ def build() -> Graph:
 async def main(log: str, ledger: str, run_id: str) -> None:
     async with SqliteStore.open(log) as sqlite_store:
         store: Store = Observed(sqlite_store)  # type: ignore[assignment]
-        engine = GraphEngine(store, build().compile(), owner="kill-test")
+        engine = GraphEngine(Runtime(store, owner="kill-test"), build().compile())
         if await sqlite_store.read(run_id):
             result = await engine.resume(run_id)
         else:

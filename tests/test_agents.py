@@ -13,6 +13,7 @@ import anyio
 import pytest
 
 from router import (
+    Runtime,
     Engine,
     Limits,
     MemoryStore,
@@ -39,13 +40,12 @@ U = Usage(input_tokens=300, output_tokens=30)
 
 def worker(store: Store, script: Any, *tools: Any, **options: Any) -> Engine:
     model = script if isinstance(script, ScriptedModel) else ScriptedModel(script)
-    return Engine(store, model, Tools(tools), owner="w", agent="worker", **options)
+    return Engine(Runtime(store, owner="w"), model, Tools(tools), agent="worker", **options)
 
 
 def boss(store: Store, child: Engine, script: Any, **options: Any) -> Engine:
     model = script if isinstance(script, ScriptedModel) else ScriptedModel(script)
-    return Engine(store, model, Tools([agent_tool(child, name="delegate", description="Give a task to the worker.")]),
-                  owner="b", agent="boss", **options)
+    return Engine(Runtime(store, owner="b"), model, Tools([agent_tool(child, name="delegate", description="Give a task to the worker.")]), agent="boss", **options)
 
 
 async def test_a_child_run_is_linked_both_ways_and_its_spend_rolls_up() -> None:
@@ -178,7 +178,7 @@ async def test_a_handoff_answers_for_the_run_with_the_chosen_context() -> None:
 
 async def test_debate_reflection_and_negotiation_are_bounded_graphs_of_child_runs() -> None:
     from router.agents import debate, negotiation, reflection
-    from router.workflow import GraphEngine
+    from router.graph import GraphEngine
 
     store = MemoryStore()
     flow = debate([answers(store, "a", "x1", "x2"), answers(store, "b", "y1", "y2")],

@@ -12,7 +12,7 @@ import pytest
 
 pytest.importorskip("cryptography")
 
-from router import ChainBroken, ConfigError, Engine, ManualClock, Phase, Principal, ScriptedModel, SqliteStore  # noqa: E402
+from router import Runtime, ChainBroken, ConfigError, Engine, ManualClock, Phase, Principal, ScriptedModel, SqliteStore  # noqa: E402
 from router import Tools, load_run, tool, verify  # noqa: E402
 from router.crypto import AesGcmCipher, key_id_of  # noqa: E402
 from router.errors import KeyMissing  # noqa: E402
@@ -30,7 +30,7 @@ def lookup(n: int) -> str:
 
 
 def engine(store: SqliteStore, cipher: AesGcmCipher | None, script: list) -> Engine:  # type: ignore[type-arg]
-    return Engine(store, ScriptedModel(script), Tools([lookup]), clock=ManualClock(1, 1), cipher=cipher)
+    return Engine(Runtime(store, clock=ManualClock(1, 1), cipher=cipher), ScriptedModel(script), Tools([lookup]))
 
 
 async def test_sealed_events_verify_without_the_key_and_read_with_it(tmp_path: Path) -> None:
@@ -60,8 +60,8 @@ async def test_keys_rotate_and_old_events_need_the_old_key(tmp_path: Path) -> No
         first = AesGcmCipher({"k1": K1}, active="k1")
         with pytest.raises(Crash):
             # run_started is committed under k1, then the process dies at the first model call
-            await Engine(store, ScriptedModel(crash_second), Tools([lookup]), cipher=first,  # type: ignore[arg-type]
-                         owner="o").start("go", principal=Principal(id="u"), run_id="r")
+            await Engine(Runtime(store, cipher=first, owner="o"), ScriptedModel(crash_second),  # type: ignore[arg-type]
+                         Tools([lookup])).start("go", principal=Principal(id="u"), run_id="r")
         await store.release_lease("r", "o")
         rotated = AesGcmCipher({"k2": K2, "k1": K1}, active="k2")
         result = await engine(store, rotated, [say("done")]).resume("r")

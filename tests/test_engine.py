@@ -12,6 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from router import (
+    Runtime,
     ChainBroken,
     DecisionError,
     Engine,
@@ -54,10 +55,9 @@ def add(a: int, b: int) -> int:
 
 def engine(store: Store, script: Any, *tools_: Any, clock: ManualClock | None = None, **options: Any) -> Engine:
     return Engine(
-        store, script if isinstance(script, ScriptedModel) else ScriptedModel(script),
-        Tools(tools_ or (add,)), clock=clock or ManualClock(1_000_000, 10), ids=SequentialIds(), owner="test",
-        **options,
-    )
+        Runtime(store, clock=clock or ManualClock(1_000_000, 10), ids=SequentialIds(), owner="test"), script if isinstance(script, ScriptedModel) else ScriptedModel(script),
+        Tools(tools_ or (add,)),
+        **options)
 
 
 @pytest.fixture(params=["memory", "sqlite"])
@@ -198,7 +198,7 @@ async def test_the_deadline_cuts_a_model_that_never_answers(store: Store) -> Non
 
     from router import SystemClock
 
-    eng = Engine(store, Hung(), Tools([add]), clock=SystemClock(), owner="t")
+    eng = Engine(Runtime(store, clock=SystemClock(), owner="t"), Hung(), Tools([add]))
     result = await eng.start("go", principal=USER, limits=Limits(deadline_s=0.05))
     assert result.phase is Phase.LIMIT_EXCEEDED and result.reason.startswith("deadline")
 
@@ -297,7 +297,7 @@ async def test_a_model_that_keeps_failing_fails_the_run(store: Store) -> None:
         async def respond(self, messages: Any, tools: Any) -> ModelTurn:
             raise ConnectionError("503")
 
-    eng = Engine(store, Down(), Tools([add]), clock=ManualClock(), owner="t", model_retry=Retry(attempts=2, base_delay_s=0))
+    eng = Engine(Runtime(store, clock=ManualClock(), owner="t"), Down(), Tools([add]), model_retry=Retry(attempts=2, base_delay_s=0))
     result = await eng.start("go", principal=USER)
     assert result.phase is Phase.FAILED and "503" in result.reason
 
@@ -587,7 +587,7 @@ async def test_a_payload_holding_two_events_is_named_not_split() -> None:
     from router.events import StoredEvent
 
     store = MemoryStore()
-    eng = Engine(store, ScriptedModel([ModelTurn(text="done")]), Tools([]), clock=ManualClock(), ids=SequentialIds())
+    eng = Engine(Runtime(store, clock=ManualClock(), ids=SequentialIds()), ScriptedModel([ModelTurn(text="done")]), Tools([]))
     result = await eng.start("hi", principal=USER)
     good = await store.read(result.run_id)
     assert await load_run(store, result.run_id)  # one decode for the whole log reads it back

@@ -12,7 +12,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from router import ChainBroken, Engine, ManualClock, Principal, ScriptedModel, SequentialIds, SqliteStore, Tools, tool
+from router import Runtime, ChainBroken, Engine, ManualClock, Principal, ScriptedModel, SequentialIds, SqliteStore, Tools, tool
 from router.errors import ConfigError
 from router.export.arrow import EXPORT_VERSION, export, verify_export
 from router.limits import Price, PriceTable
@@ -36,8 +36,7 @@ SCRIPT = [call("add", '{"a": 1, "b": 2}'), call("add", '{"a": "x"}'), call("wipe
 
 async def make_runs(path: Path, runs: int = 3, start: int = 0) -> None:
     async with SqliteStore.open(path) as store:
-        engine = Engine(store, ScriptedModel(list(SCRIPT)), Tools([add, wipe]), clock=ManualClock(1_700_000_000_000_000, 7),
-                        ids=SequentialIds(start), prices=PriceTable({"scripted": Price(2.0, 8.0)}), agent="adder")
+        engine = Engine(Runtime(store, clock=ManualClock(1_700_000_000_000_000, 7), ids=SequentialIds(start)), ScriptedModel(list(SCRIPT)), Tools([add, wipe]), prices=PriceTable({"scripted": Price(2.0, 8.0)}), agent="adder")
         for i in range(runs):
             await engine.start("go", principal=Principal(id=f"user-{i}"))
 

@@ -10,11 +10,11 @@ from typing import Any
 import anyio
 import pytest
 
-from router import ConfigError, Limits, ManualClock, MemoryStore, Principal, Retry, SqliteStore
+from router import Runtime, ConfigError, Limits, ManualClock, MemoryStore, Principal, Retry, SqliteStore
 from router.events import decode_event, encode_event
 from router.graph import END, Graph, add, append
 from router.protocols import Store
-from router.workflow import GraphEngine
+from router.graph import GraphEngine
 
 pytestmark = pytest.mark.anyio
 USER = Principal(id="u")
@@ -85,7 +85,7 @@ async def test_eight_branches_finishing_in_any_order_give_the_same_state_and_eve
         order = list(range(8))
         random.Random(seed).shuffle(order)
         store = MemoryStore()
-        engine = GraphEngine(store, triage(order).compile(), clock=ManualClock(0, 3))
+        engine = GraphEngine(Runtime(store, clock=ManualClock(0, 3)), triage(order).compile())
         result = await engine.start({"text": "fix it now", "items": []}, principal=USER, run_id="r")
         assert result.phase == "done"
         states.append(result.state)
@@ -199,7 +199,7 @@ async def test_a_graph_run_resumes_after_a_crash_and_replays(tmp_path: Path) -> 
         return g2
 
     async with SqliteStore.open(tmp_path / "log.db") as store:
-        engine = GraphEngine(store, build().compile(), owner="o")
+        engine = GraphEngine(Runtime(store, owner="o"), build().compile())
         with pytest.raises(Crash):
             await engine.start({"text": "now"}, principal=USER, run_id="r")
         await store.release_lease("r", "o")
@@ -259,7 +259,7 @@ def test_definitions_do_not_depend_on_the_process() -> None:
 
 
 async def test_a_subgraph_runs_as_a_child_run_and_resumes_with_its_parent() -> None:
-    from router.workflow import subgraph
+    from router.graph import subgraph
 
     store = MemoryStore()
     inner = Graph("inner", reducers={"seen": append})
@@ -286,7 +286,7 @@ async def test_a_subgraph_runs_as_a_child_run_and_resumes_with_its_parent() -> N
 
 async def test_a_graph_run_waits_for_review_before_and_after_chosen_nodes() -> None:
     from router import DecisionError
-    from router.reviews import review_graph_run
+    from router import review_graph_run
 
     paid: list[int] = []
 

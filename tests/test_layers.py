@@ -13,11 +13,12 @@ ROOT = Path(__file__).resolve().parents[1] / "router"
 
 # Core layers, left to right. A core module imports only from its own layer or the left.
 LAYERS = {
-    "errors": 0, "events": 0, "chain": 0, "clock": 0,
-    "pattern": 1, "fsm": 1, "limits": 1, "access": 1, "protocols": 1, "transcript": 1, "timeline": 1, "report": 1, "redaction": 1,
+    "errors": 0, "events": 0, "chain": 0, "clock": 0, "fingerprint": 0,
+    "pattern": 1, "fsm": 1, "limits": 1, "access": 1, "protocols": 1, "transcript": 1, "timeline": 1, "report": 1,
+    "redaction": 1, "graph_fsm": 1, "stored": 1,
     "schema_checks": 2, "schema_types": 2, "schema": 2, "tools": 2, "definition": 2, "replay": 2,
-    "engine": 3, "runlog": 3, "reviews": 3,
-    "graph": 4, "workflow": 4, "agents": 4,
+    "run": 3,
+    "graph": 4, "agents": 5,
 }
 EDGE = {"store", "models", "export", "observe", "crypto", "testing", "cli", "demo", "conformance", "mcp", "mcp_http", "__init__", "__main__"}
 ALLOWED_THIRD_PARTY = {"msgspec", "anyio", "orjson", "uvloop", "aiosqlite", "pyarrow"}

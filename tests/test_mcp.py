@@ -17,7 +17,7 @@ from router.errors import McpError, SchemaError
 from router.events import ToolCallDenied, ToolCallRejected, ToolFailed, ToolSucceeded
 from router.mcp import McpClient
 from router.models.scripted import ScriptedModel, call, say
-from router.runlog import load_run
+from router import load_run
 
 pytestmark = pytest.mark.anyio
 SERVER = [sys.executable, str(Path(__file__).with_name("mcp_server.py"))]

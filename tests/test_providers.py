@@ -284,7 +284,7 @@ async def test_concurrent_runs_sharing_one_adapter_get_their_own_deltas(server: 
 async def test_cost_is_priced_at_the_model_asked_and_the_served_snapshot_is_recorded(server: ProviderServer) -> None:
     from router import Price, PriceTable
     from router.events import ModelResponded
-    from router.runlog import load_run
+    from router import load_run
 
     server.queue(recorded("openai_tool_call.json"), recorded("openai_answer.json"))
     store = MemoryStore()

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from router import ConfigError, Engine, ManualClock, Phase, Principal, Redaction, ScriptedModel, SqliteStore, Tools, tool
+from router import Runtime, ConfigError, Engine, ManualClock, Phase, Principal, Redaction, ScriptedModel, SqliteStore, Tools, tool
 from router.events import RunStarted
 from router.export.arrow import export, verify_export
 from router.models.scripted import call, say
@@ -27,7 +27,7 @@ async def test_secrets_never_reach_the_log_but_the_live_run_uses_them(tmp_path: 
 
     script = [call("login", '{"user": "ann", "password": "hunter2"}'), say(f"done, card {CARD}")]
     async with SqliteStore.open(tmp_path / "log.db") as store:
-        engine = Engine(store, ScriptedModel(script), Tools([login]), clock=ManualClock(), redaction=POLICY)
+        engine = Engine(Runtime(store, clock=ManualClock()), ScriptedModel(script), Tools([login]), redaction=POLICY)
         result = await engine.start(f"log in and charge {CARD}", principal=Principal(id="u"))
         assert result.phase is Phase.DONE and seen == ["hunter2"]
         assert result.output == f"done, card {CARD}"  # the caller gets the live answer
@@ -35,7 +35,8 @@ async def test_secrets_never_reach_the_log_but_the_live_run_uses_them(tmp_path: 
         assert verify(stored) == len(stored)
         events, state, _ = await load_run(store, result.run_id)
         start = events[0]
-        assert isinstance(start, RunStarted) and start.redaction == ("field:password", "pattern:card")
+        assert isinstance(start, RunStarted) and start.redaction.fields == ("password",)
+        assert set(start.redaction.patterns) == {"card"}
         assert "[redacted:card]" in start.messages[0].content and "[redacted:password]" in stored[-2].payload.decode()
         assert (await engine.replay(result.run_id)).identical
         await export(store, tmp_path / "runs.parquet")

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from router import (
+    Runtime,
     DefinitionChanged,
     Engine,
     Limits,
@@ -55,8 +56,7 @@ class Crash(BaseException):
 
 def engine(store: Store, script: Any, *tools: Any, prices: PriceTable = PRICES) -> Engine:
     model = script if isinstance(script, ScriptedModel) else ScriptedModel(script)
-    return Engine(store, model, Tools(tools or (add, wipe)), clock=ManualClock(0, 5), ids=SequentialIds(),
-                  owner="t", prices=prices)
+    return Engine(Runtime(store, clock=ManualClock(0, 5), ids=SequentialIds(), owner="t"), model, Tools(tools or (add, wipe)), prices=prices)
 
 
 U = Usage(input_tokens=100, output_tokens=10)

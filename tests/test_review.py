@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from router import (
+    Runtime,
     DecisionError,
     Engine,
     ManualClock,
@@ -40,7 +41,7 @@ USER = Principal(id="u")
 
 def make(store: Store, script: Any, tools: Sequence[Any], **options: Any) -> Engine:
     model = script if isinstance(script, ScriptedModel) else ScriptedModel(script)
-    return Engine(store, model, Tools(tools), clock=ManualClock(0, 10), owner="t", **options)
+    return Engine(Runtime(store, clock=ManualClock(0, 10), owner="t"), model, Tools(tools), **options)
 
 
 async def test_a_tool_that_needs_approval_waits_and_runs_with_the_edit() -> None:

@@ -57,7 +57,7 @@ def add(a: int, b: int) -> int:
 
 
 async def routed_events(store: MemoryStore, run_id: str) -> list[Any]:
-    from router.runlog import load_run
+    from router import load_run
 
     events, _, _ = await load_run(store, run_id)
     return [e for e in events if isinstance(e, (ModelRouted, ModelResponded))]
@@ -187,7 +187,7 @@ async def test_real_providers_fall_back_from_openai_to_anthropic(server: Provide
 
 async def test_the_report_counts_each_candidates_outcomes() -> None:
     from router.report import Report
-    from router.runlog import load_run
+    from router import load_run
 
     store = MemoryStore()
     router = ModelRouter([Candidate(Down("primary")), Candidate(ScriptedModel(

@@ -26,26 +26,14 @@ from typing import Any, Literal, TypeAlias, final
 
 import msgspec
 
-from .errors import ConfigError
-from .events import (
-    Event,
-    GraphStarted,
-    LimitExceeded,
-    Limits,
-    NodeFailed,
-    NodeFinished,
-    Principal,
-    ReviewDecided,
-    ReviewRequested,
-    RunCancelled,
-    RunFailed,
-    RunResumed,
-    StepRouted,
-    Task,
-)
-from .tools import Retry
+from ..errors import ConfigError
+from ..events import Principal, Task
+from ..fingerprint import code_fingerprint
+from ..limits import Budget, Meter
+from ..redaction import Redaction
+from ..tools import Retry
 
-__all__ = ["END", "CompiledGraph", "Graph", "GraphState", "NodeContext", "add", "append", "apply_graph", "fold_graph", "merge", "replace"]
+__all__ = ["END", "CompiledGraph", "Graph", "NodeContext", "add", "append", "merge", "replace"]
 
 END = "__end__"
 State: TypeAlias = dict[str, Any]
@@ -74,13 +62,18 @@ def merge(old: Any, new: Any) -> Any:
 
 class NodeContext(msgspec.Struct, frozen=True):
     """What a node may take as its second parameter: where it runs. ``key`` is unique and
-    stable within the run (node, step and item), for naming the child runs a node starts."""
+    stable within the run (node, step and item), for naming the child runs a node starts.
+    ``budget`` is what the graph run has left for this task's child runs, ``meter`` takes
+    what they spent, ``redaction`` is the run's policy, which its children inherit."""
 
     run_id: str
     step: int
     node: str
     item: str
     principal: Principal
+    budget: Budget = Budget()
+    meter: Meter | None = None
+    redaction: Redaction | None = None
 
     @property
     def key(self) -> str:
@@ -154,7 +147,8 @@ class CompiledGraph:
                  reducers: dict[str, Reducer]) -> None:
         self.name, self.nodes, self.edges, self.start, self.reducers = name, nodes, edges, start, reducers
         self._validate()
-        self.definition = sha256(_encoder.encode(self.describe())).hexdigest()
+        self.parts = self._parts()
+        self.definition = sha256(_encoder.encode(self.parts)).hexdigest()
 
     def _validate(self) -> None:
         def known(node: str, where: str) -> None:
@@ -201,6 +195,20 @@ class CompiledGraph:
             "edges": {src: {"kind": e.kind, "targets": e.targets, "then": e.then} for src, e in self.edges.items()},
             "reducers": {key: getattr(fn, "__name__", "reducer") for key, fn in sorted(self.reducers.items())},
         }
+
+    def _parts(self) -> dict[str, str]:
+        """The definition's parts by name, each hashed: the shape, and the code of every
+        node, route, map and reducer (``router.fingerprint``). A resume names the parts
+        that changed."""
+        out = {"graph": sha256(_encoder.encode(self.describe())).hexdigest()}
+        for name, node in sorted(self.nodes.items()):
+            out[f"node:{name}"] = code_fingerprint(node.fn)
+        for src, e in sorted(self.edges.items()):
+            if e.fn is not None:
+                out[f"{e.kind}:{src}"] = code_fingerprint(e.fn)
+        for key, fn in sorted(self.reducers.items()):
+            out[f"reducer:{key}"] = code_fingerprint(fn)
+        return out
 
     def mermaid(self) -> str:
         lines = ["flowchart TD", f"    START(( )) --> {self.start}"]
@@ -253,74 +261,3 @@ class CompiledGraph:
                     nxt = [Task(e.then)]
             out.extend(t for t in nxt if t.node != END and t not in out)
         return tuple(out)
-
-
-class GraphState(msgspec.Struct, frozen=True):
-    """A graph run folded from its events."""
-
-    phase: Literal["new", "running", "awaiting_review", "done", "failed", "limit_exceeded", "cancelled"] = "new"
-    state: State = {}
-    step: int = 0
-    tasks: tuple[Task, ...] = ()
-    results: tuple[NodeFinished, ...] = ()  # of the current step, in the order recorded
-    reason: str = ""
-    started_at: int = 0
-    last_at: int = 0
-    graph: str = ""
-    definition: str = ""
-    limits: Limits = Limits()
-    principal: Principal = Principal(id="")
-    pending_review: str = ""  # in awaiting_review: before_node or after_node
-    ran: tuple[str, ...] = ()  # the nodes of the last step that finished
-    reviewed: str = ""  # the review already decided for this step ("before_node" or "after_node")
-
-    @property
-    def terminal(self) -> bool:
-        return self.phase not in ("new", "running", "awaiting_review")
-
-
-def fold_graph(graph: CompiledGraph, events: Iterable[Event]) -> GraphState:
-    """Rebuild a graph run's state from its events."""
-    s = GraphState()
-    for event in events:
-        s = apply_graph(graph, s, event)
-    return s
-
-
-def apply_graph(graph: CompiledGraph, s: GraphState, event: Event) -> GraphState:
-    r = msgspec.structs.replace
-    if isinstance(event, GraphStarted):
-        return GraphState(phase="running", state=msgspec.json.decode(event.state), tasks=event.first,
-                          started_at=event.at, last_at=event.at, graph=event.graph, definition=event.definition,
-                          limits=event.limits, principal=event.principal)
-    if s.terminal:
-        return s
-    if isinstance(event, NodeFinished):
-        return r(s, results=s.results + (event,), last_at=event.at)
-    if isinstance(event, StepRouted):
-        by_task = {(f.node, f.item): msgspec.json.decode(f.update) for f in s.results}
-        updates = [by_task[(t.node, t.item)] for t in s.tasks if (t.node, t.item) in by_task]
-        state = graph.merge(s.state, updates)
-        phase = "running" if event.next else "done"
-        return r(s, phase=phase, state=state, step=event.step + 1, tasks=event.next, results=(), last_at=event.at,
-                 reviewed="", ran=tuple(t.node for t in s.tasks))
-    if isinstance(event, NodeFailed):
-        what = "timed out" if event.timed_out else "failed"
-        return r(s, phase="failed", reason=f"node {event.node!r} {what}: {event.error}", last_at=event.at)
-    if isinstance(event, LimitExceeded):
-        return r(s, phase="limit_exceeded", reason=f"{event.limit}: {event.value:g} (limit {event.ceiling:g})",
-                 last_at=event.at)
-    if isinstance(event, RunFailed | RunCancelled):
-        return r(s, phase="failed" if isinstance(event, RunFailed) else "cancelled", reason=event.reason,
-                 last_at=event.at)
-    if isinstance(event, RunResumed):
-        return r(s, last_at=event.at)
-    if isinstance(event, ReviewRequested) and s.phase == "running":
-        return r(s, phase="awaiting_review", pending_review=event.rule, last_at=event.at)
-    if isinstance(event, ReviewDecided) and s.phase == "awaiting_review":
-        if event.decision == "reject":
-            note = f" ({event.note})" if event.note else ""
-            return r(s, phase="failed", reason=f"review ({s.pending_review}) rejected by {event.by or 'a reviewer'}{note}",
-                     pending_review="", last_at=event.at)
-        return r(s, phase="running", reviewed=s.pending_review, pending_review="", last_at=event.at)
-    return r(s, phase="failed", reason=f"{type(event).__name__} does not belong in a graph run")

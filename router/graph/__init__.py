@@ -1,0 +1,25 @@
+"""Graph workflows: the definition (pure), the transitions of a graph run (pure) and the
+graph engine, which drives graph runs on the run spine."""
+
+from __future__ import annotations
+
+from .definition import END, CompiledGraph, Graph, NodeContext, add, append, merge, replace
+from .engine import GraphEngine, GraphResult, subgraph
+from ..graph_fsm import GraphPhase, GraphState, fold_graph
+
+__all__ = [
+    "END",
+    "CompiledGraph",
+    "Graph",
+    "GraphEngine",
+    "GraphPhase",
+    "GraphResult",
+    "GraphState",
+    "NodeContext",
+    "add",
+    "append",
+    "fold_graph",
+    "merge",
+    "replace",
+    "subgraph",
+]

@@ -1,0 +1,281 @@
+"""The graph engine: drives graph runs on the spine.
+
+It folds the run's events (``graph.transitions``), asks ``next_graph_effect`` what to do,
+runs a step's tasks concurrently through the one attempt loop, and records their results
+through the run's one log writer. One append per step: the step's node results and the
+routing decision go in one batch, committed before the next step's nodes run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping
+from hashlib import sha256
+from typing import Any, final
+
+import anyio
+import msgspec
+
+from ..definition import changed_parts
+from ..errors import ConfigError, DefinitionChanged
+from ..events import (
+    Event,
+    GraphStarted,
+    Limits,
+    NodeFailed,
+    NodeFinished,
+    Principal,
+    RedactionPolicy,
+    RunCancelled,
+    RunFailed,
+    RunMigrated,
+    RunResumed,
+    StepRouted,
+    Task,
+    Usage,
+    encode_event,
+    spent,
+)
+from ..fsm import Record
+from ..limits import Budget, Meter
+from ..protocols import Store
+from ..redaction import Redaction
+from ..replay import Divergence, ReplayReport
+from ..run.attempt import attempt
+from ..run.log import RunLog, open_log
+from ..run.runtime import Runtime
+from .definition import CompiledGraph, NodeContext
+from ..graph_fsm import GraphState, RouteStep, RunStep, apply_graph, fold_graph, next_graph_effect
+
+__all__ = ["GraphEngine", "GraphResult", "subgraph"]
+
+_encoder = msgspec.json.Encoder(order="deterministic")
+
+
+class GraphResult(msgspec.Struct, frozen=True):
+    run_id: str
+    phase: str
+    state: dict[str, Any]
+    steps: int
+    reason: str = ""
+    usage: Usage = Usage()  # what the run's child runs spent
+    cost_usd: float = 0.0
+
+
+class _GraphRun:
+    __slots__ = ("run_id", "state", "log")
+
+    def __init__(self, log: RunLog, state: GraphState) -> None:
+        self.run_id, self.state, self.log = log.run_id, state, log
+
+
+@final
+class GraphEngine:
+    """A compiled graph, its limits, redaction and review points, and the runtime its runs
+    execute on. Starts, resumes and replays its runs."""
+
+    def __init__(
+        self,
+        store_or_runtime: Store | Runtime,
+        graph: CompiledGraph,
+        *,
+        limits: Limits | None = None,
+        redaction: Redaction | None = None,
+        review_before: frozenset[str] = frozenset(),
+        review_after: frozenset[str] = frozenset(),
+    ) -> None:
+        """review_before / review_after: nodes before or after which the run waits for a
+        person (``review_graph_run``, ``router approve`` / ``router reject``)."""
+        self.runtime = Runtime.of(store_or_runtime)
+        self.store, self.graph = self.runtime.store, graph
+        unknown = sorted((review_before | review_after) - set(graph.nodes))
+        if unknown:
+            raise ConfigError(f"graph {graph.name!r} has no nodes {unknown} to review")
+        self.review_before, self.review_after = frozenset(review_before), frozenset(review_after)
+        self.limits = limits or Limits()
+        self.redaction = redaction or Redaction()
+        review = {"before": sorted(self.review_before), "after": sorted(self.review_after)}
+        self.parts = {
+            **graph.parts,
+            "redaction": sha256(_encoder.encode(self.redaction.describe())).hexdigest(),
+            "review": sha256(_encoder.encode(review)).hexdigest(),
+        }
+        self.definition = sha256(_encoder.encode(self.parts)).hexdigest()
+
+    async def start(self, state: Mapping[str, Any], *, principal: Principal, limits: Limits | None = None,
+                    run_id: str | None = None, parent_run_id: str = "",
+                    redaction: Redaction | None = None) -> GraphResult:
+        """Start a graph run from ``state`` and drive it until it ends or waits for a
+        reviewer. redaction: a policy besides the engine's own (a parent run's).
+        Raises ConfigError on a state that is not JSON-encodable or a run id that is taken."""
+        try:
+            initial = _encoder.encode(dict(state)).decode()
+        except TypeError as exc:
+            raise ConfigError(f"the graph's initial state is not JSON-encodable: {exc}") from exc
+        runtime = self.runtime
+        run_id = run_id or runtime.ids.new_id("run")
+        if await self.store.read(run_id):
+            raise ConfigError(f"run {run_id!r} already exists; resume it instead")
+        policy = self.redaction | redaction if redaction else self.redaction
+        run = _GraphRun(RunLog(runtime, run_id, policy), GraphState())  # its first batch takes the lease
+        self._add(run, GraphStarted(
+            at=runtime.clock.now_us(), graph=self.graph.name, definition=self.definition, state=initial,
+            principal=principal, limits=limits or self.limits, first=self.graph.first_tasks(),
+            parent_run_id=parent_run_id, parts=self.parts,
+            redaction=RedactionPolicy(**policy.describe()) if policy else RedactionPolicy(),
+        ))
+        return await self._drive(run)
+
+    async def resume(self, run_id: str, *, migration: str | None = None) -> GraphResult:
+        """Continue a graph run from its log: the step it was in runs again.
+
+        Raises DefinitionChanged, naming what changed (a node, a route, the shape), if the
+        run was started under another definition, unless ``migration`` names the change,
+        which the log records."""
+        events, log = await open_log(self.runtime, run_id, self.redaction)
+        try:
+            run = _GraphRun(log, fold_graph(self.graph.merge, events))
+            state = run.state
+            if state.definition != self.definition and not state.terminal:
+                first = events[0]
+                changed = changed_parts(first.parts if isinstance(first, GraphStarted) else {}, self.parts)
+                if migration is None:
+                    raise DefinitionChanged(run_id, state.definition, self.definition, changed)
+                self._add(run, RunMigrated(at=self.runtime.clock.now_us(), migration=migration,
+                                           from_definition=state.definition, to_definition=self.definition))
+        except BaseException:
+            await log.release()
+            raise
+        if not state.terminal and state.phase != "awaiting_review":
+            self._add(run, RunResumed(at=self.runtime.clock.now_us(), owner=self.runtime.owner))
+        return await self._drive(run)
+
+    async def replay(self, run_id: str) -> ReplayReport:
+        """Fold the run again and route every step again with this graph; node results come
+        from the log. Reports the first step whose routing differs."""
+        events, _ = await open_log(self.runtime, run_id, lease=False)
+        state = GraphState()
+        for seq, event in enumerate(events):
+            if isinstance(event, StepRouted) and state.phase == "running":
+                got = StepRouted(at=event.at, step=state.step, next=self._route(state))
+                if encode_event(got) != encode_event(event):
+                    return ReplayReport(run_id, seq, Divergence(seq, encode_event(event).decode(),
+                                                                encode_event(got).decode()))
+            state = apply_graph(self.graph.merge, state, event)
+        return ReplayReport(run_id, len(events))
+
+    def _route(self, s: GraphState) -> tuple[Task, ...]:
+        """The next tasks after the step whose results ``s`` holds (the route functions may raise)."""
+        updates = {(f.node, f.item): msgspec.json.decode(f.update) for f in s.results if isinstance(f, NodeFinished)}
+        merged = self.graph.merge(s.state, [updates[(t.node, t.item)] for t in s.tasks if (t.node, t.item) in updates])
+        return self.graph.route_after(s.tasks, merged)
+
+    def _add(self, run: _GraphRun, event: Event) -> None:
+        run.state = apply_graph(self.graph.merge, run.state, event)
+        run.log.pending.append(event)
+
+    async def _drive(self, run: _GraphRun) -> GraphResult:
+        try:
+            await self._advance(run)
+        finally:
+            await run.log.release()
+        s = run.state
+        return GraphResult(run.run_id, s.phase, s.state, s.step, s.reason, s.usage, s.cost_nusd / 1e9)
+
+    async def _advance(self, run: _GraphRun) -> None:
+        log, clock = run.log, self.runtime.clock
+        try:
+            while True:
+                effect = next_graph_effect(run.state, self.review_before, self.review_after)
+                if isinstance(effect, RunStep):
+                    await log.flush()  # the step to run is committed before its nodes run
+                    for event in await self._step(run):
+                        self._add(run, event)
+                elif isinstance(effect, RouteStep):
+                    try:
+                        nxt = self._route(run.state)
+                    except Exception as exc:  # a route function that raises or picks an unknown node
+                        self._add(run, RunFailed(at=clock.now_us(), code="route_error", reason=str(exc)))
+                        continue
+                    self._add(run, StepRouted(at=clock.now_us(), step=run.state.step, next=nxt))
+                elif isinstance(effect, Record):
+                    self._add(run, effect.event)
+                else:  # Stop, AwaitReview or Idle
+                    await log.flush(last=True)
+                    return
+        except anyio.get_cancelled_exc_class():
+            with anyio.CancelScope(shield=True):
+                if not run.state.terminal:
+                    self._add(run, RunCancelled(at=clock.now_us(), reason="the task driving the run was cancelled"))
+                await log.flush(last=True)
+            raise
+
+    async def _step(self, run: _GraphRun) -> list[Event]:
+        """Run the step's tasks concurrently; their results come back in task order."""
+        s = run.state
+        results: list[Event | None] = [None] * len(s.tasks)
+
+        async def one(i: int) -> None:
+            results[i] = await self._run_task(run, s, s.tasks[i])
+
+        if len(s.tasks) == 1:
+            await one(0)
+        else:
+            async with anyio.create_task_group() as tg:
+                for i in range(len(s.tasks)):
+                    tg.start_soon(one, i)
+        return [r for r in results if r is not None]
+
+    async def _run_task(self, run: _GraphRun, s: GraphState, task: Task) -> Event:
+        node = self.graph.nodes[task.node]
+        meter = Meter()
+        context = NodeContext(run.run_id, s.step, task.node, task.item, s.principal,
+                              budget=Budget.left(s, len(s.tasks)), meter=meter, redaction=run.log.redaction or None)
+        view = dict(s.state)
+        if task.item:
+            view["item"] = msgspec.json.decode(task.item)
+
+        async def call() -> str:
+            update = await (node.fn(view, context) if node.takes_context else node.fn(view))
+            return _encoder.encode(dict(update)).decode()
+
+        timeout = node.timeout_s if node.timeout_s is not None else s.limits.tool_timeout_s
+        clock = self.runtime.clock
+        begin = clock.now_us()
+        outcome = await attempt(call, node.retry, timeout)
+        now = clock.now_us()
+        if outcome.ok:
+            return NodeFinished(at=now, step=s.step, node=task.node, item=task.item, update=outcome.value,
+                                attempts=outcome.attempts, latency_us=now - begin, usage=spent(meter.usage),
+                                cost_nusd=meter.cost_nusd)
+        return NodeFailed(at=now, step=s.step, node=task.node, item=task.item, error=outcome.error,
+                          timed_out=outcome.timed_out, attempts=outcome.attempts, latency_us=now - begin,
+                          usage=spent(meter.usage), cost_nusd=meter.cost_nusd)
+
+
+def subgraph(
+    engine: GraphEngine,
+    *,
+    inputs: Callable[[dict[str, Any]], Mapping[str, Any]],
+    outputs: Callable[[dict[str, Any]], Mapping[str, Any]],
+) -> Callable[[dict[str, Any], NodeContext], Awaitable[Mapping[str, Any]]]:
+    """A node that runs another graph as a child run (``<run>/<node>.<step>``): ``inputs``
+    makes the child's initial state from the parent's, ``outputs`` the parent's update from
+    the child's final state. The child's limits are lowered to what the parent has left, it
+    inherits the parent's redaction, and what it spent counts against the parent. A resumed
+    parent resumes the same child."""
+
+    async def node(state: dict[str, Any], ctx: NodeContext) -> Mapping[str, Any]:
+        child_id = f"{ctx.run_id}/{ctx.key}"
+        if await engine.store.read(child_id):
+            result = await engine.resume(child_id)
+        else:
+            result = await engine.start(inputs(state), principal=ctx.principal, run_id=child_id,
+                                        parent_run_id=ctx.run_id, limits=ctx.budget.bind(engine.limits),
+                                        redaction=ctx.redaction)
+        if ctx.meter is not None:
+            ctx.meter.add(result.usage, round(result.cost_usd * 1e9), child_id)
+        if result.phase != "done":
+            raise RuntimeError(f"the subgraph {engine.graph.name!r} ended {result.phase}: {result.reason}")
+        return outputs(result.state)
+
+    return node

@@ -1,0 +1,162 @@
+"""The one writer of a run's log.
+
+Every event that reaches a store goes through a RunLog: sealed (redaction first, then
+encryption), linked onto the run's hash chain, appended in one batch with the lease change
+riding along in the same transaction, the lease renewed on the injected clock, and what was
+stored handed to the observers (the redacted form). Agent and graph engines, reviews and
+decisions, forks and the end of a child run all write through it; nothing else calls
+``Store.append``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any, final
+
+import anyio
+import msgspec
+
+from ..chain import Chain, verify
+from ..errors import RunNotFound
+from ..events import Event, GraphStarted, RunStarted, decode_event, encode_event
+from ..fsm import RunState, fold
+from ..protocols import Cipher, Store
+from ..protocols import LeaseChange
+from ..redaction import Redaction
+from ..stored import decode_run
+from .runtime import Runtime
+
+__all__ = ["RunLog", "load_run", "open_log", "recorded_redaction"]
+
+
+@final
+class RunLog:
+    """The head of one run's log in this process: its chain, its unsaved events and
+    whether this process holds its lease."""
+
+    __slots__ = ("runtime", "run_id", "chain", "pending", "redaction", "encode", "_renew_at")
+
+    def __init__(self, runtime: Runtime, run_id: str, redaction: Redaction, chain: Chain | None = None,
+                 *, held: bool = False) -> None:
+        self.runtime = runtime
+        self.run_id = run_id
+        self.chain = chain or Chain(run_id)
+        self.pending: list[Event] = []
+        self.redaction = redaction
+        self.encode = _sealer(redaction, runtime)
+        # When the lease is renewed next, on the clock of the events (microseconds); None
+        # while this process does not hold it. A new run's first batch takes it.
+        self._renew_at: int | None = 0 if held else None
+
+    @property
+    def held(self) -> bool:
+        return self._renew_at is not None
+
+    def add(self, event: Event) -> None:
+        self.pending.append(event)
+
+    async def flush(self, *, last: bool = False) -> None:
+        """Commit the pending events. The run's lease rides along in the same transaction:
+        taken with its first batch, renewed with a batch once a third of its time has
+        passed (on the injected clock, read from the events' ``at``), released with its
+        last (``last``)."""
+        pending = self.pending
+        if not pending:
+            if last:
+                await self.release()
+            return
+        runtime, renew_at = self.runtime, self._renew_at
+        lease: LeaseChange | None = None
+        if renew_at is None:  # taken with the batch, so the batch is refused if another holds it
+            lease = LeaseChange(runtime.owner, runtime.lease_ttl_s)
+        elif last:
+            lease = LeaseChange(runtime.owner)
+        elif pending[-1].at >= renew_at:
+            lease = LeaseChange(runtime.owner, runtime.lease_ttl_s)
+        sealed = self.chain.seal(pending, self.encode)
+        await runtime.store.append(sealed, lease=lease)
+        if lease is not None:
+            self._renew_at = (
+                None if lease.ttl_s is None else pending[-1].at + int(runtime.lease_ttl_s * 1e6 / 3)
+            )
+        self.chain.advance(sealed)
+        if runtime.observers:
+            self._notify(pending)
+        self.pending = []
+        if last:
+            await self.release()  # taken by this very batch: given back on its own
+
+    async def release(self) -> None:
+        """Give up the lease if this process holds it (shielded: it runs on the way out)."""
+        if self._renew_at is not None:
+            self._renew_at = None
+            with anyio.CancelScope(shield=True):
+                await self.runtime.store.release_lease(self.run_id, self.runtime.owner)
+
+    def _notify(self, events: Sequence[Event]) -> None:
+        shown: Sequence[Event] = events
+        if self.redaction:  # observers see what was stored, never the secret
+            shown = [decode_event(self.redaction.apply(encode_event(e))) for e in events]
+        for observer in self.runtime.observers:
+            observer.committed(self.run_id, shown)
+
+
+def _sealer(redaction: Redaction, runtime: Runtime) -> Callable[[Event], bytes]:
+    """What an event becomes before it is hashed: redacted, then encrypted."""
+    cipher = runtime.cipher
+    if redaction:
+        if cipher is None:
+            return lambda event: redaction.apply(encode_event(event))
+        return lambda event: cipher.seal(redaction.apply(encode_event(event)))
+    if cipher is None:
+        return encode_event
+    return lambda event: cipher.seal(encode_event(event))
+
+
+def recorded_redaction(events: Sequence[Any]) -> Redaction:
+    """The redaction policy a run recorded in its first event."""
+    first = events[0] if events else None
+    if isinstance(first, RunStarted | GraphStarted):
+        return Redaction.recorded(msgspec.structs.asdict(first.redaction))
+    return Redaction()
+
+
+async def open_log(runtime: Runtime, run_id: str, redaction: Redaction | None = None,
+                   *, lease: bool = True) -> tuple[list[Any], RunLog]:
+    """Take the run's lease (unless ``lease`` is False), read, verify and decode its log.
+    Returns its events and its writer, which seals with the recorded policy (and
+    ``redaction`` too). The lease is given back if reading fails.
+
+    Raises RunNotFound, ChainBroken, KeyMissing, LeaseHeld."""
+    store = runtime.store
+    if lease:
+        await store.acquire_lease(run_id, runtime.owner, runtime.lease_ttl_s)
+    try:
+        stored = await store.read(run_id)
+        if not stored:
+            raise RunNotFound(run_id)
+        verify(stored)
+        events = decode_run(stored, runtime.cipher)
+    except BaseException:
+        if lease:
+            with anyio.CancelScope(shield=True):
+                await store.release_lease(run_id, runtime.owner)
+        raise
+    policy = recorded_redaction(events)
+    writer = policy | redaction if redaction else policy
+    return events, RunLog(runtime, run_id, writer, Chain.after(run_id, stored), held=lease)
+
+
+
+async def load_run(store: Store, run_id: str, cipher: Cipher | None = None) -> tuple[list[Any], RunState, Chain]:
+    """Read, verify and fold an agent run's log: its events, state and chain head. Reads
+    only: it takes no lease and writes nothing.
+
+    cipher: opens encrypted payloads (the chain is verified on the stored bytes either way).
+    Raises RunNotFound, ChainBroken, KeyMissing."""
+    stored = await store.read(run_id)
+    if not stored:
+        raise RunNotFound(run_id)
+    verify(stored)
+    events = decode_run(stored, cipher)
+    return events, fold(events), Chain.after(run_id, stored)

@@ -1,0 +1,56 @@
+"""Where runs execute: the store, the clock and ids, this process's name in leases, the
+cipher and the observers. Every kind of run (agent, graph, child) and every decision on a
+stored run takes its edge from one Runtime; none of it is part of a run's definition."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import final
+
+from ..clock import Clock, IdSource, RandomIds, SystemClock
+from ..errors import ConfigError
+from ..protocols import Cipher, Observer, Store
+
+__all__ = ["Runtime"]
+
+
+@final
+class Runtime:
+    """store: the log. clock and ids: injected so that tests and replays are deterministic.
+    owner: this process's name in leases (drawn from ``ids`` when first needed). lease_ttl_s:
+    how long a lease lasts unless renewed; a run's writer renews it with its batches.
+    cipher: seals payloads after redaction. observers: see what each batch stored."""
+
+    __slots__ = ("store", "clock", "ids", "lease_ttl_s", "cipher", "observers", "_owner")
+
+    def __init__(
+        self,
+        store: Store,
+        *,
+        clock: Clock | None = None,
+        ids: IdSource | None = None,
+        owner: str | None = None,
+        lease_ttl_s: float = 30.0,
+        cipher: Cipher | None = None,
+        observers: Sequence[Observer] = (),
+    ) -> None:
+        if lease_ttl_s <= 0:
+            raise ConfigError(f"lease_ttl_s must be positive, not {lease_ttl_s!r}")
+        self.store = store
+        self.clock: Clock = clock or SystemClock()
+        self.ids: IdSource = ids or RandomIds()
+        self.lease_ttl_s = lease_ttl_s
+        self.cipher = cipher
+        self.observers = tuple(observers)
+        self._owner = owner
+
+    @property
+    def owner(self) -> str:
+        if self._owner is None:
+            self._owner = self.ids.new_id("owner")
+        return self._owner
+
+    @classmethod
+    def of(cls, store_or_runtime: Store | Runtime) -> Runtime:
+        """The runtime itself, or a default one on a store."""
+        return store_or_runtime if isinstance(store_or_runtime, Runtime) else cls(store_or_runtime)
