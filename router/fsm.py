@@ -20,6 +20,7 @@ from .events import (
     EVENT_TYPES,
     Event,
     Kind,
+    NO_USAGE,
     LimitExceeded,
     Limits,
     ModelResponded,
@@ -301,19 +302,15 @@ def _tool_ended(state: RunState, event: ToolSucceeded | ToolFailed, at: int) -> 
     old = state.calls[i]
     done = CallState(old.call, "done", old.attempt, old.started, old.approved)
     if isinstance(event, ToolFailed):
-        failures = state.failures_in_a_row + 1
+        failed: dict[str, Any] = _spend(state, event) if event.cost_nusd or event.usage is not NO_USAGE else {}
         if event.timed_out:
-            return _settle(state, i, done, at, timed_out=event.call_id, failures_in_a_row=failures)
-        return _settle(state, i, done, at, failures_in_a_row=failures)
+            failed["timed_out"] = event.call_id
+        return _settle(state, i, done, at, failures_in_a_row=state.failures_in_a_row + 1, **failed)
     spent, after = event.usage, state.review.after_tools
     if not (spent.input_tokens or spent.output_tokens or event.cost_nusd or after or event.final):
         calls, phase = _settled(state, i, done)  # a plain result: the hot path
         return replace(state, calls=calls, phase=phase, failures_in_a_row=0, last_at=at)
-    extra: dict[str, Any] = {}
-    if spent.input_tokens or spent.output_tokens or event.cost_nusd:  # a child agent's spend
-        extra["usage"] = Usage(input_tokens=state.usage.input_tokens + spent.input_tokens,
-                               output_tokens=state.usage.output_tokens + spent.output_tokens)
-        extra["cost_nusd"] = state.cost_nusd + event.cost_nusd
+    extra = _spend(state, event) if spent.input_tokens or spent.output_tokens or event.cost_nusd else {}
     if event.tool in after:
         extra["after_review"] = state.after_review + (event.call_id,)
     settled = _settle(state, i, done, at, failures_in_a_row=0, **extra)
@@ -321,6 +318,13 @@ def _tool_ended(state: RunState, event: ToolSucceeded | ToolFailed, at: int) -> 
         answer = msgspec.json.decode(event.result)
         return replace(settled, phase=DONE, output=answer if isinstance(answer, str) else event.result)
     return settled
+
+
+def _spend(state: RunState, event: ToolSucceeded | ToolFailed) -> dict[str, Any]:
+    """What a tool's child runs spent, added to the run's (it counts against its limits)."""
+    used, add = state.usage, event.usage
+    usage = Usage(input_tokens=used.input_tokens + add.input_tokens, output_tokens=used.output_tokens + add.output_tokens)
+    return {"usage": usage, "cost_nusd": state.cost_nusd + event.cost_nusd}
 
 
 def _interrupted(state: RunState, event: RunInterrupted, at: int) -> RunState:
