@@ -8,7 +8,6 @@ operators: a wrong configuration, a store that refuses, a chain that does not ve
     ├── ConfigError          a tool, limit or option is declared wrongly
     │   └── SchemaError      a JSON Schema uses a keyword router does not support
     ├── RunNotFound          no events exist for the run id
-    ├── RunNotResumable      the run is terminal, or waits for a decision
     ├── DefinitionChanged    the run was started under another definition
     ├── DecisionError        a decision names no interrupted call
     ├── KeyMissing           an encrypted event's key was not supplied
@@ -21,7 +20,7 @@ operators: a wrong configuration, a store that refuses, a chain that does not ve
     └── StoreError           the store refused or failed
         ├── SeqConflict      an append does not continue the run's chain
         ├── LeaseHeld        another owner holds the run's lease
-        ├── LeaseLost        our lease expired or was taken over
+        ├── LeaseLost        our lease lapsed and another owner took the run
         └── ChainBroken      a stored hash does not match its event
 """
 
@@ -43,7 +42,6 @@ __all__ = [
     "ModelUnavailable",
     "RouterError",
     "RunNotFound",
-    "RunNotResumable",
     "SchemaError",
     "SeqConflict",
     "StoreError",
@@ -78,15 +76,6 @@ class RunNotFound(RouterError):
     def __init__(self, run_id: str) -> None:
         self.run_id = run_id
         super().__init__(f"no run with id {run_id!r}")
-
-
-class RunNotResumable(RouterError):
-    code = "run_not_resumable"
-
-    def __init__(self, run_id: str, phase: str) -> None:
-        self.run_id = run_id
-        self.phase = phase
-        super().__init__(f"run {run_id!r} is {phase} and cannot be resumed")
 
 
 class DefinitionChanged(RouterError):
@@ -189,7 +178,8 @@ class LeaseLost(StoreError):
     def __init__(self, run_id: str, owner: str) -> None:
         self.run_id = run_id
         self.owner = owner
-        super().__init__(f"lease on run {run_id!r} held by {owner!r} expired or was taken")
+        super().__init__(f"the lease on run {run_id!r} that {owner!r} held lapsed and another owner took it; "
+                         "nothing more was written")
 
 
 class ChainBroken(StoreError):

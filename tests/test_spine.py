@@ -272,3 +272,32 @@ async def test_a_subgraph_under_a_ceiling_ends_limit_exceeded() -> None:
     result = await engine.start({}, principal=USER, run_id="g")
     assert result.phase == "limit_exceeded" and "max_cost_usd" in result.reason
     assert result.cost_usd <= 0.25 + CALL_COST + 1e-9
+
+
+async def test_a_writer_whose_lease_was_taken_over_stops_with_lease_lost(tmp_path: Path) -> None:
+    import time
+
+    import anyio
+
+    from router import LeaseLost, ManualClock
+
+    clock = ManualClock(1_000_000)
+
+    @tool(idempotent=True)
+    async def slow(n: int) -> int:
+        while time.time() < lapsed_by:  # the lease's real time runs out (judged by the store)
+            await anyio.sleep(0)
+        await store.acquire_lease("r", "other", 30.0)  # another replica takes the lapsed run
+        clock.advance(10)  # and the writer's next batch is due to renew it
+        return n
+
+    async with SqliteStore.open(tmp_path / "log.db") as store:
+        lapsed_by = time.time() + 0.002
+        rt = Runtime(store, clock=clock, owner="first", lease_ttl_s=0.001)
+        engine = Engine(rt, ScriptedModel([call("slow", '{"n": 1}'), call("slow", '{"n": 2}'), say("done")]),
+                        Tools([slow]))
+        with pytest.raises(LeaseLost):
+            await engine.start("go", principal=USER, run_id="r")
+        events, state, _ = await load_run(store, "r")
+        assert not state.terminal  # the first writer wrote nothing after it lost the run
+        assert [type(e).__name__ for e in events] == ["RunStarted"]  # the step that ran is not recorded by it

@@ -17,7 +17,7 @@ import anyio
 import msgspec
 
 from ..chain import Chain, verify
-from ..errors import RunNotFound
+from ..errors import LeaseHeld, LeaseLost, RunNotFound
 from ..events import Event, GraphStarted, RunStarted, decode_event, encode_event
 from ..fsm import RunState, fold
 from ..protocols import Cipher, Store
@@ -74,7 +74,13 @@ class RunLog:
         elif pending[-1].at >= renew_at:
             lease = LeaseChange(runtime.owner, runtime.lease_ttl_s)
         sealed = self.chain.seal(pending, self.encode)
-        await runtime.store.append(sealed, lease=lease)
+        try:
+            await runtime.store.append(sealed, lease=lease)
+        except LeaseHeld as exc:
+            if renew_at is None:  # never held: another process is advancing the run
+                raise
+            self._renew_at = None  # held, and lapsed: another owner took the run over
+            raise LeaseLost(self.run_id, runtime.owner) from exc
         if lease is not None:
             self._renew_at = (
                 None if lease.ttl_s is None else pending[-1].at + int(runtime.lease_ttl_s * 1e6 / 3)
