@@ -262,9 +262,18 @@ class SqliteStore:
         The waiters of one group share one event, set once their commit is done."""
         self._queue.append(waiter)
         if self._flushing:
-            if self._queued_done is None:
-                self._queued_done = anyio.Event()
-            await self._queued_done.wait()
+            done = self._queued_done
+            if done is None:
+                done = self._queued_done = anyio.Event()
+            try:
+                await done.wait()
+            except anyio.get_cancelled_exc_class():
+                if self._withdraw(waiter):
+                    raise  # not committed, and now never will be
+                # Its group's commit is under way or done: the caller must learn the outcome,
+                # so the cancellation waits for the caller's next checkpoint.
+                with anyio.CancelScope(shield=True):
+                    await done.wait()
         else:
             self._flushing = True
             try:
@@ -276,14 +285,37 @@ class SqliteStore:
                     while self._queue:
                         group, done = self._queue, self._queued_done
                         self._queue, self._queued_done = [], None
-                        await self._write(self._commit, group)
-                        if done is not None:
-                            done.set()
+                        try:
+                            await self._write(self._commit, group)
+                        except BaseException as exc:
+                            self._refuse(group, exc)
+                            raise
+                        finally:  # even if it raised: its waiters, cancelled or not, wait for it
+                            if done is not None:
+                                done.set()
                         await self._checkpoint_if_due()  # the group's runs go on meanwhile
             finally:
                 self._flushing = False
         if waiter.error is not None:
             raise waiter.error
+
+    def _withdraw(self, waiter: _Waiter) -> bool:
+        """Take a cancelled waiter out of the queue if its group has not been taken for a
+        commit yet; False if that commit is under way or done, and cannot be taken back."""
+        try:
+            self._queue.remove(waiter)  # a _Waiter equals only itself
+        except ValueError:
+            return False
+        if not self._queue:
+            self._queued_done = None  # nobody else waits on it
+        return True
+
+    def _refuse(self, group: list[_Waiter], exc: BaseException) -> None:
+        """Give each waiter of a group whose commit raised (a closed store) that outcome."""
+        error = StoreError(f"{self.path}: write failed: {exc}")
+        error.__cause__ = exc
+        for w in group:
+            w.error = error
 
     def _commit(self, group: list[_Waiter]) -> None:
         """One transaction for the group's lease changes and batches of events, in the order
