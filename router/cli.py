@@ -11,7 +11,7 @@
     router fork RUN SEQ [--new ID]   a new run with the events before SEQ, to continue differently
     router decide RUN CALL retry|supply|fail [--result JSON] [--by NAME] [--note TEXT]
     router approve RUN [--edit JSON] / router reject RUN [--note TEXT]   decide a pending review
-    router fsm                       print the loop's transition table (Mermaid)
+    router fsm [--graph]             print the loop's (or a graph run's) transition table (Mermaid)
     router conformance DIR           JSON Schema conformance: the official suite and real tool schemas
 
 An encrypted log needs its keys in ROUTER_KEYS ("id=hex,id=hex", the first seals new
@@ -37,7 +37,7 @@ from .chain import verify
 from .errors import ConfigError, RouterError
 from .events import GraphStarted
 from .graph.engine import GraphEngine
-from .graph_fsm import fold_graph
+from .graph_fsm import fold_graph, graph_mermaid
 from .protocols import Cipher, Store
 from .run.decisions import resolve_call, review_graph_run, review_run
 from .run.engine import Engine
@@ -312,7 +312,7 @@ async def _conformance(args: argparse.Namespace) -> int:
 
 
 async def _fsm(args: argparse.Namespace) -> int:
-    print(fsm.mermaid())
+    print(graph_mermaid() if args.graph else fsm.mermaid())
     return 0
 
 
@@ -372,7 +372,9 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--note", default="")
         if verb == "approve":
             p.add_argument("--edit", metavar="JSON", help="approve the one held call with these arguments instead")
-    add("fsm", _fsm, "print the loop's transition table as a Mermaid state diagram")
+    add("fsm", _fsm, "print the loop's transition table as a Mermaid state diagram").add_argument(
+        "--graph", action="store_true", help="a graph run's transition table instead"
+    )
     p = add("conformance", _conformance, "check the JSON Schema compiler against the official test suite "
             "and real tool schemas; exits 1 on any failure")
     p.add_argument("folder", help="holds json-schema-test-suite/draft2020-12 and tool-schemas/bfcl")

@@ -1,10 +1,9 @@
 """The agent loop as an explicit finite-state machine. Pure: no I/O, no clock, no randomness.
 
-``transition(state, event) -> (state, effects)`` is total: a (phase, event kind) pair
-that is not in ``TABLE`` never raises; it marks the state faulty and the next effect
-records a ``run_failed`` event. ``fold(events)`` rebuilds a run's state from its log.
-``next_effect(state)`` says what the driver must do next; limits are checked there,
-before every effect, so crossing one ends the run before router calls anything again.
+``apply(state, event)`` is total: a (phase, event kind) pair that is not in ``TABLE`` never
+raises; it marks the state faulty and the next effect records a ``run_failed`` event.
+``fold(events)`` rebuilds a run's state from its log. What the driver does next is
+``router.effects``.
 """
 
 from __future__ import annotations
@@ -45,28 +44,18 @@ from .events import (
     kind_of,
     kind_of_type,
 )
-from .limits import budgeted, call_signature, check_limits
+from .limits import budgeted, call_signature
 
 __all__ = [
+    "INTERRUPTED",
     "TABLE",
     "TERMINAL",
-    "AwaitDecision",
-    "AwaitReview",
-    "CallModel",
     "CallState",
-    "DecideCalls",
-    "Effect",
-    "Finish",
-    "Idle",
     "Phase",
-    "Record",
     "RunState",
-    "RunTools",
+    "apply",
     "fold",
     "mermaid",
-    "next_effect",
-    "resume_events",
-    "transition",
 ]
 
 
@@ -141,51 +130,6 @@ class RunState(msgspec.Struct, frozen=True, gc=False):
     @property
     def terminal(self) -> bool:
         return self.phase in TERMINAL
-
-
-# --- effects: what the driver must do next -------------------------------------------
-
-
-class Effect(msgspec.Struct, frozen=True, gc=False):
-    pass
-
-
-class Idle(Effect, frozen=True):
-    """Nothing to do: the run has not started."""
-
-
-class CallModel(Effect, frozen=True):
-    pass
-
-
-class DecideCalls(Effect, frozen=True):
-    """Validate and authorize these proposed calls; record a decision for each."""
-
-    calls: tuple[ToolCall, ...]
-
-
-class RunTools(Effect, frozen=True):
-    """Run these started calls and record their results in this order."""
-
-    calls: tuple[ToolStarted, ...]
-
-
-class Record(Effect, frozen=True):
-    """Append an event the core decided (a limit crossed, a failure)."""
-
-    event: Event
-
-
-class AwaitDecision(Effect, frozen=True):
-    call_ids: tuple[str, ...]
-
-
-class AwaitReview(Effect, frozen=True):
-    rule: str
-
-
-class Finish(Effect, frozen=True):
-    phase: Phase
 
 
 # --- the transition table -------------------------------------------------------------
@@ -468,109 +412,11 @@ def apply(state: RunState, event: Event) -> RunState:
         return _fault(state, event, f"{type(exc).__name__}: {exc}")
 
 
-_CALL_MODEL = CallModel()
-_IDLE = Idle()
-
-
-def next_effect(state: RunState) -> Effect:
-    """What the driver must do next. Limits are checked here, before every effect."""
-    phase = state.phase
-    if phase in TERMINAL:
-        return Finish(phase)
-    if phase is NEW:
-        return _IDLE
-    if state.fault:
-        return Record(RunFailed(at=state.last_at, code="invalid_transition", reason=state.fault))
-    if phase is not RUNNING_TOOLS:
-        exceeded = check_limits(state)
-        if exceeded is not None:
-            return Record(exceeded)
-        if phase is AWAITING_MODEL:
-            review = check_reviews(state)
-            return _CALL_MODEL if review is None else Record(review)
-        if phase is INTERRUPTED:
-            return AwaitDecision(tuple(c.call.id for c in state.calls if c.status == "interrupted"))
-        return AwaitReview(state.pending_review)
-    # The turn's calls to decide, those among them never decided before (which the limits
-    # check) and the calls to run: the hot path of every tool step.
-    calls = state.calls
-    if len(calls) == 1:  # most turns hold one call: nothing to gather
-        c = calls[0]
-        proposed: tuple[ToolCall, ...] = (c.call,) if c.status == "proposed" else ()
-        fresh: tuple[ToolCall, ...] = proposed if c.attempt == 0 else ()
-        started: tuple[ToolStarted, ...] = (c.started,) if c.status == "started" and c.started is not None else ()
-    else:
-        gathered: list[ToolCall] = []
-        running: list[ToolStarted] = []
-        retried = False
-        for c in calls:
-            status = c.status
-            if status == "proposed":
-                gathered.append(c.call)
-                if c.attempt:
-                    retried = True
-            elif status == "started" and c.started is not None:
-                running.append(c.started)
-        proposed, started = tuple(gathered), tuple(running)
-        fresh = tuple([c.call for c in calls if c.status == "proposed" and c.attempt == 0]) if retried else proposed
-    exceeded = check_limits(state, fresh)
-    if exceeded is not None:
-        return Record(exceeded)
-    if not proposed:
-        return RunTools(started)
-    before = state.review.before_tools
-    if before:
-        needs = tuple([c.call.id for c in calls if c.status == "proposed" and not c.approved and c.call.name in before])
-        if needs:
-            return Record(ReviewRequested(at=state.last_at, rule="before_tool", call_ids=needs,
-                                          reason="the tool needs a reviewer's approval"))
-    return DecideCalls(proposed)
-
-
-def check_reviews(state: RunState) -> ReviewRequested | None:
-    """Before the next model call: a rule that wants a person to look first, or None."""
-    rules, at = state.review, state.last_at
-    if state.after_review:
-        return ReviewRequested(at=at, rule="after_tool", call_ids=state.after_review,
-                               reason="results of tools that need review before the model sees them")
-    if rules.tool_failures is not None and state.failures_in_a_row >= rules.tool_failures:
-        return ReviewRequested(at=at, rule="tool_failures",
-                               reason=f"{state.failures_in_a_row} tool calls in a row failed")
-    if rules.cost_over_usd is not None and not state.cost_reviewed and state.cost_nusd > round(rules.cost_over_usd * 1e9):
-        return ReviewRequested(at=at, rule="cost",
-                               reason=f"the run has cost ${state.cost_nusd / 1e9:.6f}, over ${rules.cost_over_usd:g}")
-    return None
-
-
-def transition(state: RunState, event: Event) -> tuple[RunState, tuple[Effect, ...]]:
-    """The pure, total transition function: the new state and what to do next."""
-    new = apply(state, event)
-    return new, (next_effect(new),)
-
-
 def fold(events: Iterable[Event], state: RunState | None = None) -> RunState:
     state = state or RunState()
     for event in events:
         state = apply(state, event)
     return state
-
-
-def resume_events(state: RunState, at: int, owner: str) -> list[Event]:
-    """The events that open a resumed run: who resumed it and, if calls that are not
-    idempotent were started without a recorded result, the interruption that waits for a
-    reviewer. Idempotent calls in that position simply run again."""
-    events: list[Event] = [RunResumed(at=at, owner=owner)]
-    if state.phase is RUNNING_TOOLS and not state.fault:
-        unsure = tuple(
-            c.call.id for c in state.calls
-            if c.status == "started" and c.started is not None and not c.started.idempotent
-        )
-        if unsure:
-            events.append(RunInterrupted(
-                at=at, call_ids=unsure,
-                reason="started before a crash with no recorded result; the tool is not idempotent",
-            ))
-    return events
 
 
 def mermaid() -> str:

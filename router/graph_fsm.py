@@ -1,9 +1,10 @@
 """A graph run as a finite-state machine, like the agent loop's. Pure: no I/O, no clock.
 
-``apply_graph(merge, state, event)`` folds one event through ``TABLE``; a (phase, event
-kind) pair that is not in it never raises, it marks the state faulty and the next effect
-records ``run_failed``. ``next_graph_effect`` says what the driver must do next: run the
-step's tasks, route after them, record a decision (a limit crossed, a node that failed, a
+``apply_graph(merge, state, event)`` folds one event through ``GRAPH_TABLE``; a (phase,
+event kind) pair that is not in it, or an event that does not fit the step (a node that is
+not its task or has its result, a routing before every result), never raises: it marks the
+state faulty and the next effect records ``run_failed``. ``next_graph_effect`` says what
+the driver must do next: run the step's tasks (those without a result), route after them, record a decision (a limit crossed, a node that failed, a
 review to ask for), wait for a reviewer, or stop. Limits are checked there, by the same
 ``check_spend`` that agent runs use, before every step and again before routing (so what
 the step's child runs spent is counted before the run goes on).
@@ -40,7 +41,7 @@ from .events import (
     kind_of_type,
     EVENT_TYPES,
 )
-from .fsm import AwaitReview, Effect, Idle, Record
+from .effects import AwaitReview, Effect, Idle, Record
 from .limits import budgeted, check_spend
 
 __all__ = [
@@ -110,7 +111,7 @@ class GraphState(msgspec.Struct, frozen=True):
 
 
 class RunStep(Effect, frozen=True):
-    """Run the step's tasks (concurrently) and record their results in task order."""
+    """Run these tasks of the step (concurrently) and record their results in task order."""
 
     tasks: tuple[Task, ...]
 
@@ -130,14 +131,18 @@ Handler: TypeAlias = Callable[[GraphState, Any, "Merge"], GraphState]
 
 
 def _started(s: GraphState, e: GraphStarted, merge: Merge) -> GraphState:
+    if not e.first:  # a running graph always has a step to run
+        return _fault(s, e, "starts with no tasks")
     return GraphState(phase=RUNNING, state=msgspec.json.decode(e.state), tasks=e.first, started_at=e.at,
                       last_at=e.at, graph=e.graph, definition=e.definition, limits=e.limits,
                       principal=e.principal, budgeted=budgeted(e.limits))
 
 
 def _node_ended(s: GraphState, e: NodeFinished | NodeFailed, merge: Merge) -> GraphState:
-    if not any(t.node == e.node and t.item == e.item for t in s.tasks):
-        return _fault(s, e, f"node {e.node!r} is not a task of step {s.step}")
+    if e.step != s.step or not any(t.node == e.node and t.item == e.item for t in s.tasks):
+        return _fault(s, e, f"node {e.node!r} of step {e.step} is not a task of step {s.step}")
+    if any(r.node == e.node and r.item == e.item for r in s.results):
+        return _fault(s, e, f"node {e.node!r} already has its result in step {s.step}")
     usage = s.usage
     if e.usage.input_tokens or e.usage.output_tokens:
         usage = Usage(input_tokens=usage.input_tokens + e.usage.input_tokens,
@@ -146,6 +151,10 @@ def _node_ended(s: GraphState, e: NodeFinished | NodeFailed, merge: Merge) -> Gr
 
 
 def _routed(s: GraphState, e: StepRouted, merge: Merge) -> GraphState:
+    if e.step != s.step:
+        return _fault(s, e, f"routes step {e.step}, not step {s.step}")
+    if len(s.results) != len(s.tasks):
+        return _fault(s, e, f"routes step {s.step} before every task has its result")
     by_task = {(f.node, f.item): f.update for f in s.results if isinstance(f, NodeFinished)}
     updates = [msgspec.json.decode(by_task[(t.node, t.item)]) for t in s.tasks if (t.node, t.item) in by_task]
     return replace(s, phase=RUNNING if e.next else DONE, state=merge(s.state, updates), step=e.step + 1,
@@ -260,7 +269,10 @@ def next_graph_effect(s: GraphState, review_before: frozenset[str] = frozenset()
             what = "timed out" if failed.timed_out else "failed"
             return Record(RunFailed(at=s.last_at, code="node_failed",
                                     reason=f"node {failed.node!r} {what}: {failed.error}"))
-        return RouteStep()
+        # A step cut short (a fork between its results) runs only the tasks without one.
+        ended = {(r.node, r.item) for r in s.results}
+        left = tuple(t for t in s.tasks if (t.node, t.item) not in ended)
+        return RunStep(left) if left else RouteStep()
     review = _review(s, review_before, review_after)
     return RunStep(s.tasks) if review is None else Record(review)
 

@@ -10,15 +10,12 @@ children; what a child spends comes back to its parent through a ``Meter``.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Protocol, final
+from typing import Any, Protocol, final
 
 import msgspec
 
 from .errors import ConfigError
 from .events import NO_USAGE, LimitExceeded, Limits, ToolCall, Usage
-
-if TYPE_CHECKING:
-    from .fsm import RunState
 
 __all__ = [
     "Budget",
@@ -28,7 +25,6 @@ __all__ = [
     "Spent",
     "budgeted",
     "call_signature",
-    "check_limits",
     "check_spend",
 ]
 
@@ -114,34 +110,6 @@ def check_spend(state: Spent, *, stepping: bool) -> LimitExceeded | None:
     return None
 
 
-def check_limits(state: RunState, fresh: Sequence[ToolCall] = ()) -> LimitExceeded | None:
-    """The first limit an agent run has crossed, as the event that records it, or None.
-
-    fresh: in running_tools, the turn's calls never decided before (``fsm.next_effect``
-    finds them as it reads the turn); the proposal limits check them.
-    """
-    phase = state.phase
-    exceeded = check_spend(state, stepping=phase == "awaiting_model")
-    if exceeded is not None:
-        return exceeded
-    limits = state.limits
-    if state.timed_out:
-        return LimitExceeded(
-            at=state.last_at, limit="tool_timeout", value=1, ceiling=limits.tool_timeout_s or 0,
-            detail=f"call {state.timed_out} timed out on every attempt",
-        )
-    if phase == "running_tools" and fresh:
-        exceeded = _check_proposals(state, fresh)
-        if exceeded is not None:
-            return exceeded
-    if state.rejected > limits.max_rejected_calls:
-        return LimitExceeded(
-            at=state.last_at, limit="max_rejected_calls", value=state.rejected, ceiling=limits.max_rejected_calls,
-            detail="the model kept proposing calls that were invalid, unknown or denied",
-        )
-    return None
-
-
 def budgeted(limits: Limits) -> bool:
     """Whether the limits set a deadline, a cost ceiling or a token limit."""
     return limits.deadline_s is not None or limits.max_cost_usd is not None or (
@@ -163,27 +131,6 @@ def _check_budgets(state: Spent) -> LimitExceeded | None:
         return LimitExceeded(
             at=at, limit="max_output_tokens", value=usage.output_tokens, ceiling=limits.max_output_tokens
         )
-    return None
-
-
-def _check_proposals(state: RunState, fresh: Sequence[ToolCall]) -> LimitExceeded | None:
-    """Limits that a model turn's new calls cross before any of them runs."""
-    limits, at = state.limits, state.last_at
-    proposed = state.tool_calls + len(fresh)
-    if proposed > limits.max_tool_calls:
-        return LimitExceeded(
-            at=at, limit="max_tool_calls", value=proposed, ceiling=limits.max_tool_calls,
-            detail=f"{len(fresh)} calls proposed with {state.tool_calls} already made",
-        )
-    window = state.recent_calls
-    for call in fresh:
-        repeats = window.count(call_signature(call))
-        if repeats >= limits.max_repeats:
-            return LimitExceeded(
-                at=at, limit="loop_detected", value=repeats, ceiling=limits.max_repeats,
-                detail=f"tool {call.name!r} proposed with the same arguments {repeats} times "
-                f"in the last {limits.loop_window} calls",
-            )
     return None
 
 

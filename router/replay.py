@@ -30,7 +30,8 @@ from .events import (
     ToolSucceeded,
     encode_event,
 )
-from .fsm import AwaitDecision, AwaitReview, CallModel, DecideCalls, Finish, Record, RunState, RunTools, apply, next_effect, resume_events
+from .effects import AwaitDecision, AwaitReview, CallModel, DecideCalls, Finish, Record, RunTools, next_effect, resume_events
+from .fsm import RunState, apply
 from .limits import PriceTable
 from .tools import Tools
 

@@ -22,6 +22,7 @@ from .events import (
     ModelRouted,
     NodeFailed,
     NodeFinished,
+    ReviewDecided,
     RunCancelled,
     RunFailed,
     RunStarted,
@@ -115,6 +116,10 @@ class Report:
                 setattr(route, attempt.outcome, getattr(route, attempt.outcome) + 1)
         elif isinstance(event, ToolSucceeded | ToolFailed | ToolCallRejected | ToolCallDenied):
             self._tool(run, event)
+        elif isinstance(event, ReviewDecided):
+            # A rejection ends the run, unless it sends the model back to work.
+            if event.decision == "reject" and event.rule not in ("before_tool", "output_check"):
+                run.ended = f"failed: review ({event.rule}) rejected"
         elif isinstance(event, LimitExceeded):
             run.ended = f"limit_exceeded: {event.limit}"
         elif isinstance(event, RunFailed):

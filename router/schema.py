@@ -28,18 +28,8 @@ import msgspec
 
 from .errors import SchemaError
 from .pattern import python_pattern
-from .schema_checks import (
-    BUILDERS,
-    ORDER,
-    Check,
-    Failure,
-    accept,
-    check_all,
-    json_type,
-    nullable,
-    present,
-    refuse,
-)
+from .schema_applicators import BUILDERS, ORDER, present
+from .schema_assertions import Check, Failure, accept, check_all, json_type, nullable, refuse
 from .schema_types import msgspec_type
 
 __all__ = [

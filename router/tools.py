@@ -119,16 +119,9 @@ class Tool:
         else:
             struct, self.takes_struct, self.context_param = _args_type(fn, self.name)
             self.args_type = struct
-            try:
-                self.decoder = msgspec.json.Decoder(struct)
-                parameters = _parameters_schema(struct)
-            except (TypeError, ValueError) as exc:
-                raise ConfigError(f"tool {self.name!r}: unsupported parameter type: {exc}") from exc
-        # The arguments can be passed in field order when the fields are the function's
-        # plain parameters in order (a tuple, not a dict of keywords, on every call).
-        self.positional = not self.takes_struct and not self.context_param and (
-            tuple(p.name for p in inspect.signature(fn).parameters.values() if p.kind is p.POSITIONAL_OR_KEYWORD)
-            == self.args_type.__struct_fields__
+            self.decoder, parameters = _build_decoder(self.name, struct)
+        self.positional = (
+            not self.takes_struct and not self.context_param and _takes_fields_in_order(fn, self.args_type)
         )
         self.schema: dict[str, Any] = {
             "type": "function",
@@ -239,6 +232,23 @@ def _args_type(fn: Callable[..., Any], name: str) -> tuple[type[msgspec.Struct],
             fields.append((p.name, hints[p.name], p.default))
     struct_name = "".join(part.capitalize() for part in re.split(r"[_-]", name)) + "Args"
     return msgspec.defstruct(struct_name, fields, forbid_unknown_fields=True, kw_only=True), False, context
+
+
+def _build_decoder(name: str, struct: type[msgspec.Struct]) -> tuple[msgspec.json.Decoder[Any], dict[str, Any]]:
+    """The decoder of a tool's arguments Struct, and the JSON Schema shown to the model."""
+    try:
+        return msgspec.json.Decoder(struct), _parameters_schema(struct)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"tool {name!r}: unsupported parameter type: {exc}") from exc
+
+
+def _takes_fields_in_order(fn: Callable[..., Any], struct: type[msgspec.Struct]) -> bool:
+    """Whether the Struct's fields are the function's plain parameters in order, so that the
+    arguments can be passed as a tuple, not a dict of keywords, on every call."""
+    return (
+        tuple(p.name for p in inspect.signature(fn).parameters.values() if p.kind is p.POSITIONAL_OR_KEYWORD)
+        == struct.__struct_fields__
+    )
 
 
 def _context_param(fn: Callable[..., Any], name: str) -> str:

@@ -41,24 +41,8 @@ from router.events import (
     Usage,
     kind_of,
 )
-from router.fsm import (
-    TABLE,
-    TERMINAL,
-    AwaitDecision,
-    CallModel,
-    DecideCalls,
-    Finish,
-    Idle,
-    Phase,
-    Record,
-    RunState,
-    RunTools,
-    fold,
-    mermaid,
-    next_effect,
-    resume_events,
-    transition,
-)
+from router.effects import AwaitDecision, CallModel, DecideCalls, Finish, Idle, Record, RunTools, next_effect, resume_events, transition
+from router.fsm import TABLE, TERMINAL, Phase, RunState, fold, mermaid
 
 START = RunStarted(
     at=0, messages=(Message(role="user", content="hi"),), principal=Principal(id="u"), limits=Limits(), model="m"

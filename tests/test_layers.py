@@ -15,8 +15,8 @@ ROOT = Path(__file__).resolve().parents[1] / "router"
 LAYERS = {
     "errors": 0, "events": 0, "chain": 0, "clock": 0, "fingerprint": 0,
     "pattern": 1, "fsm": 1, "limits": 1, "access": 1, "protocols": 1, "transcript": 1, "timeline": 1, "report": 1,
-    "redaction": 1, "graph_fsm": 1, "stored": 1,
-    "schema_checks": 2, "schema_types": 2, "schema": 2, "tools": 2, "definition": 2, "replay": 2,
+    "redaction": 1, "graph_fsm": 1, "stored": 1, "effects": 1,
+    "schema_assertions": 2, "schema_applicators": 2, "schema_types": 2, "schema": 2, "tools": 2, "definition": 2, "replay": 2,
     "run": 3,
     "graph": 4, "agents": 5,
 }

@@ -48,6 +48,7 @@ from ..events import (
     ModelResponded,
     RunFailed,
     RunStarted,
+    StoredEvent,
     ToolCallDenied,
     ToolCallRejected,
     ToolFailed,
@@ -159,22 +160,7 @@ async def export(
             page = await store.scan(after=watermark, limit=batch_rows)
             if not page:
                 break
-            rows = []
-            for ident, stored in page:
-                sealed = is_sealed(stored.payload)
-                row = {"id": ident, "run_id": stored.run_id, "seq": stored.seq, "kind": stored.kind,
-                       "prev_hash": stored.prev_hash, "hash": stored.hash, "payload": stored.payload,
-                       "encrypted": sealed, "plaintext": None}
-                if sealed and cipher is None:
-                    principals.setdefault(stored.run_id, ("", ""))
-                    rows.append(row | _NULL_TYPED)
-                    continue
-                plaintext = cipher.open(stored.payload) if sealed and cipher is not None else stored.payload
-                event = decode_event(plaintext)
-                if stored.run_id not in principals:
-                    principals[stored.run_id] = await _principal(store, stored.run_id, event, cipher)
-                row["plaintext"] = plaintext if sealed else None
-                rows.append(row | _typed(event, principals[stored.run_id]))
+            rows = await _build_rows(store, page, principals, cipher)
             writer.write_batch(_batch(rows))
             count, watermark = count + len(rows), page[-1][0]
             if progress is not None:
@@ -182,6 +168,29 @@ async def export(
     finally:
         writer.close()
     return ExportSummary(events=count, runs=len(principals), watermark=watermark)
+
+
+async def _build_rows(
+    store: Store, page: list[tuple[int, StoredEvent]], principals: dict[str, tuple[str, str]], cipher: Cipher | None
+) -> list[dict[str, Any]]:
+    """The rows of one page of the log; ``principals`` learns each new run's (agent, principal)."""
+    rows = []
+    for ident, stored in page:
+        sealed = is_sealed(stored.payload)
+        row = {"id": ident, "run_id": stored.run_id, "seq": stored.seq, "kind": stored.kind,
+               "prev_hash": stored.prev_hash, "hash": stored.hash, "payload": stored.payload,
+               "encrypted": sealed, "plaintext": None}
+        if sealed and cipher is None:
+            principals.setdefault(stored.run_id, ("", ""))
+            rows.append(row | _NULL_TYPED)
+            continue
+        plaintext = cipher.open(stored.payload) if sealed and cipher is not None else stored.payload
+        event = decode_event(plaintext)
+        if stored.run_id not in principals:
+            principals[stored.run_id] = await _principal(store, stored.run_id, event, cipher)
+        row["plaintext"] = plaintext if sealed else None
+        rows.append(row | _typed(event, principals[stored.run_id]))
+    return rows
 
 
 async def _principal(store: Store, run_id: str, event: Event, cipher: Cipher | None) -> tuple[str, str]:

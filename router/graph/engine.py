@@ -35,7 +35,7 @@ from ..events import (
     encode_event,
     spent,
 )
-from ..fsm import Record
+from ..effects import Record
 from ..limits import Budget, Meter
 from ..protocols import Store
 from ..redaction import Redaction
@@ -130,14 +130,15 @@ class GraphEngine:
 
         Raises DefinitionChanged, naming what changed (a node, a route, the shape), if the
         run was started under another definition, unless ``migration`` names the change,
-        which the log records."""
+        which the log records. Raises ConfigError if the run is not a graph run."""
         events, log = await open_log(self.runtime, run_id, self.redaction)
         try:
+            if not isinstance(events[0], GraphStarted):
+                raise ConfigError(f"run {run_id!r} is not a graph run; resume it with the Engine of its agent")
             run = _GraphRun(log, fold_graph(self.graph.merge, events))
             state = run.state
             if state.definition != self.definition and not state.terminal:
-                first = events[0]
-                changed = changed_parts(first.parts if isinstance(first, GraphStarted) else {}, self.parts)
+                changed = changed_parts(events[0].parts, self.parts)
                 if migration is None:
                     raise DefinitionChanged(run_id, state.definition, self.definition, changed)
                 self._add(run, RunMigrated(at=self.runtime.clock.now_us(), migration=migration,
@@ -188,7 +189,7 @@ class GraphEngine:
                 effect = next_graph_effect(run.state, self.review_before, self.review_after)
                 if isinstance(effect, RunStep):
                     await log.flush()  # the step to run is committed before its nodes run
-                    for event in await self._step(run):
+                    for event in await self._step(run, effect.tasks):
                         self._add(run, event)
                 elif isinstance(effect, RouteStep):
                     try:
@@ -209,27 +210,27 @@ class GraphEngine:
                 await log.flush(last=True)
             raise
 
-    async def _step(self, run: _GraphRun) -> list[Event]:
-        """Run the step's tasks concurrently; their results come back in task order."""
+    async def _step(self, run: _GraphRun, tasks: tuple[Task, ...]) -> list[Event]:
+        """Run these tasks of the step concurrently; their results come back in task order."""
         s = run.state
-        results: list[Event | None] = [None] * len(s.tasks)
+        results: list[Event | None] = [None] * len(tasks)
 
         async def one(i: int) -> None:
-            results[i] = await self._run_task(run, s, s.tasks[i])
+            results[i] = await self._run_task(run, s, tasks[i], len(tasks))
 
-        if len(s.tasks) == 1:
+        if len(tasks) == 1:
             await one(0)
         else:
             async with anyio.create_task_group() as tg:
-                for i in range(len(s.tasks)):
+                for i in range(len(tasks)):
                     tg.start_soon(one, i)
         return [r for r in results if r is not None]
 
-    async def _run_task(self, run: _GraphRun, s: GraphState, task: Task) -> Event:
+    async def _run_task(self, run: _GraphRun, s: GraphState, task: Task, share: int) -> Event:
         node = self.graph.nodes[task.node]
         meter = Meter()
         context = NodeContext(run.run_id, s.step, task.node, task.item, s.principal,
-                              budget=Budget.left(s, len(s.tasks)), meter=meter, redaction=run.log.redaction or None)
+                              budget=Budget.left(s, share), meter=meter, redaction=run.log.redaction or None)
         view = dict(s.state)
         if task.item:
             view["item"] = msgspec.json.decode(task.item)

@@ -10,6 +10,7 @@ from typing import Any, Literal
 from ..errors import DecisionError
 from ..events import GraphStarted, ReviewDecided, ReviewRequested, ToolCallResolved
 from ..fsm import Phase, RunState, apply, fold
+from ..graph_fsm import GraphPhase, fold_graph
 from ..protocols import Store
 from ..tools import encode_result
 from .log import open_log
@@ -118,9 +119,12 @@ async def review_graph_run(
     runtime = Runtime.of(store_or_runtime)
     events, log = await open_log(runtime, run_id)
     try:
-        pending = next((e for e in reversed(events) if isinstance(e, ReviewRequested | ReviewDecided)), None)
-        if not isinstance(events[0], GraphStarted) or not isinstance(pending, ReviewRequested):
-            raise DecisionError(run_id, "", "the run is not a graph run awaiting review")
+        if not isinstance(events[0], GraphStarted):
+            raise DecisionError(run_id, "", "the run is not a graph run")
+        state = fold_graph(None, events)
+        pending = next((e for e in reversed(events) if isinstance(e, ReviewRequested)), None)
+        if state.phase is not GraphPhase.AWAITING_REVIEW or pending is None:
+            raise DecisionError(run_id, "", f"the graph run is {state.phase}, not awaiting review")
         log.add(ReviewDecided(at=runtime.clock.now_us(), decision=decision, rule=pending.rule,
                               call_ids=pending.call_ids, by=by, note=note))
         await log.flush(last=True)

@@ -19,7 +19,6 @@ from ..definition import changed_parts, definition_parts, hash_parts
 from ..errors import ConfigError, DefinitionChanged, ModelError
 from ..events import (
     Event,
-    LimitExceeded,
     Limits,
     Message,
     ModelResponded,
@@ -32,21 +31,20 @@ from ..events import (
     RunFailed,
     RunMigrated,
     RunStarted,
-    ToolFailed,
-    ToolStarted,
-    ToolSucceeded,
     Usage,
     encode_event,
     spent,
 )
-from ..fsm import INTERRUPTED, CallModel, DecideCalls, Phase, Record, RunState, RunTools, apply, fold, next_effect, resume_events
-from ..limits import Budget, Meter, PriceTable
+from ..effects import CallModel, DecideCalls, Record, RunTools, next_effect, resume_events
+from ..fsm import INTERRUPTED, Phase, RunState, fold
+from ..limits import PriceTable
 from ..protocols import Model, ModelTurn, Store, current_run_id
 from ..redaction import Redaction
 from ..replay import ReplayReport, replay_events
-from ..tools import Retry, Tool, ToolContext, ToolOutput, Tools, encode_result, record_calls
+from ..tools import Retry, Tools, record_calls
 from ..transcript import Transcript
-from .attempt import attempt
+from .calls import AgentRun
+from .calls import Calls, deadline_passed, time_left
 from .log import RunLog, open_log
 from .runtime import Runtime
 
@@ -79,24 +77,6 @@ class RunResult(msgspec.Struct, frozen=True):
             ),
             review=state.pending_review,
         )
-
-
-class _Run:
-    """One run being advanced: its folded state, transcript and log writer."""
-
-    __slots__ = ("run_id", "state", "transcript", "log", "args")
-
-    def __init__(self, log: RunLog, state: RunState, transcript: Transcript) -> None:
-        self.run_id = log.run_id
-        self.log = log
-        self.state = state
-        self.transcript = transcript
-        self.args: dict[str, Any] = {}  # decoded arguments of calls decided in this process
-
-    def add(self, event: Event) -> None:
-        self.state = apply(self.state, event)
-        self.transcript.apply(event)
-        self.log.pending.append(event)
 
 
 @final
@@ -135,6 +115,7 @@ class Engine:
         check_name = getattr(output_check, "__name__", "check") if output_check is not None else ""
         self.review = msgspec.structs.replace(review or ReviewRules(), output_check=check_name)
         self.redaction = redaction or Redaction()
+        self._calls = Calls(tools, self.runtime.clock)
         self.parts = definition_parts(model.name, tools, self.prices, self.redaction, self.review, output_check)
         self.definition = hash_parts(self.parts)
 
@@ -168,7 +149,7 @@ class Engine:
         elif await self.store.read(run_id):  # a chosen id may be taken; a generated one is not
             raise ConfigError(f"run {run_id!r} already exists; resume it instead")
         policy = self.redaction | redaction if redaction else self.redaction
-        run = _Run(RunLog(runtime, run_id, policy), RunState(), Transcript())  # its first batch takes the lease
+        run = AgentRun(RunLog(runtime, run_id, policy), RunState(), Transcript())  # its first batch takes the lease
         run.add(RunStarted(
             at=runtime.clock.now_us(), messages=opening, principal=principal,
             limits=limits or self.limits, model=self.model.name, tools=self.tools.names,
@@ -191,7 +172,7 @@ class Engine:
         """
         events, log = await open_log(self.runtime, run_id, self.redaction)
         try:
-            run = _Run(log, fold(events), Transcript(events))
+            run = AgentRun(log, fold(events), Transcript(events))
             state = run.state
             if state.terminal or state.phase in (Phase.INTERRUPTED, Phase.AWAITING_REVIEW):
                 await log.release()
@@ -220,7 +201,7 @@ class Engine:
         plaintext = (lambda e: redaction.apply(encode_event(e))) if redaction else encode_event
         return replay_events(run_id, events, self.tools, self.prices, plaintext)
 
-    async def _drive(self, run: _Run) -> RunResult:
+    async def _drive(self, run: AgentRun) -> RunResult:
         """Advance the run until it stops, then release its lease, whatever happened."""
         token = current_run_id.set(run.run_id)  # model adapters tag their stream deltas with it
         try:
@@ -229,7 +210,7 @@ class Engine:
             current_run_id.reset(token)
             await run.log.release()
 
-    async def _advance(self, run: _Run) -> RunResult:
+    async def _advance(self, run: AgentRun) -> RunResult:
         log = run.log
         try:
             while True:
@@ -245,13 +226,13 @@ class Engine:
                     self._decide(run, effect)  # type: ignore[arg-type]
                 elif kind is RunTools:
                     calls = effect.calls  # type: ignore[attr-defined]
-                    inline = self._inline_now(run, calls)
+                    inline = self._calls.inline_now(run, calls)
                     if inline is not None:
-                        run.add(self._run_inline(run, inline, calls[0]))  # nothing to wait for, nothing to await
+                        run.add(self._calls.run_inline(run, inline, calls[0]))  # nothing to wait for, nothing to await
                         continue
                     if not all(s.idempotent for s in calls):
                         await log.flush()
-                    for event in await self._run_tools(run, calls):
+                    for event in await self._calls.run_all(run, calls):
                         run.add(event)
                 elif kind is Record:
                     run.add(effect.event)  # type: ignore[attr-defined]
@@ -265,7 +246,7 @@ class Engine:
                 await log.flush(last=True)
             raise
 
-    def _decide(self, run: _Run, effect: DecideCalls) -> None:
+    def _decide(self, run: AgentRun, effect: DecideCalls) -> None:
         principal, now = run.state.principal, self.runtime.clock.now_us()
         for call in effect.calls:
             event, args = self.tools.decide(call, principal, now)
@@ -273,25 +254,12 @@ class Engine:
                 run.args[call.id] = args
             run.add(event)
 
-    def _remaining(self, state: RunState) -> float:
-        deadline = state.limits.deadline_s
-        if deadline is None:
-            return float("inf")
-        return deadline - (self.runtime.clock.now_us() - state.started_at) / 1e6
-
-    def _deadline_passed(self, state: RunState) -> LimitExceeded:
-        now = self.runtime.clock.now_us()
-        return LimitExceeded(
-            at=now, limit="deadline", value=(now - state.started_at) / 1e6, ceiling=state.limits.deadline_s or 0,
-            detail="the deadline passed while router waited",
-        )
-
-    async def _ask_model_within_deadline(self, run: _Run) -> Event:
-        with anyio.move_on_after(self._remaining(run.state)):
+    async def _ask_model_within_deadline(self, run: AgentRun) -> Event:
+        with anyio.move_on_after(time_left(self.runtime.clock, run.state)):
             return await self._ask_model(run)
-        return self._deadline_passed(run.state)
+        return deadline_passed(self.runtime.clock, run.state)
 
-    async def _ask_model(self, run: _Run) -> Event:
+    async def _ask_model(self, run: AgentRun) -> Event:
         clock = self.runtime.clock
         begin = clock.now_us()
         error = ""
@@ -317,7 +285,7 @@ class Engine:
             reason=f"the model failed after {n} attempt(s) here; last error: {error}",
         )
 
-    def _routed(self, run: _Run, chosen: str, route: tuple[RouteAttempt, ...]) -> None:
+    def _routed(self, run: AgentRun, chosen: str, route: tuple[RouteAttempt, ...]) -> None:
         run.add(ModelRouted(at=self.runtime.clock.now_us(), step=run.state.steps + 1, chosen=chosen, attempts=route))
 
     def _responded(self, state: RunState, turn: ModelTurn, begin: int) -> ModelResponded:
@@ -332,132 +300,3 @@ class Engine:
             usage=spent(turn.usage), cost_nusd=self.prices.cost_nusd(model, turn.usage), model=model,
             latency_us=now - begin, held=held, served_model=turn.served_model if turn.served_model != model else "",
         )
-
-    async def _run_tools(self, run: _Run, calls: tuple[ToolStarted, ...]) -> list[Event]:
-        """Run the calls of one turn; results come back in call order.
-
-        Async and threaded tools run concurrently in a task group. Inline tools run on the
-        loop without yielding, so running them one after another is the same as running
-        them concurrently, without a task per call.
-        """
-        remaining = self._remaining(run.state)
-        if len(calls) == 1 and remaining == float("inf"):
-            return [await self._run_tool(run, calls[0], 1)]
-        results: list[Event | None] = [None] * len(calls)
-        waiting = [i for i, c in enumerate(calls) if not self._runs_inline(c.tool)]
-
-        async def one(i: int) -> None:
-            results[i] = await self._run_tool(run, calls[i], len(calls))
-
-        async def all_calls() -> None:
-            for i in range(len(calls)):
-                if i not in waiting:
-                    await one(i)
-            if len(waiting) == 1:
-                await one(waiting[0])
-            elif waiting:
-                async with anyio.create_task_group() as tg:
-                    for i in waiting:
-                        tg.start_soon(one, i)
-
-        if remaining == float("inf"):
-            await all_calls()
-            return results  # type: ignore[return-value]
-        with anyio.move_on_after(remaining) as scope:
-            await all_calls()
-        done = [r for r in results if r is not None]
-        if scope.cancelled_caught:
-            done.append(self._deadline_passed(run.state))
-        return done
-
-    def _runs_inline(self, name: str) -> bool:
-        t = self.tools[name]
-        return t.inline and not t.is_async
-
-    def _inline_now(self, run: _Run, calls: tuple[ToolStarted, ...]) -> Tool | None:
-        """The tool, if the turn is one call that runs once, inline, before the next commit
-        (idempotent, or nothing is pending) and with no deadline to race; else None."""
-        if len(calls) != 1:
-            return None
-        t = self.tools[calls[0].tool]
-        if t.inline_once and (calls[0].idempotent or not run.log.pending) and run.state.limits.deadline_s is None:
-            return t
-        return None
-
-    def _run_inline(self, run: _Run, t: Tool, started: ToolStarted) -> Event:
-        """One attempt of an inline sync tool, on the loop."""
-        args, context = self._arguments(run, t, started, 1)
-        clock = self.runtime.clock
-        begin = clock.now_us()  # after the arguments: the tool's time is the tool's alone
-        try:
-            value = t.call(args, context)
-        except Exception as exc:  # a tool's failure is an event fed back to the model
-            return self._failed(t, started, f"{type(exc).__name__}: {exc}", begin, 1, False, context)
-        return self._returned(t, started, value, begin, 1, context)
-
-    def _arguments(self, run: _Run, t: Tool, started: ToolStarted, share: int) -> tuple[Any, ToolContext | None]:
-        args = run.args.pop(started.call_id, None)
-        if args is None:  # decided by another process before a crash
-            args = t.decode(started.arguments)
-        if not t.context_param:
-            return args, None
-        state = run.state
-        return args, ToolContext(
-            run.run_id, started.call_id, state.principal, tuple(run.transcript.messages),
-            budget=Budget.left(state, share), meter=Meter(), redaction=run.log.redaction or None,
-        )
-
-    def _returned(self, t: Tool, started: ToolStarted, value: Any, begin: int, attempts: int,
-                  context: ToolContext | None) -> Event:
-        """The event for a tool that returned ``value``."""
-        now = self.runtime.clock.now_us()
-        output = value if isinstance(value, ToolOutput) else None
-        try:
-            result = encode_result(value if output is None else output.result)
-        except (TypeError, ValueError) as exc:
-            return self._failed(t, started, f"the result is not JSON-encodable: {exc}", begin, attempts, False, context)
-        meter = context.meter if context is not None else None
-        if output is None and (meter is None or meter.empty):  # spent nothing, hands nothing on
-            return ToolSucceeded(
-                at=now, call_id=started.call_id, tool=t.name, result=result, latency_us=now - begin, attempts=attempts,
-            )
-        meter = meter or Meter()
-        if output is not None:
-            meter.add(output.usage, output.cost_nusd, output.child_run_id)
-        return ToolSucceeded(
-            at=now, call_id=started.call_id, tool=t.name, result=result, latency_us=now - begin, attempts=attempts,
-            usage=spent(meter.usage), cost_nusd=meter.cost_nusd, child_run_id=meter.child_run_id,
-            final=output is not None and output.final,
-        )
-
-    def _failed(self, t: Tool, started: ToolStarted, error: str, begin: int, attempts: int, timed_out: bool,
-                context: ToolContext | None) -> ToolFailed:
-        now = self.runtime.clock.now_us()
-        meter = context.meter if context is not None else None
-        if meter is None:
-            return ToolFailed(at=now, call_id=started.call_id, tool=t.name, error=error, timed_out=timed_out,
-                              latency_us=now - begin, attempts=attempts)
-        return ToolFailed(at=now, call_id=started.call_id, tool=t.name, error=error, timed_out=timed_out,
-                          latency_us=now - begin, attempts=attempts, usage=spent(meter.usage),
-                          cost_nusd=meter.cost_nusd, child_run_id=meter.child_run_id)
-
-    async def _run_tool(self, run: _Run, started: ToolStarted, share: int) -> Event:
-        t = self.tools[started.tool]
-        args, context = self._arguments(run, t, started, share)
-        if t.inline and not t.is_async:  # runs to completion on the loop: no timeout applies
-            async def call() -> Any:
-                return t.call(args, context)
-            timeout = None
-        else:
-            timeout = t.timeout_s if t.timeout_s is not None else run.state.limits.tool_timeout_s
-            if t.is_async:
-                async def call() -> Any:
-                    return await t.call(args, context)
-            else:
-                async def call() -> Any:
-                    return await anyio.to_thread.run_sync(t.call, args, context, abandon_on_cancel=True)
-        begin = self.runtime.clock.now_us()
-        outcome = await attempt(call, t.retry, timeout)
-        if outcome.ok:
-            return self._returned(t, started, outcome.value, begin, outcome.attempts, context)
-        return self._failed(t, started, outcome.error, begin, outcome.attempts, outcome.timed_out, context)

@@ -28,9 +28,11 @@ async def fork_run(
     """Fork a run at ``at_seq`` into a new run: the parent's events 0 .. at_seq - 1, then a
     ``run_forked`` event naming the parent and the fork point, then ``then`` (for example a
     reviewer's edit of the model turn that was at ``at_seq``). Returns the fork's state (a
-    RunState, or a GraphState for a graph run); ``Engine.resume`` or ``GraphEngine.resume``
-    continues it. The parent is not touched. The fork is sealed with the parent's recorded
-    redaction, ``then`` included; its id comes from the runtime's ids unless given.
+    RunState, or a GraphState for a graph run, whose values are merged by replacement: the
+    graph's reducers are not known here); ``Engine.resume`` or ``GraphEngine.resume``
+    continues it, from the middle of a step if the fork point is there. The parent is not
+    touched. The fork is sealed with the parent's recorded redaction, ``then`` included; its
+    id comes from the runtime's ids unless given.
 
     Raises ConfigError if the fork point is outside the run or ``then`` does not fit there.
     """
