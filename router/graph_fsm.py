@@ -4,10 +4,11 @@
 event kind) pair that is not in it, or an event that does not fit the step (a node that is
 not its task or has its result, a routing before every result), never raises: it marks the
 state faulty and the next effect records ``run_failed``. ``next_graph_effect`` says what
-the driver must do next: run the step's tasks (those without a result), route after them, record a decision (a limit crossed, a node that failed, a
-review to ask for), wait for a reviewer, or stop. Limits are checked there, by the same
-``check_spend`` that agent runs use, before every step and again before routing (so what
-the step's child runs spent is counted before the run goes on).
+the driver must do next: run the step's tasks (those without a result), route after them,
+record a decision (a limit crossed, a node that failed, a review to ask for), wait for a
+reviewer, or stop. Limits are checked there, by the same ``check_spend`` that agent runs
+use, before every step and again before routing (so what the step's child runs spent is
+counted before the run goes on).
 """
 
 from __future__ import annotations
