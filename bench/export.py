@@ -10,8 +10,8 @@ import time
 import uuid
 from pathlib import Path
 
-from router.chain import Chain
-from router.events import ModelResponded, ToolCall, ToolStarted, ToolSucceeded, Usage
+from router.core.chain import Chain
+from router.core.events import ModelResponded, ToolCall, ToolStarted, ToolSucceeded, Usage
 from router.store.sqlite import _INSERT, _SCHEMA
 
 from .measure import Record, record

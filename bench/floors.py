@@ -14,8 +14,8 @@ from pathlib import Path
 import aiosqlite
 import msgspec
 
-from router.chain import Chain
-from router.events import ModelResponded, ToolCall, ToolStarted, ToolSucceeded
+from router.core.chain import Chain
+from router.core.events import ModelResponded, ToolCall, ToolStarted, ToolSucceeded
 from router.store.sqlite import _INSERT, _SCHEMA
 
 from .measure import Record, record, time_calls

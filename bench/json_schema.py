@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from router import Principal, Tools, tool
-from router.events import ToolCall
+from router.core.events import ToolCall
 
 from .measure import Record, record, time_calls
 from .peers import Samples

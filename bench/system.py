@@ -27,7 +27,7 @@ from router import (
     Tools,
     tool,
 )
-from router.protocols import current_run_id
+from router.core.protocols import current_run_id
 from router.store.sqlite import Durability
 
 from .peers import fake_turn

@@ -10,7 +10,7 @@ from typing import Annotated
 import msgspec
 
 from router import Principal, Tools, tool
-from router.events import ToolCall
+from router.core.events import ToolCall
 
 from .measure import Record, record, time_calls
 from .peers import Samples

@@ -19,13 +19,13 @@ from typing import Any
 import anyio
 
 from router import Engine, Policy, Principal, SqliteStore, Tools
-from router.events import Message
+from router.core.events import Message
 from router.mcp import McpClient
 from router.models.routing import Candidate, ModelRouter
 from router.models.scripted import ScriptedModel, call, say
-from router.protocols import ModelTurn
+from router.core.protocols import ModelTurn
 from router import load_run
-from router.timeline import render
+from router.core.timeline import render
 
 SERVER = [sys.executable, str(Path(__file__).with_name("ledger_mcp_server.py"))]
 

@@ -15,7 +15,7 @@ import anyio
 from router import Engine, Limits, Price, PriceTable, Principal, ScriptedModel, SqliteStore, Tools, Usage, load_run
 from router.agents import agent_tool
 from router.models.scripted import call, say
-from router.timeline import render
+from router.core.timeline import render
 
 PRICES = PriceTable({"scripted": Price(3.0, 15.0)})
 U = Usage(input_tokens=400, output_tokens=40)

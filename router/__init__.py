@@ -8,9 +8,9 @@ resumes and replays from.
 
 from __future__ import annotations
 
-from .access import Policy
-from .chain import verify
-from .clock import ManualClock, SequentialIds, SystemClock
+from .core.access import Policy
+from .core.chain import verify
+from .core.clock import ManualClock, SequentialIds
 from .errors import (
     ChainBroken,
     ConfigError,
@@ -24,21 +24,21 @@ from .errors import (
     SeqConflict,
     StoreError,
 )
-from .events import Limits, Message, Principal, ReviewRules, Usage
-from .fsm import Phase, RunState
+from .core.events import Limits, Message, Principal, ReviewRules, Usage
+from .core.fsm import Phase, RunState
 from .graph import END, Graph, GraphEngine, GraphResult
-from .limits import Budget, Price, PriceTable
+from .core.limits import Budget, Price, PriceTable
 from .models.scripted import ScriptedModel
-from .protocols import Model, ModelTurn, ProposedCall, Store
-from .redaction import Redaction
+from .core.protocols import Model, ModelTurn, ProposedCall, Store
+from .core.redaction import Redaction
 from .run.decisions import resolve_call, review_graph_run, review_run
 from .run.engine import Engine, RunResult
 from .run.fork import fork_run
 from .run.log import load_run
-from .run.runtime import Runtime
+from .run.runtime import Runtime, SystemClock
 from .store.memory import MemoryStore
 from .store.sqlite import Durability, SqliteStore
-from .tools import Retry, Tool, ToolContext, ToolOutput, Tools, tool
+from .core.tools import Retry, Tool, ToolContext, ToolOutput, Tools, tool
 
 __version__ = "0.1.0"
 
@@ -76,8 +76,8 @@ __all__ = [
     "RunResult",
     "RunState",
     "Runtime",
-    "ScriptedModel",
     "SchemaError",
+    "ScriptedModel",
     "SeqConflict",
     "SequentialIds",
     "SqliteStore",

@@ -13,20 +13,13 @@ import os
 from collections.abc import Mapping
 from typing import Any, final
 
+from .core.stored import SEALED, is_sealed, key_id_of
 from .errors import ConfigError, KeyMissing
 
 __all__ = ["AesGcmCipher", "is_sealed", "key_id_of"]
 
-_MARK = b"\x01"
+_MARK = SEALED
 _AAD = b"router/1"
-
-
-def is_sealed(payload: bytes) -> bool:
-    return payload[:1] == _MARK
-
-
-def key_id_of(payload: bytes) -> str:
-    return payload[2 : 2 + payload[1]].decode()
 
 
 @final

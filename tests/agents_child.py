@@ -14,7 +14,7 @@ import anyio
 from router import Runtime, Engine, Message, ModelTurn, Principal, ScriptedModel, SqliteStore, Tools
 from router.agents import agent_tool
 from router.models.scripted import call, say
-from router.protocols import Store
+from router.core.protocols import Store
 
 from kill_support import Observed, marker
 

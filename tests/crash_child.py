@@ -16,10 +16,10 @@ from collections.abc import Sequence
 import anyio
 
 from router import Runtime, Engine, Limits, Message, ModelTurn, Principal, ProposedCall, ScriptedModel, SqliteStore, Tools, Usage
-from router.protocols import Store
+from router.core.protocols import Store
 
 from kill_support import Observed, marker
-from router.tools import tool
+from router.core.tools import tool
 
 STEPS = 30
 

@@ -13,7 +13,7 @@ import anyio
 
 from router import Runtime, Limits, Principal, SqliteStore
 from router.graph import END, Graph, append
-from router.protocols import Store
+from router.core.protocols import Store
 
 from kill_support import Observed, marker
 from router.graph import GraphEngine

@@ -8,7 +8,7 @@ from typing import Any
 
 from router import GraphEngine
 from router.graph import END, CompiledGraph, Graph
-from router.protocols import Store
+from router.core.protocols import Store
 
 REVIEW_BEFORE = frozenset({"pay"})
 

@@ -30,7 +30,7 @@ from router import (
 )
 from router.agents import agent_tool
 from router.models.scripted import call, say
-from router.protocols import Store
+from router.core.protocols import Store
 
 pytestmark = pytest.mark.anyio
 ROOT = Path(__file__).resolve().parents[1]
@@ -213,7 +213,7 @@ def test_the_pattern_examples_run_offline(example: str, tmp_path: Path) -> None:
 
 
 async def test_a_limiter_caps_active_children_and_a_timeout_ends_a_slow_one() -> None:
-    from router.protocols import ProposedCall
+    from router.core.protocols import ProposedCall
 
     store = MemoryStore()
     active = peak = 0

@@ -25,10 +25,10 @@ from router import (
     load_run,
     tool,
 )
-from router.events import Event
+from router.core.events import Event
 from router.models.scripted import call, say
-from router.protocols import ModelTurn, Store
-from router.testing import sealed_run
+from router.core.protocols import ModelTurn, Store
+from router.store.testing import sealed_run
 
 pytestmark = pytest.mark.anyio
 USER = Principal(id="u", roles=frozenset({"ops"}))

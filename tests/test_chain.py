@@ -6,10 +6,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from router.chain import GENESIS, Chain, link, verify
+from router.core.chain import GENESIS, Chain, link, verify
 from router.errors import ChainBroken
-from router.events import StoredEvent
-from router.testing import sealed_run
+from router.core.events import StoredEvent
+from router.store.testing import sealed_run
 
 
 def test_an_intact_chain_verifies() -> None:

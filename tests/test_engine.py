@@ -38,10 +38,10 @@ from router import (
     resolve_call,
     tool,
 )
-from router.chain import verify
-from router.events import ToolStarted, ToolSucceeded, decode_event, encode_event
+from router.core.chain import verify
+from router.core.events import ToolStarted, ToolSucceeded, decode_event, encode_event
 from router.models.scripted import call, say
-from router.protocols import Store
+from router.core.protocols import Store
 
 pytestmark = pytest.mark.anyio
 USER = Principal(id="u", roles=frozenset({"ops"}))
@@ -84,7 +84,7 @@ async def test_a_react_loop_runs_to_its_answer(store: Store) -> None:
 
 
 async def _transcript(store: Store, run_id: str) -> Sequence[Message]:
-    from router.transcript import Transcript
+    from router.core.transcript import Transcript
 
     events, _, _ = await load_run(store, run_id)
     return Transcript(events).messages
@@ -569,8 +569,8 @@ async def test_bad_start_input_is_a_config_error_and_leaves_nothing(store: Store
 async def test_a_payload_that_is_not_an_event_is_a_store_error() -> None:
     from router import StoreError
 
-    from router.chain import link
-    from router.events import StoredEvent
+    from router.core.chain import link
+    from router.core.events import StoredEvent
 
     store = MemoryStore()
     payload = b'{"kind": "made_up", "at": 1}'
@@ -583,8 +583,8 @@ async def test_a_payload_that_is_not_an_event_is_a_store_error() -> None:
 async def test_a_payload_holding_two_events_is_named_not_split() -> None:
     from router import StoreError
 
-    from router.chain import GENESIS, link
-    from router.events import StoredEvent
+    from router.core.chain import GENESIS, link
+    from router.core.events import StoredEvent
 
     store = MemoryStore()
     eng = Engine(Runtime(store, clock=ManualClock(), ids=SequentialIds()), ScriptedModel([ModelTurn(text="done")]), Tools([]))

@@ -15,7 +15,7 @@ import pytest
 from router import Runtime, ChainBroken, Engine, ManualClock, Principal, ScriptedModel, SequentialIds, SqliteStore, Tools, tool
 from router.errors import ConfigError
 from router.export.arrow import EXPORT_VERSION, export, verify_export
-from router.limits import Price, PriceTable
+from router.core.limits import Price, PriceTable
 from router.models.scripted import call, say
 
 pytestmark = pytest.mark.anyio

@@ -11,7 +11,7 @@ import textwrap
 from pathlib import Path
 from typing import Any
 
-from router.fingerprint import code_fingerprint
+from router.core.fingerprint import code_fingerprint
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -159,7 +159,7 @@ def test_the_fingerprint_is_stable_across_processes_and_hash_seeds(tmp_path: Pat
     )
     code = (
         f"import sys; sys.path[:0] = [{str(tmp_path)!r}, {str(REPO)!r}]\n"
-        "from router.fingerprint import code_fingerprint\n"
+        "from router.core.fingerprint import code_fingerprint\n"
         "import seeded_tools\n"
         "print(' '.join(code_fingerprint(fn) for fn in seeded_tools.FUNCTIONS))\n"
     )

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from router.events import (
+from router.core.events import (
     EVENT_TYPES,
     Event,
     GraphStarted,
@@ -41,8 +41,8 @@ from router.events import (
     Usage,
     kind_of,
 )
-from router.effects import AwaitDecision, CallModel, DecideCalls, Finish, Idle, Record, RunTools, next_effect, resume_events, transition
-from router.fsm import TABLE, TERMINAL, Phase, RunState, fold, mermaid
+from router.core.effects import AwaitDecision, CallModel, DecideCalls, Finish, Idle, Record, RunTools, next_effect, resume_events, transition
+from router.core.fsm import TABLE, TERMINAL, Phase, RunState, fold, mermaid
 
 START = RunStarted(
     at=0, messages=(Message(role="user", content="hi"),), principal=Principal(id="u"), limits=Limits(), model="m"

@@ -11,9 +11,9 @@ import anyio
 import pytest
 
 from router import Runtime, ConfigError, Limits, ManualClock, MemoryStore, Principal, Retry, SqliteStore
-from router.events import decode_event, encode_event
+from router.core.events import decode_event, encode_event
 from router.graph import END, Graph, add, append
-from router.protocols import Store
+from router.core.protocols import Store
 from router.graph import GraphEngine
 
 pytestmark = pytest.mark.anyio
@@ -246,7 +246,7 @@ def test_definitions_do_not_depend_on_the_process() -> None:
 
     code = (
         "import sys; sys.path.insert(0, 'tests'); from test_graph import triage; "
-        "from router.demo import demo_engine; from router import MemoryStore; import tempfile, os; "
+        "from router.cli.demo import demo_engine; from router import MemoryStore; import tempfile, os; "
         "print(triage().compile().definition, demo_engine(MemoryStore(), os.path.join(tempfile.mkdtemp(), 'c.db')).definition)"
     )
     root = Path(__file__).resolve().parents[1]

@@ -32,8 +32,8 @@ from router import (
     review_graph_run,
     verify,
 )
-from router.effects import AwaitReview, Idle, Record
-from router.events import (
+from router.core.effects import AwaitReview, Idle, Record
+from router.core.events import (
     Event,
     GraphStarted,
     Kind,
@@ -66,7 +66,7 @@ from router.events import (
     kind_of,
 )
 from router.graph import END, Graph, add, append
-from router.graph_fsm import (
+from router.core.graph_fsm import (
     GRAPH_TABLE,
     GraphPhase,
     GraphState,

@@ -15,7 +15,7 @@ import anyio
 import pytest
 
 from router import Phase, SqliteStore, load_run, verify
-from router.transcript import Transcript
+from router.core.transcript import Transcript
 
 CHILD = Path(__file__).with_name("crash_child.py")
 ROUTER = [sys.executable, "-m", "router.cli"]
@@ -127,7 +127,7 @@ def graph_log(log: Path) -> list[bytes]:
     """The graph run's events, resumptions and timings set aside."""
     from msgspec.structs import replace
 
-    from router.events import RunResumed, decode_event, encode_event
+    from router.core.events import RunResumed, decode_event, encode_event
 
     async def read() -> list[bytes]:
         async with SqliteStore.open(log) as store:

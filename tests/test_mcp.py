@@ -14,7 +14,7 @@ import pytest
 
 from router import Engine, MemoryStore, Phase, Policy, Principal, Tools
 from router.errors import McpError, SchemaError
-from router.events import ToolCallDenied, ToolCallRejected, ToolFailed, ToolSucceeded
+from router.core.events import ToolCallDenied, ToolCallRejected, ToolFailed, ToolSucceeded
 from router.mcp import McpClient
 from router.models.scripted import ScriptedModel, call, say
 from router import load_run

@@ -14,11 +14,11 @@ import pytest
 
 from router import Engine, MemoryStore, Phase, Principal, Tools, tool
 from router.errors import ModelRateLimited, ModelRequestRejected, ModelResponseInvalid, ModelUnavailable
-from router.events import Message
+from router.core.events import Message
 from router.models.anthropic import AnthropicModel
 from router.models.openai import OpenAIModel
-from router.protocols import StreamDelta
-from router.tools import Retry
+from router.core.protocols import StreamDelta
+from router.core.tools import Retry
 
 from provider_server import ProviderServer, Reply, cut_stream, recorded
 
@@ -283,7 +283,7 @@ async def test_concurrent_runs_sharing_one_adapter_get_their_own_deltas(server: 
 
 async def test_cost_is_priced_at_the_model_asked_and_the_served_snapshot_is_recorded(server: ProviderServer) -> None:
     from router import Price, PriceTable
-    from router.events import ModelResponded
+    from router.core.events import ModelResponded
     from router import load_run
 
     server.queue(recorded("openai_tool_call.json"), recorded("openai_answer.json"))

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from router import Runtime, ConfigError, Engine, ManualClock, Phase, Principal, Redaction, ScriptedModel, SqliteStore, Tools, tool
-from router.events import RunStarted
+from router.core.events import RunStarted
 from router.export.arrow import export, verify_export
 from router.models.scripted import call, say
 from router import load_run, verify

@@ -33,7 +33,7 @@ from router import (
     tool,
 )
 from router.models.scripted import call, say
-from router.protocols import Store
+from router.core.protocols import Store
 
 pytestmark = pytest.mark.anyio
 USER = Principal(id="u", roles=frozenset({"ops"}))
@@ -176,7 +176,7 @@ def test_replay_from_the_cli_covers_the_demo(tmp_path: Path) -> None:
 
 async def test_a_fork_shares_the_prefix_records_its_parent_and_goes_its_own_way(store: Store) -> None:
     from router import ConfigError, fork_run, verify
-    from router.events import ModelResponded, RunForked, ToolSucceeded
+    from router.core.events import ModelResponded, RunForked, ToolSucceeded
 
     script = [call("add", '{"a": 1, "b": 2}'), call("add", '{"a": 3, "b": 4}'), say("the sum is 7")]
     parent = await engine(store, script).start("go", principal=USER, run_id="p")

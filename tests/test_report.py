@@ -6,7 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from router.events import (
+from router.core.events import (
     Message,
     ModelResponded,
     Principal,
@@ -18,8 +18,8 @@ from router.events import (
     ToolSucceeded,
     Usage,
 )
-from router.events import Limits
-from router.report import Report
+from router.core.events import Limits
+from router.core.report import Report
 
 
 def calls(*ids: str) -> tuple[ToolCall, ...]:

@@ -32,8 +32,8 @@ from router import (
     tool,
 )
 from router.models.scripted import call, say
-from router.protocols import Store
-from router.transcript import Transcript
+from router.core.protocols import Store
+from router.core.transcript import Transcript
 
 pytestmark = pytest.mark.anyio
 USER = Principal(id="u")

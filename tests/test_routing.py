@@ -11,13 +11,13 @@ import pytest
 
 from router import Engine, ManualClock, MemoryStore, Phase, Price, PriceTable, Principal, Tools, tool
 from router.errors import ConfigError, ModelUnavailable
-from router.events import Message, ModelResponded, ModelRouted
+from router.core.events import Message, ModelResponded, ModelRouted
 from router.models.anthropic import AnthropicModel
 from router.models.openai import OpenAIModel
 from router.models.routing import Breaker, Candidate, ModelRouter
 from router.models.scripted import ScriptedModel, call, say
-from router.protocols import ModelTurn
-from router.tools import Retry
+from router.core.protocols import ModelTurn
+from router.core.tools import Retry
 
 from provider_server import ProviderServer, recorded
 
@@ -186,7 +186,7 @@ async def test_real_providers_fall_back_from_openai_to_anthropic(server: Provide
 
 
 async def test_the_report_counts_each_candidates_outcomes() -> None:
-    from router.report import Report
+    from router.core.report import Report
     from router import load_run
 
     store = MemoryStore()

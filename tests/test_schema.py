@@ -15,10 +15,10 @@ from hypothesis import strategies as st
 
 from router import Engine, MemoryStore, Phase, Principal, SchemaError, Tools, tool
 from router.cli import main
-from router.conformance import check_suite, check_tool_schemas, conforms
-from router.events import Message
+from router.cli.conformance import check_suite, check_tool_schemas, conforms
+from router.core.events import Message
 from router.models.scripted import ScriptedModel, call, say
-from router.protocols import ModelTurn
+from router.core.protocols import ModelTurn
 from router.schema import BFCL, SchemaOptions, compile_schema, standard_schema
 
 CONFORMANCE = Path(__file__).resolve().parent / "conformance"

@@ -33,7 +33,7 @@ from router import (
     tool,
 )
 from router.agents import agent_tool, debate, handoff_tool, reflection
-from router.events import Event, ModelResponded, encode_event
+from router.core.events import Event, ModelResponded, encode_event
 from router.graph import NodeContext, subgraph
 from router.models.scripted import call, say
 

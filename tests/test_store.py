@@ -10,10 +10,10 @@ import anyio
 import pytest
 
 from router import Durability, LeaseHeld, MemoryStore, SqliteStore, StoreError
-from router.chain import verify
-from router.protocols import Store
-from router.testing import *  # noqa: F403
-from router.testing import sealed_run
+from router.core.chain import verify
+from router.core.protocols import Store
+from router.store.testing import *  # noqa: F403
+from router.store.testing import sealed_run
 
 pytestmark = pytest.mark.anyio
 

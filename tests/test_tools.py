@@ -9,9 +9,9 @@ import msgspec
 import pytest
 
 from router import ConfigError, Policy, Principal, Retry, Tools, tool
-from router.events import ToolCallDenied, ToolCallRejected, ToolStarted
-from router.protocols import ProposedCall
-from router.tools import record_calls
+from router.core.events import ToolCallDenied, ToolCallRejected, ToolStarted
+from router.core.protocols import ProposedCall
+from router.core.tools import record_calls
 
 ANALYST = Principal(id="ann", roles=frozenset({"analyst"}))
 

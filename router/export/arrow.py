@@ -40,9 +40,10 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import msgspec
 
-from ..chain import GENESIS, link
+from ..core.stored import is_sealed
+from ..core.chain import GENESIS, link
 from ..errors import ChainBroken, ConfigError
-from ..events import (
+from ..core.events import (
     Event,
     LimitExceeded,
     ModelResponded,
@@ -57,8 +58,7 @@ from ..events import (
     decode_event,
     kind_of,
 )
-from ..crypto import is_sealed
-from ..protocols import Cipher, Store
+from ..core.protocols import Cipher, Store
 
 if TYPE_CHECKING:
     import pyarrow as pa

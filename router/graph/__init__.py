@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from .definition import END, CompiledGraph, Graph, NodeContext, add, append, merge, replace
 from .engine import GraphEngine, GraphResult, subgraph
-from ..graph_fsm import GraphPhase, GraphState, fold_graph
+from ..core.graph_fsm import GraphPhase, GraphState, fold_graph
 
 __all__ = [
     "END",

@@ -27,11 +27,11 @@ from typing import Any, Literal, TypeAlias, final
 import msgspec
 
 from ..errors import ConfigError
-from ..events import Principal, Task
-from ..fingerprint import code_fingerprint
-from ..limits import Budget, Meter
-from ..redaction import Redaction
-from ..tools import Retry
+from ..core.events import Principal, Task
+from ..core.fingerprint import code_fingerprint
+from ..core.limits import Budget, Meter
+from ..core.redaction import Redaction
+from ..core.tools import Retry
 
 __all__ = ["END", "CompiledGraph", "Graph", "NodeContext", "add", "append", "merge", "replace"]
 

@@ -15,9 +15,9 @@ from typing import Any, final
 import anyio
 import msgspec
 
-from ..definition import changed_parts
+from ..core.definition import changed_parts
 from ..errors import ConfigError, DefinitionChanged
-from ..events import (
+from ..core.events import (
     Event,
     GraphStarted,
     Limits,
@@ -35,16 +35,16 @@ from ..events import (
     encode_event,
     spent,
 )
-from ..effects import Record
-from ..limits import Budget, Meter
-from ..protocols import Store
-from ..redaction import Redaction
-from ..replay import Divergence, ReplayReport
+from ..core.effects import Record
+from ..core.limits import Budget, Meter
+from ..core.protocols import Store
+from ..core.redaction import Redaction
+from ..core.replay import Divergence, ReplayReport
 from ..run.attempt import attempt
 from ..run.log import RunLog, open_log
 from ..run.runtime import Runtime
 from .definition import CompiledGraph, NodeContext
-from ..graph_fsm import GraphState, RouteStep, RunStep, apply_graph, fold_graph, next_graph_effect
+from ..core.graph_fsm import GraphState, RouteStep, RunStep, apply_graph, fold_graph, next_graph_effect
 
 __all__ = ["GraphEngine", "GraphResult", "subgraph"]
 

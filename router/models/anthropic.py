@@ -16,10 +16,11 @@ import httpx
 import msgspec
 
 from ..errors import ModelResponseInvalid, ModelUnavailable
-from ..events import Message, Usage
-from ..protocols import ModelTurn, ProposedCall, StreamDelta
-from ..tools import Retry
-from .http import DEFAULT_RETRY, ServerSentEvent, Transport, decode_response, incomplete, retryable
+from ..core.events import Message, Usage
+from ..core.protocols import ModelTurn, ProposedCall, StreamDelta
+from ..core.tools import Retry
+from ..core.streams import ServerSentEvent
+from .http import DEFAULT_RETRY, Transport, decode_response, incomplete, retryable
 
 __all__ = ["AnthropicModel"]
 

@@ -29,20 +29,16 @@ from ..errors import (
     ModelResponseInvalid,
     ModelUnavailable,
 )
-from ..protocols import ModelTurn, StreamDelta, current_run_id
-from ..tools import Retry
+from ..core.streams import ServerSentEvent, read_events
+from ..core.protocols import ModelTurn, StreamDelta, current_run_id
+from ..core.tools import Retry
 
-__all__ = ["DEFAULT_RETRY", "ServerSentEvent", "Transport", "decode_response", "incomplete", "read_events", "retryable"]
+__all__ = ["DEFAULT_RETRY", "Transport", "decode_response", "incomplete", "retryable"]
 
 DEFAULT_RETRY = Retry(attempts=4, base_delay_s=0.5, factor=2.0, max_delay_s=8.0)
 _RETRIED = frozenset({408, 409, 429})
 _encoder = msgspec.json.Encoder()
 T = TypeVar("T")
-
-
-class ServerSentEvent(msgspec.Struct, frozen=True):
-    event: str
-    data: str
 
 
 class _Retryable(Exception):
@@ -118,7 +114,7 @@ class Transport:
                     if turn.text:
                         self.emit(StreamDelta(model=model, text=turn.text, attempt=n))
                     return turn
-                return await read(read_events(response), n)
+                return await read(read_events(response.aiter_lines()), n)
 
         return await self._with_retries(model, attempt, self.max_stream_s)
 
@@ -159,27 +155,6 @@ class Transport:
                 wait = max(wait, error.retry_after_s)
             await anyio.sleep(wait)
         raise AssertionError("unreachable")  # pragma: no cover
-
-
-async def read_events(response: httpx.Response) -> AsyncIterator[ServerSentEvent]:
-    """Parse a text/event-stream body: ``event:`` and ``data:`` lines, a blank line ends one."""
-    event, data = "", list[str]()
-    async for line in response.aiter_lines():
-        if not line:
-            if data:
-                yield ServerSentEvent(event or "message", "\n".join(data))
-            event, data = "", list[str]()
-        elif line.startswith(":"):
-            continue  # a comment, sent to keep the connection alive
-        else:
-            field, _, value = line.partition(":")
-            value = value[1:] if value.startswith(" ") else value
-            if field == "event":
-                event = value
-            elif field == "data":
-                data.append(value)
-    if data:
-        yield ServerSentEvent(event or "message", "\n".join(data))
 
 
 def _check(response: httpx.Response, model: str, attempt: int, body: bytes) -> None:

@@ -20,10 +20,11 @@ import httpx
 import msgspec
 
 from ..errors import ModelResponseInvalid
-from ..events import Message, Usage
-from ..protocols import ModelTurn, ProposedCall, StreamDelta
-from ..tools import Retry
-from .http import DEFAULT_RETRY, ServerSentEvent, Transport, decode_response, incomplete
+from ..core.events import Message, Usage
+from ..core.protocols import ModelTurn, ProposedCall, StreamDelta
+from ..core.tools import Retry
+from ..core.streams import ServerSentEvent
+from .http import DEFAULT_RETRY, Transport, decode_response, incomplete
 
 __all__ = ["OpenAIModel"]
 

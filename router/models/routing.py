@@ -20,17 +20,19 @@ them before it fails.
 
 from __future__ import annotations
 
+import time
+
 from collections.abc import Iterable, Sequence
 from typing import Any, Literal, final
 
 import anyio
 import msgspec
 
-from ..clock import Clock, SystemClock
+from ..core.clock import Clock
 from ..errors import ConfigError, ModelUnavailable
-from ..events import Message, RouteAttempt
-from ..limits import Price
-from ..protocols import Model, ModelTurn
+from ..core.events import Message, RouteAttempt
+from ..core.limits import Price
+from ..core.protocols import Model, ModelTurn
 
 __all__ = ["Breaker", "Candidate", "ModelRouter"]
 
@@ -117,7 +119,7 @@ class ModelRouter:
         self.require = frozenset(require)
         self.latency_budget_s = latency_budget_s
         self.breaker = breaker
-        self.clock = clock or SystemClock()
+        self.clock = clock or _WallClock()
         self._circuits = {c.name: _Circuit() for c in candidates}
 
     def plan(self, needs: frozenset[str]) -> list[tuple[Candidate, str, str]]:
@@ -207,3 +209,11 @@ class ModelRouter:
             close = getattr(c.model, "aclose", None)
             if close is not None:
                 await close()
+
+
+@final
+class _WallClock:
+    """The default clock of a routing policy: the system's, in microseconds."""
+
+    def now_us(self) -> int:
+        return time.time_ns() // 1000

@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any, final
 
-from ..events import Message, Usage
-from ..protocols import ModelTurn, ProposedCall
+from ..core.events import Message, Usage
+from ..core.protocols import ModelTurn, ProposedCall
 
 __all__ = ["ScriptedModel", "call", "say"]
 

@@ -9,7 +9,7 @@ from typing import Any, final
 
 import anyio
 
-from ..tools import Retry
+from ..core.tools import Retry
 
 __all__ = ["Attempted", "attempt"]
 

@@ -8,12 +8,12 @@ from typing import Any, final
 
 import anyio
 
-from ..clock import Clock
-from ..events import Event, LimitExceeded, ToolFailed, ToolStarted, ToolSucceeded, spent
-from ..fsm import RunState, apply
-from ..limits import Budget, Meter
-from ..tools import Tool, ToolContext, ToolOutput, Tools, encode_result
-from ..transcript import Transcript
+from ..core.clock import Clock
+from ..core.events import Event, LimitExceeded, ToolFailed, ToolStarted, ToolSucceeded, spent
+from ..core.fsm import RunState, apply
+from ..core.limits import Budget, Meter
+from ..core.tools import Tool, ToolContext, ToolOutput, Tools, encode_result
+from ..core.transcript import Transcript
 from .attempt import attempt
 from .log import RunLog
 

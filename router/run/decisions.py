@@ -8,11 +8,11 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from ..errors import DecisionError
-from ..events import GraphStarted, ReviewDecided, ReviewRequested, ToolCallResolved
-from ..fsm import Phase, RunState, apply, fold
-from ..graph_fsm import GraphPhase, fold_graph
-from ..protocols import Store
-from ..tools import encode_result
+from ..core.events import GraphStarted, ReviewDecided, ReviewRequested, ToolCallResolved
+from ..core.fsm import Phase, RunState, apply, fold
+from ..core.graph_fsm import GraphPhase, fold_graph
+from ..core.protocols import Store
+from ..core.tools import encode_result
 from .log import open_log
 from .runtime import Runtime
 

@@ -15,9 +15,9 @@ from typing import Any, final
 import anyio
 import msgspec
 
-from ..definition import changed_parts, definition_parts, hash_parts
+from ..core.definition import changed_parts, definition_parts, hash_parts
 from ..errors import ConfigError, DefinitionChanged, ModelError
-from ..events import (
+from ..core.events import (
     Event,
     Limits,
     Message,
@@ -35,14 +35,14 @@ from ..events import (
     encode_event,
     spent,
 )
-from ..effects import CallModel, DecideCalls, Record, RunTools, next_effect, resume_events
-from ..fsm import INTERRUPTED, Phase, RunState, fold
-from ..limits import PriceTable
-from ..protocols import Model, ModelTurn, Store, current_run_id
-from ..redaction import Redaction
-from ..replay import ReplayReport, replay_events
-from ..tools import Retry, Tools, record_calls
-from ..transcript import Transcript
+from ..core.effects import CallModel, DecideCalls, Record, RunTools, next_effect, resume_events
+from ..core.fsm import INTERRUPTED, Phase, RunState, fold
+from ..core.limits import PriceTable
+from ..core.protocols import Model, ModelTurn, Store, current_run_id
+from ..core.redaction import Redaction
+from ..core.replay import ReplayReport, replay_events
+from ..core.tools import Retry, Tools, record_calls
+from ..core.transcript import Transcript
 from .calls import AgentRun
 from .calls import Calls, deadline_passed, time_left
 from .log import RunLog, open_log

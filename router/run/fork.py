@@ -6,10 +6,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from ..errors import ConfigError
-from ..events import Event, GraphStarted, RunForked
-from ..fsm import RunState, fold
-from ..graph_fsm import GraphState, fold_graph
-from ..protocols import Store
+from ..core.events import Event, GraphStarted, RunForked
+from ..core.fsm import RunState, fold
+from ..core.graph_fsm import GraphState, fold_graph
+from ..core.protocols import Store
 from .log import RunLog, open_log
 from .runtime import Runtime
 

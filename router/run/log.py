@@ -16,14 +16,14 @@ from typing import Any, final
 import anyio
 import msgspec
 
-from ..chain import Chain, verify
+from ..core.chain import Chain, verify
 from ..errors import LeaseHeld, LeaseLost, RunNotFound
-from ..events import Event, GraphStarted, RunStarted, decode_event, encode_event
-from ..fsm import RunState, fold
-from ..protocols import Cipher, Store
-from ..protocols import LeaseChange
-from ..redaction import Redaction
-from ..stored import decode_run
+from ..core.events import Event, GraphStarted, RunStarted, decode_event, encode_event
+from ..core.fsm import RunState, fold
+from ..core.protocols import Cipher, Store
+from ..core.protocols import LeaseChange
+from ..core.redaction import Redaction
+from ..core.stored import decode_run
 from .runtime import Runtime
 
 __all__ = ["RunLog", "load_run", "open_log", "recorded_redaction"]

@@ -4,14 +4,31 @@ stored run takes its edge from one Runtime; none of it is part of a run's defini
 
 from __future__ import annotations
 
+import os
+import time
 from collections.abc import Sequence
 from typing import final
 
-from ..clock import Clock, IdSource, RandomIds, SystemClock
+from ..core.clock import Clock, IdSource
 from ..errors import ConfigError
-from ..protocols import Cipher, Observer, Store
+from ..core.protocols import Cipher, Observer, Store
 
-__all__ = ["Runtime"]
+__all__ = ["RandomIds", "Runtime", "SystemClock"]
+
+
+_time_ns = time.time_ns
+
+
+@final
+class SystemClock:
+    def now_us(self) -> int:
+        return _time_ns() // 1000
+
+
+@final
+class RandomIds:
+    def new_id(self, prefix: str) -> str:
+        return f"{prefix}_{os.urandom(8).hex()}"
 
 
 @final

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from ..errors import SeqConflict, StoreError
-from ..events import StoredEvent
+from ..core.events import StoredEvent
 
 __all__ = ["check_continues"]
 

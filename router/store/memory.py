@@ -6,11 +6,11 @@ import time
 from collections.abc import Sequence
 from typing import final
 
-from ..chain import GENESIS
+from ..core.chain import GENESIS
 from ..errors import LeaseHeld, StoreError
-from ..events import StoredEvent
-from ..protocols import Lease, LeaseChange, RunSummary
-from . import check_continues
+from ..core.events import StoredEvent
+from ..core.protocols import Lease, LeaseChange, RunSummary
+from ..store import check_continues
 
 __all__ = ["MemoryStore"]
 

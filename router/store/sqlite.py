@@ -41,8 +41,8 @@ import anyio.to_thread
 from msgspec.structs import astuple
 
 from ..errors import ConfigError, LeaseHeld, SeqConflict, StoreError
-from ..events import StoredEvent
-from ..protocols import Lease, LeaseChange, RunSummary
+from ..core.events import StoredEvent
+from ..core.protocols import Lease, LeaseChange, RunSummary
 
 __all__ = ["Durability", "SqliteStore"]
 

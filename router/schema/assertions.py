@@ -17,7 +17,7 @@ from typing import Any, Protocol
 
 import msgspec
 
-from .errors import SchemaError
+from ..errors import SchemaError
 
 __all__ = ["ASSERTION_BUILDERS", "Builder", "Check", "Compiling", "Failure", "accept", "check_all", "json_type",
            "nullable", "read_count", "refuse"]

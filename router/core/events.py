@@ -16,7 +16,7 @@ from typing import Literal, TypeAlias, Union
 
 import msgspec
 
-from .errors import ConfigError
+from ..errors import ConfigError
 
 __all__ = [
     "EVENT_TYPES",

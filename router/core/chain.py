@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 from hashlib import sha256
 
-from .errors import ChainBroken
+from ..errors import ChainBroken
 from .events import KINDS, Event, StoredEvent, encode_event
 
 __all__ = ["GENESIS", "Chain", "link", "verify"]

@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import pytest
 
-from .chain import Chain, verify
-from .errors import LeaseHeld, SeqConflict, StoreError
-from .events import RunFailed, StoredEvent
-from .protocols import LeaseChange, Store
+from ..core.chain import Chain, verify
+from ..errors import LeaseHeld, SeqConflict, StoreError
+from ..core.events import RunFailed, StoredEvent
+from ..core.protocols import LeaseChange, Store
 
 __all__ = [
     "sealed_run",

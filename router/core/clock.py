@@ -1,13 +1,13 @@
-"""Injected sources of time and identity, so that the core never reads them itself."""
+"""Injected sources of time and identity, so that the core never reads them itself: the
+protocols, and the deterministic ones (tests, replays, the bench). The system's own clock
+and random ids are the runtime's defaults (``router.run.runtime``)."""
 
 from __future__ import annotations
 
 import itertools
-import os
-import time
 from typing import Protocol, final
 
-__all__ = ["Clock", "IdSource", "ManualClock", "RandomIds", "SequentialIds", "SystemClock"]
+__all__ = ["Clock", "IdSource", "ManualClock", "SequentialIds"]
 
 
 class Clock(Protocol):
@@ -18,15 +18,6 @@ class Clock(Protocol):
 
 class IdSource(Protocol):
     def new_id(self, prefix: str) -> str: ...
-
-
-_time_ns = time.time_ns
-
-
-@final
-class SystemClock:
-    def now_us(self) -> int:
-        return _time_ns() // 1000
 
 
 @final
@@ -44,12 +35,6 @@ class ManualClock:
 
     def advance(self, seconds: float) -> None:
         self._now += int(seconds * 1_000_000)
-
-
-@final
-class RandomIds:
-    def new_id(self, prefix: str) -> str:
-        return f"{prefix}_{os.urandom(8).hex()}"
 
 
 @final

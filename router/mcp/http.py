@@ -13,8 +13,8 @@ from typing import Any, final
 import httpx
 import msgspec
 
-from .errors import McpError
-from .models.http import read_events
+from ..errors import McpError
+from ..core.streams import read_events
 
 __all__ = ["HttpChannel"]
 
@@ -74,7 +74,7 @@ class HttpChannel:
             if message.get("id") != request_id:
                 raise McpError(self.url, f"a response to request {message.get('id')!r}, not {request_id!r}")
             return message
-        async for event in read_events(response):
+        async for event in read_events(response.aiter_lines()):
             if not event.data.strip():
                 continue
             message = _message(self.url, event.data)

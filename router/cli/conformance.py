@@ -20,8 +20,8 @@ from typing import Any
 import msgspec
 import orjson
 
-from .errors import SchemaError
-from .schema import BFCL, CompiledSchema, compile_schema
+from ..errors import SchemaError
+from ..schema.compiler import BFCL, CompiledSchema, compile_schema
 
 __all__ = ["KeywordResult", "ToolSchemaResult", "check_suite", "check_tool_schemas", "conforms", "render"]
 

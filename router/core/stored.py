@@ -1,5 +1,6 @@
 """Stored payloads back to events: opened with the cipher when sealed, decoded in one call
-when every payload is plain. Pure."""
+when every payload is plain. The envelope of a sealed payload is defined here, so that
+readers and ciphers agree on it. Pure."""
 
 from __future__ import annotations
 
@@ -8,11 +9,23 @@ from typing import Any
 
 import msgspec
 
-from .errors import KeyMissing, StoreError
+from ..errors import KeyMissing, StoreError
 from .events import StoredEvent, decode_event, decode_events
 from .protocols import Cipher
 
-__all__ = ["decode_run", "decode_stored"]
+__all__ = ["decode_run", "decode_stored", "is_sealed", "key_id_of"]
+
+SEALED = b"\x01"  # a sealed payload: 0x01 | len(key id) | key id | the cipher's bytes
+
+
+def is_sealed(payload: bytes) -> bool:
+    """Whether a stored payload was sealed by a cipher (else it is canonical JSON)."""
+    return payload[:1] == SEALED
+
+
+def key_id_of(payload: bytes) -> str:
+    """The id of the key a sealed payload was sealed with ("?" if it cannot be read)."""
+    return payload[2 : 2 + payload[1]].decode(errors="replace") if len(payload) > 1 else "?"
 
 
 def decode_stored(stored: StoredEvent, cipher: Cipher | None = None) -> Any:
@@ -20,7 +33,7 @@ def decode_stored(stored: StoredEvent, cipher: Cipher | None = None) -> Any:
     payload = stored.payload
     if payload[:1] != b"{":
         if cipher is None:
-            raise KeyMissing(payload[2 : 2 + payload[1]].decode(errors="replace") if len(payload) > 1 else "?")
+            raise KeyMissing(key_id_of(payload))
         payload = cipher.open(payload)
     try:
         return decode_event(payload)

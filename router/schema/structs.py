@@ -16,7 +16,7 @@ from typing import Annotated, Any, Literal, Protocol, Union
 
 import msgspec
 
-from .errors import SchemaError
+from ..errors import SchemaError
 from .pattern import python_pattern
 
 __all__ = ["msgspec_type"]

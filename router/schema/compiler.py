@@ -26,11 +26,11 @@ from urllib.parse import unquote
 
 import msgspec
 
-from .errors import SchemaError
+from ..errors import SchemaError
 from .pattern import python_pattern
-from .schema_applicators import BUILDERS, ORDER, present
-from .schema_assertions import Check, Failure, accept, check_all, json_type, nullable, refuse
-from .schema_types import msgspec_type
+from .applicators import BUILDERS, ORDER, present
+from .assertions import Check, Failure, accept, check_all, json_type, nullable, refuse
+from .structs import msgspec_type
 
 __all__ = [
     "ANNOTATIONS", "APPLICATORS", "ASSERTIONS", "BFCL", "OPENAPI", "CompiledSchema", "Failure", "SchemaOptions",

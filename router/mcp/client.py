@@ -26,9 +26,9 @@ import anyio
 import anyio.abc
 import msgspec
 
-from .errors import McpError, SchemaError
-from .schema import SchemaOptions
-from .tools import Retry, Tool
+from ..errors import McpError, SchemaError
+from ..schema.compiler import SchemaOptions
+from ..core.tools import Retry, Tool
 
 __all__ = ["PROTOCOL_VERSION", "McpClient", "McpToolFailed"]
 
@@ -99,7 +99,7 @@ class McpClient:
     async def http(cls, url: str, *, headers: Mapping[str, str] | None = None,
                    timeout_s: float = 30.0) -> AsyncIterator[McpClient]:
         """Talk to a server's streamable HTTP endpoint (``http://host:port/mcp``)."""
-        from .mcp_http import HttpChannel
+        from .http import HttpChannel
 
         async with HttpChannel(url, dict(headers or {}), timeout_s) as channel:
             client = cls(channel, url, timeout_s)

@@ -16,15 +16,15 @@ from typing import Any
 
 import msgspec
 
-from .access import Policy
-from .run.engine import Engine
-from .run.runtime import Runtime
-from .events import Limits, Principal, Usage
-from .limits import Price, PriceTable
-from .models.scripted import ScriptedModel
-from .protocols import ModelTurn, ProposedCall
-from .protocols import Cipher, Model, Store
-from .tools import Tools, tool
+from ..core.access import Policy
+from ..run.engine import Engine
+from ..run.runtime import Runtime
+from ..core.events import Limits, Principal, Usage
+from ..core.limits import Price, PriceTable
+from ..models.scripted import ScriptedModel
+from ..core.protocols import ModelTurn, ProposedCall
+from ..core.protocols import Cipher, Model, Store
+from ..core.tools import Tools, tool
 
 __all__ = ["MODEL", "PRINCIPAL", "PRICES", "LIMITS", "QUESTION", "demo_engine", "demo_model", "demo_tools"]
 

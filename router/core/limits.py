@@ -14,7 +14,7 @@ from typing import Any, Protocol, final
 
 import msgspec
 
-from .errors import ConfigError
+from ..errors import ConfigError
 from .events import NO_USAGE, LimitExceeded, Limits, ToolCall, Usage
 
 __all__ = [

@@ -32,22 +32,23 @@ import anyio
 import msgspec
 import orjson
 
-from . import demo, fsm
-from .chain import verify
-from .errors import ConfigError, RouterError
-from .events import GraphStarted
-from .graph.engine import GraphEngine
-from .graph_fsm import fold_graph, graph_mermaid
-from .protocols import Cipher, Store
-from .run.decisions import resolve_call, review_graph_run, review_run
-from .run.engine import Engine
-from .run.fork import fork_run
-from .run.log import load_run, open_log
-from .run.runtime import Runtime
-from .stored import decode_stored
-from .report import Report
-from .store.sqlite import Durability, SqliteStore
-from .timeline import render
+from ..core import fsm
+from . import demo
+from ..core.chain import verify
+from ..errors import ConfigError, RouterError
+from ..core.events import GraphStarted
+from ..graph.engine import GraphEngine
+from ..core.graph_fsm import fold_graph, graph_mermaid
+from ..core.protocols import Cipher, Store
+from ..run.decisions import resolve_call, review_graph_run, review_run
+from ..run.engine import Engine
+from ..run.fork import fork_run
+from ..run.log import load_run, open_log
+from ..run.runtime import Runtime
+from ..core.stored import decode_stored
+from ..core.report import Report
+from ..store.sqlite import Durability, SqliteStore
+from ..core.timeline import render
 
 __all__ = ["main"]
 
@@ -66,7 +67,7 @@ def _cipher() -> Cipher | None:
     spec = os.environ.get("ROUTER_KEYS", "").strip()
     if not spec:
         return None
-    from .crypto import AesGcmCipher
+    from ..crypto import AesGcmCipher
 
     keys: dict[str, bytes] = {}
     for item in spec.split(","):
@@ -92,9 +93,9 @@ def _demo_model(args: argparse.Namespace) -> Any:
         return None
     try:
         if args.model == "openai":
-            from .models.openai import OpenAIModel as Adapter
+            from ..models.openai import OpenAIModel as Adapter
         else:
-            from .models.anthropic import AnthropicModel as Adapter  # type: ignore[assignment]
+            from ..models.anthropic import AnthropicModel as Adapter  # type: ignore[assignment]
     except ImportError as exc:
         raise ConfigError(f"--model {args.model} needs the providers extra (pip install -e '.[providers]'): {exc}") \
             from exc
@@ -143,7 +144,7 @@ async def _show(args: argparse.Namespace) -> int:
 
 async def _verify(args: argparse.Namespace) -> int:
     if args.export:
-        from .export.arrow import verify_export
+        from ..export.arrow import verify_export
 
         summary = verify_export(args.export, cipher=_cipher())
         sealed = f"; {summary.unreadable} sealed event(s) checked by hash only (no key)" if summary.unreadable else ""
@@ -243,7 +244,7 @@ async def _fork(args: argparse.Namespace) -> int:
 
 
 async def _export(args: argparse.Namespace) -> int:
-    from .export.arrow import export
+    from ..export.arrow import export
 
     def progress(count: int) -> None:
         print(f"\r{count} events", end="", file=sys.stderr, flush=True)
@@ -394,6 +395,3 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"router: {exc.code}: {exc}", file=sys.stderr)
         return 1
 
-
-if __name__ == "__main__":
-    sys.exit(main())

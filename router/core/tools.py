@@ -17,12 +17,12 @@ from typing import Any, final, get_type_hints, overload
 import msgspec
 
 from .access import Policy
-from .errors import ConfigError, SchemaError
+from ..errors import ConfigError, SchemaError
 from .events import Message, Principal, ToolCall, ToolCallDenied, ToolCallRejected, ToolStarted, Usage
 from .limits import Budget, Meter
 from .protocols import ProposedCall
 from .redaction import Redaction
-from .schema import CompiledSchema, SchemaOptions, compile_schema, standard_schema
+from ..schema.compiler import CompiledSchema, SchemaOptions, compile_schema, standard_schema
 
 __all__ = ["Retry", "Tool", "ToolContext", "ToolOutput", "Tools", "encode_result", "record_calls", "tool"]
 

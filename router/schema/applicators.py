@@ -11,8 +11,8 @@ import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from .errors import SchemaError
-from .schema_assertions import ASSERTION_BUILDERS, Builder, Check, Compiling, Failure, accept, check_all, read_count
+from ..errors import SchemaError
+from .assertions import ASSERTION_BUILDERS, Builder, Check, Compiling, Failure, accept, check_all, read_count
 
 __all__ = ["BUILDERS", "ORDER", "present"]
 
