@@ -60,7 +60,7 @@ def test_a_changed_kw_default_changes_the_fingerprint() -> None:
     assert code_fingerprint(first) != code_fingerprint(second)
 
 
-def test_closure_values_are_data_seen_by_their_type() -> None:
+def test_closure_numbers_count_by_value_and_other_values_by_type() -> None:
     source = """
     def make(threshold):
         def f(score):
@@ -68,8 +68,9 @@ def test_closure_values_are_data_seen_by_their_type() -> None:
         return f
     """
     make = define(source, "make")
-    assert code_fingerprint(make(0.5)) == code_fingerprint(make(0.7))  # a value read from config is data
-    assert code_fingerprint(make("/srv/a.db")) == code_fingerprint(make("/tmp/b.db"))
+    assert code_fingerprint(make(0.5)) != code_fingerprint(make(0.7))  # a threshold decides
+    assert code_fingerprint(make(3)) != code_fingerprint(make(4))
+    assert code_fingerprint(make("/srv/a.db")) == code_fingerprint(make("/tmp/b.db"))  # where, not what
     assert code_fingerprint(make(1)) != code_fingerprint(make(True))
     assert code_fingerprint(make(("a", "b"))) != code_fingerprint(make(["a", "b"]))
 
@@ -208,7 +209,7 @@ def test_partials_count_their_function_args_and_keywords() -> None:
     fn = define(ROUTE)
     base = code_fingerprint(functools.partial(fn, "a"))
     assert base == code_fingerprint(functools.partial(fn, "a"))
-    assert base == code_fingerprint(functools.partial(fn, "b"))  # bound at run time: data, by type
+    assert base == code_fingerprint(functools.partial(fn, "b"))  # a string bound at run time: by type
     assert base != code_fingerprint(functools.partial(fn, 1))
     assert base != code_fingerprint(functools.partial(fn, "a", limit=2))
     assert base != code_fingerprint(fn)

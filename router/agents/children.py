@@ -20,11 +20,11 @@ from typing import Literal
 
 import anyio
 
-from ..core.events import Message, RunCancelled
-from ..core.fsm import Phase, fold
+from ..core.events import Message
+from ..core.fsm import Phase
 from ..graph.definition import NodeContext
 from ..run.engine import Engine, RunResult
-from ..run.log import open_log
+from ..run.log import end_run, load_run
 from ..core.tools import Tool, ToolContext, ToolOutput
 
 __all__ = ["agent_tool", "handoff_tool", "run_child"]
@@ -34,19 +34,38 @@ async def run_child(
     worker: Engine, run_id: str, task: str | Sequence[Message], parent: ToolContext | NodeContext
 ) -> RunResult:
     """Start the child run ``run_id`` of the run ``parent`` serves, or resume it if it
-    exists. The child's limits are lowered to the parent's budget, it inherits the parent's
-    redaction, and what it spent is reported to the parent's meter. A child that stops to
-    wait (for a decision or a review) is ended, so that it does not outlive its parent."""
-    if await worker.store.read(run_id):
-        result = await worker.resume(run_id)
-    else:
-        result = await worker.start(task, principal=parent.principal, run_id=run_id, parent_run_id=parent.run_id,
-                                    limits=parent.budget.bind(worker.limits), redaction=parent.redaction)
+    exists, on the parent's runtime (its store, clock, ids, cipher and observers). The
+    child's limits are lowered to what the parent has left, it inherits the parent's
+    redaction, and what it spent is reported to the parent's meter, even when it is
+    cancelled. A child that stops to wait (for a decision or a review) is ended, so that it
+    does not outlive its parent."""
+    engine = worker if parent.runtime is None else worker.on(parent.runtime)
+    budget = parent.budget.after(parent.meter)
+    try:
+        if await engine.store.read(run_id):
+            result = await engine.resume(run_id)
+        elif budget.exhausted:
+            raise RuntimeError(f"run {parent.run_id} has no {budget.exhausted} left for the child run {run_id}")
+        else:
+            result = await engine.start(task, principal=parent.principal, run_id=run_id, parent_run_id=parent.run_id,
+                                        limits=budget.bind(worker.limits), redaction=parent.redaction)
+    except BaseException:
+        with anyio.CancelScope(shield=True):
+            await _report_spend(engine, run_id, parent)
+        raise
     if result.phase in (Phase.INTERRUPTED, Phase.AWAITING_REVIEW):
-        await _end(worker, run_id, f"its parent {parent.run_id} went on without it ({result.phase})")
+        await end_run(engine.runtime, run_id, f"its parent {parent.run_id} went on without it ({result.phase})")
     if parent.meter is not None:
-        parent.meter.add(result.usage, round(result.cost_usd * 1e9), run_id)
+        parent.meter.report(run_id, result.usage, round(result.cost_usd * 1e9))
     return result
+
+
+async def _report_spend(engine: Engine, run_id: str, parent: ToolContext | NodeContext) -> None:
+    """What a child that did not return (cancelled, or failed) spent, from its log."""
+    if parent.meter is None or not await engine.store.read(run_id):
+        return
+    _, state, _ = await load_run(engine.store, run_id, engine.runtime.cipher)
+    parent.meter.report(run_id, state.usage, state.cost_nusd)
 
 
 def agent_tool(
@@ -105,14 +124,3 @@ def handoff_tool(
 
     hand_over.__doc__ = description
     return Tool(hand_over, name=name, description=description, idempotent=True)
-
-
-async def _end(worker: Engine, run_id: str, reason: str) -> None:
-    """Record that a paused child run ends with its parent."""
-    events, log = await open_log(worker.runtime, run_id)
-    try:
-        if not fold(events).terminal:
-            log.add(RunCancelled(at=worker.runtime.clock.now_us(), reason=reason))
-        await log.flush(last=True)
-    finally:
-        await log.release()

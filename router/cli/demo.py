@@ -23,7 +23,7 @@ from ..core.events import Limits, Principal, Usage
 from ..core.limits import Price, PriceTable
 from ..models.scripted import ScriptedModel
 from ..core.protocols import ModelTurn, ProposedCall
-from ..core.protocols import Cipher, Model, Store
+from ..core.protocols import Model, Store
 from ..core.tools import Tools, tool
 
 __all__ = ["MODEL", "PRINCIPAL", "PRICES", "LIMITS", "QUESTION", "demo_engine", "demo_model", "demo_tools"]

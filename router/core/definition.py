@@ -10,20 +10,20 @@ log records. Pure.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from hashlib import sha256
 from typing import Any
 
 import msgspec
 
 from .access import Policy
-from .events import ReviewRules
+from .events import GraphStarted, ReviewRules, RunMigrated, RunStarted
 from .fingerprint import code_fingerprint
 from .limits import PriceTable
 from .redaction import Redaction
 from .tools import Tools
 
-__all__ = ["changed_parts", "definition_parts", "hash_parts"]
+__all__ = ["changed_parts", "definition_parts", "digest_parts", "hash_parts", "recorded_parts"]
 
 _encoder = msgspec.json.Encoder(order="deterministic")
 
@@ -57,6 +57,11 @@ def definition_parts(
     return parts
 
 
+def digest_parts(**parts: Any) -> dict[str, str]:
+    """Each part (plain data), hashed, by name."""
+    return {name: _digest(value) for name, value in parts.items()}
+
+
 def hash_parts(parts: Mapping[str, str]) -> str:
     """The definition hash: one digest over every part."""
     return _digest(dict(parts))
@@ -65,6 +70,16 @@ def hash_parts(parts: Mapping[str, str]) -> str:
 def changed_parts(recorded: Mapping[str, str], current: Mapping[str, str]) -> tuple[str, ...]:
     """The names of the parts added, removed or changed, sorted."""
     return tuple(sorted(k for k in recorded.keys() | current.keys() if recorded.get(k) != current.get(k)))
+
+
+def recorded_parts(events: Sequence[Any]) -> dict[str, str]:
+    """The parts of the definition a run is under, as its log records them: its first
+    event's, or its last migration's."""
+    for event in reversed(events):
+        if isinstance(event, RunMigrated) and event.parts:
+            return dict(event.parts)
+    first = events[0] if events else None
+    return dict(first.parts) if isinstance(first, RunStarted | GraphStarted) else {}
 
 
 def _policy(policy: Policy) -> dict[str, list[str]]:

@@ -297,6 +297,7 @@ class RunMigrated(Event, frozen=True, tag="run_migrated"):
     migration: str
     from_definition: str
     to_definition: str
+    parts: dict[str, str] = {}  # the new definition's parts, for naming what changes next
 
 
 class RunInterrupted(Event, frozen=True, tag="run_interrupted"):

@@ -9,8 +9,9 @@ defaults) count by value when they are plain and immutable (None, bool, int, flo
 complex, str, bytes, and tuples and frozensets of them), with sets sorted so that
 PYTHONHASHSEED cannot move them; a list, dict, set or bytearray counts by its type only, as
 it is state the code keeps, which changes as the code runs. Values bound at run time (what
-a closure cell holds that is not callable, a partial's arguments) are data, not code: a
-path, a client or a threshold read from configuration counts by its type only; callables count by their own fingerprint,
+a closure cell holds that is not callable, a partial's arguments) count by value when they
+are numbers, flags or None (a threshold, a number of rounds: they decide) and by their type
+otherwise (a path, a URL, a client: they say where the code runs, not what it decides); callables count by their own fingerprint,
 and a callable met again on the way down (a recursive closure) counts as a marker; any
 other object counts by its type's module and qualified name.
 
@@ -113,8 +114,11 @@ def _encode_callable(value: object, path: frozenset[int]) -> _Tree:
 
 def _encode_bound(value: object, path: frozenset[int]) -> _Tree:
     """A value bound at run time (a closure cell, a partial's argument): the code of a
-    callable, the type of anything else (a path, a client, a threshold read from config)."""
+    callable, a number or flag by value (a threshold, a number of rounds decides), the type
+    of anything else (a path, a URL, a client: where the code runs, not what it decides)."""
     if callable(value):
+        return _encode(value, path)
+    if type(value) in _ATOMS or type(value) is int:
         return _encode(value, path)
     return ("value", _name(type(value)))
 

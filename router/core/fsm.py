@@ -31,7 +31,6 @@ from .events import (
     ReviewRules,
     RunCancelled,
     RunMigrated,
-    RunResumed,
     RunStarted,
     ToolCall,
     ToolCallDenied,

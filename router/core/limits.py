@@ -9,7 +9,7 @@ children; what a child spends comes back to its parent through a ``Meter``.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any, Protocol, final
 
 import msgspec
@@ -166,6 +166,34 @@ class Budget(msgspec.Struct, frozen=True, gc=False):
             deadline_s=deadline,
         )
 
+    @property
+    def exhausted(self) -> str:
+        """The ceiling with nothing left, "" if every one has something left: a child is not
+        started on an exhausted budget (it would spend a model call it has no room for)."""
+        for name in ("cost_nusd", "input_tokens", "output_tokens", "total_tokens", "deadline_s"):
+            left = getattr(self, name)
+            if left is not None and left <= 0:
+                return name
+        return ""
+
+    def after(self, meter: Meter | None) -> Budget:
+        """What is left of this budget once ``meter``'s children have spent (children
+        started one after another share one budget)."""
+        if meter is None or meter.empty or self == _UNBOUNDED:
+            return self
+        usage = meter.usage
+
+        def rest(left: int | None, used: int) -> int | None:
+            return None if left is None else max(0, left - used)
+
+        return Budget(
+            cost_nusd=rest(self.cost_nusd, meter.cost_nusd),
+            input_tokens=rest(self.input_tokens, usage.input_tokens),
+            output_tokens=rest(self.output_tokens, usage.output_tokens),
+            total_tokens=rest(self.total_tokens, usage.total_tokens),
+            deadline_s=self.deadline_s,
+        )
+
     def bind(self, limits: Limits) -> Limits:
         """``limits`` with every ceiling lowered to what this budget allows."""
         if self == _UNBOUNDED:
@@ -191,20 +219,38 @@ def _lower(own: Any, allowed: Any) -> Any:
 @final
 class Meter:
     """What the child runs of one tool call or graph task spent, reported back to the run
-    that started them (``add``) and recorded in the event that ends the call or task."""
+    that started them and recorded in the event that ends the call or task. A child reports
+    its whole spend each time it returns (``report``): a child resumed by a retry replaces
+    its earlier report rather than adding to it. Other spend (``add``) accumulates."""
 
-    __slots__ = ("usage", "cost_nusd", "child_run_id")
+    __slots__ = ("_children", "_other", "child_run_id")
 
     def __init__(self) -> None:
-        self.usage, self.cost_nusd, self.child_run_id = NO_USAGE, 0, ""
+        self._children: dict[str, tuple[Usage, int]] = {}
+        self._other: tuple[Usage, int] = (NO_USAGE, 0)
+        self.child_run_id = ""  # the first child reported
 
     @property
     def empty(self) -> bool:
-        return self.usage is NO_USAGE and not self.cost_nusd and not self.child_run_id
+        return not self._children and self._other == (NO_USAGE, 0)
 
-    def add(self, usage: Usage, cost_nusd: int, child_run_id: str = "") -> None:
-        if usage.input_tokens or usage.output_tokens:
-            self.usage = Usage(input_tokens=self.usage.input_tokens + usage.input_tokens,
-                               output_tokens=self.usage.output_tokens + usage.output_tokens)
-        self.cost_nusd += cost_nusd
+    @property
+    def usage(self) -> Usage:
+        parts = [*self._children.values(), self._other]
+        total_in = sum(u.input_tokens for u, _ in parts)
+        total_out = sum(u.output_tokens for u, _ in parts)
+        return Usage(input_tokens=total_in, output_tokens=total_out) if total_in or total_out else NO_USAGE
+
+    @property
+    def cost_nusd(self) -> int:
+        return sum(c for _, c in self._children.values()) + self._other[1]
+
+    def report(self, child_run_id: str, usage: Usage, cost_nusd: int) -> None:
+        """The child run's whole spend so far."""
+        self._children[child_run_id] = (usage, cost_nusd)
         self.child_run_id = self.child_run_id or child_run_id
+
+    def add(self, usage: Usage, cost_nusd: int) -> None:
+        used, cost = self._other
+        self._other = (Usage(input_tokens=used.input_tokens + usage.input_tokens,
+                             output_tokens=used.output_tokens + usage.output_tokens), cost + cost_nusd)

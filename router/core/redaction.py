@@ -26,8 +26,8 @@ __all__ = ["Redaction"]
 # order and decoding and re-encoding it gives the same bytes.
 _encoder = msgspec.json.Encoder()
 # Event fields that hold JSON text: tool arguments (a reviewer's edit too), results (a
-# supplied one too), a graph's state and a node's update.
-_EMBEDDED = frozenset({"arguments", "result", "state", "update"})
+# supplied one too), a graph's state, a node's update and a mapped task's item.
+_EMBEDDED = frozenset({"arguments", "result", "state", "update", "item"})
 
 
 class Redaction:
@@ -43,9 +43,10 @@ class Redaction:
             except re.error as exc:
                 raise ConfigError(f"redaction pattern {name!r} is not a regular expression: {exc}") from exc
         self._fields = frozenset(f.lower() for f in fields)
-        # A field name as a JSON key, to find it in text that is not JSON (malformed arguments).
+        # A field name, in any quoting, to find it in text that is not JSON (malformed arguments).
         self._field_words = (
-            re.compile("|".join(re.escape(f'"{f}"') for f in sorted(self._fields)), re.IGNORECASE)
+            re.compile("|".join(rf"(?<![A-Za-z0-9_]){re.escape(f)}(?![A-Za-z0-9_])" for f in sorted(self._fields)),
+                       re.IGNORECASE)
             if self._fields else None
         )
 
@@ -89,24 +90,33 @@ class Redaction:
         return _encoder.encode(self._walk(msgspec.json.decode(payload), embedded=False))
 
     def _walk(self, value: Any, *, embedded: bool, key: str = "") -> Any:
+        """An event's fields, and (``embedded``) the JSON values some of them hold: inside
+        those, field names are matched, keys and numbers are searched too, and a string
+        that is JSON text itself is opened."""
         if isinstance(value, str):
-            if key in _EMBEDDED and not embedded:
+            if (key in _EMBEDDED and not embedded) or (embedded and value[:1] in ("{", "[")):
                 return self._json_text(value)
             return self._text(value)
         if isinstance(value, dict):
-            fields = self._fields if embedded else ()
+            if not embedded:
+                return {k: self._walk(v, embedded=False, key=k) for k, v in value.items()}
+            fields = self._fields
             return {
-                k: f"[redacted:{k}]" if fields and k.lower() in fields else self._walk(v, embedded=embedded, key=k)
+                self._text(k): f"[redacted:{k}]" if k.lower() in fields else self._walk(v, embedded=True, key=k)
                 for k, v in value.items()
             }
         if isinstance(value, list):
             return [self._walk(v, embedded=embedded) for v in value]
+        if embedded and self._patterns and isinstance(value, int | float) and not isinstance(value, bool):
+            text = repr(value)
+            redacted = self._text(text)
+            return value if redacted == text else redacted  # a card number sent as a number
         return value
 
     def _json_text(self, text: str) -> str:
         try:
             inner = msgspec.json.decode(text)
-        except msgspec.DecodeError:
+        except (msgspec.DecodeError, RecursionError):
             # Not JSON (a model's malformed arguments): its fields cannot be found one by
             # one, so text that names one is withheld whole.
             if self._field_words is not None and self._field_words.search(text):

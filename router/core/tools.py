@@ -41,6 +41,7 @@ class ToolContext(msgspec.Struct, frozen=True):
     budget: Budget = Budget()  # what the run has left for this call's child runs
     meter: Meter | None = None  # takes what this call's child runs spent
     redaction: Redaction | None = None  # the run's policy, which its child runs inherit
+    runtime: Any = None  # the run's Runtime (router.run.runtime), on which its child runs execute
 
 
 class ToolOutput(msgspec.Struct, frozen=True):

@@ -28,6 +28,7 @@ import msgspec
 
 from ..errors import ConfigError
 from ..core.events import Principal, Task
+from ..core.definition import digest_parts, hash_parts
 from ..core.fingerprint import code_fingerprint
 from ..core.limits import Budget, Meter
 from ..core.redaction import Redaction
@@ -64,7 +65,8 @@ class NodeContext(msgspec.Struct, frozen=True):
     """What a node may take as its second parameter: where it runs. ``key`` is unique and
     stable within the run (node, step and item), for naming the child runs a node starts.
     ``budget`` is what the graph run has left for this task's child runs, ``meter`` takes
-    what they spent, ``redaction`` is the run's policy, which its children inherit."""
+    what they spent, ``redaction`` is the run's policy, which its children inherit, and
+    ``runtime`` is where they execute (the run's own store, clock, ids, cipher, observers)."""
 
     run_id: str
     step: int
@@ -74,6 +76,7 @@ class NodeContext(msgspec.Struct, frozen=True):
     budget: Budget = Budget()
     meter: Meter | None = None
     redaction: Redaction | None = None
+    runtime: Any = None  # the run's Runtime (router.run.runtime), on which its child runs execute
 
     @property
     def key(self) -> str:
@@ -148,7 +151,7 @@ class CompiledGraph:
         self.name, self.nodes, self.edges, self.start, self.reducers = name, nodes, edges, start, reducers
         self._validate()
         self.parts = self._parts()
-        self.definition = sha256(_encoder.encode(self.parts)).hexdigest()
+        self.definition = hash_parts(self.parts)
 
     def _validate(self) -> None:
         def known(node: str, where: str) -> None:
@@ -200,7 +203,7 @@ class CompiledGraph:
         """The definition's parts by name, each hashed: the shape, and the code of every
         node, route, map and reducer (``router.fingerprint``). A resume names the parts
         that changed."""
-        out = {"graph": sha256(_encoder.encode(self.describe())).hexdigest()}
+        out = digest_parts(graph=self.describe())
         for name, node in sorted(self.nodes.items()):
             out[f"node:{name}"] = code_fingerprint(node.fn)
         for src, e in sorted(self.edges.items()):

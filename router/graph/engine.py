@@ -8,25 +8,28 @@ routing decision go in one batch, committed before the next step's nodes run.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Awaitable, Callable, Mapping
-from hashlib import sha256
 from typing import Any, final
 
 import anyio
 import msgspec
 
-from ..core.definition import changed_parts
+from ..core.definition import changed_parts, digest_parts, hash_parts, recorded_parts
 from ..errors import ConfigError, DefinitionChanged
 from ..core.events import (
     Event,
     GraphStarted,
+    LimitExceeded,
     Limits,
     NodeFailed,
     NodeFinished,
     Principal,
     RedactionPolicy,
+    ReviewDecided,
     RunCancelled,
     RunFailed,
+    RunForked,
     RunMigrated,
     RunResumed,
     StepRouted,
@@ -40,8 +43,8 @@ from ..core.limits import Budget, Meter
 from ..core.protocols import Store
 from ..core.redaction import Redaction
 from ..core.replay import Divergence, ReplayReport
-from ..run.attempt import attempt
-from ..run.log import RunLog, open_log
+from ..run.attempt import attempt, deadline_passed, time_left
+from ..run.log import RunLog, end_run, fold_run, open_log
 from ..run.runtime import Runtime
 from .definition import CompiledGraph, NodeContext
 from ..core.graph_fsm import GraphState, RouteStep, RunStep, apply_graph, fold_graph, next_graph_effect
@@ -49,6 +52,8 @@ from ..core.graph_fsm import GraphState, RouteStep, RunStep, apply_graph, fold_g
 __all__ = ["GraphEngine", "GraphResult", "subgraph"]
 
 _encoder = msgspec.json.Encoder(order="deterministic")
+# Events that record what the world did, accepted as recorded by a replay.
+_THE_WORLDS = (NodeFinished, NodeFailed, RunResumed, RunMigrated, RunForked, RunCancelled, ReviewDecided)
 
 
 class GraphResult(msgspec.Struct, frozen=True):
@@ -94,12 +99,16 @@ class GraphEngine:
         self.limits = limits or Limits()
         self.redaction = redaction or Redaction()
         review = {"before": sorted(self.review_before), "after": sorted(self.review_after)}
-        self.parts = {
-            **graph.parts,
-            "redaction": sha256(_encoder.encode(self.redaction.describe())).hexdigest(),
-            "review": sha256(_encoder.encode(review)).hexdigest(),
-        }
-        self.definition = sha256(_encoder.encode(self.parts)).hexdigest()
+        self.parts = {**graph.parts, **digest_parts(redaction=self.redaction.describe(), review=review)}
+        self.definition = hash_parts(self.parts)
+
+    def on(self, runtime: Runtime) -> GraphEngine:
+        """This graph on another runtime (a child run executes on its parent's)."""
+        if runtime is self.runtime:
+            return self
+        other = copy.copy(self)
+        other.runtime, other.store = runtime, runtime.store
+        return other
 
     async def start(self, state: Mapping[str, Any], *, principal: Principal, limits: Limits | None = None,
                     run_id: str | None = None, parent_run_id: str = "",
@@ -138,11 +147,12 @@ class GraphEngine:
             run = _GraphRun(log, fold_graph(self.graph.merge, events))
             state = run.state
             if state.definition != self.definition and not state.terminal:
-                changed = changed_parts(events[0].parts, self.parts)
                 if migration is None:
+                    changed = changed_parts(recorded_parts(events), self.parts)
                     raise DefinitionChanged(run_id, state.definition, self.definition, changed)
                 self._add(run, RunMigrated(at=self.runtime.clock.now_us(), migration=migration,
-                                           from_definition=state.definition, to_definition=self.definition))
+                                           from_definition=state.definition, to_definition=self.definition,
+                                           parts=self.parts))
         except BaseException:
             await log.release()
             raise
@@ -151,18 +161,43 @@ class GraphEngine:
         return await self._drive(run)
 
     async def replay(self, run_id: str) -> ReplayReport:
-        """Fold the run again and route every step again with this graph; node results come
-        from the log. Reports the first step whose routing differs."""
-        events, _ = await open_log(self.runtime, run_id, lease=False)
+        """Fold the run again and decide every step again with this graph (routing, limits,
+        reviews, a failed node ending the run); node results and people's decisions come
+        from the log. Events are compared in their stored form (redacted), timestamps aside.
+        Reports the first event that differs."""
+        events, log = await open_log(self.runtime, run_id, self.redaction, lease=False)
+        redaction = log.redaction
+        stored: Callable[[Event], bytes] = (
+            (lambda e: redaction.apply(encode_event(e))) if redaction else encode_event
+        )
         state = GraphState()
         for seq, event in enumerate(events):
-            if isinstance(event, StepRouted) and state.phase == "running":
-                got = StepRouted(at=event.at, step=state.step, next=self._route(state))
-                if encode_event(got) != encode_event(event):
-                    return ReplayReport(run_id, seq, Divergence(seq, encode_event(event).decode(),
-                                                                encode_event(got).decode()))
+            got = self._redecide(state, event)
+            if got is not None:
+                expected = stored(event)
+                produced = stored(msgspec.structs.replace(got, at=event.at)) if not isinstance(got, str) else got.encode()
+                if produced != expected:
+                    return ReplayReport(run_id, seq, Divergence(seq, expected.decode(), produced.decode()))
             state = apply_graph(self.graph.merge, state, event)
         return ReplayReport(run_id, len(events))
+
+    def _redecide(self, s: GraphState, event: Event) -> Event | str | None:
+        """What this graph decides where ``event`` was recorded (a description when it would
+        run the step instead), or None where the event is the world's: a node's result, a
+        deadline that passed while nodes ran, a person's decision, a resume or a fork."""
+        if s.phase != "running" or isinstance(event, _THE_WORLDS):
+            return None
+        effect = next_graph_effect(s, self.review_before, self.review_after)
+        if isinstance(effect, Record):
+            return effect.event
+        if isinstance(effect, RouteStep):
+            try:
+                return StepRouted(at=event.at, step=s.step, next=self._route(s))
+            except Exception as exc:  # a route function that raises or picks an unknown node
+                return RunFailed(at=event.at, code="route_error", reason=str(exc))
+        if isinstance(event, LimitExceeded) and event.limit == "deadline":
+            return None
+        return f"(runs step {s.step}: {', '.join(t.node for t in s.tasks)})"
 
     def _route(self, s: GraphState) -> tuple[Task, ...]:
         """The next tasks after the step whose results ``s`` holds (the route functions may raise)."""
@@ -189,7 +224,7 @@ class GraphEngine:
                 effect = next_graph_effect(run.state, self.review_before, self.review_after)
                 if isinstance(effect, RunStep):
                     await log.flush()  # the step to run is committed before its nodes run
-                    for event in await self._step(run, effect.tasks):
+                    for event in await self._step_within_deadline(run, effect.tasks):
                         self._add(run, event)
                 elif isinstance(effect, RouteStep):
                     try:
@@ -209,6 +244,17 @@ class GraphEngine:
                     self._add(run, RunCancelled(at=clock.now_us(), reason="the task driving the run was cancelled"))
                 await log.flush(last=True)
             raise
+
+    async def _step_within_deadline(self, run: _GraphRun, tasks: tuple[Task, ...]) -> list[Event]:
+        """The step's results; if the run's deadline passes first, the step is cut short
+        (its nodes cancelled, their child runs with them) and the deadline is recorded."""
+        left = time_left(self.runtime.clock, run.state)
+        if left == float("inf"):
+            return await self._step(run, tasks)
+        with anyio.move_on_after(left) as scope:
+            return await self._step(run, tasks)
+        assert scope.cancelled_caught
+        return [deadline_passed(self.runtime.clock, run.state)]
 
     async def _step(self, run: _GraphRun, tasks: tuple[Task, ...]) -> list[Event]:
         """Run these tasks of the step concurrently; their results come back in task order."""
@@ -230,7 +276,8 @@ class GraphEngine:
         node = self.graph.nodes[task.node]
         meter = Meter()
         context = NodeContext(run.run_id, s.step, task.node, task.item, s.principal,
-                              budget=Budget.left(s, share), meter=meter, redaction=run.log.redaction or None)
+                              budget=Budget.left(s, share), meter=meter, redaction=run.log.redaction or None,
+                              runtime=run.log.runtime)
         view = dict(s.state)
         if task.item:
             view["item"] = msgspec.json.decode(task.item)
@@ -259,22 +306,34 @@ def subgraph(
     inputs: Callable[[dict[str, Any]], Mapping[str, Any]],
     outputs: Callable[[dict[str, Any]], Mapping[str, Any]],
 ) -> Callable[[dict[str, Any], NodeContext], Awaitable[Mapping[str, Any]]]:
-    """A node that runs another graph as a child run (``<run>/<node>.<step>``): ``inputs``
-    makes the child's initial state from the parent's, ``outputs`` the parent's update from
-    the child's final state. The child's limits are lowered to what the parent has left, it
-    inherits the parent's redaction, and what it spent counts against the parent. A resumed
-    parent resumes the same child."""
+    """A node that runs another graph as a child run (``<run>/<node>.<step>``) on the
+    parent's runtime: ``inputs`` makes the child's initial state from the parent's,
+    ``outputs`` the parent's update from the child's final state. The child's limits are
+    lowered to what the parent has left, it inherits the parent's redaction, what it spent
+    counts against the parent (even when it is cancelled), and a child that stops to wait
+    for a review is ended with its step. A resumed parent resumes the same child."""
 
     async def node(state: dict[str, Any], ctx: NodeContext) -> Mapping[str, Any]:
         child_id = f"{ctx.run_id}/{ctx.key}"
-        if await engine.store.read(child_id):
-            result = await engine.resume(child_id)
-        else:
-            result = await engine.start(inputs(state), principal=ctx.principal, run_id=child_id,
-                                        parent_run_id=ctx.run_id, limits=ctx.budget.bind(engine.limits),
-                                        redaction=ctx.redaction)
-        if ctx.meter is not None:
-            ctx.meter.add(result.usage, round(result.cost_usd * 1e9), child_id)
+        child = engine if ctx.runtime is None else engine.on(ctx.runtime)
+        budget = ctx.budget.after(ctx.meter)
+        try:
+            if await child.store.read(child_id):
+                result = await child.resume(child_id)
+            elif budget.exhausted:
+                raise RuntimeError(f"run {ctx.run_id} has no {budget.exhausted} left for the child run {child_id}")
+            else:
+                result = await child.start(inputs(state), principal=ctx.principal, run_id=child_id,
+                                           parent_run_id=ctx.run_id, limits=budget.bind(engine.limits),
+                                           redaction=ctx.redaction)
+        finally:
+            with anyio.CancelScope(shield=True):
+                if ctx.meter is not None and await child.store.read(child_id):
+                    events, _ = await open_log(child.runtime, child_id, lease=False)
+                    spent_so_far = fold_run(events)
+                    ctx.meter.report(child_id, spent_so_far.usage, spent_so_far.cost_nusd)
+        if result.phase == "awaiting_review":
+            await end_run(child.runtime, child_id, f"its parent {ctx.run_id} went on without it (awaiting_review)")
         if result.phase != "done":
             raise RuntimeError(f"the subgraph {engine.graph.name!r} ended {result.phase}: {result.reason}")
         return outputs(result.state)

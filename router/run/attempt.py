@@ -1,6 +1,6 @@
 """The one attempt loop: a timeout per attempt and the deterministic retry schedule, for
-tools and graph nodes alike. A failure is an outcome, never an exception: the engine
-records it as an event."""
+tools, graph nodes and model calls alike. A failure is an outcome, never an exception: the
+engine records it as an event. And the one reading of a run's deadline while router waits."""
 
 from __future__ import annotations
 
@@ -9,26 +9,34 @@ from typing import Any, final
 
 import anyio
 
+from ..core.clock import Clock
+from ..core.events import LimitExceeded
+from ..core.limits import Spent
 from ..core.tools import Retry
 
-__all__ = ["Attempted", "attempt"]
+__all__ = ["Attempted", "attempt", "deadline_passed", "time_left"]
 
 
 @final
 class Attempted:
-    """How the attempts went: the value of the one that succeeded, or every error."""
+    """How the attempts went: the value of the one that succeeded, or every error and the
+    last exception."""
 
-    __slots__ = ("value", "ok", "attempts", "error", "timed_out")
+    __slots__ = ("value", "ok", "attempts", "error", "timed_out", "exception")
 
-    def __init__(self, value: Any, ok: bool, attempts: int, error: str = "", timed_out: bool = False) -> None:
-        self.value, self.ok, self.attempts, self.error, self.timed_out = value, ok, attempts, error, timed_out
+    def __init__(self, value: Any, ok: bool, attempts: int, error: str = "", timed_out: bool = False,
+                 exception: Exception | None = None) -> None:
+        self.value, self.ok, self.attempts, self.error = value, ok, attempts, error
+        self.timed_out, self.exception = timed_out, exception
 
 
-async def attempt(call: Callable[[], Awaitable[Any]], retry: Retry, timeout_s: float | None) -> Attempted:
+async def attempt(call: Callable[[], Awaitable[Any]], retry: Retry, timeout_s: float | None,
+                  *, final: type[Exception] | None = None) -> Attempted:
     """Await ``call()`` until it returns, at most ``retry.attempts`` times, each attempt
     within ``timeout_s`` (None: no limit), waiting ``retry.delay_before(n)`` before
-    attempt n. An exception or a timeout is an attempt that failed; a cancellation of
-    the caller is not, and propagates."""
+    attempt n. An exception or a timeout is an attempt that failed; an exception of type
+    ``final`` (one that has spent its own retries) ends the attempts at once. A
+    cancellation of the caller is not a failure, and propagates."""
     errors: list[str] = []
     timeouts = 0
     for n in range(1, retry.attempts + 1):
@@ -46,6 +54,26 @@ async def attempt(call: Callable[[], Awaitable[Any]], retry: Retry, timeout_s: f
                 errors.append(f"timed out after {timeout_s:g} s")
             else:
                 errors.append(f"{type(exc).__name__}: {exc}")
+            if final is not None and isinstance(exc, final):
+                return Attempted(None, False, n, "; ".join(errors), False, exc)
+            last = exc
             continue
         return Attempted(value, True, n)
-    return Attempted(None, False, retry.attempts, "; ".join(errors), timeouts == retry.attempts)
+    return Attempted(None, False, retry.attempts, "; ".join(errors), timeouts == retry.attempts, last)
+
+def time_left(clock: Clock, state: Spent) -> float:
+    """Seconds until the run's deadline on ``clock`` (inf without one): what a wait for the
+    model, a turn's tools or a graph step may take."""
+    deadline = state.limits.deadline_s
+    if deadline is None:
+        return float("inf")
+    return deadline - (clock.now_us() - state.started_at) / 1e6
+
+
+def deadline_passed(clock: Clock, state: Spent) -> LimitExceeded:
+    """The event that records a deadline that passed while router waited."""
+    now = clock.now_us()
+    return LimitExceeded(
+        at=now, limit="deadline", value=(now - state.started_at) / 1e6, ceiling=state.limits.deadline_s or 0,
+        detail="the deadline passed while router waited",
+    )

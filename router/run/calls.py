@@ -9,15 +9,15 @@ from typing import Any, final
 import anyio
 
 from ..core.clock import Clock
-from ..core.events import Event, LimitExceeded, ToolFailed, ToolStarted, ToolSucceeded, spent
+from ..core.events import Event, ToolFailed, ToolStarted, ToolSucceeded, spent
 from ..core.fsm import RunState, apply
 from ..core.limits import Budget, Meter
 from ..core.tools import Tool, ToolContext, ToolOutput, Tools, encode_result
 from ..core.transcript import Transcript
-from .attempt import attempt
+from .attempt import attempt, deadline_passed, time_left
 from .log import RunLog
 
-__all__ = ["AgentRun", "Calls", "deadline_passed", "time_left"]
+__all__ = ["AgentRun", "Calls"]
 
 
 @final
@@ -37,21 +37,6 @@ class AgentRun:
         self.state = apply(self.state, event)
         self.transcript.apply(event)
         self.log.pending.append(event)
-
-
-def time_left(clock: Clock, state: RunState) -> float:
-    deadline = state.limits.deadline_s
-    if deadline is None:
-        return float("inf")
-    return deadline - (clock.now_us() - state.started_at) / 1e6
-
-
-def deadline_passed(clock: Clock, state: RunState) -> LimitExceeded:
-    now = clock.now_us()
-    return LimitExceeded(
-        at=now, limit="deadline", value=(now - state.started_at) / 1e6, ceiling=state.limits.deadline_s or 0,
-        detail="the deadline passed while router waited",
-    )
 
 
 @final
@@ -135,6 +120,7 @@ class Calls:
         return args, ToolContext(
             run.run_id, started.call_id, state.principal, tuple(run.transcript.messages),
             budget=Budget.left(state, share), meter=Meter(), redaction=run.log.redaction or None,
+            runtime=run.log.runtime,
         )
 
     def _returned(self, t: Tool, started: ToolStarted, value: Any, begin: int, attempts: int,
@@ -153,7 +139,9 @@ class Calls:
             )
         meter = meter or Meter()
         if output is not None:
-            meter.add(output.usage, output.cost_nusd, output.child_run_id)
+            meter.add(output.usage, output.cost_nusd)
+            if output.child_run_id and not meter.child_run_id:
+                meter.child_run_id = output.child_run_id
         return ToolSucceeded(
             at=now, call_id=started.call_id, tool=t.name, result=result, latency_us=now - begin, attempts=attempts,
             usage=spent(meter.usage), cost_nusd=meter.cost_nusd, child_run_id=meter.child_run_id,

@@ -9,13 +9,14 @@ one store round trip, two when it runs a side-effecting tool.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Sequence
 from typing import Any, final
 
 import anyio
 import msgspec
 
-from ..core.definition import changed_parts, definition_parts, hash_parts
+from ..core.definition import changed_parts, definition_parts, hash_parts, recorded_parts
 from ..errors import ConfigError, DefinitionChanged, ModelError
 from ..core.events import (
     Event,
@@ -44,7 +45,8 @@ from ..core.replay import ReplayReport, replay_events
 from ..core.tools import Retry, Tools, record_calls
 from ..core.transcript import Transcript
 from .calls import AgentRun
-from .calls import Calls, deadline_passed, time_left
+from .attempt import attempt, deadline_passed, time_left
+from .calls import Calls
 from .log import RunLog, open_log
 from .runtime import Runtime
 
@@ -119,6 +121,14 @@ class Engine:
         self.parts = definition_parts(model.name, tools, self.prices, self.redaction, self.review, output_check)
         self.definition = hash_parts(self.parts)
 
+    def on(self, runtime: Runtime) -> Engine:
+        """This agent on another runtime (a child run executes on its parent's)."""
+        if runtime is self.runtime:
+            return self
+        other = copy.copy(self)
+        other.runtime, other.store, other._calls = runtime, runtime.store, Calls(self.tools, runtime.clock)
+        return other
+
     async def start(
         self,
         messages: str | Sequence[Message | dict[str, Any]],
@@ -179,12 +189,11 @@ class Engine:
                 return RunResult.of(run_id, state)
             now = self.runtime.clock.now_us()
             if state.definition != self.definition:
-                first = events[0]
-                changed = changed_parts(first.parts if isinstance(first, RunStarted) else {}, self.parts)
                 if migration is None:
+                    changed = changed_parts(recorded_parts(events), self.parts)
                     raise DefinitionChanged(run_id, state.definition, self.definition, changed)
                 run.add(RunMigrated(at=now, migration=migration, from_definition=state.definition,
-                                    to_definition=self.definition))
+                                    to_definition=self.definition, parts=self.parts))
         except BaseException:
             await log.release()
             raise
@@ -260,30 +269,34 @@ class Engine:
         return deadline_passed(self.runtime.clock, run.state)
 
     async def _ask_model(self, run: AgentRun) -> Event:
+        """One model turn through the attempt loop; the turn is recorded outside it, so a
+        turn that cannot be recorded is never asked for again."""
         clock = self.runtime.clock
         begin = clock.now_us()
-        error = ""
-        for n in range(1, self.model_retry.attempts + 1):
-            if n > 1:
-                await anyio.sleep(self.model_retry.delay_before(n))
-            try:
-                turn = await self.model.respond(run.transcript.messages, self.tools.schemas)
-                if not isinstance(turn, ModelTurn):
-                    raise TypeError(f"the model returned {type(turn).__name__}, not ModelTurn")
-                if turn.route:
-                    self._routed(run, next((a.model for a in turn.route if a.outcome == "answered"), ""), turn.route)
-                return self._responded(run.state, turn, begin)
-            except ModelError as exc:  # a provider adapter has spent its own retries
-                error = f"{type(exc).__name__}: {exc}"
-                if exc.route:
-                    self._routed(run, "", exc.route)  # type: ignore[arg-type]
-                break
-            except Exception as exc:  # recorded as run_failed once the retries are spent
-                error = f"{type(exc).__name__}: {exc}"
-        return RunFailed(
-            at=clock.now_us(), code="model_error",
-            reason=f"the model failed after {n} attempt(s) here; last error: {error}",
-        )
+        model, messages, schemas = self.model, run.transcript.messages, self.tools.schemas
+
+        async def ask() -> ModelTurn:
+            turn = await model.respond(messages, schemas)
+            if not isinstance(turn, ModelTurn):
+                raise TypeError(f"the model returned {type(turn).__name__}, not ModelTurn")
+            return turn
+
+        outcome = await attempt(ask, self.model_retry, None, final=ModelError)  # an adapter's own retries are spent
+        if not outcome.ok:
+            last = outcome.exception
+            if isinstance(last, ModelError) and last.route:
+                self._routed(run, "", last.route)  # type: ignore[arg-type]
+            error = f"{type(last).__name__}: {last}" if last is not None else outcome.error
+            return RunFailed(at=clock.now_us(), code="model_error",
+                             reason=f"the model failed after {outcome.attempts} attempt(s) here; last error: {error}")
+        turn: ModelTurn = outcome.value
+        if turn.route:
+            self._routed(run, next((a.model for a in turn.route if a.outcome == "answered"), ""), turn.route)
+        try:
+            return self._responded(run.state, turn, begin)
+        except Exception as exc:  # a strict price table without this model, an answer check that raised
+            code = "config_error" if isinstance(exc, ConfigError) else "output_check_failed"
+            return RunFailed(at=clock.now_us(), code=code, reason=f"{type(exc).__name__}: {exc}")
 
     def _routed(self, run: AgentRun, chosen: str, route: tuple[RouteAttempt, ...]) -> None:
         run.add(ModelRouted(at=self.runtime.clock.now_us(), step=run.state.steps + 1, chosen=chosen, attempts=route))

@@ -18,15 +18,16 @@ import msgspec
 
 from ..core.chain import Chain, verify
 from ..errors import LeaseHeld, LeaseLost, RunNotFound
-from ..core.events import Event, GraphStarted, RunStarted, decode_event, encode_event
+from ..core.events import Event, GraphStarted, RunCancelled, RunStarted, decode_event, encode_event
 from ..core.fsm import RunState, fold
+from ..core.graph_fsm import GraphState, fold_graph
 from ..core.protocols import Cipher, Store
 from ..core.protocols import LeaseChange
 from ..core.redaction import Redaction
 from ..core.stored import decode_run
 from .runtime import Runtime
 
-__all__ = ["RunLog", "load_run", "open_log", "recorded_redaction"]
+__all__ = ["RunLog", "end_run", "fold_run", "load_run", "open_log", "recorded_redaction"]
 
 
 @final
@@ -127,6 +128,15 @@ def recorded_redaction(events: Sequence[Any]) -> Redaction:
     return Redaction()
 
 
+async def _read(store: Store, run_id: str, cipher: Cipher | None) -> tuple[list[Any], Chain]:
+    """A run's events, read, verified and decoded, and its chain head."""
+    stored = await store.read(run_id)
+    if not stored:
+        raise RunNotFound(run_id)
+    verify(stored)
+    return decode_run(stored, cipher), Chain.after(run_id, stored)
+
+
 async def open_log(runtime: Runtime, run_id: str, redaction: Redaction | None = None,
                    *, lease: bool = True) -> tuple[list[Any], RunLog]:
     """Take the run's lease (unless ``lease`` is False), read, verify and decode its log.
@@ -138,11 +148,7 @@ async def open_log(runtime: Runtime, run_id: str, redaction: Redaction | None = 
     if lease:
         await store.acquire_lease(run_id, runtime.owner, runtime.lease_ttl_s)
     try:
-        stored = await store.read(run_id)
-        if not stored:
-            raise RunNotFound(run_id)
-        verify(stored)
-        events = decode_run(stored, runtime.cipher)
+        events, chain = await _read(store, run_id, runtime.cipher)
     except BaseException:
         if lease:
             with anyio.CancelScope(shield=True):
@@ -150,8 +156,7 @@ async def open_log(runtime: Runtime, run_id: str, redaction: Redaction | None = 
         raise
     policy = recorded_redaction(events)
     writer = policy | redaction if redaction else policy
-    return events, RunLog(runtime, run_id, writer, Chain.after(run_id, stored), held=lease)
-
+    return events, RunLog(runtime, run_id, writer, chain, held=lease)
 
 
 async def load_run(store: Store, run_id: str, cipher: Cipher | None = None) -> tuple[list[Any], RunState, Chain]:
@@ -160,9 +165,23 @@ async def load_run(store: Store, run_id: str, cipher: Cipher | None = None) -> t
 
     cipher: opens encrypted payloads (the chain is verified on the stored bytes either way).
     Raises RunNotFound, ChainBroken, KeyMissing."""
-    stored = await store.read(run_id)
-    if not stored:
-        raise RunNotFound(run_id)
-    verify(stored)
-    events = decode_run(stored, cipher)
-    return events, fold(events), Chain.after(run_id, stored)
+    events, chain = await _read(store, run_id, cipher)
+    return events, fold(events), chain
+
+
+def fold_run(events: Sequence[Any]) -> RunState | GraphState:
+    """The state of a run of either kind: a graph run's (merged without its reducers) or an
+    agent run's."""
+    return fold_graph(None, events) if events and isinstance(events[0], GraphStarted) else fold(events)
+
+
+async def end_run(runtime: Runtime, run_id: str, reason: str) -> None:
+    """Record that a run that stopped to wait (a child whose parent went on without it)
+    ends: ``run_cancelled``, unless it has ended already."""
+    events, log = await open_log(runtime, run_id)
+    try:
+        if not fold_run(events).terminal:
+            log.add(RunCancelled(at=runtime.clock.now_us(), reason=reason))
+        await log.flush(last=True)
+    finally:
+        await log.release()

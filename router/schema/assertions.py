@@ -287,12 +287,12 @@ def _unique_items(c: Compiling, schema: dict[str, Any], value: Any, at: str) -> 
 
     def check(v: Any) -> Failure | None:
         if type(v) is list:
-            seen: set[Any] = set()
-            for item in v:
+            seen: dict[Any, int] = {}
+            for i, item in enumerate(v):
                 key = _canonical(item)
-                if key in seen:
-                    return Failure(f"Expected unique items; {_show(item)} is repeated")
-                seen.add(key)
+                if key in seen:  # by position: a refusal never echoes the value (it may be a secret)
+                    return Failure(f"Expected unique items; item {i} repeats item {seen[key]}")
+                seen[key] = i
         return None
 
     return check
