@@ -112,7 +112,14 @@ def next_effect(state: RunState) -> Effect:
         if phase is INTERRUPTED:
             return AwaitDecision(tuple(c.call.id for c in state.calls if c.status == "interrupted"))
         return AwaitReview(state.pending_review)
-    proposed, fresh, started = _gather(state.calls)
+    calls = state.calls
+    if len(calls) == 1:  # most turns hold one call: nothing to gather
+        c = calls[0]
+        proposed: tuple[ToolCall, ...] = (c.call,) if c.status == "proposed" else ()
+        fresh: tuple[ToolCall, ...] = proposed if c.attempt == 0 else ()
+        started: tuple[ToolStarted, ...] = (c.started,) if c.status == "started" and c.started is not None else ()
+    else:
+        proposed, fresh, started = _gather(calls)
     exceeded = check_limits(state, fresh)
     if exceeded is not None:
         return Record(exceeded)
@@ -120,7 +127,7 @@ def next_effect(state: RunState) -> Effect:
         return RunTools(started)
     before = state.review.before_tools
     if before:
-        needs = tuple([c.call.id for c in state.calls if c.status == "proposed" and not c.approved and c.call.name in before])
+        needs = tuple([c.call.id for c in calls if c.status == "proposed" and not c.approved and c.call.name in before])
         if needs:
             return Record(ReviewRequested(at=state.last_at, rule="before_tool", call_ids=needs,
                                           reason="the tool needs a reviewer's approval"))
@@ -128,28 +135,22 @@ def next_effect(state: RunState) -> Effect:
 
 
 def _gather(calls: tuple[CallState, ...]) -> tuple[tuple[ToolCall, ...], tuple[ToolCall, ...], tuple[ToolStarted, ...]]:
-    """The turn's calls to decide, those among them never decided before (which the limits
-    check) and the calls to run: the hot path of every tool step."""
-    if len(calls) == 1:  # most turns hold one call: nothing to gather
-        c = calls[0]
-        proposed: tuple[ToolCall, ...] = (c.call,) if c.status == "proposed" else ()
-        fresh: tuple[ToolCall, ...] = proposed if c.attempt == 0 else ()
-        started: tuple[ToolStarted, ...] = (c.started,) if c.status == "started" and c.started is not None else ()
-    else:
-        gathered: list[ToolCall] = []
-        running: list[ToolStarted] = []
-        retried = False
-        for c in calls:
-            status = c.status
-            if status == "proposed":
-                gathered.append(c.call)
-                if c.attempt:
-                    retried = True
-            elif status == "started" and c.started is not None:
-                running.append(c.started)
-        proposed, started = tuple(gathered), tuple(running)
-        fresh = tuple([c.call for c in calls if c.status == "proposed" and c.attempt == 0]) if retried else proposed
-    return proposed, fresh, started
+    """A turn of several calls: the calls to decide, those among them never decided before
+    (which the limits check) and the calls to run."""
+    gathered: list[ToolCall] = []
+    running: list[ToolStarted] = []
+    retried = False
+    for c in calls:
+        status = c.status
+        if status == "proposed":
+            gathered.append(c.call)
+            if c.attempt:
+                retried = True
+        elif status == "started" and c.started is not None:
+            running.append(c.started)
+    proposed = tuple(gathered)
+    fresh = tuple([c.call for c in calls if c.status == "proposed" and c.attempt == 0]) if retried else proposed
+    return proposed, fresh, tuple(running)
 
 
 def check_reviews(state: RunState) -> ReviewRequested | None:
@@ -198,10 +199,12 @@ def check_limits(state: RunState, fresh: Sequence[ToolCall] = ()) -> LimitExceed
     finds them as it reads the turn); the proposal limits check them.
     """
     phase = state.phase
-    exceeded = check_spend(state, stepping=phase == "awaiting_model")
-    if exceeded is not None:
-        return exceeded
     limits = state.limits
+    stepping = phase is AWAITING_MODEL
+    if state.budgeted or (stepping and state.steps >= limits.max_steps):  # else nothing to cross
+        exceeded = check_spend(state, stepping)
+        if exceeded is not None:
+            return exceeded
     if state.timed_out:
         return LimitExceeded(
             at=state.last_at, limit="tool_timeout", value=1, ceiling=limits.tool_timeout_s or 0,

@@ -261,7 +261,7 @@ def next_graph_effect(s: GraphState, review_before: frozenset[str] = frozenset()
         return Record(RunFailed(at=s.last_at, code="invalid_transition", reason=s.fault))
     if s.phase is AWAITING_REVIEW:
         return AwaitReview(s.pending_review)
-    exceeded = check_spend(s, stepping=not s.results)
+    exceeded = check_spend(s, not s.results)
     if exceeded is not None:
         return Record(exceeded)
     if s.results:

@@ -93,7 +93,7 @@ class Spent(Protocol):
     def budgeted(self) -> bool: ...
 
 
-def check_spend(state: Spent, *, stepping: bool) -> LimitExceeded | None:
+def check_spend(state: Spent, stepping: bool) -> LimitExceeded | None:
     """The first of the run's deadline, cost ceiling and token limits it has crossed, and
     its step limit when it is about to take a step (``stepping``); None if none."""
     limits = state.limits

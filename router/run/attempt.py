@@ -5,9 +5,10 @@ engine records it as an event. And the one reading of a run's deadline while rou
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import Any, final
+from typing import Any
 
 import anyio
+import msgspec
 
 from ..core.clock import Clock
 from ..core.events import LimitExceeded
@@ -17,48 +18,59 @@ from ..core.tools import Retry
 __all__ = ["Attempted", "attempt", "deadline_passed", "time_left"]
 
 
-@final
-class Attempted:
+class Attempted(msgspec.Struct, gc=False):
     """How the attempts went: the value of the one that succeeded, or every error and the
     last exception."""
 
-    __slots__ = ("value", "ok", "attempts", "error", "timed_out", "exception")
+    value: Any
+    ok: bool
+    attempts: int
+    error: str = ""
+    timed_out: bool = False
+    exception: Any = None  # the last exception, when every attempt failed
 
-    def __init__(self, value: Any, ok: bool, attempts: int, error: str = "", timed_out: bool = False,
-                 exception: Exception | None = None) -> None:
-        self.value, self.ok, self.attempts, self.error = value, ok, attempts, error
-        self.timed_out, self.exception = timed_out, exception
 
-
-async def attempt(call: Callable[[], Awaitable[Any]], retry: Retry, timeout_s: float | None,
-                  *, final: type[Exception] | None = None) -> Attempted:
-    """Await ``call()`` until it returns, at most ``retry.attempts`` times, each attempt
+async def attempt(call: Callable[..., Awaitable[Any]], retry: Retry, timeout_s: float | None, *args: Any,
+                  final: type[Exception] | None = None) -> Attempted:
+    """Await ``call(*args)`` until it returns, at most ``retry.attempts`` times, each attempt
     within ``timeout_s`` (None: no limit), waiting ``retry.delay_before(n)`` before
     attempt n. An exception or a timeout is an attempt that failed; an exception of type
     ``final`` (one that has spent its own retries) ends the attempts at once. A
     cancellation of the caller is not a failure, and propagates."""
+    try:  # the first attempt, on every step's path: nothing is gathered unless it fails
+        if timeout_s is None:
+            value = await call(*args)
+        else:
+            with anyio.fail_after(timeout_s):
+                value = await call(*args)
+    except Exception as exc:  # a failure of the user's code is recorded, never raised
+        return await _again(call, retry, timeout_s, args, final, exc)
+    return Attempted(value, True, 1)
+
+
+async def _again(call: Callable[..., Awaitable[Any]], retry: Retry, timeout_s: float | None, args: tuple[Any, ...],
+                 final: type[Exception] | None, first: Exception) -> Attempted:
+    """The attempts after a first that failed with ``first``."""
     errors: list[str] = []
     timeouts = 0
+    last = first
     for n in range(1, retry.attempts + 1):
         if n > 1:
             await anyio.sleep(retry.delay_before(n))
-        try:
-            if timeout_s is None:
-                value = await call()
-            else:
+            try:
+                if timeout_s is None:
+                    return Attempted(await call(*args), True, n)
                 with anyio.fail_after(timeout_s):
-                    value = await call()
-        except Exception as exc:  # a failure of the user's code is recorded, never raised
-            if isinstance(exc, TimeoutError) and timeout_s is not None:
-                timeouts += 1
-                errors.append(f"timed out after {timeout_s:g} s")
-            else:
-                errors.append(f"{type(exc).__name__}: {exc}")
-            if final is not None and isinstance(exc, final):
-                return Attempted(None, False, n, "; ".join(errors), False, exc)
-            last = exc
-            continue
-        return Attempted(value, True, n)
+                    return Attempted(await call(*args), True, n)
+            except Exception as exc:  # a failure of the user's code is recorded, never raised
+                last = exc
+        if isinstance(last, TimeoutError) and timeout_s is not None:
+            timeouts += 1
+            errors.append(f"timed out after {timeout_s:g} s")
+        else:
+            errors.append(f"{type(last).__name__}: {last}")
+        if final is not None and isinstance(last, final):
+            return Attempted(None, False, n, "; ".join(errors), False, last)
     return Attempted(None, False, retry.attempts, "; ".join(errors), timeouts == retry.attempts, last)
 
 def time_left(clock: Clock, state: Spent) -> float:

@@ -24,11 +24,12 @@ __all__ = ["AgentRun", "Calls"]
 class AgentRun:
     """One run being advanced: its folded state, transcript and log writer."""
 
-    __slots__ = ("run_id", "state", "transcript", "log", "args")
+    __slots__ = ("run_id", "state", "transcript", "log", "pending", "args")
 
     def __init__(self, log: RunLog, state: RunState, transcript: Transcript) -> None:
         self.run_id = log.run_id
         self.log = log
+        self.pending = log.pending  # the writer's unsaved events (one list for the run's life)
         self.state = state
         self.transcript = transcript
         self.args: dict[str, Any] = {}  # decoded arguments of calls decided in this process
@@ -36,7 +37,7 @@ class AgentRun:
     def add(self, event: Event) -> None:
         self.state = apply(self.state, event)
         self.transcript.apply(event)
-        self.log.pending.append(event)
+        self.pending.append(event)
 
 
 @final
@@ -95,7 +96,7 @@ class Calls:
         if len(calls) != 1:
             return None
         t = self.tools[calls[0].tool]
-        if t.inline_once and (calls[0].idempotent or not run.log.pending) and run.state.limits.deadline_s is None:
+        if t.inline_once and (calls[0].idempotent or not run.pending) and run.state.limits.deadline_s is None:
             return t
         return None
 

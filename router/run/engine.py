@@ -273,15 +273,8 @@ class Engine:
         turn that cannot be recorded is never asked for again."""
         clock = self.runtime.clock
         begin = clock.now_us()
-        model, messages, schemas = self.model, run.transcript.messages, self.tools.schemas
-
-        async def ask() -> ModelTurn:
-            turn = await model.respond(messages, schemas)
-            if not isinstance(turn, ModelTurn):
-                raise TypeError(f"the model returned {type(turn).__name__}, not ModelTurn")
-            return turn
-
-        outcome = await attempt(ask, self.model_retry, None, final=ModelError)  # an adapter's own retries are spent
+        outcome = await attempt(self.model.respond, self.model_retry, None, run.transcript.messages,
+                                self.tools.schemas, final=ModelError)  # an adapter's own retries are spent
         if not outcome.ok:
             last = outcome.exception
             if isinstance(last, ModelError) and last.route:
@@ -289,6 +282,9 @@ class Engine:
             error = f"{type(last).__name__}: {last}" if last is not None else outcome.error
             return RunFailed(at=clock.now_us(), code="model_error",
                              reason=f"the model failed after {outcome.attempts} attempt(s) here; last error: {error}")
+        if type(outcome.value) is not ModelTurn:
+            return RunFailed(at=clock.now_us(), code="model_error",
+                             reason=f"the model returned {type(outcome.value).__name__}, not ModelTurn")
         turn: ModelTurn = outcome.value
         if turn.route:
             self._routed(run, next((a.model for a in turn.route if a.outcome == "answered"), ""), turn.route)

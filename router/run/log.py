@@ -89,7 +89,7 @@ class RunLog:
         self.chain.advance(sealed)
         if runtime.observers:
             self._notify(pending)
-        self.pending = []
+        pending.clear()  # the same list: a run's driver holds it
         if last:
             await self.release()  # taken by this very batch: given back on its own
 
@@ -101,7 +101,7 @@ class RunLog:
                 await self.runtime.store.release_lease(self.run_id, self.runtime.owner)
 
     def _notify(self, events: Sequence[Event]) -> None:
-        shown: Sequence[Event] = events
+        shown: Sequence[Event] = list(events)  # observers may keep it
         if self.redaction:  # observers see what was stored, never the secret
             shown = [decode_event(self.redaction.apply(encode_event(e))) for e in events]
         for observer in self.runtime.observers:
