@@ -25,8 +25,8 @@ from . import (
     concurrent_runs,
     export,
     fanout,
-    json_schema,
     floors,
+    json_schema,
     long_run,
     parallel_tools,
     react_loop,
@@ -56,8 +56,10 @@ WORKLOADS: dict[str, Workload] = {
 
 
 def table(records: Sequence[Record]) -> str:
-    head = (f"{'workload':<16} {'system':<20} {'store':<12} {'p50':>9} {'p99':>9} {'unit':<8} {'x router':>8} "
-            f"{'steps/s':>8} {'commits':>7} {'B/step':>7} {'RSS MB':>6}  note")
+    head = (
+        f"{'workload':<16} {'system':<20} {'store':<12} {'p50':>9} {'p99':>9} {'unit':<8} {'x router':>8} "
+        f"{'steps/s':>8} {'commits':>7} {'B/step':>7} {'RSS MB':>6}  note"
+    )
     lines = [head, "-" * len(head)]
     for r in records:
         ratio = f"{r.vs_router:.1f}" if r.vs_router is not None else ""
@@ -79,18 +81,24 @@ def markdown(records: Sequence[Record]) -> str:
         ratio = f"{r.vs_router:.1f}x" if r.vs_router is not None else ""
         size = f"{r.bytes_per_step:.0f}" if r.bytes_per_step is not None else ""
         rate = f"{r.steps_per_s:.0f}" if r.steps_per_s else ""
-        lines.append(f"| {r.workload} | {r.system} {r.version} | {r.store} | {r.p50_us_per_step:.1f} | "
-                     f"{r.p99_us_per_step:.1f} | {r.unit} | {ratio} | {rate} | {r.commits_per_step:.2f} | {size} |")
+        lines.append(
+            f"| {r.workload} | {r.system} {r.version} | {r.store} | {r.p50_us_per_step:.1f} | "
+            f"{r.p99_us_per_step:.1f} | {r.unit} | {ratio} | {rate} | {r.commits_per_step:.2f} | {size} |"
+        )
     return "\n".join(lines)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="fewer samples, for a smoke run")
-    parser.add_argument("--only", choices=sorted(WORKLOADS), action="append", help="run only this workload")
+    parser.add_argument(
+        "--only", choices=sorted(WORKLOADS), action="append", help="run only this workload"
+    )
     parser.add_argument("--json", metavar="FILE", help="write the records as JSON")
     parser.add_argument("--no-peers", action="store_true", help="measure router alone")
-    parser.add_argument("--markdown", metavar="FILE", help="print a results file as a Markdown table and exit")
+    parser.add_argument(
+        "--markdown", metavar="FILE", help="print a results file as a Markdown table and exit"
+    )
     args = parser.parse_args(argv)
     if args.markdown:
         try:
@@ -110,14 +118,22 @@ def main(argv: Sequence[str] | None = None) -> int:
                 records.extend(_in_own_process(name, args.quick, args.no_peers))
             except subprocess.CalledProcessError as exc:  # the others still run and are reported
                 failed.append(name)
-                print(f"python -m bench: workload {name} failed (exit {exc.returncode}); going on",
-                      file=sys.stderr, flush=True)
+                print(
+                    f"python -m bench: workload {name} failed (exit {exc.returncode}); going on",
+                    file=sys.stderr,
+                    flush=True,
+                )
         # A partial run never replaces a results file: what it measured goes beside it.
         partial = f"{args.json}.partial" if args.json and failed else None
-        _report(records, "uvloop" if _has_uvloop() else "asyncio", args.no_peers, partial or args.json)
+        _report(
+            records, "uvloop" if _has_uvloop() else "asyncio", args.no_peers, partial or args.json
+        )
         if failed:
-            print(f"python -m bench: failed workloads, left out of the results: {', '.join(failed)}"
-                  + (f"; the rest is in {partial}, {args.json} is untouched" if partial else ""), file=sys.stderr)
+            print(
+                f"python -m bench: failed workloads, left out of the results: {', '.join(failed)}"
+                + (f"; the rest is in {partial}, {args.json} is untouched" if partial else ""),
+                file=sys.stderr,
+            )
             return 1
         return 0
     peers = [] if args.no_peers else installed_peers()
@@ -165,12 +181,16 @@ def _in_own_process(name: str, quick: bool, no_peers: bool) -> list[Record]:
         out = Path(tmp) / "records.json"
         command = [sys.executable, "-m", "bench", "--only", name, "--json", str(out)]
         command += ["--quick"] * quick + ["--no-peers"] * no_peers
-        subprocess.run(command, check=True, stdout=subprocess.DEVNULL, cwd=Path(__file__).resolve().parents[1])
+        subprocess.run(
+            command, check=True, stdout=subprocess.DEVNULL, cwd=Path(__file__).resolve().parents[1]
+        )
         return msgspec.json.decode(out.read_bytes(), type=list[Record])
 
 
 def _report(records: list[Record], loop: str, no_peers: bool, json_file: str | None) -> None:
-    peers = "none" if no_peers else ", ".join(sorted({p.system for p in installed_peers()})) or "none"
+    peers = (
+        "none" if no_peers else ", ".join(sorted({p.system for p in installed_peers()})) or "none"
+    )
     print(f"machine: {machine()}, event loop: {loop}, peers: {peers}")
     print(table(records))
     if json_file:

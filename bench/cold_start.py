@@ -46,8 +46,22 @@ async def run(quick: bool, peers: object, tmp: Path) -> list[Record]:
     first = _wall_ms(FIRST_RUN, n)
     interpreter = sorted(base)[len(base) // 2]
     return [
-        record("cold_start", "router", VERSION, "-", Samples([t - interpreter for t in imported]),
-               f"import router, beyond the bare interpreter ({interpreter:.0f} ms)", unit="ms"),
-        record("cold_start", "router", VERSION, "memory", Samples([t - interpreter for t in first]),
-               "import router and finish a first 10-step run, beyond the bare interpreter", unit="ms"),
+        record(
+            "cold_start",
+            "router",
+            VERSION,
+            "-",
+            Samples([t - interpreter for t in imported]),
+            f"import router, beyond the bare interpreter ({interpreter:.0f} ms)",
+            unit="ms",
+        ),
+        record(
+            "cold_start",
+            "router",
+            VERSION,
+            "memory",
+            Samples([t - interpreter for t in first]),
+            "import router and finish a first 10-step run, beyond the bare interpreter",
+            unit="ms",
+        ),
     ]

@@ -36,14 +36,24 @@ async def run(quick: bool, peers: object, tmp: Path) -> list[Record]:
         commits = getattr(store, "commits", 0) - before
         await store.aclose()
         steps = runs * (STEPS + 1)
-        latencies = sorted((b - a) / 1000 for marks in model.marks.values() for a, b in zip(marks, marks[1:]))
+        latencies = sorted(
+            (b - a) / 1000 for marks in model.marks.values() for a, b in zip(marks, marks[1:])
+        )
         checkpoints = getattr(store, "checkpoints", 0)
-        records.append(Record(
-            workload="concurrent_runs", system="router", version=VERSION, store=kind,
-            p50_us_per_step=round(percentile(latencies, 50), 1), p99_us_per_step=round(percentile(latencies, 99), 1),
-            steps_per_s=round(steps / elapsed), peak_rss_mb=round(peak_rss_mb(), 1),
-            commits_per_step=round(commits / steps, 3), samples=len(latencies),
-            note=f"{runs} runs in flight; step latency as each run sees it; {PROMISES[kind]}"
-            + (f"; {checkpoints} WAL checkpoints during the run" if kind != "memory" else ""),
-        ))
+        records.append(
+            Record(
+                workload="concurrent_runs",
+                system="router",
+                version=VERSION,
+                store=kind,
+                p50_us_per_step=round(percentile(latencies, 50), 1),
+                p99_us_per_step=round(percentile(latencies, 99), 1),
+                steps_per_s=round(steps / elapsed),
+                peak_rss_mb=round(peak_rss_mb(), 1),
+                commits_per_step=round(commits / steps, 3),
+                samples=len(latencies),
+                note=f"{runs} runs in flight; step latency as each run sees it; {PROMISES[kind]}"
+                + (f"; {checkpoints} WAL checkpoints during the run" if kind != "memory" else ""),
+            )
+        )
     return records

@@ -45,16 +45,38 @@ def build_log(path: Path, events: int) -> None:
         chain = Chain(f"run_{uuid.uuid4().hex[:16]}")
         batch = []
         for step in range(33):
-            call = ToolCall(id=f"call_{step}_0", name="lookup", arguments=f'{{"customer_id": {step}}}')
+            call = ToolCall(
+                id=f"call_{step}_0", name="lookup", arguments=f'{{"customer_id": {step}}}'
+            )
             batch += [
-                ModelResponded(at=step, step=step + 1, tool_calls=(call,), usage=Usage(input_tokens=900, output_tokens=40),
-                               cost_nusd=3300000, model="gpt-4o", latency_us=800_000),
-                ToolStarted(at=step, call_id=call.id, tool="lookup", arguments=call.arguments, idempotent=True),
-                ToolSucceeded(at=step, call_id=call.id, tool="lookup", result='{"name": "Grace", "plan": "pro"}',
-                              latency_us=1200),
+                ModelResponded(
+                    at=step,
+                    step=step + 1,
+                    tool_calls=(call,),
+                    usage=Usage(input_tokens=900, output_tokens=40),
+                    cost_nusd=3300000,
+                    model="gpt-4o",
+                    latency_us=800_000,
+                ),
+                ToolStarted(
+                    at=step,
+                    call_id=call.id,
+                    tool="lookup",
+                    arguments=call.arguments,
+                    idempotent=True,
+                ),
+                ToolSucceeded(
+                    at=step,
+                    call_id=call.id,
+                    tool="lookup",
+                    result='{"name": "Grace", "plan": "pro"}',
+                    latency_us=1200,
+                ),
             ]
         sealed = chain.seal(batch)
-        conn.executemany(_INSERT, [(e.run_id, e.seq, e.kind, e.payload, e.prev_hash, e.hash) for e in sealed])
+        conn.executemany(
+            _INSERT, [(e.run_id, e.seq, e.kind, e.payload, e.prev_hash, e.hash) for e in sealed]
+        )
     conn.execute("COMMIT")
     conn.close()
 
@@ -62,7 +84,9 @@ def build_log(path: Path, events: int) -> None:
 def _child(code: str, *args: str) -> tuple[float, float, str]:
     """(seconds, peak RSS of the child in MB, its result line)."""
     begin = time.perf_counter()
-    out = subprocess.run([sys.executable, "-c", code, *args], check=True, capture_output=True, text=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-c", code, *args], check=True, capture_output=True, text=True
+    ).stdout
     elapsed = time.perf_counter() - begin
     result, peak_kb = out.split()
     return elapsed, int(peak_kb) / 1024, result
@@ -77,12 +101,24 @@ async def run(quick: bool, peers: object, tmp: Path) -> list[Record]:
     assert int(written) == int(verified) >= events - 99, (written, verified)
     n = int(written)
     size = out.stat().st_size
-    exported = record("export", "router", VERSION, "parquet", Samples([seconds * 1e6 / n]),
-                      f"{n} events in {seconds:.1f} s, peak RSS {peak:.0f} MB, file {size / n:.0f} B/event",
-                      unit="us/event")
+    exported = record(
+        "export",
+        "router",
+        VERSION,
+        "parquet",
+        Samples([seconds * 1e6 / n]),
+        f"{n} events in {seconds:.1f} s, peak RSS {peak:.0f} MB, file {size / n:.0f} B/event",
+        unit="us/event",
+    )
     exported.peak_rss_mb = round(peak, 1)
-    checked = record("export", "router", VERSION, "verify", Samples([verify_seconds * 1e6 / n]),
-                     f"verify the Parquet file alone: {verify_seconds:.1f} s, peak RSS {verify_peak:.0f} MB",
-                     unit="us/event")
+    checked = record(
+        "export",
+        "router",
+        VERSION,
+        "verify",
+        Samples([verify_seconds * 1e6 / n]),
+        f"verify the Parquet file alone: {verify_seconds:.1f} s, peak RSS {verify_peak:.0f} MB",
+        unit="us/event",
+    )
     checked.peak_rss_mb = round(verify_peak, 1)
     return [exported, checked]

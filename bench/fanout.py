@@ -7,9 +7,8 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from router.graph import END, CompiledGraph, Graph, append
 from router import Runtime
-from router.graph import GraphEngine
+from router.graph import END, CompiledGraph, Graph, GraphEngine, append
 
 from .measure import Record, head_to_head
 from .peers import Peer
@@ -54,5 +53,14 @@ async def run(quick: bool, peers: list[Peer], tmp: Path) -> list[Record]:
     def check(result: Any) -> None:
         assert result.phase == "done" and result.state["total"] == TOTAL, result
 
-    return await head_to_head("fanout", one_run=one_run, check=check, steps=NODES, peers=peers, method="fanout",
-                              peer_options={"branches": BRANCHES}, runs=40 if quick else 300, tmp=tmp)
+    return await head_to_head(
+        "fanout",
+        one_run=one_run,
+        check=check,
+        steps=NODES,
+        peers=peers,
+        method="fanout",
+        peer_options={"branches": BRANCHES},
+        runs=40 if quick else 300,
+        tmp=tmp,
+    )

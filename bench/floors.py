@@ -51,14 +51,20 @@ def _step_commit(conn: sqlite3.Connection) -> Callable[[], object]:
     call = ToolCall(id="call_1_0", name="add", arguments='{"a": 1, "b": 1}')
 
     def commit() -> None:
-        events = chain.seal([
-            ModelResponded(at=1, step=1, tool_calls=(call,), model="fake"),
-            ToolStarted(at=2, call_id="call_1_0", tool="add", arguments='{"a":1,"b":1}', idempotent=True),
-            ToolSucceeded(at=3, call_id="call_1_0", tool="add", result="2"),
-        ])
+        events = chain.seal(
+            [
+                ModelResponded(at=1, step=1, tool_calls=(call,), model="fake"),
+                ToolStarted(
+                    at=2, call_id="call_1_0", tool="add", arguments='{"a":1,"b":1}', idempotent=True
+                ),
+                ToolSucceeded(at=3, call_id="call_1_0", tool="add", result="2"),
+            ]
+        )
         chain.advance(events)
         conn.execute("BEGIN IMMEDIATE")
-        conn.executemany(_INSERT, [(e.run_id, e.seq, e.kind, e.payload, e.prev_hash, e.hash) for e in events])
+        conn.executemany(
+            _INSERT, [(e.run_id, e.seq, e.kind, e.payload, e.prev_hash, e.hash) for e in events]
+        )
         conn.execute("COMMIT")
 
     return commit
@@ -67,20 +73,44 @@ def _step_commit(conn: sqlite3.Connection) -> Callable[[], object]:
 async def run(quick: bool, peers: object, tmp: Path) -> list[Record]:
     n = 200 if quick else 1000
     decoder = msgspec.json.Decoder(_Args)
-    records = [record("floors", "msgspec", msgspec.__version__, "-",
-                      Samples(time_calls(lambda: decoder.decode(b'{"a": 1, "b": 2}'), n, 100)),
-                      "precompiled decode of one tool call's arguments", unit="us/call")]
+    records = [
+        record(
+            "floors",
+            "msgspec",
+            msgspec.__version__,
+            "-",
+            Samples(time_calls(lambda: decoder.decode(b'{"a": 1, "b": 2}'), n, 100)),
+            "precompiled decode of one tool call's arguments",
+            unit="us/call",
+        )
+    ]
     table = "CREATE TABLE t (id INTEGER PRIMARY KEY, v BLOB);"
     for synchronous, count in (("NORMAL", n), ("FULL", n // 5)):
         conn = _connect(tmp / f"floor-{synchronous}.db", synchronous, table)
-        records.append(record("floors", "sqlite3", sqlite3.sqlite_version, synchronous.lower(),
-                              Samples(time_calls(_row_commit(conn), count)), "one WAL commit of a 300-byte row",
-                              unit="us"))
+        records.append(
+            record(
+                "floors",
+                "sqlite3",
+                sqlite3.sqlite_version,
+                synchronous.lower(),
+                Samples(time_calls(_row_commit(conn), count)),
+                "one WAL commit of a 300-byte row",
+                unit="us",
+            )
+        )
         conn.close()
     conn = _connect(tmp / "floor-step.db", "NORMAL", _SCHEMA)
-    records.append(record("floors", "sqlite3", sqlite3.sqlite_version, "normal",
-                          Samples(time_calls(_step_commit(conn), n)),
-                          "one step's 3 events committed on router's schema (triggers, index)", unit="us"))
+    records.append(
+        record(
+            "floors",
+            "sqlite3",
+            sqlite3.sqlite_version,
+            "normal",
+            Samples(time_calls(_step_commit(conn), n)),
+            "one step's 3 events committed on router's schema (triggers, index)",
+            unit="us",
+        )
+    )
     conn.close()
     async with aiosqlite.connect(tmp / "floor-aiosqlite.db") as db:
         await db.execute("PRAGMA journal_mode = WAL")
@@ -93,6 +123,15 @@ async def run(quick: bool, peers: object, tmp: Path) -> list[Record]:
             await db.execute("INSERT INTO t (v) VALUES (?)", (b"x" * 300,))
             await db.commit()
             times.append((time.perf_counter_ns() - begin) / 1000)
-    records.append(record("floors", "aiosqlite", aiosqlite.__version__, "normal", Samples(times),
-                          "insert + commit of a 300-byte row: two thread round trips", unit="us"))
+    records.append(
+        record(
+            "floors",
+            "aiosqlite",
+            aiosqlite.__version__,
+            "normal",
+            Samples(times),
+            "insert + commit of a 300-byte row: two thread round trips",
+            unit="us",
+        )
+    )
     return records

@@ -38,7 +38,9 @@ NESTED = {
         "currency": {"type": "string", "enum": ["USD", "EUR", "GBP"]},
         "note": {"type": "string", "maxLength": 200},
         "lines": {
-            "type": "array", "minItems": 1, "maxItems": 50,
+            "type": "array",
+            "minItems": 1,
+            "maxItems": 50,
             "items": {
                 "type": "object",
                 "properties": {
@@ -56,17 +58,26 @@ NESTED = {
 }
 CASES = {
     "flat": (FLAT, '{"base": 10, "height": 5, "unit": "cm"}', '{"base": 10, "height": "5"}'),
-    "nested": (NESTED, '{"customer_id": 42, "currency": "EUR", "note": "duplicate charge", "lines": ['
-                       '{"sku": "A-100", "quantity": 2, "cents": 60000}, {"sku": "B-7", "quantity": 1, "cents": 1500}]}',
-               '{"customer_id": 42, "currency": "EUR", "lines": [{"sku": "a100", "quantity": 2, "cents": 1}]}'),
+    "nested": (
+        NESTED,
+        '{"customer_id": 42, "currency": "EUR", "note": "duplicate charge", "lines": ['
+        '{"sku": "A-100", "quantity": 2, "cents": 60000}, {"sku": "B-7", "quantity": 1, "cents": 1500}]}',
+        '{"customer_id": 42, "currency": "EUR", "lines": [{"sku": "a100", "quantity": 2, "cents": 1}]}',
+    ),
 }
 
 
 def _router(schema: dict[str, Any]) -> tuple[Any, Any]:
-    tools, who = Tools([tool(name="t", parameters=schema)(lambda arguments: None)]), Principal(id="bench")
+    tools, who = (
+        Tools([tool(name="t", parameters=schema)(lambda arguments: None)]),
+        Principal(id="bench"),
+    )
 
     def accepts(text: str) -> bool:
-        return type(tools.decide(ToolCall(id="c", name="t", arguments=text), who, 0)[0]).__name__ == "ToolStarted"
+        return (
+            type(tools.decide(ToolCall(id="c", name="t", arguments=text), who, 0)[0]).__name__
+            == "ToolStarted"
+        )
 
     def run(text: str) -> Any:
         return lambda: tools.decide(ToolCall(id="c", name="t", arguments=text), who, 0)
@@ -80,8 +91,11 @@ def _jsonschema(schema: dict[str, Any]) -> tuple[Any, Any, str] | None:
     except ImportError:
         return None
     validator = jsonschema.Draft202012Validator(schema)
-    return (lambda text: validator.is_valid(json.loads(text)),
-            lambda text: lambda: validator.is_valid(json.loads(text)), jsonschema.__version__)
+    return (
+        lambda text: validator.is_valid(json.loads(text)),
+        lambda text: lambda: validator.is_valid(json.loads(text)),
+        jsonschema.__version__,
+    )
 
 
 def _pydantic(name: str) -> tuple[Any, Any, str] | None:
@@ -126,19 +140,35 @@ async def run(quick: bool, peers: object, tmp: Path) -> list[Record]:
     for name, (schema, valid, invalid) in CASES.items():
         accepts, timed = _router(schema)
         assert accepts(valid) and not accepts(invalid)
-        mine = record("json_schema", "router", VERSION, name,
-                      Samples(time_calls(timed(valid), n, inner=100, warmup=1000)),
-                      "JSON-Schema tool: msgspec decode + compiled checks + access check", unit="us/call")
+        mine = record(
+            "json_schema",
+            "router",
+            VERSION,
+            name,
+            Samples(time_calls(timed(valid), n, inner=100, warmup=1000)),
+            "JSON-Schema tool: msgspec decode + compiled checks + access check",
+            unit="us/call",
+        )
         records.append(mine)
-        for system, peer, note in (("jsonschema", _jsonschema(schema), "Draft202012Validator, prebuilt"),
-                                   ("pydantic", _pydantic(name), "the same schema as a model, validate_json")):
+        for system, peer, note in (
+            ("jsonschema", _jsonschema(schema), "Draft202012Validator, prebuilt"),
+            ("pydantic", _pydantic(name), "the same schema as a model, validate_json"),
+        ):
             if peer is None:
                 continue
             peer_accepts, peer_timed, version = peer
-            assert peer_accepts(valid) and not peer_accepts(invalid), f"{system} disagrees on {name}"
-            theirs = record("json_schema", system, version, name,
-                            Samples(time_calls(peer_timed(valid), n, inner=100, warmup=1000)), note,
-                            unit="us/call")
+            assert peer_accepts(valid) and not peer_accepts(invalid), (
+                f"{system} disagrees on {name}"
+            )
+            theirs = record(
+                "json_schema",
+                system,
+                version,
+                name,
+                Samples(time_calls(peer_timed(valid), n, inner=100, warmup=1000)),
+                note,
+                unit="us/call",
+            )
             theirs.vs_router = round(theirs.p50_us_per_step / mine.p50_us_per_step, 1)
             records.append(theirs)
     return records

@@ -34,7 +34,16 @@ async def run(quick: bool, peers: list[Peer], tmp: Path) -> list[Record]:
         await store.aclose()
         size = stored_bytes(Path(store.path)) / result.steps if kind != "memory" else None  # type: ignore[union-attr]
         samples = Samples(per_step, commits_per_step=commits, bytes_per_step=size)
-        records.append(record("long_run", "router", VERSION, kind, samples, f"{PROMISES[kind]}; {_flatness(per_step)}"))
+        records.append(
+            record(
+                "long_run",
+                "router",
+                VERSION,
+                kind,
+                samples,
+                f"{PROMISES[kind]}; {_flatness(per_step)}",
+            )
+        )
     for peer in peers:
         for kind in peer.stores:
             if quick and kind == "memory":
@@ -42,7 +51,15 @@ async def run(quick: bool, peers: list[Peer], tmp: Path) -> list[Record]:
             settle()
             per_step = peer.long_run(kind, steps=STEPS, tmp=tmp)
             size = getattr(peer, "last_bytes_per_step", None)
-            records.append(record("long_run", peer.system, peer.version, kind,
-                                  Samples(per_step, bytes_per_step=size), _flatness(per_step)))
+            records.append(
+                record(
+                    "long_run",
+                    peer.system,
+                    peer.version,
+                    kind,
+                    Samples(per_step, bytes_per_step=size),
+                    _flatness(per_step),
+                )
+            )
     compare(records, COMPARABLE)
     return records

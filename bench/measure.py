@@ -16,7 +16,15 @@ import msgspec
 from .peers import WARMUP_RUNS, Samples
 
 __all__ = [
-    "Record", "head_to_head", "interleave", "machine", "peak_rss_mb", "percentile", "record", "settle", "time_calls",
+    "Record",
+    "head_to_head",
+    "interleave",
+    "machine",
+    "peak_rss_mb",
+    "percentile",
+    "record",
+    "settle",
+    "time_calls",
 ]
 
 
@@ -49,25 +57,40 @@ def peak_rss_mb() -> float:
 
 
 def record(
-    workload: str, system: str, version: str, store: str, samples: Samples, note: str = "", unit: str = "us/step"
+    workload: str,
+    system: str,
+    version: str,
+    store: str,
+    samples: Samples,
+    note: str = "",
+    unit: str = "us/step",
 ) -> Record:
     values = samples.per_step_us
     p50 = statistics.median(values)
     per_step = unit in ("us/step", "us/call")  # steps (or calls) per second
     return Record(
-        workload=workload, system=system, version=version, store=store,
-        p50_us_per_step=round(p50, 1), p99_us_per_step=round(percentile(values, 99), 1),
-        steps_per_s=round(1e6 / p50) if p50 and per_step else 0.0, peak_rss_mb=round(peak_rss_mb(), 1),
-        commits_per_step=round(samples.commits_per_step, 3), samples=len(values),
+        workload=workload,
+        system=system,
+        version=version,
+        store=store,
+        p50_us_per_step=round(p50, 1),
+        p99_us_per_step=round(percentile(values, 99), 1),
+        steps_per_s=round(1e6 / p50) if p50 and per_step else 0.0,
+        peak_rss_mb=round(peak_rss_mb(), 1),
+        commits_per_step=round(samples.commits_per_step, 3),
+        samples=len(values),
         bytes_per_step=None if samples.bytes_per_step is None else round(samples.bytes_per_step),
-        unit=unit, note=note,
+        unit=unit,
+        note=note,
     )
 
 
 Contestant = Callable[[int], Awaitable[Samples]]
 
 
-async def interleave(contestants: dict[Any, Contestant], runs: int, rounds: int = 5) -> dict[Any, Samples]:
+async def interleave(
+    contestants: dict[Any, Contestant], runs: int, rounds: int = 5
+) -> dict[Any, Samples]:
     """Measure every contestant in turn, round after round, so that a noisy moment of a
     shared machine falls on all of them alike. Each call measures ``n`` runs."""
     merged: dict[Any, Samples] = {}
@@ -76,8 +99,14 @@ async def interleave(contestants: dict[Any, Contestant], runs: int, rounds: int 
         for key, measure in contestants.items():
             settle()
             got = await measure(per_round)
-            have = merged.setdefault(key, Samples(per_step_us=[], commits_per_step=got.commits_per_step,
-                                                  bytes_per_step=got.bytes_per_step))
+            have = merged.setdefault(
+                key,
+                Samples(
+                    per_step_us=[],
+                    commits_per_step=got.commits_per_step,
+                    bytes_per_step=got.bytes_per_step,
+                ),
+            )
             have.per_step_us.extend(got.per_step_us)
     return merged
 
@@ -146,7 +175,9 @@ async def head_to_head(
         store = await open_store(kind, tmp)
         stores.append(store)
 
-        async def measure(n: int, run: Callable[[], Awaitable[Any]] = one_run(store), store: Any = store) -> Samples:
+        async def measure(
+            n: int, run: Callable[[], Awaitable[Any]] = one_run(store), store: Any = store
+        ) -> Samples:
             for _ in range(WARMUP_RUNS):  # as each peer does at the start of its slot
                 check(await run())
             before = getattr(store, "commits", 0)
@@ -156,7 +187,9 @@ async def head_to_head(
                 result = await run()
                 per_step.append((time.perf_counter_ns() - begin) / 1000 / steps)
                 check(result)
-            return Samples(per_step, commits_per_step=(getattr(store, "commits", 0) - before) / (n * steps))
+            return Samples(
+                per_step, commits_per_step=(getattr(store, "commits", 0) - before) / (n * steps)
+            )
 
         await measure(5)  # warm up
         contestants[("router", VERSION, kind)] = measure
@@ -165,6 +198,7 @@ async def head_to_head(
         if workload_of is None:
             continue
         for kind in peer.stores:
+
             async def peer_measure(n: int, measure: Any = workload_of, kind: str = kind) -> Samples:
                 samples: Samples = measure(kind, runs=n, tmp=tmp, **peer_options)
                 return samples

@@ -21,6 +21,14 @@ async def run(quick: bool, peers: list[Peer], tmp: Path) -> list[Record]:
     def check(result: Any) -> None:
         assert result.tool_calls == CALLS * TURNS and result.steps == TURNS + 1, result
 
-    return await head_to_head("parallel_tools", one_run=one_run, check=check, steps=TURNS + 1, peers=peers,
-                              method="parallel_tools", peer_options={"calls": CALLS, "turns": TURNS},
-                              runs=30 if quick else 200, tmp=tmp)
+    return await head_to_head(
+        "parallel_tools",
+        one_run=one_run,
+        check=check,
+        steps=TURNS + 1,
+        peers=peers,
+        method="parallel_tools",
+        peer_options={"calls": CALLS, "turns": TURNS},
+        runs=30 if quick else 200,
+        tmp=tmp,
+    )

@@ -57,8 +57,14 @@ async def run(quick: bool, peers: list[Peer], tmp: Path) -> list[Record]:
     for store in stores:
         await store.aclose()
     records = [
-        record("react_loop", system, version, kind, results[(system, version, kind)],
-               PROMISES.get(kind, "") if system == "router" else "")
+        record(
+            "react_loop",
+            system,
+            version,
+            kind,
+            results[(system, version, kind)],
+            PROMISES.get(kind, "") if system == "router" else "",
+        )
         for (system, version, kind) in contestants
     ]
     compare(records, COMPARABLE)

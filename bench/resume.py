@@ -22,7 +22,9 @@ class _Crash(BaseException):
 
 
 class _DiesAt(FakeModel):
-    async def respond(self, messages: Sequence[Message], tools: Sequence[dict[str, Any]]) -> ModelTurn:
+    async def respond(
+        self, messages: Sequence[Message], tools: Sequence[dict[str, Any]]
+    ) -> ModelTurn:
         turn = await super().respond(messages, tools)
         if not turn.tool_calls:
             raise _Crash
@@ -35,7 +37,9 @@ async def run(quick: bool, peers: object, tmp: Path) -> list[Record]:
     ids = []
     for i in range(runs):
         try:
-            await router_engine(store, _DiesAt(STEPS)).start("add them", principal=USER, run_id=f"resume-{i}")
+            await router_engine(store, _DiesAt(STEPS)).start(
+                "add them", principal=USER, run_id=f"resume-{i}"
+            )
         except _Crash:
             ids.append(f"resume-{i}")
             await store.release_lease(f"resume-{i}", "bench")
@@ -48,6 +52,13 @@ async def run(quick: bool, peers: object, tmp: Path) -> list[Record]:
         times.append((time.perf_counter_ns() - begin) / 1000)
         assert result.phase == "done" and result.steps == STEPS + 1, result
     await store.aclose()
-    rec = record("resume", "router", VERSION, "commit", Samples(times),
-                 f"to resume a {STEPS}-step run ({events} events) and finish it", unit="us")
+    rec = record(
+        "resume",
+        "router",
+        VERSION,
+        "commit",
+        Samples(times),
+        f"to resume a {STEPS}-step run ({events} events) and finish it",
+        unit="us",
+    )
     return [rec]

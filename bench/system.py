@@ -15,7 +15,6 @@ from typing import Any
 
 import router
 from router import (
-    Runtime,
     Engine,
     Limits,
     MemoryStore,
@@ -23,6 +22,7 @@ from router import (
     ModelTurn,
     Principal,
     ProposedCall,
+    Runtime,
     SqliteStore,
     Tools,
     tool,
@@ -69,7 +69,9 @@ class FakeModel:
         self.record = record
         self.marks: dict[str, list[int]] = {}
 
-    async def respond(self, messages: Sequence[Message], tools: Sequence[dict[str, Any]]) -> ModelTurn:
+    async def respond(
+        self, messages: Sequence[Message], tools: Sequence[dict[str, Any]]
+    ) -> ModelTurn:
         if self.record:
             self.marks.setdefault(current_run_id.get(), []).append(time.perf_counter_ns())
         key = (self.steps, self.calls, _turn_of(messages))
@@ -79,9 +81,11 @@ class FakeModel:
             if isinstance(answer, str):
                 cached = ModelTurn(text=answer)
             else:
-                cached = ModelTurn(tool_calls=tuple(
-                    ProposedCall(str(c["id"]), str(c["name"]), _args(c["args"])) for c in answer
-                ))
+                cached = ModelTurn(
+                    tool_calls=tuple(
+                        ProposedCall(str(c["id"]), str(c["name"]), _args(c["args"])) for c in answer
+                    )
+                )
             self._answers[key] = cached
         return cached
 
@@ -102,13 +106,20 @@ async def open_store(kind: str, tmp: Path) -> MemoryStore | SqliteStore:
     """A fresh store: each SQLite store gets a new file, so sizes measure one workload."""
     if kind == "memory":
         return MemoryStore()
-    return await SqliteStore.open(tmp / f"router-{kind}-{uuid.uuid4().hex[:8]}.db", Durability(kind))
+    return await SqliteStore.open(
+        tmp / f"router-{kind}-{uuid.uuid4().hex[:8]}.db", Durability(kind)
+    )
 
 
 def router_engine(store: Any, model: Any) -> Engine:
     """An engine with router's default protections on (loop detector, rejection bound)
     and budgets wide enough for the longest workload."""
-    return Engine(Runtime(store, owner="bench"), model, TOOLS, limits=Limits(max_steps=100_000, max_tool_calls=1_000_000))
+    return Engine(
+        Runtime(store, owner="bench"),
+        model,
+        TOOLS,
+        limits=Limits(max_steps=100_000, max_tool_calls=1_000_000),
+    )
 
 
 async def time_runs(engine: Engine, runs: int, steps: int) -> list[float]:

@@ -40,8 +40,17 @@ async def run(quick: bool, peers: object, tmp: Path) -> list[Record]:
     call = ToolCall(id="c", name="refund", arguments=ARGS)
     assert type(tools.decide(call, who, 0)[0]).__name__ == "ToolStarted"
     per_call = Samples(time_calls(lambda: tools.decide(call, who, 0), n, inner=100, warmup=1000))
-    records = [record("validation", "router", VERSION, "-", per_call,
-                      "msgspec decode + access check + canonical arguments", unit="us/call")]
+    records = [
+        record(
+            "validation",
+            "router",
+            VERSION,
+            "-",
+            per_call,
+            "msgspec decode + access check + canonical arguments",
+            unit="us/call",
+        )
+    ]
     try:
         import pydantic
     except ImportError:
@@ -62,8 +71,16 @@ async def run(quick: bool, peers: object, tmp: Path) -> list[Record]:
 
     adapter = pydantic.TypeAdapter(PRefund)
     adapter.validate_json(ARGS)
-    records.append(record("validation", "pydantic", pydantic.VERSION, "-",
-                          Samples(time_calls(lambda: adapter.validate_json(ARGS), n, inner=100, warmup=1000)),
-                          "TypeAdapter.validate_json", unit="us/call"))
+    records.append(
+        record(
+            "validation",
+            "pydantic",
+            pydantic.VERSION,
+            "-",
+            Samples(time_calls(lambda: adapter.validate_json(ARGS), n, inner=100, warmup=1000)),
+            "TypeAdapter.validate_json",
+            unit="us/call",
+        )
+    )
     records[1].vs_router = round(records[1].p50_us_per_step / records[0].p50_us_per_step, 1)
     return records

@@ -16,8 +16,8 @@ import anyio
 
 from router import Engine, Message, ModelTurn, Principal, ScriptedModel, SqliteStore, Tools
 from router.agents import debate, negotiation, reflection
-from router.models.scripted import say
 from router.graph import GraphEngine
+from router.models.scripted import say
 
 WHO = Principal(id="analyst")
 
@@ -35,26 +35,49 @@ def scripted(store: SqliteStore, agent: str, *answers: str) -> Engine:
 async def main(path: str) -> str:
     out = []
     async with SqliteStore.open(path) as store:
-        flow = debate([scripted(store, "optimist", "Yes: demand grows 20%.", "Yes, even at half that growth."),
-                       scripted(store, "skeptic", "No: costs grow faster.", "Only if costs are hedged.")],
-                      scripted(store, "judge", "CONTINUE: costs are unclear.", "FINAL: expand, with cost hedging."),
-                      rounds=3)
-        result = await GraphEngine(store, flow).start({"question": "Should we expand?", "round": 0, "answers": []},
-                                                      principal=WHO)
-        out.append(f"debate: {result.phase} after {result.state['round']} rounds: {result.state['verdict']}")
+        flow = debate(
+            [
+                scripted(
+                    store, "optimist", "Yes: demand grows 20%.", "Yes, even at half that growth."
+                ),
+                scripted(store, "skeptic", "No: costs grow faster.", "Only if costs are hedged."),
+            ],
+            scripted(
+                store, "judge", "CONTINUE: costs are unclear.", "FINAL: expand, with cost hedging."
+            ),
+            rounds=3,
+        )
+        result = await GraphEngine(store, flow).start(
+            {"question": "Should we expand?", "round": 0, "answers": []}, principal=WHO
+        )
+        out.append(
+            f"debate: {result.phase} after {result.state['round']} rounds: {result.state['verdict']}"
+        )
 
         def no_numbers_without_units(text: str) -> str | None:
             return None if "EUR" in text else "give the amount with its currency"
 
-        flow = reflection(scripted(store, "writer", "The fee is 150.", "The fee is 150 EUR."), no_numbers_without_units)
+        flow = reflection(
+            scripted(store, "writer", "The fee is 150.", "The fee is 150 EUR."),
+            no_numbers_without_units,
+        )
         result = await GraphEngine(store, flow).start({"task": "State the fee."}, principal=WHO)
-        out.append(f"reflection: {result.phase} after {result.state['round']} drafts: {result.state['draft']}")
+        out.append(
+            f"reflection: {result.phase} after {result.state['round']} drafts: {result.state['draft']}"
+        )
 
-        flow = negotiation(scripted(store, "buyer", "I offer 800.", "I offer 900."),
-                           scripted(store, "seller", "I ask 1000.", "Deal at 900."),
-                           agreed=lambda offer: offer.startswith("Deal"), max_exchanges=6)
-        result = await GraphEngine(store, flow).start({"topic": "The price of the license."}, principal=WHO)
-        out.append(f"negotiation: {result.phase} after {result.state['exchanges']} offers: {result.state['offers'][-1]}")
+        flow = negotiation(
+            scripted(store, "buyer", "I offer 800.", "I offer 900."),
+            scripted(store, "seller", "I ask 1000.", "Deal at 900."),
+            agreed=lambda offer: offer.startswith("Deal"),
+            max_exchanges=6,
+        )
+        result = await GraphEngine(store, flow).start(
+            {"topic": "The price of the license."}, principal=WHO
+        )
+        out.append(
+            f"negotiation: {result.phase} after {result.state['exchanges']} offers: {result.state['offers'][-1]}"
+        )
     return "\n".join(out)
 
 

@@ -19,12 +19,29 @@ from router.models.scripted import call, say
 
 async def main(path: str) -> str:
     async with SqliteStore.open(path) as store:
-        billing = Engine(store, ScriptedModel([say("Your duplicate charge of 1,200.00 will be refunded by Friday.")]),
-                         Tools([]), agent="billing")
-        desk = Engine(store, ScriptedModel([call("to_billing", '{"note": "Customer asks about a duplicate charge."}')]),
-                      Tools([handoff_tool(billing, name="to_billing", description="Hand billing questions over.")]),
-                      agent="front-desk")
-        result = await desk.start("I was charged twice in March!", principal=Principal(id="customer-42"))
+        billing = Engine(
+            store,
+            ScriptedModel([say("Your duplicate charge of 1,200.00 will be refunded by Friday.")]),
+            Tools([]),
+            agent="billing",
+        )
+        desk = Engine(
+            store,
+            ScriptedModel(
+                [call("to_billing", '{"note": "Customer asks about a duplicate charge."}')]
+            ),
+            Tools(
+                [
+                    handoff_tool(
+                        billing, name="to_billing", description="Hand billing questions over."
+                    )
+                ]
+            ),
+            agent="front-desk",
+        )
+        result = await desk.start(
+            "I was charged twice in March!", principal=Principal(id="customer-42")
+        )
         return f"{result.phase}: {result.output}"
 
 

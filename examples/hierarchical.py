@@ -19,32 +19,57 @@ from router.models.scripted import call, say
 
 async def main(path: str) -> str:
     async with SqliteStore.open(path) as store:
-        pricing = Engine(store, ScriptedModel([say("Plan B costs 40% less.")]), Tools([]), agent="pricing")
-        legal = Engine(store, ScriptedModel([say("Plan B needs a 30-day notice.")]), Tools([]), agent="legal")
+        pricing = Engine(
+            store, ScriptedModel([say("Plan B costs 40% less.")]), Tools([]), agent="pricing"
+        )
+        legal = Engine(
+            store, ScriptedModel([say("Plan B needs a 30-day notice.")]), Tools([]), agent="legal"
+        )
         lead = Engine(
             store,
-            ScriptedModel([
-                call("ask_pricing", '{"task": "Compare plan A and plan B."}'),
-                call("ask_legal", '{"task": "What does switching to plan B require?"}'),
-                say("Switch to plan B with 30 days' notice: it costs 40% less."),
-            ]),
-            Tools([agent_tool(pricing, name="ask_pricing", description="Pricing questions."),
-                   agent_tool(legal, name="ask_legal", description="Contract questions.")]),
+            ScriptedModel(
+                [
+                    call("ask_pricing", '{"task": "Compare plan A and plan B."}'),
+                    call("ask_legal", '{"task": "What does switching to plan B require?"}'),
+                    say("Switch to plan B with 30 days' notice: it costs 40% less."),
+                ]
+            ),
+            Tools(
+                [
+                    agent_tool(pricing, name="ask_pricing", description="Pricing questions."),
+                    agent_tool(legal, name="ask_legal", description="Contract questions."),
+                ]
+            ),
             agent="team-lead",
         )
         director = Engine(
             store,
-            ScriptedModel([call("ask_team", '{"task": "Should we switch plans?"}'), say("Approved: switch to plan B.")]),
-            Tools([agent_tool(lead, name="ask_team", description="Ask the team for a recommendation.")]),
+            ScriptedModel(
+                [
+                    call("ask_team", '{"task": "Should we switch plans?"}'),
+                    say("Approved: switch to plan B."),
+                ]
+            ),
+            Tools(
+                [
+                    agent_tool(
+                        lead, name="ask_team", description="Ask the team for a recommendation."
+                    )
+                ]
+            ),
             agent="director",
         )
-        result = await director.start("Decide on the plan for next year.", principal=Principal(id="cfo"))
+        result = await director.start(
+            "Decide on the plan for next year.", principal=Principal(id="cfo")
+        )
         tree = []
         for summary in await store.runs():
             events, state, _ = await load_run(store, summary.run_id)
             parent = events[0].parent_run_id or "-"  # type: ignore[attr-defined]
-            tree.append(f"{summary.run_id:<40} agent {events[0].agent:<10} parent {parent:<30} "  # type: ignore[attr-defined]
-                        f"{state.phase}: {state.output}")
+            tree.append(
+                f"{summary.run_id:<40} agent {events[0].agent:<10} parent {parent:<30} "  # type: ignore[attr-defined]
+                f"{state.phase}: {state.output}"
+            )
         tree.append(f"\ndirector: {result.phase}: {result.output}")
         return "\n".join(tree)
 

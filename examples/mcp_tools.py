@@ -18,14 +18,13 @@ from typing import Any
 
 import anyio
 
-from router import Engine, Policy, Principal, SqliteStore, Tools
+from router import Engine, Policy, Principal, SqliteStore, Tools, load_run
 from router.core.events import Message
+from router.core.protocols import ModelTurn
+from router.core.timeline import render
 from router.mcp import McpClient
 from router.models.routing import Candidate, ModelRouter
 from router.models.scripted import ScriptedModel, call, say
-from router.core.protocols import ModelTurn
-from router import load_run
-from router.core.timeline import render
 
 SERVER = [sys.executable, str(Path(__file__).with_name("ledger_mcp_server.py"))]
 
@@ -35,24 +34,37 @@ class Down:
 
     name = "primary"
 
-    async def respond(self, messages: Sequence[Message], tools: Sequence[dict[str, Any]]) -> ModelTurn:
+    async def respond(
+        self, messages: Sequence[Message], tools: Sequence[dict[str, Any]]
+    ) -> ModelTurn:
         raise ConnectionError("connection refused")
 
 
 async def main(path: str) -> str:
-    backup = ScriptedModel([
-        call("transfer", '{"source": "ops", "target": "vendor-17", "cents": "12000"}'),  # a string: refused
-        call("transfer", '{"source": "ops", "target": "vendor-17", "cents": 12000}'),
-        call("balance", '{"account": "ops"}'),
-        say("Paid vendor-17 120.00; ops has 380.00 left."),
-    ], name="backup")
+    backup = ScriptedModel(
+        [
+            call(
+                "transfer", '{"source": "ops", "target": "vendor-17", "cents": "12000"}'
+            ),  # a string: refused
+            call("transfer", '{"source": "ops", "target": "vendor-17", "cents": 12000}'),
+            call("balance", '{"account": "ops"}'),
+            say("Paid vendor-17 120.00; ops has 380.00 left."),
+        ],
+        name="backup",
+    )
     model = ModelRouter([Candidate(Down()), Candidate(backup)])
     async with McpClient.stdio(SERVER) as ledger, SqliteStore.open(path) as store:
-        tools = Tools(await ledger.tools(permissions={"transfer": {"payments:write"}}, idempotent={"balance"}),
-                      policy=Policy({"treasurer": {"payments:write"}}))
+        tools = Tools(
+            await ledger.tools(
+                permissions={"transfer": {"payments:write"}}, idempotent={"balance"}
+            ),
+            policy=Policy({"treasurer": {"payments:write"}}),
+        )
         engine = Engine(store, model, tools, agent="treasury")
-        result = await engine.start("Pay vendor-17 120.00 from ops.",
-                                    principal=Principal(id="ann", roles=frozenset({"treasurer"})))
+        result = await engine.start(
+            "Pay vendor-17 120.00 from ops.",
+            principal=Principal(id="ann", roles=frozenset({"treasurer"})),
+        )
         events, state, _ = await load_run(store, result.run_id)
         return render(result.run_id, events, state)
 

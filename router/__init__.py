@@ -11,6 +11,12 @@ from __future__ import annotations
 from .core.access import Policy
 from .core.chain import verify
 from .core.clock import ManualClock, SequentialIds
+from .core.events import Limits, Message, Principal, ReviewRules, Usage
+from .core.fsm import Phase, RunState
+from .core.limits import Budget, Price, PriceTable
+from .core.protocols import Model, ModelTurn, ProposedCall, Store
+from .core.redaction import Redaction
+from .core.tools import Retry, Tool, ToolContext, ToolOutput, Tools, tool
 from .errors import (
     ChainBroken,
     ConfigError,
@@ -24,13 +30,8 @@ from .errors import (
     SeqConflict,
     StoreError,
 )
-from .core.events import Limits, Message, Principal, ReviewRules, Usage
-from .core.fsm import Phase, RunState
 from .graph import END, Graph, GraphEngine, GraphResult
-from .core.limits import Budget, Price, PriceTable
 from .models.scripted import ScriptedModel
-from .core.protocols import Model, ModelTurn, ProposedCall, Store
-from .core.redaction import Redaction
 from .run.decisions import resolve_call, review_graph_run, review_run
 from .run.engine import Engine, RunResult
 from .run.fork import fork_run
@@ -38,7 +39,6 @@ from .run.log import load_run
 from .run.runtime import Runtime, SystemClock
 from .store.memory import MemoryStore
 from .store.sqlite import Durability, SqliteStore
-from .core.tools import Retry, Tool, ToolContext, ToolOutput, Tools, tool
 
 __version__ = "0.1.0"
 

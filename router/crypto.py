@@ -30,7 +30,9 @@ class AesGcmCipher:
         try:
             from cryptography.hazmat.primitives.ciphers.aead import AESGCM
         except ImportError as exc:
-            raise ConfigError('encryption needs the extra: pip install "router[encryption]"') from exc
+            raise ConfigError(
+                'encryption needs the extra: pip install "router[encryption]"'
+            ) from exc
         if active not in keys:
             raise ConfigError(f"the active key {active!r} is not among the keys")
         self._aead: dict[str, Any] = {}
@@ -60,4 +62,6 @@ class AesGcmCipher:
         try:
             return bytes(aead.decrypt(nonce, body, _AAD))
         except Exception as exc:  # cryptography's InvalidTag: wrong key or altered bytes
-            raise ConfigError(f"cannot decrypt a payload sealed with key {key_id!r}: wrong key or altered bytes") from exc
+            raise ConfigError(
+                f"cannot decrypt a payload sealed with key {key_id!r}: wrong key or altered bytes"
+            ) from exc

@@ -81,12 +81,18 @@ class RunNotFound(RouterError):
 class DefinitionChanged(RouterError):
     code = "definition_changed"
 
-    def __init__(self, run_id: str, recorded: str, current: str, changed: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self, run_id: str, recorded: str, current: str, changed: tuple[str, ...] = ()
+    ) -> None:
         self.run_id = run_id
         self.recorded = recorded
         self.current = current
         self.changed = changed  # the parts that differ, e.g. ("tool:lookup", "route:classify")
-        what = f"changed: {', '.join(changed)}" if changed else "tools, schemas, code, policy or prices changed"
+        what = (
+            f"changed: {', '.join(changed)}"
+            if changed
+            else "tools, schemas, code, policy or prices changed"
+        )
         super().__init__(
             f"run {run_id!r} was started under definition {recorded[:12]} and this engine's is {current[:12]} "
             f"({what}); resume it with migration='<name>' to continue under the new definition, recorded in the log"
@@ -113,8 +119,16 @@ class KeyMissing(RouterError):
 class ModelError(RouterError):
     code = "model_error"
 
-    def __init__(self, model: str, reason: str, *, status: int = 0, attempts: int = 1,
-                 retry_after_s: float | None = None, route: tuple[object, ...] = ()) -> None:
+    def __init__(
+        self,
+        model: str,
+        reason: str,
+        *,
+        status: int = 0,
+        attempts: int = 1,
+        retry_after_s: float | None = None,
+        route: tuple[object, ...] = (),
+    ) -> None:
         self.model = model
         self.route = route  # a routing policy's RouteAttempts when no candidate answered
         self.reason = reason
@@ -178,8 +192,10 @@ class LeaseLost(StoreError):
     def __init__(self, run_id: str, owner: str) -> None:
         self.run_id = run_id
         self.owner = owner
-        super().__init__(f"the lease on run {run_id!r} that {owner!r} held lapsed and another owner took it; "
-                         "nothing more was written")
+        super().__init__(
+            f"the lease on run {run_id!r} that {owner!r} held lapsed and another owner took it; "
+            "nothing more was written"
+        )
 
 
 class ChainBroken(StoreError):

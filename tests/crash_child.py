@@ -14,15 +14,25 @@ import sys
 from collections.abc import Sequence
 
 import anyio
-
-from router import Runtime, Engine, Limits, Message, ModelTurn, Principal, ProposedCall, ScriptedModel, SqliteStore, Tools, Usage
-from router.core.protocols import Store
-
 from kill_support import Observed, marker
+
+from router import (
+    Engine,
+    Limits,
+    Message,
+    ModelTurn,
+    Principal,
+    ProposedCall,
+    Runtime,
+    ScriptedModel,
+    SqliteStore,
+    Tools,
+    Usage,
+)
+from router.core.protocols import Store
 from router.core.tools import tool
 
 STEPS = 30
-
 
 
 def script(messages: Sequence[Message]) -> ModelTurn:
@@ -32,13 +42,17 @@ def script(messages: Sequence[Message]) -> ModelTurn:
     if step > STEPS:
         return ModelTurn(text=f"done after {STEPS} steps", usage=usage)
     if step % 3 == 0:
-        calls: tuple[ProposedCall, ...] = (ProposedCall(f"t{step}", "transfer", f'{{"n": {step}}}'),)
+        calls: tuple[ProposedCall, ...] = (
+            ProposedCall(f"t{step}", "transfer", f'{{"n": {step}}}'),
+        )
     elif step % 3 == 1:
         calls = (ProposedCall(f"r{step}", "read_value", f'{{"n": {step}}}'),)
     else:
-        calls = tuple(ProposedCall(f"r{step}.{i}", "read_value", f'{{"n": {step * 10 + i}}}') for i in range(2))
+        calls = tuple(
+            ProposedCall(f"r{step}.{i}", "read_value", f'{{"n": {step * 10 + i}}}')
+            for i in range(2)
+        )
     return ModelTurn(tool_calls=calls, usage=usage)
-
 
 
 async def main(log: str, ledger: str, run_id: str) -> None:
@@ -59,12 +73,17 @@ async def main(log: str, ledger: str, run_id: str) -> None:
 
     async with SqliteStore.open(log) as sqlite_store:
         store: Store = Observed(sqlite_store)  # type: ignore[assignment]
-        engine = Engine(Runtime(store, owner="kill-test"), ScriptedModel(script), Tools([read_value, transfer]))
+        engine = Engine(
+            Runtime(store, owner="kill-test"), ScriptedModel(script), Tools([read_value, transfer])
+        )
         if await sqlite_store.read(run_id):
             result = await engine.resume(run_id)
         else:
             result = await engine.start(
-                "move the money", principal=Principal(id="ops"), run_id=run_id, limits=Limits(max_steps=40)
+                "move the money",
+                principal=Principal(id="ops"),
+                run_id=run_id,
+                limits=Limits(max_steps=40),
             )
     print(f"result {result.phase}", flush=True)
 

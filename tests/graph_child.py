@@ -10,15 +10,11 @@ import sys
 from typing import Any
 
 import anyio
-
-from router import Runtime, Limits, Principal, SqliteStore
-from router.graph import END, Graph, append
-from router.core.protocols import Store
-
 from kill_support import Observed, marker
-from router.graph import GraphEngine
 
-
+from router import Limits, Principal, Runtime, SqliteStore
+from router.core.protocols import Store
+from router.graph import END, Graph, GraphEngine, append
 
 
 def build() -> Graph:
@@ -33,6 +29,7 @@ def build() -> Graph:
             await anyio.sleep(0)  # let the branches interleave
             marker(f"branch {state['round']}.{i}")
             return {"results": [state["round"] * 10 + i]}
+
         return run
 
     async def gather(state: dict[str, Any]) -> dict[str, Any]:
@@ -55,8 +52,12 @@ async def main(log: str, ledger: str, run_id: str) -> None:
         if await sqlite_store.read(run_id):
             result = await engine.resume(run_id)
         else:
-            result = await engine.start({"round": 0, "results": []}, principal=Principal(id="ops"), run_id=run_id,
-                                        limits=Limits(max_steps=100))
+            result = await engine.start(
+                {"round": 0, "results": []},
+                principal=Principal(id="ops"),
+                run_id=run_id,
+                limits=Limits(max_steps=100),
+            )
     print(f"result {result.phase}", flush=True)
 
 

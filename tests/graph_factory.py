@@ -7,8 +7,8 @@ from collections.abc import Callable
 from typing import Any
 
 from router import GraphEngine
-from router.graph import END, CompiledGraph, Graph
 from router.core.protocols import Store
+from router.graph import END, CompiledGraph, Graph
 
 REVIEW_BEFORE = frozenset({"pay"})
 

@@ -10,10 +10,24 @@ import json
 import sys
 
 TOOLS = [
-    {"name": "echo", "description": "Echo a word.",
-     "inputSchema": {"type": "object", "properties": {"word": {"type": "string"}}, "required": ["word"]}},
-    {"name": "strict_echo", "description": "Echo, with an unevaluatedProperties rule.",
-     "inputSchema": {"type": "object", "properties": {"word": {"type": "string"}}, "unevaluatedProperties": False}},
+    {
+        "name": "echo",
+        "description": "Echo a word.",
+        "inputSchema": {
+            "type": "object",
+            "properties": {"word": {"type": "string"}},
+            "required": ["word"],
+        },
+    },
+    {
+        "name": "strict_echo",
+        "description": "Echo, with an unevaluatedProperties rule.",
+        "inputSchema": {
+            "type": "object",
+            "properties": {"word": {"type": "string"}},
+            "unevaluatedProperties": False,
+        },
+    },
 ]
 
 
@@ -32,9 +46,17 @@ def main() -> None:
         if method is None or ident is None:
             continue  # a notification, or the client's answer to our ping
         if method == "initialize":
-            send({"jsonrpc": "2.0", "id": ident, "result": {
-                "protocolVersion": message["params"]["protocolVersion"], "capabilities": {"tools": {}},
-                "serverInfo": {"name": "raw", "version": "1"}}})
+            send(
+                {
+                    "jsonrpc": "2.0",
+                    "id": ident,
+                    "result": {
+                        "protocolVersion": message["params"]["protocolVersion"],
+                        "capabilities": {"tools": {}},
+                        "serverInfo": {"name": "raw", "version": "1"},
+                    },
+                }
+            )
         elif method == "tools/list":
             send({"jsonrpc": "2.0", "id": "server-ping", "method": "ping"})
             page = int(message.get("params", {}).get("cursor") or 0)
@@ -43,18 +65,44 @@ def main() -> None:
                 result["nextCursor"] = str(page + 1)
             send({"jsonrpc": "2.0", "id": ident, "result": result})
         elif method == "tools/call" and message["params"]["name"] == "garbled":
-            send({"jsonrpc": "2.0", "id": {"not": "an id"}, "result": {}})  # no request of ours has this id
+            send(
+                {"jsonrpc": "2.0", "id": {"not": "an id"}, "result": {}}
+            )  # no request of ours has this id
             sys.stdout.write("not JSON at all\n")
-            send({"jsonrpc": "2.0", "id": ident, "result": {"content": [{"type": "text", "text": "fine"}]}})
+            send(
+                {
+                    "jsonrpc": "2.0",
+                    "id": ident,
+                    "result": {"content": [{"type": "text", "text": "fine"}]},
+                }
+            )
         elif method == "tools/call" and message["params"]["name"] == "wait":
             continue  # never answers
         elif method == "tools/call" and message["params"]["name"] == "cancellations":
-            send({"jsonrpc": "2.0", "id": ident, "result": {"content": [], "structuredContent": {"ids": cancelled}}})
+            send(
+                {
+                    "jsonrpc": "2.0",
+                    "id": ident,
+                    "result": {"content": [], "structuredContent": {"ids": cancelled}},
+                }
+            )
         elif method == "tools/call":
             word = message["params"]["arguments"].get("word", "")
-            send({"jsonrpc": "2.0", "id": ident, "result": {"content": [{"type": "text", "text": word}]}})
+            send(
+                {
+                    "jsonrpc": "2.0",
+                    "id": ident,
+                    "result": {"content": [{"type": "text", "text": word}]},
+                }
+            )
         else:
-            send({"jsonrpc": "2.0", "id": ident, "error": {"code": -32601, "message": f"no method {method}"}})
+            send(
+                {
+                    "jsonrpc": "2.0",
+                    "id": ident,
+                    "error": {"code": -32601, "message": f"no method {method}"},
+                }
+            )
 
 
 if __name__ == "__main__":

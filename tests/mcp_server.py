@@ -1,7 +1,7 @@
 """A real MCP server, built with the official SDK, that the MCP tests start as a process.
 
-    python mcp_server.py stdio
-    python mcp_server.py http PORT
+python mcp_server.py stdio
+python mcp_server.py http PORT
 """
 
 from __future__ import annotations

@@ -64,9 +64,20 @@ class ProviderServer:
             def do_POST(self) -> None:
                 length = int(self.headers.get("content-length", 0))
                 body = self.rfile.read(length)
-                server.requests.append({"path": self.path, "headers": dict(self.headers), "json": json.loads(body),
-                                        "port": self.client_address[1], "query": self.path.partition("?")[2]})
-                reply = server.replies.popleft() if server.replies else Reply(b'{"error": "no reply queued"}', 500)
+                server.requests.append(
+                    {
+                        "path": self.path,
+                        "headers": dict(self.headers),
+                        "json": json.loads(body),
+                        "port": self.client_address[1],
+                        "query": self.path.partition("?")[2],
+                    }
+                )
+                reply = (
+                    server.replies.popleft()
+                    if server.replies
+                    else Reply(b'{"error": "no reply queued"}', 500)
+                )
                 if reply.hang and not reply.stream:
                     server.released.wait()
                     self.close_connection = True
@@ -78,7 +89,9 @@ class ProviderServer:
                     self._stream(reply)
                 else:
                     self.send_header("content-type", "application/json")
-                    self.send_header("content-length", str(len(reply.body) + (100 if reply.cut else 0)))
+                    self.send_header(
+                        "content-length", str(len(reply.body) + (100 if reply.cut else 0))
+                    )
                     self.end_headers()
                     self.wfile.write(reply.body)
                     if reply.cut:

@@ -13,7 +13,6 @@ import anyio
 import pytest
 
 from router import (
-    Runtime,
     Engine,
     Limits,
     MemoryStore,
@@ -22,6 +21,7 @@ from router import (
     Phase,
     Principal,
     ReviewRules,
+    Runtime,
     ScriptedModel,
     Tools,
     Usage,
@@ -29,8 +29,8 @@ from router import (
     tool,
 )
 from router.agents import agent_tool
-from router.models.scripted import call, say
 from router.core.protocols import Store
+from router.models.scripted import call, say
 
 pytestmark = pytest.mark.anyio
 ROOT = Path(__file__).resolve().parents[1]
@@ -45,13 +45,21 @@ def worker(store: Store, script: Any, *tools: Any, **options: Any) -> Engine:
 
 def boss(store: Store, child: Engine, script: Any, **options: Any) -> Engine:
     model = script if isinstance(script, ScriptedModel) else ScriptedModel(script)
-    return Engine(Runtime(store, owner="b"), model, Tools([agent_tool(child, name="delegate", description="Give a task to the worker.")]), agent="boss", **options)
+    return Engine(
+        Runtime(store, owner="b"),
+        model,
+        Tools([agent_tool(child, name="delegate", description="Give a task to the worker.")]),
+        agent="boss",
+        **options,
+    )
 
 
 async def test_a_child_run_is_linked_both_ways_and_its_spend_rolls_up() -> None:
     store = MemoryStore()
     child = worker(store, [say("done the task", usage=U)])
-    parent = boss(store, child, [call("delegate", '{"task": "do it"}', usage=U), say("all done", usage=U)])
+    parent = boss(
+        store, child, [call("delegate", '{"task": "do it"}', usage=U), say("all done", usage=U)]
+    )
     result = await parent.start("go", principal=USER, run_id="p")
     assert result.phase is Phase.DONE and result.usage.total_tokens == 3 * 330
     child_events, child_state, _ = await load_run(store, "p/call_1_0")
@@ -127,14 +135,21 @@ async def test_a_child_that_stops_to_wait_is_ended_and_the_parent_hears_why() ->
     async def pay() -> str:
         return "paid"
 
-    child = worker(store, [call("pay", "{}"), say("paid")], pay, review=ReviewRules(before_tools=frozenset({"pay"})))
+    child = worker(
+        store,
+        [call("pay", "{}"), say("paid")],
+        pay,
+        review=ReviewRules(before_tools=frozenset({"pay"})),
+    )
     seen: list[str] = []
 
     def parent_model(messages: Sequence[Message]) -> ModelTurn:
         seen.append(messages[-1].content)
         return call("delegate", '{"task": "pay"}') if len(seen) == 1 else say("could not pay")
 
-    result = await boss(store, child, ScriptedModel(parent_model)).start("go", principal=USER, run_id="p")
+    result = await boss(store, child, ScriptedModel(parent_model)).start(
+        "go", principal=USER, run_id="p"
+    )
     assert result.phase is Phase.DONE and "awaiting_review" in seen[-1]
     _, child_state, _ = await load_run(store, "p/call_1_0")
     assert child_state.phase is Phase.CANCELLED and "went on without it" in child_state.reason
@@ -142,8 +157,13 @@ async def test_a_child_that_stops_to_wait_is_ended_and_the_parent_hears_why() ->
 
 @pytest.mark.parametrize("example", ["supervisor_worker", "hierarchical"])
 def test_the_examples_run_offline(example: str, tmp_path: Path) -> None:
-    out = subprocess.run([sys.executable, str(ROOT / "examples" / f"{example}.py"), str(tmp_path / "log.db")],
-                         cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / f"{example}.py"), str(tmp_path / "log.db")],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     assert "done" in out
     if example == "hierarchical":
         assert out.count("parent run_") == 3  # team lead, and its two specialists
@@ -167,8 +187,13 @@ async def test_a_handoff_answers_for_the_run_with_the_chosen_context() -> None:
             return say("refund on Friday")
 
         billing = Engine(store, ScriptedModel(billing_model), Tools([]), agent="billing")
-        desk = Engine(store, ScriptedModel([call("to_billing", '{"note": "duplicate charge"}')]),
-                      Tools([handoff_tool(billing, name="to_billing", description="billing", context=context)]))
+        desk = Engine(
+            store,
+            ScriptedModel([call("to_billing", '{"note": "duplicate charge"}')]),
+            Tools(
+                [handoff_tool(billing, name="to_billing", description="billing", context=context)]
+            ),
+        )
         result = await desk.start("charged twice!", principal=USER, run_id="p")  # type: ignore[arg-type]
         assert (result.phase, result.output) == (Phase.DONE, "refund on Friday")
         contents = [m.content for m in seen[0]]
@@ -181,34 +206,56 @@ async def test_debate_reflection_and_negotiation_are_bounded_graphs_of_child_run
     from router.graph import GraphEngine
 
     store = MemoryStore()
-    flow = debate([answers(store, "a", "x1", "x2"), answers(store, "b", "y1", "y2")],
-                  answers(store, "judge", "CONTINUE: unsure", "FINAL: x"), rounds=2)
-    result = await GraphEngine(store, flow).start({"question": "q", "round": 0, "answers": []}, principal=USER,
-                                                  run_id="d")
-    assert result.phase == "done" and result.state["verdict"] == "x" and len(result.state["answers"]) == 4
+    flow = debate(
+        [answers(store, "a", "x1", "x2"), answers(store, "b", "y1", "y2")],
+        answers(store, "judge", "CONTINUE: unsure", "FINAL: x"),
+        rounds=2,
+    )
+    result = await GraphEngine(store, flow).start(
+        {"question": "q", "round": 0, "answers": []}, principal=USER, run_id="d"
+    )
+    assert (
+        result.phase == "done"
+        and result.state["verdict"] == "x"
+        and len(result.state["answers"]) == 4
+    )
     children = [r.run_id for r in await store.runs() if r.run_id.startswith("d/")]
     assert len(children) == 6  # 2 rounds x (2 debaters + the judge)
     events, _, _ = await load_run(store, children[0])
     assert events[0].parent_run_id == "d"  # type: ignore[attr-defined]
 
-    never = reflection(answers(store, "w", "d1", "d2", "d3", "d4"), lambda draft: "no", max_rounds=3)
+    never = reflection(
+        answers(store, "w", "d1", "d2", "d3", "d4"), lambda draft: "no", max_rounds=3
+    )
     bounded = await GraphEngine(store, never).start({"task": "t"}, principal=USER)
     assert bounded.phase == "done" and bounded.state["round"] == 3 and not bounded.state["accepted"]
     critic = answers(store, "critic", "fix the units", "OK")
-    fixed = await GraphEngine(store, reflection(answers(store, "w2", "150", "150 EUR"), critic)).start(
-        {"task": "fee?"}, principal=USER)
+    fixed = await GraphEngine(
+        store, reflection(answers(store, "w2", "150", "150 EUR"), critic)
+    ).start({"task": "fee?"}, principal=USER)
     assert fixed.state["accepted"] and fixed.state["draft"] == "150 EUR"
 
-    haggle = negotiation(answers(store, "buyer", *["800"] * 5), answers(store, "seller", *["1000"] * 5),
-                         agreed=lambda offer: False, max_exchanges=5)
+    haggle = negotiation(
+        answers(store, "buyer", *["800"] * 5),
+        answers(store, "seller", *["1000"] * 5),
+        agreed=lambda offer: False,
+        max_exchanges=5,
+    )
     stalled = await GraphEngine(store, haggle).start({"topic": "price"}, principal=USER)
-    assert stalled.phase == "done" and stalled.state["exchanges"] == 5 and not stalled.state["agreed"]
+    assert (
+        stalled.phase == "done" and stalled.state["exchanges"] == 5 and not stalled.state["agreed"]
+    )
 
 
 @pytest.mark.parametrize("example", ["handoff", "debate_reflection_negotiation"])
 def test_the_pattern_examples_run_offline(example: str, tmp_path: Path) -> None:
-    out = subprocess.run([sys.executable, str(ROOT / "examples" / f"{example}.py"), str(tmp_path / "log.db")],
-                         cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / f"{example}.py"), str(tmp_path / "log.db")],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     assert out.count("done") >= (3 if example != "handoff" else 1)
 
 
@@ -230,11 +277,18 @@ async def test_a_limiter_caps_active_children_and_a_timeout_ends_a_slow_one() ->
         active -= 1
         return "done"
 
-    child = worker(store, lambda messages: call("work", "{}") if len(messages) == 1 else say("ok"), work)
+    child = worker(
+        store, lambda messages: call("work", "{}") if len(messages) == 1 else say("ok"), work
+    )
     limiter = anyio.CapacityLimiter(2)
-    turn = ModelTurn(tool_calls=tuple(ProposedCall(f"c{i}", "delegate", f'{{"task": "t{i}"}}') for i in range(6)))
-    parent = Engine(store, ScriptedModel([turn, say("all done")]),
-                    Tools([agent_tool(child, name="delegate", description="d", limiter=limiter)]))
+    turn = ModelTurn(
+        tool_calls=tuple(ProposedCall(f"c{i}", "delegate", f'{{"task": "t{i}"}}') for i in range(6))
+    )
+    parent = Engine(
+        store,
+        ScriptedModel([turn, say("all done")]),
+        Tools([agent_tool(child, name="delegate", description="d", limiter=limiter)]),
+    )
     result = await parent.start("go", principal=USER)
     assert result.phase is Phase.DONE and peak == 2
 
@@ -250,9 +304,12 @@ async def test_a_limiter_caps_active_children_and_a_timeout_ends_a_slow_one() ->
         seen.append(messages[-1].content)
         return call("delegate", '{"task": "t"}') if len(seen) == 1 else say("gave up")
 
-    impatient = Engine(store, ScriptedModel(boss_model),
-                       Tools([agent_tool(slow, name="delegate", description="d", timeout_s=0.05)]),
-                       limits=Limits(tool_timeout_s=None))
+    impatient = Engine(
+        store,
+        ScriptedModel(boss_model),
+        Tools([agent_tool(slow, name="delegate", description="d", timeout_s=0.05)]),
+        limits=Limits(tool_timeout_s=None),
+    )
     outcome = await impatient.start("go", principal=USER, run_id="p2")
     assert outcome.phase is Phase.LIMIT_EXCEEDED and outcome.reason.startswith("tool_timeout")
     _, child_state, _ = await load_run(store, "p2/call_1_0")

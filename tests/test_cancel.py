@@ -26,8 +26,8 @@ from router import (
     tool,
 )
 from router.core.events import Event
-from router.models.scripted import call, say
 from router.core.protocols import ModelTurn, Store
+from router.models.scripted import call, say
 from router.store.testing import sealed_run
 
 pytestmark = pytest.mark.anyio
@@ -108,7 +108,10 @@ def build_engine(store: Store, canceller: Canceller) -> Engine:
         return call("step", f'{{"turns": {turns}}}')
 
     runtime = Runtime(
-        store, clock=ManualClock(1_000_000, 10), ids=SequentialIds(), owner="test",
+        store,
+        clock=ManualClock(1_000_000, 10),
+        ids=SequentialIds(),
+        owner="test",
         observers=[canceller],
     )
     return Engine(runtime, ScriptedModel(script), Tools([add, step]))

@@ -7,8 +7,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from router.core.chain import GENESIS, Chain, link, verify
-from router.errors import ChainBroken
 from router.core.events import StoredEvent
+from router.errors import ChainBroken
 from router.store.testing import sealed_run
 
 
@@ -48,7 +48,9 @@ def test_any_tampering_is_caught_at_the_first_broken_link(count: int, data: st.D
         tampered.insert(i, events[i])
     else:  # an editor who also recomputes this event's own hash still breaks the next link
         payload = events[i].payload + b" "
-        tampered[i] = _edit(events[i], payload=payload, hash=link("r", i, payload, events[i].prev_hash))
+        tampered[i] = _edit(
+            events[i], payload=payload, hash=link("r", i, payload, events[i].prev_hash)
+        )
         if i == count - 1:
             tampered.append(events[-1])
     with pytest.raises(ChainBroken) as info:

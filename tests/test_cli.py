@@ -12,7 +12,9 @@ import pytest
 
 
 def router(*args: str, cwd: Path, check: bool = True) -> subprocess.CompletedProcess[str]:
-    result = subprocess.run([sys.executable, "-m", "router", *args], cwd=cwd, capture_output=True, text=True)
+    result = subprocess.run(
+        [sys.executable, "-m", "router", *args], cwd=cwd, capture_output=True, text=True
+    )
     if check:
         assert result.returncode == 0, result.stdout + result.stderr
     return result
@@ -27,7 +29,9 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str, str]:
     return cwd, run_id.group(1), out
 
 
-def test_demo_shows_tool_calls_a_corrected_rejection_and_a_denial(demo: tuple[Path, str, str]) -> None:
+def test_demo_shows_tool_calls_a_corrected_rejection_and_a_denial(
+    demo: tuple[Path, str, str],
+) -> None:
     _, _, out = demo
     assert out.count("tool ok") >= 3
     rejected = out.index("REJECTED      calculate")
@@ -41,7 +45,10 @@ def test_the_demo_log_verifies_and_refuses_edits(demo: tuple[Path, str, str]) ->
     cwd, run_id, _ = demo
     assert "every hash chain verifies" in router("verify", cwd=cwd).stdout
     conn = sqlite3.connect(cwd / "router.db")
-    for sql in ("UPDATE events SET payload = x'00' WHERE seq = 1", "DELETE FROM events WHERE seq = 3"):
+    for sql in (
+        "UPDATE events SET payload = x'00' WHERE seq = 1",
+        "DELETE FROM events WHERE seq = 3",
+    ):
         with pytest.raises(sqlite3.IntegrityError, match="append-only"):
             conn.execute(sql)
     conn.close()
@@ -59,7 +66,11 @@ def test_runs_and_show(demo: tuple[Path, str, str]) -> None:
 def test_decide_refuses_a_run_that_is_not_interrupted(demo: tuple[Path, str, str]) -> None:
     cwd, run_id, _ = demo
     result = router("decide", run_id, "call_1_0", "retry", cwd=cwd, check=False)
-    assert result.returncode == 1 and "decision_error" in result.stderr and "not interrupted" in result.stderr
+    assert (
+        result.returncode == 1
+        and "decision_error" in result.stderr
+        and "not interrupted" in result.stderr
+    )
     bad = router("decide", run_id, "call_1_0", "supply", "--result", "{nope", cwd=cwd, check=False)
     assert bad.returncode != 0 and "not JSON" in bad.stderr
 
@@ -68,7 +79,9 @@ def test_verify_names_the_first_broken_link(tmp_path: Path) -> None:
     router("demo", "--db", "log.db", cwd=tmp_path)
     conn = sqlite3.connect(tmp_path / "log.db")
     conn.execute("DROP TRIGGER events_refuse_update")  # an attacker with file access
-    conn.execute("UPDATE events SET payload = CAST(REPLACE(CAST(payload AS TEXT), '1050', '9999') AS BLOB) WHERE seq = 8")
+    conn.execute(
+        "UPDATE events SET payload = CAST(REPLACE(CAST(payload AS TEXT), '1050', '9999') AS BLOB) WHERE seq = 8"
+    )
     conn.commit()
     conn.close()
     result = router("verify", "--db", "log.db", cwd=tmp_path, check=False)
@@ -78,7 +91,10 @@ def test_verify_names_the_first_broken_link(tmp_path: Path) -> None:
 
 def test_fsm_prints_a_mermaid_diagram(tmp_path: Path) -> None:
     out = router("fsm", cwd=tmp_path).stdout
-    assert out.startswith("stateDiagram-v2") and "awaiting_model --> running_tools: model_responded" in out
+    assert (
+        out.startswith("stateDiagram-v2")
+        and "awaiting_model --> running_tools: model_responded" in out
+    )
 
 
 def test_bad_input_gets_a_clear_error(tmp_path: Path) -> None:

@@ -12,8 +12,21 @@ import pytest
 
 pytest.importorskip("cryptography")
 
-from router import Runtime, ChainBroken, ConfigError, Engine, ManualClock, Phase, Principal, ScriptedModel, SqliteStore  # noqa: E402
-from router import Tools, load_run, tool, verify  # noqa: E402
+from router import (  # noqa: E402
+    ChainBroken,
+    ConfigError,
+    Engine,
+    ManualClock,
+    Phase,
+    Principal,
+    Runtime,
+    ScriptedModel,
+    SqliteStore,
+    Tools,
+    load_run,
+    tool,
+    verify,
+)  # noqa: E402
 from router.crypto import AesGcmCipher, key_id_of  # noqa: E402
 from router.errors import KeyMissing  # noqa: E402
 from router.export.arrow import export, verify_export  # noqa: E402
@@ -30,7 +43,11 @@ def lookup(n: int) -> str:
 
 
 def engine(store: SqliteStore, cipher: AesGcmCipher | None, script: list) -> Engine:  # type: ignore[type-arg]
-    return Engine(Runtime(store, clock=ManualClock(1, 1), cipher=cipher), ScriptedModel(script), Tools([lookup]))
+    return Engine(
+        Runtime(store, clock=ManualClock(1, 1), cipher=cipher),
+        ScriptedModel(script),
+        Tools([lookup]),
+    )
 
 
 async def test_sealed_events_verify_without_the_key_and_read_with_it(tmp_path: Path) -> None:
@@ -60,8 +77,11 @@ async def test_keys_rotate_and_old_events_need_the_old_key(tmp_path: Path) -> No
         first = AesGcmCipher({"k1": K1}, active="k1")
         with pytest.raises(Crash):
             # run_started is committed under k1, then the process dies at the first model call
-            await Engine(Runtime(store, cipher=first, owner="o"), ScriptedModel(crash_second),  # type: ignore[arg-type]
-                         Tools([lookup])).start("go", principal=Principal(id="u"), run_id="r")
+            await Engine(
+                Runtime(store, cipher=first, owner="o"),
+                ScriptedModel(crash_second),  # type: ignore[arg-type]
+                Tools([lookup]),
+            ).start("go", principal=Principal(id="u"), run_id="r")
         await store.release_lease("r", "o")
         rotated = AesGcmCipher({"k2": K2, "k1": K1}, active="k2")
         result = await engine(store, rotated, [say("done")]).resume("r")
@@ -76,7 +96,9 @@ async def test_keys_rotate_and_old_events_need_the_old_key(tmp_path: Path) -> No
 async def test_exports_stay_sealed_unless_given_the_key(tmp_path: Path) -> None:
     cipher = AesGcmCipher({"k1": K1}, active="k1")
     async with SqliteStore.open(tmp_path / "log.db") as store:
-        await engine(store, cipher, [call("lookup", '{"n": 1}'), say("found")]).start("go", principal=Principal(id="u"))
+        await engine(store, cipher, [call("lookup", '{"n": 1}'), say("found")]).start(
+            "go", principal=Principal(id="u")
+        )
         sealed = await export(store, tmp_path / "sealed.parquet")
         opened = await export(store, tmp_path / "opened.parquet", cipher=cipher)
     assert SECRET.encode() not in (tmp_path / "sealed.parquet").read_bytes()
@@ -90,10 +112,16 @@ async def test_exports_stay_sealed_unless_given_the_key(tmp_path: Path) -> None:
 
     rows = pq.read_table(tmp_path / "opened.parquet").to_pylist()
     tool_row = next(r for r in rows if r["kind"] == "tool_succeeded")
-    assert tool_row["tool"] == "lookup" and tool_row["encrypted"] and SECRET.encode() in tool_row["plaintext"]
+    assert (
+        tool_row["tool"] == "lookup"
+        and tool_row["encrypted"]
+        and SECRET.encode() in tool_row["plaintext"]
+    )
     tool_row["plaintext"] = tool_row["plaintext"].replace(b"Grace", b"Alan!")
-    pq.write_table(pa.Table.from_pylist(rows, schema=pq.read_schema(tmp_path / "opened.parquet")),
-                   tmp_path / "forged.parquet")
+    pq.write_table(
+        pa.Table.from_pylist(rows, schema=pq.read_schema(tmp_path / "opened.parquet")),
+        tmp_path / "forged.parquet",
+    )
     with pytest.raises(ChainBroken, match="plaintext"):
         verify_export([tmp_path / "forged.parquet"], cipher=cipher)
 
@@ -116,6 +144,10 @@ def test_the_cli_reads_keys_from_the_environment(tmp_path: Path) -> None:
     bare = {k: v for k, v in os.environ.items() if k != "ROUTER_KEYS"}
     ok = subprocess.run([*run, "verify"], cwd=tmp_path, env=bare, capture_output=True, text=True)
     assert ok.returncode == 0 and "checked by hash only" in ok.stdout
-    report = subprocess.run([*run, "report"], cwd=tmp_path, env=bare, capture_output=True, text=True)
+    report = subprocess.run(
+        [*run, "report"], cwd=tmp_path, env=bare, capture_output=True, text=True
+    )
     assert report.returncode == 1 and "key_missing" in report.stderr
-    assert subprocess.run([*run, "report"], cwd=tmp_path, env=env, capture_output=True).returncode == 0
+    assert (
+        subprocess.run([*run, "report"], cwd=tmp_path, env=env, capture_output=True).returncode == 0
+    )

@@ -12,7 +12,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from router import (
-    Runtime,
     ChainBroken,
     DecisionError,
     Engine,
@@ -29,6 +28,7 @@ from router import (
     ProposedCall,
     Retry,
     RunNotFound,
+    Runtime,
     ScriptedModel,
     SequentialIds,
     SqliteStore,
@@ -40,8 +40,8 @@ from router import (
 )
 from router.core.chain import verify
 from router.core.events import ToolStarted, ToolSucceeded, decode_event, encode_event
-from router.models.scripted import call, say
 from router.core.protocols import Store
+from router.models.scripted import call, say
 
 pytestmark = pytest.mark.anyio
 USER = Principal(id="u", roles=frozenset({"ops"}))
@@ -53,11 +53,17 @@ def add(a: int, b: int) -> int:
     return a + b
 
 
-def engine(store: Store, script: Any, *tools_: Any, clock: ManualClock | None = None, **options: Any) -> Engine:
+def engine(
+    store: Store, script: Any, *tools_: Any, clock: ManualClock | None = None, **options: Any
+) -> Engine:
     return Engine(
-        Runtime(store, clock=clock or ManualClock(1_000_000, 10), ids=SequentialIds(), owner="test"), script if isinstance(script, ScriptedModel) else ScriptedModel(script),
+        Runtime(
+            store, clock=clock or ManualClock(1_000_000, 10), ids=SequentialIds(), owner="test"
+        ),
+        script if isinstance(script, ScriptedModel) else ScriptedModel(script),
         Tools(tools_ or (add,)),
-        **options)
+        **options,
+    )
 
 
 @pytest.fixture(params=["memory", "sqlite"])
@@ -74,13 +80,23 @@ async def kinds(store: Store, run_id: str) -> list[str]:
 
 
 async def test_a_react_loop_runs_to_its_answer(store: Store) -> None:
-    model = ScriptedModel([call("add", '{"a": 1, "b": 2}'), call("add", '{"a": 3, "b": 4}'), say("3 and 7")])
+    model = ScriptedModel(
+        [call("add", '{"a": 1, "b": 2}'), call("add", '{"a": 3, "b": 4}'), say("3 and 7")]
+    )
     result = await engine(store, model).start("add", principal=USER)
-    assert (result.phase, result.output, result.steps, result.tool_calls) == (Phase.DONE, "3 and 7", 3, 2)
+    assert (result.phase, result.output, result.steps, result.tool_calls) == (
+        Phase.DONE,
+        "3 and 7",
+        3,
+        2,
+    )
     assert verify(await store.read(result.run_id)) == 8
     events, state, _ = await load_run(store, result.run_id)
     assert state.phase is Phase.DONE
-    assert [m.content for m in (await _transcript(store, result.run_id)) if m.role == "tool"] == ["3", "7"]
+    assert [m.content for m in (await _transcript(store, result.run_id)) if m.role == "tool"] == [
+        "3",
+        "7",
+    ]
 
 
 async def _transcript(store: Store, run_id: str) -> Sequence[Message]:
@@ -96,15 +112,22 @@ async def test_a_rejected_call_is_fed_back_and_the_model_corrects_it(store: Stor
     def script(messages: Sequence[Message]) -> ModelTurn:
         seen.append(messages[-1].content)
         step = sum(m.role == "assistant" for m in messages)
-        return [call("add", '{"a": 1, "b": "two"}'), call("add", '{"a": 1, "b": 2}'), say("3")][step]
+        return [call("add", '{"a": 1, "b": "two"}'), call("add", '{"a": 1, "b": 2}'), say("3")][
+            step
+        ]
 
     result = await engine(store, ScriptedModel(script)).start("add", principal=USER)
     assert result.phase is Phase.DONE
     assert seen[1] == "error[invalid_arguments] at $.b: Expected `int`, got `str`"
     assert seen[2] == "3"
     assert await kinds(store, result.run_id) == [
-        "run_started", "model_responded", "tool_call_rejected", "model_responded", "tool_started",
-        "tool_succeeded", "model_responded",
+        "run_started",
+        "model_responded",
+        "tool_call_rejected",
+        "model_responded",
+        "tool_started",
+        "tool_succeeded",
+        "model_responded",
     ]
 
 
@@ -116,7 +139,9 @@ async def test_a_denied_call_is_an_event_and_the_tool_never_runs(store: Store) -
         ran.append(target)
         return "wiped"
 
-    result = await engine(store, [call("wipe", '{"target": "db"}'), say("ok")], wipe).start("x", principal=USER)
+    result = await engine(store, [call("wipe", '{"target": "db"}'), say("ok")], wipe).start(
+        "x", principal=USER
+    )
     assert result.phase is Phase.DONE and ran == []
     events = [decode_event(e.payload) for e in await store.read(result.run_id)]
     denied = [e for e in events if type(e).__name__ == "ToolCallDenied"]
@@ -146,7 +171,9 @@ def numbered(messages: Sequence[Message]) -> ModelTurn:
         (Limits(max_cost_usd=0.0003), "max_cost_usd"),
     ],
 )
-async def test_each_budget_ends_the_run_in_limit_exceeded(store: Store, limits: Limits, name: str) -> None:
+async def test_each_budget_ends_the_run_in_limit_exceeded(
+    store: Store, limits: Limits, name: str
+) -> None:
     eng = engine(store, ScriptedModel(numbered), prices=PriceTable({"scripted": Price(1.0, 1.0)}))
     result = await eng.start("go", principal=USER, limits=limits)
     assert result.phase is Phase.LIMIT_EXCEEDED
@@ -230,10 +257,14 @@ async def test_failing_attempts_are_retried_on_the_schedule(store: Store) -> Non
             raise ConnectionError("try again")
         return "ok"
 
-    result = await engine(store, [call("flaky", "{}"), say("done")], flaky).start("go", principal=USER)
+    result = await engine(store, [call("flaky", "{}"), say("done")], flaky).start(
+        "go", principal=USER
+    )
     assert result.phase is Phase.DONE
     events = [decode_event(e.payload) for e in await store.read(result.run_id)]
-    assert [getattr(e, "attempts", None) for e in events if type(e).__name__ == "ToolSucceeded"] == [3]
+    assert [
+        getattr(e, "attempts", None) for e in events if type(e).__name__ == "ToolSucceeded"
+    ] == [3]
 
 
 async def test_a_tool_failure_is_fed_back_not_raised(store: Store) -> None:
@@ -258,7 +289,9 @@ async def test_parallel_calls_run_concurrently_and_record_in_call_order(store: S
 
     @tool(idempotent=True)
     async def first() -> str:
-        await second_done.wait()  # finishes only after the second call: completion order is reversed
+        await (
+            second_done.wait()
+        )  # finishes only after the second call: completion order is reversed
         order.append("first")
         return "1"
 
@@ -268,11 +301,16 @@ async def test_parallel_calls_run_concurrently_and_record_in_call_order(store: S
         second_done.set()
         return "2"
 
-    turn = ModelTurn(tool_calls=(ProposedCall("a", "first", "{}"), ProposedCall("b", "second", "{}")))
+    turn = ModelTurn(
+        tool_calls=(ProposedCall("a", "first", "{}"), ProposedCall("b", "second", "{}"))
+    )
     result = await engine(store, [turn, say("ok")], first, second).start("go", principal=USER)
     assert result.phase is Phase.DONE and order == ["second", "first"]
     events = [decode_event(e.payload) for e in await store.read(result.run_id)]
-    assert [getattr(e, "call_id") for e in events if type(e).__name__ == "ToolSucceeded"] == ["a", "b"]
+    assert [e.call_id for e in events if type(e).__name__ == "ToolSucceeded"] == [
+        "a",
+        "b",
+    ]
 
 
 async def test_sync_tools_run_off_the_loop_unless_inline(store: Store) -> None:
@@ -285,7 +323,9 @@ async def test_sync_tools_run_off_the_loop_unless_inline(store: Store) -> None:
         threads.append(threading.current_thread().name)
         return 1
 
-    result = await engine(store, [call("blocking", "{}"), say("ok")], blocking).start("go", principal=USER)
+    result = await engine(store, [call("blocking", "{}"), say("ok")], blocking).start(
+        "go", principal=USER
+    )
     assert result.phase is Phase.DONE
     assert threads and threads[0] != threading.current_thread().name
 
@@ -297,7 +337,12 @@ async def test_a_model_that_keeps_failing_fails_the_run(store: Store) -> None:
         async def respond(self, messages: Any, tools: Any) -> ModelTurn:
             raise ConnectionError("503")
 
-    eng = Engine(Runtime(store, clock=ManualClock(), owner="t"), Down(), Tools([add]), model_retry=Retry(attempts=2, base_delay_s=0))
+    eng = Engine(
+        Runtime(store, clock=ManualClock(), owner="t"),
+        Down(),
+        Tools([add]),
+        model_retry=Retry(attempts=2, base_delay_s=0),
+    )
     result = await eng.start("go", principal=USER)
     assert result.phase is Phase.FAILED and "503" in result.reason
 
@@ -310,7 +355,9 @@ async def test_one_store_append_per_step() -> None:
     script = [call("add", f'{{"a": {i}, "b": 1}}') for i in range(10)] + [say("done")]
     result = await engine(store, script).start("go", principal=USER)
     assert result.steps == 11
-    assert store.appends == result.steps + 1  # + the append of run_started before the first model call
+    assert (
+        store.appends == result.steps + 1
+    )  # + the append of run_started before the first model call
 
 
 async def test_the_lease_rides_with_the_first_and_last_batch(tmp_path: Path) -> None:
@@ -334,7 +381,9 @@ async def test_a_run_holds_its_lease_from_its_first_batch(store: Store) -> None:
             refused.append(exc.owner)
         return n
 
-    result = await engine(store, [call("peek", '{"n": 1}'), say("ok")], peek).start("go", principal=USER, run_id="r")
+    result = await engine(store, [call("peek", '{"n": 1}'), say("ok")], peek).start(
+        "go", principal=USER, run_id="r"
+    )
     assert result.phase is Phase.DONE and refused == ["test"]
     await store.acquire_lease("r", "another engine", 60)  # released with the last batch
 
@@ -348,7 +397,9 @@ async def test_a_side_effecting_step_commits_before_the_tool_runs() -> None:
         committed_before.append([e.kind for e in await store.read("run_1")])
         return "paid"
 
-    result = await engine(store, [call("pay", '{"cents": 5}'), say("ok")], pay).start("go", principal=USER)
+    result = await engine(store, [call("pay", '{"cents": 5}'), say("ok")], pay).start(
+        "go", principal=USER
+    )
     assert result.phase is Phase.DONE
     assert committed_before == [["run_started", "model_responded", "tool_started"]]
     assert store.appends == 4  # start, before the tool, after it, the answer
@@ -416,7 +467,10 @@ async def test_resume_continues_from_the_log_without_calling_the_model_again(sto
     model = ScriptedModel(script)
     result = await engine(store, model).resume("r")
     assert (result.phase, result.output, result.steps, result.usage) == (
-        reference.phase, reference.output, reference.steps, reference.usage,
+        reference.phase,
+        reference.output,
+        reference.steps,
+        reference.usage,
     )
     assert model.calls == 1  # only the step that was never recorded
     assert verify(await store.read("r")) > 0
@@ -454,7 +508,9 @@ async def test_a_started_side_effect_without_result_waits_for_a_decision(store: 
         await resolve_call(store, "r", "call_1_0", "retry")
 
 
-@pytest.mark.parametrize(("decision", "phase", "runs"), [("retry", Phase.DONE, [5, 5]), ("fail", Phase.FAILED, [5])])
+@pytest.mark.parametrize(
+    ("decision", "phase", "runs"), [("retry", Phase.DONE, [5, 5]), ("fail", Phase.FAILED, [5])]
+)
 async def test_a_reviewer_may_retry_or_fail_the_call(
     store: Store, decision: Any, phase: Phase, runs: list[int]
 ) -> None:
@@ -510,7 +566,9 @@ async def test_resume_of_unknown_finished_or_tampered_runs(store: Store) -> None
     assert again == result
     if isinstance(store, MemoryStore):  # forge a stored payload (SQLite's triggers refuse this)
         log = store._runs["r"]
-        log[1] = type(log[1])(**{**{f: getattr(log[1], f) for f in log[1].__struct_fields__}, "payload": b"{}"})
+        log[1] = type(log[1])(
+            **{**{f: getattr(log[1], f) for f in log[1].__struct_fields__}, "payload": b"{}"}
+        )
         with pytest.raises(ChainBroken):
             await engine(store, [say("y")]).resume("r")
 
@@ -518,30 +576,42 @@ async def test_resume_of_unknown_finished_or_tampered_runs(store: Store) -> None
 # --- any model output ends the run within its limits ---------------------------------
 
 turns = st.one_of(
-    st.builds(lambda a, b: call("add", f'{{"a": {a}, "b": {b}}}'), st.integers(-5, 5), st.integers(-5, 5)),
+    st.builds(
+        lambda a, b: call("add", f'{{"a": {a}, "b": {b}}}'), st.integers(-5, 5), st.integers(-5, 5)
+    ),
     st.builds(lambda raw: call("add", raw), st.text(max_size=20)),
     st.builds(lambda raw: call("add", raw), st.binary(max_size=20)),
     st.builds(lambda name: call(name, "{}"), st.text(max_size=10)),
-    st.builds(lambda n: ModelTurn(tool_calls=tuple(ProposedCall("", "add", '{"a": 1, "b": 2}') for _ in range(n))),
-              st.integers(0, 4)),
+    st.builds(
+        lambda n: ModelTurn(
+            tool_calls=tuple(ProposedCall("", "add", '{"a": 1, "b": 2}') for _ in range(n))
+        ),
+        st.integers(0, 4),
+    ),
     st.builds(lambda t: say(t), st.text(max_size=10)),
 )
 
 
-@settings(deadline=None, max_examples=60, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    deadline=None, max_examples=60, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(script=st.lists(turns, min_size=1, max_size=8), cycle=st.booleans())
 async def test_any_model_output_ends_in_a_terminal_state_within_the_limits(
     script: list[ModelTurn], cycle: bool
 ) -> None:
     limits = Limits(max_steps=6, max_tool_calls=8, max_rejected_calls=3)
-    model = ScriptedModel((lambda m: script[sum(x.role == "assistant" for x in m) % len(script)]) if cycle else script)
+    model = ScriptedModel(
+        (lambda m: script[sum(x.role == "assistant" for x in m) % len(script)]) if cycle else script
+    )
     store = MemoryStore()
     result = await engine(store, model).start("go", principal=USER, limits=limits)
     assert result.phase in (Phase.DONE, Phase.LIMIT_EXCEEDED)
     assert result.steps <= limits.max_steps and result.tool_calls <= limits.max_tool_calls
     stored = await store.read(result.run_id)
     assert verify(stored) == len(stored)
-    assert all(encode_event(decode_event(s.payload)) == s.payload for s in stored)  # canonical round trip
+    assert all(
+        encode_event(decode_event(s.payload)) == s.payload for s in stored
+    )  # canonical round trip
     _, state, _ = await load_run(store, result.run_id)
     assert state.phase is result.phase and not state.fault
     assert (await engine(store, model).replay(result.run_id)).identical
@@ -568,7 +638,6 @@ async def test_bad_start_input_is_a_config_error_and_leaves_nothing(store: Store
 
 async def test_a_payload_that_is_not_an_event_is_a_store_error() -> None:
     from router import StoreError
-
     from router.core.chain import link
     from router.core.events import StoredEvent
 
@@ -582,12 +651,15 @@ async def test_a_payload_that_is_not_an_event_is_a_store_error() -> None:
 
 async def test_a_payload_holding_two_events_is_named_not_split() -> None:
     from router import StoreError
-
     from router.core.chain import GENESIS, link
     from router.core.events import StoredEvent
 
     store = MemoryStore()
-    eng = Engine(Runtime(store, clock=ManualClock(), ids=SequentialIds()), ScriptedModel([ModelTurn(text="done")]), Tools([]))
+    eng = Engine(
+        Runtime(store, clock=ManualClock(), ids=SequentialIds()),
+        ScriptedModel([ModelTurn(text="done")]),
+        Tools([]),
+    )
     result = await eng.start("hi", principal=USER)
     good = await store.read(result.run_id)
     assert await load_run(store, result.run_id)  # one decode for the whole log reads it back
@@ -596,25 +668,35 @@ async def test_a_payload_holding_two_events_is_named_not_split() -> None:
     payloads = [first, second + b"," + second]
     forged, head = [], GENESIS
     for seq, (payload, kind) in enumerate(zip(payloads, (good[0].kind, good[1].kind))):
-        forged.append(StoredEvent("forged", seq, kind, payload, head, link("forged", seq, payload, head)))
+        forged.append(
+            StoredEvent("forged", seq, kind, payload, head, link("forged", seq, payload, head))
+        )
         head = forged[-1].hash
     await store.append(forged)
     with pytest.raises(StoreError, match="event 1 is not an event"):
         await load_run(store, "forged")
-    assert [encode_event(e) for e in (await load_run(store, result.run_id))[0]] == [s.payload for s in good]
+    assert [encode_event(e) for e in (await load_run(store, result.run_id))[0]] == [
+        s.payload for s in good
+    ]
 
 
 async def test_spending_nothing_is_recorded_one_way_whatever_usage_instance_reports_it() -> None:
     store = MemoryStore()
     zero = Usage(input_tokens=0, output_tokens=0)  # equal to the default, another instance
-    script = ScriptedModel([ModelTurn(tool_calls=(ProposedCall("c1", "add", '{"a": 1, "b": 2}'),), usage=zero),
-                            ModelTurn(text="3", usage=zero)])
+    script = ScriptedModel(
+        [
+            ModelTurn(tool_calls=(ProposedCall("c1", "add", '{"a": 1, "b": 2}'),), usage=zero),
+            ModelTurn(text="3", usage=zero),
+        ]
+    )
     result = await engine(store, script).start("add", principal=USER)
     payloads = [e.payload for e in await store.read(result.run_id)]
     assert result.output == "3" and len(payloads) == 5
     assert not any(b'"usage"' in p for p in payloads), payloads
     other = MemoryStore()  # the same run, with no usage reported at all
-    again = await engine(other, [call("add", '{"a": 1, "b": 2}', call_id="c1"), say("3")]).start("add", principal=USER)
+    again = await engine(other, [call("add", '{"a": 1, "b": 2}', call_id="c1"), say("3")]).start(
+        "add", principal=USER
+    )
     assert [e.payload for e in await other.read(again.run_id)] == payloads
 
 
@@ -622,7 +704,11 @@ def _latencies(stored: Sequence[Any]) -> dict[str, tuple[int, int]]:
     """call id -> (its result's latency_us, the time from its tool_started to its result)."""
     events = [decode_event(e.payload) for e in stored]
     started = {e.call_id: e.at for e in events if isinstance(e, ToolStarted)}
-    return {e.call_id: (e.latency_us, e.at - started[e.call_id]) for e in events if isinstance(e, ToolSucceeded)}
+    return {
+        e.call_id: (e.latency_us, e.at - started[e.call_id])
+        for e in events
+        if isinstance(e, ToolSucceeded)
+    }
 
 
 async def test_a_tool_latency_is_the_tool_own_time(store: Store) -> None:
@@ -631,7 +717,11 @@ async def test_a_tool_latency_is_the_tool_own_time(store: Store) -> None:
         return n
 
     # the clock moves 10 µs at every reading: a tool timed alone takes one step of it
-    script = [call("add", '{"a": 1, "b": 2}', "inline"), call("threaded", '{"n": 1}', "thread"), say("ok")]
+    script = [
+        call("add", '{"a": 1, "b": 2}', "inline"),
+        call("threaded", '{"n": 1}', "thread"),
+        say("ok"),
+    ]
     result = await engine(store, script, add, threaded).start("go", principal=USER)
     latencies = _latencies(await store.read(result.run_id))
     for call_id in ("inline", "thread"):  # router's own work since tool_started is not the tool's
@@ -639,7 +729,9 @@ async def test_a_tool_latency_is_the_tool_own_time(store: Store) -> None:
         assert latency == 10 < since_started, call_id
 
 
-async def test_an_inline_call_run_again_after_a_crash_is_timed_from_the_new_run(store: Store) -> None:
+async def test_an_inline_call_run_again_after_a_crash_is_timed_from_the_new_run(
+    store: Store,
+) -> None:
     ran: list[int] = []
 
     @tool
@@ -647,9 +739,12 @@ async def test_an_inline_call_run_again_after_a_crash_is_timed_from_the_new_run(
         ran.append(cents)
         raise Crash  # dies after the effect, before its result is recorded
 
-    both = ModelTurn(tool_calls=(
-        ProposedCall("sum", "add", '{"a": 1, "b": 2}'), ProposedCall("pay", "pay", '{"cents": 5}'),
-    ))
+    both = ModelTurn(
+        tool_calls=(
+            ProposedCall("sum", "add", '{"a": 1, "b": 2}'),
+            ProposedCall("pay", "pay", '{"cents": 5}'),
+        )
+    )
     script = [both, say("ok")]
     with pytest.raises(Crash):
         await engine(store, script, add, pay).start("go", principal=USER, run_id="r")

@@ -12,10 +12,21 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from router import Runtime, ChainBroken, Engine, ManualClock, Principal, ScriptedModel, SequentialIds, SqliteStore, Tools, tool
+from router import (
+    ChainBroken,
+    Engine,
+    ManualClock,
+    Principal,
+    Runtime,
+    ScriptedModel,
+    SequentialIds,
+    SqliteStore,
+    Tools,
+    tool,
+)
+from router.core.limits import Price, PriceTable
 from router.errors import ConfigError
 from router.export.arrow import EXPORT_VERSION, export, verify_export
-from router.core.limits import Price, PriceTable
 from router.models.scripted import call, say
 
 pytestmark = pytest.mark.anyio
@@ -36,7 +47,13 @@ SCRIPT = [call("add", '{"a": 1, "b": 2}'), call("add", '{"a": "x"}'), call("wipe
 
 async def make_runs(path: Path, runs: int = 3, start: int = 0) -> None:
     async with SqliteStore.open(path) as store:
-        engine = Engine(Runtime(store, clock=ManualClock(1_700_000_000_000_000, 7), ids=SequentialIds(start)), ScriptedModel(list(SCRIPT)), Tools([add, wipe]), prices=PriceTable({"scripted": Price(2.0, 8.0)}), agent="adder")
+        engine = Engine(
+            Runtime(store, clock=ManualClock(1_700_000_000_000_000, 7), ids=SequentialIds(start)),
+            ScriptedModel(list(SCRIPT)),
+            Tools([add, wipe]),
+            prices=PriceTable({"scripted": Price(2.0, 8.0)}),
+            agent="adder",
+        )
         for i in range(runs):
             await engine.start("go", principal=Principal(id=f"user-{i}"))
 
@@ -99,7 +116,9 @@ async def test_incremental_export_continues_from_the_watermark(tmp_path: Path) -
         second = await export(store, tmp_path / "b.parquet", after=first.watermark)
         nothing = await export(store, tmp_path / "c.parquet", after=second.watermark)
     assert second.events == first.events and nothing.events == 0
-    assert verify_export([tmp_path / "a.parquet", tmp_path / "b.parquet"]).events == 2 * first.events
+    assert (
+        verify_export([tmp_path / "a.parquet", tmp_path / "b.parquet"]).events == 2 * first.events
+    )
     assert verify_export([tmp_path / "b.parquet"]).runs == 2  # new runs start at seq 0
 
 
@@ -116,7 +135,12 @@ def _swap(rows: list[dict[str, Any]]) -> None:
 @pytest.mark.parametrize(
     ("change", "seq"),
     [
-        (lambda rows: rows[4].update(payload=rows[4]["payload"].replace(b'"step":2', b'"step":7')), 4),
+        (
+            lambda rows: rows[4].update(
+                payload=rows[4]["payload"].replace(b'"step":2', b'"step":7')
+            ),
+            4,
+        ),
         (lambda rows: rows.pop(4), 4),
         (_swap, 5),
         (lambda rows: rows.insert(3, dict(rows[2])), 3),
@@ -137,20 +161,31 @@ async def test_tampering_with_a_parquet_export_names_the_first_broken_link(
 
 
 SQL_TAMPERING = {
-    "edit-payload": ["UPDATE events SET payload = CAST(REPLACE(CAST(payload AS TEXT), 'user-0', 'user-9') AS BLOB) "
-                     "WHERE seq = 0"],
+    "edit-payload": [
+        "UPDATE events SET payload = CAST(REPLACE(CAST(payload AS TEXT), 'user-0', 'user-9') AS BLOB) "
+        "WHERE seq = 0"
+    ],
     "delete": ["DELETE FROM events WHERE seq = 4"],
-    "swap": ["UPDATE events SET seq = -1 WHERE seq = 5", "UPDATE events SET seq = 5 WHERE seq = 6",
-             "UPDATE events SET seq = 6 WHERE seq = -1"],
-    "insert": ["INSERT INTO events (run_id, seq, kind, payload, prev_hash, hash) "
-               "SELECT run_id, 99, kind, payload, prev_hash, hash FROM events WHERE seq = 2",
-               "UPDATE events SET seq = seq + 1 WHERE seq >= 3 AND seq < 99",
-               "UPDATE events SET seq = 3 WHERE seq = 99"],
+    "swap": [
+        "UPDATE events SET seq = -1 WHERE seq = 5",
+        "UPDATE events SET seq = 5 WHERE seq = 6",
+        "UPDATE events SET seq = 6 WHERE seq = -1",
+    ],
+    "insert": [
+        "INSERT INTO events (run_id, seq, kind, payload, prev_hash, hash) "
+        "SELECT run_id, 99, kind, payload, prev_hash, hash FROM events WHERE seq = 2",
+        "UPDATE events SET seq = seq + 1 WHERE seq >= 3 AND seq < 99",
+        "UPDATE events SET seq = 3 WHERE seq = 99",
+    ],
 }
 
 
-@pytest.mark.parametrize(("how", "seq"), [("edit-payload", 0), ("delete", 4), ("swap", 5), ("insert", 3)])
-def test_router_verify_names_the_first_broken_link_in_a_tampered_log(tmp_path: Path, how: str, seq: int) -> None:
+@pytest.mark.parametrize(
+    ("how", "seq"), [("edit-payload", 0), ("delete", 4), ("swap", 5), ("insert", 3)]
+)
+def test_router_verify_names_the_first_broken_link_in_a_tampered_log(
+    tmp_path: Path, how: str, seq: int
+) -> None:
     import anyio
 
     anyio.run(make_runs, tmp_path / "log.db", 1)
@@ -162,8 +197,11 @@ def test_router_verify_names_the_first_broken_link_in_a_tampered_log(tmp_path: P
         conn.execute(sql)
     conn.commit()
     conn.close()
-    result = subprocess.run([sys.executable, "-m", "router", "verify", "--db", str(tmp_path / "log.db")],
-                            capture_output=True, text=True)
+    result = subprocess.run(
+        [sys.executable, "-m", "router", "verify", "--db", str(tmp_path / "log.db")],
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode == 1
     assert f"run 'run_0': chain broken at seq {seq}" in result.stderr, result.stderr
 
@@ -173,13 +211,22 @@ def test_the_cli_exports_and_verifies(tmp_path: Path) -> None:
 
     anyio.run(make_runs, tmp_path / "log.db", 2)
     run = [sys.executable, "-m", "router"]
-    out = subprocess.run([*run, "export", "--db", "log.db", "--out", "runs.arrow"], cwd=tmp_path,
-                         capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        [*run, "export", "--db", "log.db", "--out", "runs.arrow"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     assert "exported 18 event(s) of 2 run(s)" in out and "--after 18" in out
-    ok = subprocess.run([*run, "verify", "--export", "runs.arrow"], cwd=tmp_path, capture_output=True, text=True)
+    ok = subprocess.run(
+        [*run, "verify", "--export", "runs.arrow"], cwd=tmp_path, capture_output=True, text=True
+    )
     assert ok.returncode == 0 and "2 run(s), 18 event(s)" in ok.stdout
     (tmp_path / "junk.parquet").write_bytes(b"not an export")
-    bad = subprocess.run([*run, "verify", "--export", "junk.parquet"], cwd=tmp_path, capture_output=True, text=True)
+    bad = subprocess.run(
+        [*run, "verify", "--export", "junk.parquet"], cwd=tmp_path, capture_output=True, text=True
+    )
     assert bad.returncode == 1 and "not a router export" in bad.stderr
 
 

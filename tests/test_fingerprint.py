@@ -70,7 +70,9 @@ def test_closure_numbers_count_by_value_and_other_values_by_type() -> None:
     make = define(source, "make")
     assert code_fingerprint(make(0.5)) != code_fingerprint(make(0.7))  # a threshold decides
     assert code_fingerprint(make(3)) != code_fingerprint(make(4))
-    assert code_fingerprint(make("/srv/a.db")) == code_fingerprint(make("/tmp/b.db"))  # where, not what
+    assert code_fingerprint(make("/srv/a.db")) == code_fingerprint(
+        make("/tmp/b.db")
+    )  # where, not what
     assert code_fingerprint(make(1)) != code_fingerprint(make(True))
     assert code_fingerprint(make(("a", "b"))) != code_fingerprint(make(["a", "b"]))
 
@@ -188,12 +190,16 @@ def test_a_frozenset_default_counts_by_its_members_not_their_order() -> None:
     for n in (17, 9, 1):
         descending.add(n)
     assert list(ascending) != list(descending)
-    assert code_fingerprint(make(frozenset(ascending))) == code_fingerprint(make(frozenset(descending)))
+    assert code_fingerprint(make(frozenset(ascending))) == code_fingerprint(
+        make(frozenset(descending))
+    )
 
 
 def test_mutable_state_in_a_closure_counts_by_its_type_only() -> None:
     make = define("def make(s):\n    return lambda x: x in s", "make")
-    assert code_fingerprint(make([])) == code_fingerprint(make([5]))  # a list the code appends to as it runs
+    assert code_fingerprint(make([])) == code_fingerprint(
+        make([5])
+    )  # a list the code appends to as it runs
     assert code_fingerprint(make({})) == code_fingerprint(make({"seen": 1}))
     assert code_fingerprint(make(set())) == code_fingerprint(make({1}))
     assert code_fingerprint(make([])) != code_fingerprint(make({}))
@@ -209,7 +215,9 @@ def test_partials_count_their_function_args_and_keywords() -> None:
     fn = define(ROUTE)
     base = code_fingerprint(functools.partial(fn, "a"))
     assert base == code_fingerprint(functools.partial(fn, "a"))
-    assert base == code_fingerprint(functools.partial(fn, "b"))  # a string bound at run time: by type
+    assert base == code_fingerprint(
+        functools.partial(fn, "b")
+    )  # a string bound at run time: by type
     assert base != code_fingerprint(functools.partial(fn, 1))
     assert base != code_fingerprint(functools.partial(fn, "a", limit=2))
     assert base != code_fingerprint(fn)

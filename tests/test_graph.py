@@ -10,11 +10,19 @@ from typing import Any
 import anyio
 import pytest
 
-from router import Runtime, ConfigError, Limits, ManualClock, MemoryStore, Principal, Retry, SqliteStore
+from router import (
+    ConfigError,
+    Limits,
+    ManualClock,
+    MemoryStore,
+    Principal,
+    Retry,
+    Runtime,
+    SqliteStore,
+)
 from router.core.events import decode_event, encode_event
-from router.graph import END, Graph, add, append
 from router.core.protocols import Store
-from router.graph import GraphEngine
+from router.graph import END, Graph, GraphEngine, add, append
 
 pytestmark = pytest.mark.anyio
 USER = Principal(id="u")
@@ -25,7 +33,9 @@ async def classify(state: dict[str, Any]) -> dict[str, Any]:
 
 
 async def summarize(state: dict[str, Any]) -> dict[str, Any]:
-    return {"summary": f"{state['kind']}: {len(state.get('notes', []))} notes, total {state.get('total', 0)}"}
+    return {
+        "summary": f"{state['kind']}: {len(state.get('notes', []))} notes, total {state.get('total', 0)}"
+    }
 
 
 def triage(order: list[int] | None = None) -> Graph:
@@ -42,6 +52,7 @@ def triage(order: list[int] | None = None) -> Graph:
                     await gates[order[position - 1]].wait()
             gates[i].set()
             return {"notes": [f"branch {i}"], "total": i}
+
         return run
 
     for i in range(8):
@@ -152,8 +163,14 @@ async def test_retries_failures_cycles_and_bad_routes_end_the_run_by_name() -> N
     g.add_node("flaky", flaky, retry=Retry(attempts=3, base_delay_s=0))
     g.start("flaky")
     g.route("flaky", lambda s: "flaky" if s["n"] < 100 else END, targets={"flaky", END})
-    result = await GraphEngine(MemoryStore(), g.compile()).start({}, principal=USER, limits=Limits(max_steps=5))
-    assert result.phase == "limit_exceeded" and result.reason.startswith("max_steps") and result.state["n"] == 5
+    result = await GraphEngine(MemoryStore(), g.compile()).start(
+        {}, principal=USER, limits=Limits(max_steps=5)
+    )
+    assert (
+        result.phase == "limit_exceeded"
+        and result.reason.startswith("max_steps")
+        and result.state["n"] == 5
+    )
 
     async def broken(state: dict[str, Any]) -> dict[str, Any]:
         raise ValueError("no")
@@ -251,8 +268,14 @@ def test_definitions_do_not_depend_on_the_process() -> None:
     )
     root = Path(__file__).resolve().parents[1]
     outputs = {
-        subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, check=True,
-                       env={**os.environ, "PYTHONHASHSEED": seed}).stdout
+        subprocess.run(
+            [sys.executable, "-c", code],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            check=True,
+            env={**os.environ, "PYTHONHASHSEED": seed},
+        ).stdout
         for seed in ("1", "2", "3")
     }
     assert len(outputs) == 1
@@ -273,7 +296,12 @@ async def test_a_subgraph_runs_as_a_child_run_and_resumes_with_its_parent() -> N
     inner_engine = GraphEngine(store, inner.compile())
 
     outer = Graph("outer")
-    outer.add_node("call", subgraph(inner_engine, inputs=lambda s: {"value": s["n"]}, outputs=lambda s: {"n": s["value"]}))
+    outer.add_node(
+        "call",
+        subgraph(
+            inner_engine, inputs=lambda s: {"value": s["n"]}, outputs=lambda s: {"n": s["value"]}
+        ),
+    )
     outer.start("call")
     outer.route("call", lambda s: END if s["n"] >= 8 else "call", targets={"call", END})
     result = await GraphEngine(store, outer.compile()).start({"n": 1}, principal=USER, run_id="o")
@@ -285,8 +313,7 @@ async def test_a_subgraph_runs_as_a_child_run_and_resumes_with_its_parent() -> N
 
 
 async def test_a_graph_run_waits_for_review_before_and_after_chosen_nodes() -> None:
-    from router import DecisionError
-    from router import review_graph_run
+    from router import DecisionError, review_graph_run
 
     paid: list[int] = []
 
@@ -308,7 +335,9 @@ async def test_a_graph_run_waits_for_review_before_and_after_chosen_nodes() -> N
     engine = GraphEngine(store, flow, review_before=frozenset({"pay"}))
     waiting = await engine.start({}, principal=USER, run_id="r")
     assert waiting.phase == "awaiting_review" and paid == []
-    assert (await engine.resume("r")).phase == "awaiting_review"  # waits however often it is resumed
+    assert (
+        await engine.resume("r")
+    ).phase == "awaiting_review"  # waits however often it is resumed
     assert await review_graph_run(store, "r", "approve", by="ann") == "before_node"
     done = await engine.resume("r")
     assert done.phase == "done" and paid == [120]

@@ -65,7 +65,6 @@ from router.core.events import (
     ToolSucceeded,
     kind_of,
 )
-from router.graph import END, Graph, add, append
 from router.core.graph_fsm import (
     GRAPH_TABLE,
     GraphPhase,
@@ -78,6 +77,7 @@ from router.core.graph_fsm import (
     graph_mermaid,
     next_graph_effect,
 )
+from router.graph import END, Graph, add, append
 from router.models.scripted import say
 from router.run.log import open_log
 

@@ -25,7 +25,10 @@ def run_child(log: Path, ledger: Path, kill_at: random.Random | None, child: Pat
     """Run the child until it ends (returns its result line) or is killed ("killed")."""
     with subprocess.Popen(
         [sys.executable, str(child), str(log), str(ledger), "run"],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        bufsize=1,
     ) as proc:
         assert proc.stdin is not None and proc.stdout is not None
         return _drive_child(proc, kill_at)
@@ -72,7 +75,8 @@ def decide_from_ledger(log: Path, ledger: Path) -> list[str]:
         decisions.append(args[0])
         subprocess.run(
             [*ROUTER, "decide", "run", call_id, *args, "--db", str(log), "--by", "kill-test"],
-            check=True, capture_output=True,
+            check=True,
+            capture_output=True,
         )
     return decisions
 
@@ -173,7 +177,10 @@ def test_a_killed_agent_tree_resumes_whole_and_leaves_no_child_unfinished(tmp_pa
             out = {}
             for summary in await store.runs():
                 events, state, _ = await load_run(store, summary.run_id)
-                out[summary.run_id.split("/", 1)[-1] if "/" in summary.run_id else "top"] = (state.phase, state.output)
+                out[summary.run_id.split("/", 1)[-1] if "/" in summary.run_id else "top"] = (
+                    state.phase,
+                    state.output,
+                )
             return out
 
     expected = anyio.run(tree, tmp_path / "ref.db")

@@ -23,12 +23,30 @@ LAYERS = {"errors": 0, "schema": 1, "core": 2, "run": 3, "graph": 4, "agents": 5
 ADAPTERS = {"store", "models", "mcp", "observe", "export", "crypto"}
 TOP = {"cli", "__init__", "__main__"}  # may use anything
 PURE = {"errors", "schema", "core"}
-IMPURE = {"time", "os", "random", "secrets", "uuid", "datetime", "asyncio", "anyio", "sqlite3", "aiosqlite",
-          "threading", "subprocess", "socket", "uvloop"}
+IMPURE = {
+    "time",
+    "os",
+    "random",
+    "secrets",
+    "uuid",
+    "datetime",
+    "asyncio",
+    "anyio",
+    "sqlite3",
+    "aiosqlite",
+    "threading",
+    "subprocess",
+    "socket",
+    "uvloop",
+}
 ALLOWED_THIRD_PARTY = {"msgspec", "anyio", "orjson", "uvloop", "aiosqlite", "pyarrow"}
 EXTRAS = {
-    "observe.otel": {"opentelemetry"}, "crypto": {"cryptography"}, "models.http": {"httpx"},
-    "models.openai": {"httpx"}, "models.anthropic": {"httpx"}, "mcp.http": {"httpx"},
+    "observe.otel": {"opentelemetry"},
+    "crypto": {"cryptography"},
+    "models.http": {"httpx"},
+    "models.openai": {"httpx"},
+    "models.anthropic": {"httpx"},
+    "mcp.http": {"httpx"},
 }  # optional extras, imported lazily
 TEST_ONLY = {"store.testing": {"pytest", "hypothesis"}}  # the store conformance suite
 
@@ -85,21 +103,29 @@ def test_imports_point_down(name: str, path: Path) -> None:
             if here in PURE:
                 assert package not in IMPURE, f"{name} is pure but imports {package}"
             if package == "aiosqlite":
-                assert name == "store.sqlite", f"{name} imports aiosqlite: only the SQLite store may"
+                assert name == "store.sqlite", (
+                    f"{name} imports aiosqlite: only the SQLite store may"
+                )
             continue
         there = folder(target)
         if here in TOP or there == here:
             continue
         if here in ADAPTERS:
-            assert there in PURE, f"the adapter {name} imports {target}: adapters depend on the core only"
+            assert there in PURE, (
+                f"the adapter {name} imports {target}: adapters depend on the core only"
+            )
             continue
         assert there in LAYERS, f"{name} (layer {here}) imports {target}, which is not below it"
-        assert LAYERS[there] < LAYERS[here], f"{name} (layer {here}) imports {target} (layer {there})"
+        assert LAYERS[there] < LAYERS[here], (
+            f"{name} (layer {here}) imports {target} (layer {there})"
+        )
 
 
 def test_every_module_has_a_place() -> None:
     for name, _ in MODULES:
-        assert folder(name) in LAYERS or folder(name) in ADAPTERS or folder(name) in TOP, f"{name} has no layer"
+        assert folder(name) in LAYERS or folder(name) in ADAPTERS or folder(name) in TOP, (
+            f"{name} has no layer"
+        )
 
 
 def test_there_are_no_import_cycles() -> None:
@@ -134,7 +160,9 @@ def test_there_are_no_import_cycles() -> None:
 def test_the_package_face_is_a_sorted_all() -> None:
     import router
 
-    assert list(router.__all__) == sorted(router.__all__, key=lambda n: (not n.isupper(), not n[0].isupper(), n))
+    assert list(router.__all__) == sorted(
+        router.__all__, key=lambda n: (not n.isupper(), not n[0].isupper(), n)
+    )
     assert all(hasattr(router, n) for n in router.__all__)
 
 
@@ -151,14 +179,25 @@ def test_every_import_in_the_readme_resolves() -> None:
 
 def test_the_core_does_not_load_optional_packages_at_start_up() -> None:
     code = "import sys, router; bad = {'pyarrow', 'numpy', 'httpx', 'asyncpg'} & set(sys.modules); print(sorted(bad))"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout
     assert out.strip() == "[]"
 
 
 def test_the_package_type_checks_strictly() -> None:
     pytest.importorskip("mypy")
     result = subprocess.run(
-        [sys.executable, "-m", "mypy", "--no-error-summary", "--cache-dir", "/tmp/router-mypy-cache"],
-        cwd=ROOT.parent, capture_output=True, text=True,
+        [
+            sys.executable,
+            "-m",
+            "mypy",
+            "--no-error-summary",
+            "--cache-dir",
+            "/tmp/router-mypy-cache",
+        ],
+        cwd=ROOT.parent,
+        capture_output=True,
+        text=True,
     )
     assert result.returncode == 0, result.stdout + result.stderr

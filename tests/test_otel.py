@@ -11,8 +11,20 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor  # noqa: E402
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter  # noqa: E402
 from opentelemetry.trace import StatusCode  # noqa: E402
 
-from router import Runtime, Engine, Limits, ManualClock, MemoryStore, ModelTurn, Principal, ProposedCall, ScriptedModel  # noqa: E402
-from router import Tools, Usage, tool  # noqa: E402
+from router import (  # noqa: E402
+    Engine,
+    Limits,
+    ManualClock,
+    MemoryStore,
+    ModelTurn,
+    Principal,
+    ProposedCall,
+    Runtime,
+    ScriptedModel,
+    Tools,
+    Usage,
+    tool,
+)  # noqa: E402
 from router.models.scripted import call, say  # noqa: E402
 from router.observe.otel import OtelObserver  # noqa: E402
 
@@ -33,15 +45,30 @@ def tracing() -> tuple[InMemorySpanExporter, OtelObserver]:
 
 async def test_a_run_becomes_a_tree_of_genai_spans() -> None:
     exporter, observer = tracing()
-    turn = ModelTurn(tool_calls=(ProposedCall("a", "add", '{"a": 1, "b": 2}'), ProposedCall("b", "nope", "{}")),
-                     usage=Usage(input_tokens=12, output_tokens=3))
-    engine = Engine(Runtime(MemoryStore(), clock=ManualClock(10**15, 100), observers=[observer]), ScriptedModel([turn, say("3")]), Tools([add]))
+    turn = ModelTurn(
+        tool_calls=(ProposedCall("a", "add", '{"a": 1, "b": 2}'), ProposedCall("b", "nope", "{}")),
+        usage=Usage(input_tokens=12, output_tokens=3),
+    )
+    engine = Engine(
+        Runtime(MemoryStore(), clock=ManualClock(10**15, 100), observers=[observer]),
+        ScriptedModel([turn, say("3")]),
+        Tools([add]),
+    )
     result = await engine.start("add", principal=Principal(id="u"))
     spans = {s.name: s for s in exporter.get_finished_spans()}
-    assert set(spans) == {"invoke_agent router", "step 1", "step 2", "chat scripted", "execute_tool add",
-                          "execute_tool nope"}
+    assert set(spans) == {
+        "invoke_agent router",
+        "step 1",
+        "step 2",
+        "chat scripted",
+        "execute_tool add",
+        "execute_tool nope",
+    }
     run = spans["invoke_agent router"]
-    assert run.attributes["router.run_id"] == result.run_id and run.attributes["router.phase"] == "done"
+    assert (
+        run.attributes["router.run_id"] == result.run_id
+        and run.attributes["router.phase"] == "done"
+    )
     step = spans["step 1"]
     assert step.parent.span_id == run.context.span_id
     tool_span = spans["execute_tool add"]
@@ -56,7 +83,13 @@ async def test_a_run_becomes_a_tree_of_genai_spans() -> None:
 
 async def test_a_limit_ends_the_run_span_with_an_error() -> None:
     exporter, observer = tracing()
-    engine = Engine(Runtime(MemoryStore(), clock=ManualClock(10**15, 100), observers=[observer]), ScriptedModel(lambda m: call("add", f'{{"a": {len(m)}, "b": 1}}')), Tools([add]))
+    engine = Engine(
+        Runtime(MemoryStore(), clock=ManualClock(10**15, 100), observers=[observer]),
+        ScriptedModel(lambda m: call("add", f'{{"a": {len(m)}, "b": 1}}')),
+        Tools([add]),
+    )
     await engine.start("loop", principal=Principal(id="u"), limits=Limits(max_steps=2))
     run = next(s for s in exporter.get_finished_spans() if s.name == "invoke_agent router")
-    assert run.status.status_code is StatusCode.ERROR and "max_steps" in (run.status.description or "")
+    assert run.status.status_code is StatusCode.ERROR and "max_steps" in (
+        run.status.description or ""
+    )

@@ -25,7 +25,9 @@ def test_readme_opens_with_the_two_commands_and_ci_runs_the_second() -> None:
 
 def test_the_embedding_example_runs(tmp_path: Path) -> None:
     example = blocks("python")[0]  # the embedding example; later blocks are fragments
-    result = subprocess.run([sys.executable, "-c", example], cwd=tmp_path, capture_output=True, text=True)
+    result = subprocess.run(
+        [sys.executable, "-c", example], cwd=tmp_path, capture_output=True, text=True
+    )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "done Customer 42 is on enterprise."
 
@@ -37,8 +39,14 @@ def test_the_audit_query_runs_on_an_export_of_the_demo(tmp_path: Path) -> None:
     (sql,) = blocks("sql")
     run = [sys.executable, "-m", "router"]
     subprocess.run([*run, "demo"], cwd=tmp_path, check=True, capture_output=True)
-    subprocess.run([*run, "export", "--out", "runs.parquet"], cwd=tmp_path, check=True, capture_output=True)
-    rows = duckdb.connect().execute(sql.replace("'runs.parquet'", f"'{tmp_path / 'runs.parquet'}'")).fetchall()
+    subprocess.run(
+        [*run, "export", "--out", "runs.parquet"], cwd=tmp_path, check=True, capture_output=True
+    )
+    rows = (
+        duckdb.connect()
+        .execute(sql.replace("'runs.parquet'", f"'{tmp_path / 'runs.parquet'}'"))
+        .fetchall()
+    )
     by_tool = {tool: (calls, ok) for tool, calls, ok, _ in rows}
     assert by_tool == {"calculate": (4, 3), "lookup_customer": (1, 1), "issue_refund": (1, 0)}
 
@@ -48,6 +56,9 @@ def test_every_error_code_is_explained() -> None:
 
     import router.errors as errors
 
-    codes = {cls.code for _, cls in inspect.getmembers(errors, inspect.isclass)
-             if issubclass(cls, errors.RouterError) and cls is not errors.RouterError}
+    codes = {
+        cls.code
+        for _, cls in inspect.getmembers(errors, inspect.isclass)
+        if issubclass(cls, errors.RouterError) and cls is not errors.RouterError
+    }
     assert {code for code in codes if f"| `{code}` |" not in README} == set()

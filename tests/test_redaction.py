@@ -6,11 +6,24 @@ from pathlib import Path
 
 import pytest
 
-from router import Runtime, ConfigError, Engine, ManualClock, Phase, Principal, Redaction, ScriptedModel, SqliteStore, Tools, tool
+from router import (
+    ConfigError,
+    Engine,
+    ManualClock,
+    Phase,
+    Principal,
+    Redaction,
+    Runtime,
+    ScriptedModel,
+    SqliteStore,
+    Tools,
+    load_run,
+    tool,
+    verify,
+)
 from router.core.events import RunStarted
 from router.export.arrow import export, verify_export
 from router.models.scripted import call, say
-from router import load_run, verify
 
 pytestmark = pytest.mark.anyio
 CARD = "4111 1111 1111 1111"
@@ -27,7 +40,12 @@ async def test_secrets_never_reach_the_log_but_the_live_run_uses_them(tmp_path: 
 
     script = [call("login", '{"user": "ann", "password": "hunter2"}'), say(f"done, card {CARD}")]
     async with SqliteStore.open(tmp_path / "log.db") as store:
-        engine = Engine(Runtime(store, clock=ManualClock()), ScriptedModel(script), Tools([login]), redaction=POLICY)
+        engine = Engine(
+            Runtime(store, clock=ManualClock()),
+            ScriptedModel(script),
+            Tools([login]),
+            redaction=POLICY,
+        )
         result = await engine.start(f"log in and charge {CARD}", principal=Principal(id="u"))
         assert result.phase is Phase.DONE and seen == ["hunter2"]
         assert result.output == f"done, card {CARD}"  # the caller gets the live answer
@@ -37,7 +55,10 @@ async def test_secrets_never_reach_the_log_but_the_live_run_uses_them(tmp_path: 
         start = events[0]
         assert isinstance(start, RunStarted) and start.redaction.fields == ("password",)
         assert set(start.redaction.patterns) == {"card"}
-        assert "[redacted:card]" in start.messages[0].content and "[redacted:password]" in stored[-2].payload.decode()
+        assert (
+            "[redacted:card]" in start.messages[0].content
+            and "[redacted:password]" in stored[-2].payload.decode()
+        )
         assert (await engine.replay(result.run_id)).identical
         await export(store, tmp_path / "runs.parquet")
     verify_export([tmp_path / "runs.parquet"])

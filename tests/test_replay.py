@@ -10,7 +10,6 @@ from typing import Any
 import pytest
 
 from router import (
-    Runtime,
     DefinitionChanged,
     Engine,
     Limits,
@@ -23,6 +22,7 @@ from router import (
     PriceTable,
     Principal,
     ProposedCall,
+    Runtime,
     ScriptedModel,
     SequentialIds,
     SqliteStore,
@@ -32,8 +32,8 @@ from router import (
     resolve_call,
     tool,
 )
-from router.models.scripted import call, say
 from router.core.protocols import Store
+from router.models.scripted import call, say
 
 pytestmark = pytest.mark.anyio
 USER = Principal(id="u", roles=frozenset({"ops"}))
@@ -56,7 +56,12 @@ class Crash(BaseException):
 
 def engine(store: Store, script: Any, *tools: Any, prices: PriceTable = PRICES) -> Engine:
     model = script if isinstance(script, ScriptedModel) else ScriptedModel(script)
-    return Engine(Runtime(store, clock=ManualClock(0, 5), ids=SequentialIds(), owner="t"), model, Tools(tools or (add, wipe)), prices=prices)
+    return Engine(
+        Runtime(store, clock=ManualClock(0, 5), ids=SequentialIds(), owner="t"),
+        model,
+        Tools(tools or (add, wipe)),
+        prices=prices,
+    )
 
 
 U = Usage(input_tokens=100, output_tokens=10)
@@ -66,16 +71,39 @@ async def scenarios(store: Store) -> list[tuple[str, tuple[Any, ...]]]:
     """Runs that exercise every kind of event: (run id, the tools it ran with)."""
     ids: list[tuple[str, tuple[Any, ...]]] = []
     scripts: list[tuple[list[ModelTurn], Limits]] = [
-        ([call("add", '{"a": 1, "b": 2}', usage=U), call("add", '{"a": "x"}'), call("wipe", "{}"),
-          call("nope", "{}"), say("done", usage=U)], Limits()),
-        ([ModelTurn(tool_calls=(ProposedCall("p", "add", '{"a": 1, "b": 1}'), ProposedCall("q", "wipe", "{}"))),
-          say("ok")], Limits()),
+        (
+            [
+                call("add", '{"a": 1, "b": 2}', usage=U),
+                call("add", '{"a": "x"}'),
+                call("wipe", "{}"),
+                call("nope", "{}"),
+                say("done", usage=U),
+            ],
+            Limits(),
+        ),
+        (
+            [
+                ModelTurn(
+                    tool_calls=(
+                        ProposedCall("p", "add", '{"a": 1, "b": 1}'),
+                        ProposedCall("q", "wipe", "{}"),
+                    )
+                ),
+                say("ok"),
+            ],
+            Limits(),
+        ),
         ([call("add", '{"a": 1, "b": 1}')] * 5, Limits(max_repeats=3)),
-        ([call("add", f'{{"a": {i}, "b": 1}}', usage=U) for i in range(9)], Limits(max_total_tokens=500)),
+        (
+            [call("add", f'{{"a": {i}, "b": 1}}', usage=U) for i in range(9)],
+            Limits(max_total_tokens=500),
+        ),
         ([call("add", f'{{"a": {i}, "b": 1}}') for i in range(9)], Limits(max_steps=3)),
     ]
     for n, (script, limits) in enumerate(scripts):
-        result = await engine(store, script).start("go", principal=USER, limits=limits, run_id=f"s{n}")
+        result = await engine(store, script).start(
+            "go", principal=USER, limits=limits, run_id=f"s{n}"
+        )
         ids.append((result.run_id, (add, wipe)))
 
     ran: list[int] = []
@@ -87,7 +115,11 @@ async def scenarios(store: Store) -> list[tuple[str, tuple[Any, ...]]]:
             raise Crash  # after the effect, before its result is recorded
         return "paid"
 
-    for decision, run_id in (("supply", "pay-supply"), ("retry", "pay-retry"), ("fail", "pay-fail")):
+    for decision, run_id in (
+        ("supply", "pay-supply"),
+        ("retry", "pay-retry"),
+        ("fail", "pay-fail"),
+    ):
         script = [call("pay", '{"cents": 5}'), say("ok")]
         with pytest.raises(Crash):
             await engine(store, script, add, pay).start("go", principal=USER, run_id=run_id)
@@ -117,7 +149,13 @@ async def test_every_run_replays_identically(store: Store) -> None:
         assert report.identical, (run_id, report.divergence)
         events, _, _ = await load_run(store, run_id)
         kinds |= {type(e).__name__ for e in events}
-    assert {"ToolCallRejected", "ToolCallDenied", "LimitExceeded", "RunInterrupted", "ToolCallResolved"} <= kinds
+    assert {
+        "ToolCallRejected",
+        "ToolCallDenied",
+        "LimitExceeded",
+        "RunInterrupted",
+        "ToolCallResolved",
+    } <= kinds
 
 
 async def test_a_changed_schema_is_refused_on_resume_and_named_by_replay(store: Store) -> None:
@@ -132,7 +170,9 @@ async def test_a_changed_schema_is_refused_on_resume_and_named_by_replay(store: 
         return script[0]
 
     with pytest.raises(Crash):
-        await engine(store, ScriptedModel(crash_on_second), add).start("go", principal=USER, run_id="r")
+        await engine(store, ScriptedModel(crash_on_second), add).start(
+            "go", principal=USER, run_id="r"
+        )
     await store.release_lease("r", "t")
 
     @tool(inline=True, idempotent=True, name="add")
@@ -158,7 +198,9 @@ async def test_a_changed_schema_is_refused_on_resume_and_named_by_replay(store: 
 
 
 async def test_a_changed_price_table_is_named_by_replay(store: Store) -> None:
-    result = await engine(store, [call("add", '{"a": 1, "b": 2}', usage=U), say("3")]).start("go", principal=USER)
+    result = await engine(store, [call("add", '{"a": 1, "b": 2}', usage=U), say("3")]).start(
+        "go", principal=USER
+    )
     dearer = engine(store, [], prices=PriceTable({"scripted": Price(30.0, 15.0)}))
     report = await dearer.replay(result.run_id)
     assert report.divergence is not None and "cost_nusd" in report.divergence.got
@@ -174,7 +216,9 @@ def test_replay_from_the_cli_covers_the_demo(tmp_path: Path) -> None:
     assert out.returncode == 0 and "identical (17 events)" in out.stdout
 
 
-async def test_a_fork_shares_the_prefix_records_its_parent_and_goes_its_own_way(store: Store) -> None:
+async def test_a_fork_shares_the_prefix_records_its_parent_and_goes_its_own_way(
+    store: Store,
+) -> None:
     from router import ConfigError, fork_run, verify
     from router.core.events import ModelResponded, RunForked, ToolSucceeded
 
@@ -185,19 +229,26 @@ async def test_a_fork_shares_the_prefix_records_its_parent_and_goes_its_own_way(
 
     # A reviewer edits the last model turn: the fork ends with the edited answer.
     edited = ModelResponded(at=events[last_turn].at, step=3, text="the sum is 10", model="scripted")
-    state = await fork_run(store, "p", last_turn, new_run_id="edit", then=[edited], note="reviewer edit")
+    state = await fork_run(
+        store, "p", last_turn, new_run_id="edit", then=[edited], note="reviewer edit"
+    )
     assert state.phase is Phase.DONE and state.output == "the sum is 10"
 
     # Fork before the second call and continue it with another model.
     second = next(i for i, e in enumerate(events) if isinstance(e, ModelResponded) and e.step == 2)
     await fork_run(store, "p", second, new_run_id="other")
-    other = await engine(store, [call("add", '{"a": 1, "b": 2}'), call("add", '{"a": 5, "b": 5}'), say("10")]).resume("other")
+    other = await engine(
+        store, [call("add", '{"a": 1, "b": 2}'), call("add", '{"a": 5, "b": 5}'), say("10")]
+    ).resume("other")
     assert other.phase is Phase.DONE and other.output == "10" and parent.output == "the sum is 7"
 
     fork_events, _, _ = await load_run(store, "other")
     forked = [e for e in fork_events if isinstance(e, RunForked)]
     parent_stored = await store.read("p")
-    assert forked[0].parent_run_id == "p" and forked[0].parent_hash == parent_stored[second - 1].hash.hex()
+    assert (
+        forked[0].parent_run_id == "p"
+        and forked[0].parent_hash == parent_stored[second - 1].hash.hex()
+    )
     assert fork_events[:second] == events[:second]
     assert verify(await store.read("other")) == len(fork_events)
     assert (await engine(store, []).replay("other")).identical
@@ -205,5 +256,7 @@ async def test_a_fork_shares_the_prefix_records_its_parent_and_goes_its_own_way(
     with pytest.raises(ConfigError):
         await fork_run(store, "p", 0)
     with pytest.raises(ConfigError, match="does not fit"):
-        await fork_run(store, "p", 1, then=[ToolSucceeded(at=1, call_id="nope", tool="add", result="1")])
+        await fork_run(
+            store, "p", 1, then=[ToolSucceeded(at=1, call_id="nope", tool="add", result="1")]
+        )
     assert await store.read("p-fork-1") == []

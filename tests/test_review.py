@@ -11,7 +11,6 @@ from typing import Any
 import pytest
 
 from router import (
-    Runtime,
     DecisionError,
     Engine,
     ManualClock,
@@ -23,6 +22,7 @@ from router import (
     PriceTable,
     Principal,
     ReviewRules,
+    Runtime,
     ScriptedModel,
     SqliteStore,
     Tools,
@@ -31,9 +31,9 @@ from router import (
     review_run,
     tool,
 )
-from router.models.scripted import call, say
 from router.core.protocols import Store
 from router.core.transcript import Transcript
+from router.models.scripted import call, say
 
 pytestmark = pytest.mark.anyio
 USER = Principal(id="u")
@@ -41,7 +41,9 @@ USER = Principal(id="u")
 
 def make(store: Store, script: Any, tools: Sequence[Any], **options: Any) -> Engine:
     model = script if isinstance(script, ScriptedModel) else ScriptedModel(script)
-    return Engine(Runtime(store, clock=ManualClock(0, 10), owner="t"), model, Tools(tools), **options)
+    return Engine(
+        Runtime(store, clock=ManualClock(0, 10), owner="t"), model, Tools(tools), **options
+    )
 
 
 async def test_a_tool_that_needs_approval_waits_and_runs_with_the_edit() -> None:
@@ -55,7 +57,9 @@ async def test_a_tool_that_needs_approval_waits_and_runs_with_the_edit() -> None
     store = MemoryStore()
     rules = ReviewRules(before_tools=frozenset({"pay"}))
     script = [call("pay", '{"cents": 500}'), say("ok")]
-    waiting = await make(store, script, [pay], review=rules).start("pay", principal=USER, run_id="r")
+    waiting = await make(store, script, [pay], review=rules).start(
+        "pay", principal=USER, run_id="r"
+    )
     assert (waiting.phase, waiting.review) == (Phase.AWAITING_REVIEW, "before_tool") and paid == []
     again = await make(store, script, [pay], review=rules).resume("r")
     assert again.phase is Phase.AWAITING_REVIEW and paid == []  # waits, however often it is resumed
@@ -82,28 +86,39 @@ async def test_a_rejected_call_is_fed_back_to_the_model() -> None:
 
     store = MemoryStore()
     rules = ReviewRules(before_tools=frozenset({"pay"}))
-    await make(store, ScriptedModel(script), [pay], review=rules).start("pay", principal=USER, run_id="r")
+    await make(store, ScriptedModel(script), [pay], review=rules).start(
+        "pay", principal=USER, run_id="r"
+    )
     await review_run(store, "r", "reject", by="ann", note="too much")
     result = await make(store, ScriptedModel(script), [pay], review=rules).resume("r")
     assert result.phase is Phase.DONE and seen[-1] == "error[rejected_by_reviewer]: too much"
 
 
-@pytest.mark.parametrize(("decision", "phase", "output"), [("approve", Phase.DONE, "the code is 1234"),
-                                                           ("reject", Phase.DONE, "I cannot share that")])
-async def test_an_answer_the_check_objects_to_waits_for_review(decision: Any, phase: Phase, output: str) -> None:
+@pytest.mark.parametrize(
+    ("decision", "phase", "output"),
+    [("approve", Phase.DONE, "the code is 1234"), ("reject", Phase.DONE, "I cannot share that")],
+)
+async def test_an_answer_the_check_objects_to_waits_for_review(
+    decision: Any, phase: Phase, output: str
+) -> None:
     def no_codes(text: str) -> str | None:
         return "the answer contains a code" if any(ch.isdigit() for ch in text) else None
 
     store = MemoryStore()
     script = [say("the code is 1234"), say("I cannot share that")]
-    held = await make(store, script, [], output_check=no_codes).start("code?", principal=USER, run_id="r")
+    held = await make(store, script, [], output_check=no_codes).start(
+        "code?", principal=USER, run_id="r"
+    )
     assert (held.phase, held.review, held.output) == (Phase.AWAITING_REVIEW, "output_check", "")
     await review_run(store, "r", decision, note="no codes in answers")
     result = await make(store, script, [], output_check=no_codes).resume("r")
     assert (result.phase, result.output) == (phase, output)
     events, _, _ = await load_run(store, "r")
     if decision == "reject":
-        assert Transcript(events).messages[-2].content == "A reviewer rejected that answer: no codes in answers"
+        assert (
+            Transcript(events).messages[-2].content
+            == "A reviewer rejected that answer: no codes in answers"
+        )
 
 
 async def test_cost_failures_and_tool_results_pause_before_the_next_model_call() -> None:
@@ -118,8 +133,12 @@ async def test_cost_failures_and_tool_results_pause_before_the_next_model_call()
     store = MemoryStore()
     usage = Usage(input_tokens=1000, output_tokens=0)
     rules = ReviewRules(after_tools=frozenset({"lookup"}), cost_over_usd=0.0015, tool_failures=2)
-    script = [call("lookup", '{"n": 1}', usage=usage), call("flaky", '{"n": 1}', usage=usage),
-              call("flaky", '{"n": 2}'), say("done")]
+    script = [
+        call("lookup", '{"n": 1}', usage=usage),
+        call("flaky", '{"n": 1}', usage=usage),
+        call("flaky", '{"n": 2}'),
+        say("done"),
+    ]
     prices = PriceTable({"scripted": Price(1.0, 1.0)})
 
     def engine() -> Engine:
@@ -135,7 +154,9 @@ async def test_cost_failures_and_tool_results_pause_before_the_next_model_call()
     assert third.review == "tool_failures"  # two failed calls in a row; cost is not asked again
     await review_run(store, "r", "reject", note="stop")
     final = await engine().resume("r")
-    assert final.phase is Phase.FAILED and "tool_failures" in final.reason and "stop" in final.reason
+    assert (
+        final.phase is Phase.FAILED and "tool_failures" in final.reason and "stop" in final.reason
+    )
     assert (await engine().replay("r")).identical
 
 
@@ -150,14 +171,26 @@ def test_router_approve_and_reject_from_the_command_line(tmp_path: Path) -> None
         async with SqliteStore.open(tmp_path / "log.db") as store:
             rules = ReviewRules(before_tools=frozenset({"pay"}))
             await make(store, [call("pay", '{"cents": 5}'), say("ok")], [pay], review=rules).start(
-                "go", principal=USER, run_id="r")
+                "go", principal=USER, run_id="r"
+            )
 
     anyio.run(start)
     run = [sys.executable, "-m", "router"]
-    bad = subprocess.run([*run, "reject", "nope", "--db", "log.db"], cwd=tmp_path, capture_output=True, text=True)
+    bad = subprocess.run(
+        [*run, "reject", "nope", "--db", "log.db"], cwd=tmp_path, capture_output=True, text=True
+    )
     assert bad.returncode == 1 and "run_not_found" in bad.stderr
-    ok = subprocess.run([*run, "approve", "r", "--edit", '{"cents": 4}', "--db", "log.db", "--by", "ann"],
-                        cwd=tmp_path, capture_output=True, text=True)
+    ok = subprocess.run(
+        [*run, "approve", "r", "--edit", '{"cents": 4}', "--db", "log.db", "--by", "ann"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+    )
     assert ok.returncode == 0 and "running_tools" in ok.stdout
-    shown = subprocess.run([*run, "show", "r", "--db", "log.db"], cwd=tmp_path, capture_output=True, text=True)
-    assert "REVIEW        before_tool [call_1_0]" in shown.stdout and "reviewed      approve" in shown.stdout
+    shown = subprocess.run(
+        [*run, "show", "r", "--db", "log.db"], cwd=tmp_path, capture_output=True, text=True
+    )
+    assert (
+        "REVIEW        before_tool [call_1_0]" in shown.stdout
+        and "reviewed      approve" in shown.stdout
+    )

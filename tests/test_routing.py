@@ -8,18 +8,27 @@ from typing import Any
 
 import anyio
 import pytest
+from provider_server import ProviderServer, recorded
 
-from router import Engine, ManualClock, MemoryStore, Phase, Price, PriceTable, Principal, Tools, tool
-from router.errors import ConfigError, ModelUnavailable
+from router import (
+    Engine,
+    ManualClock,
+    MemoryStore,
+    Phase,
+    Price,
+    PriceTable,
+    Principal,
+    Tools,
+    tool,
+)
 from router.core.events import Message, ModelResponded, ModelRouted
+from router.core.protocols import ModelTurn
+from router.core.tools import Retry
+from router.errors import ConfigError, ModelUnavailable
 from router.models.anthropic import AnthropicModel
 from router.models.openai import OpenAIModel
 from router.models.routing import Breaker, Candidate, ModelRouter
 from router.models.scripted import ScriptedModel, call, say
-from router.core.protocols import ModelTurn
-from router.core.tools import Retry
-
-from provider_server import ProviderServer, recorded
 
 pytestmark = pytest.mark.anyio
 HELLO = [Message(role="user", content="hi")]
@@ -32,7 +41,9 @@ class Down:
         self.name = name
         self.calls = 0
 
-    async def respond(self, messages: Sequence[Message], tools: Sequence[dict[str, Any]]) -> ModelTurn:
+    async def respond(
+        self, messages: Sequence[Message], tools: Sequence[dict[str, Any]]
+    ) -> ModelTurn:
         self.calls += 1
         raise ConnectionError(f"{self.name} is down")
 
@@ -42,7 +53,9 @@ class Silent:
 
     name = "silent"
 
-    async def respond(self, messages: Sequence[Message], tools: Sequence[dict[str, Any]]) -> ModelTurn:
+    async def respond(
+        self, messages: Sequence[Message], tools: Sequence[dict[str, Any]]
+    ) -> ModelTurn:
         await anyio.Event().wait()
         raise AssertionError("unreachable")
 
@@ -71,7 +84,9 @@ async def test_ordered_fallback_records_each_attempt_and_why() -> None:
     routed, responded = await routed_events(store, result.run_id)
     assert routed.chosen == "backup" and responded.model == "backup"
     assert [(a.model, a.reason, a.outcome) for a in routed.attempts] == [
-        ("primary", "fallback 1 of 2", "failed"), ("backup", "fallback 2 of 2", "answered")]
+        ("primary", "fallback 1 of 2", "failed"),
+        ("backup", "fallback 2 of 2", "answered"),
+    ]
     assert routed.attempts[0].detail == "ConnectionError: primary is down"
     assert (await Engine(store, router, Tools([add])).replay(result.run_id)).identical
 
@@ -83,24 +98,34 @@ async def test_a_timeout_falls_back_to_the_next_model() -> None:
 
 
 async def test_cheapest_model_with_the_required_capabilities_is_chosen() -> None:
-    router = ModelRouter([
-        Candidate(answers("large"), price=Price(5.0, 15.0)),
-        Candidate(answers("tiny"), price=Price(0.1, 0.4), capabilities=()),
-        Candidate(answers("small"), price=Price(0.15, 0.6)),
-        Candidate(answers("vision"), price=Price(0.2, 0.8), capabilities=("tools", "vision")),
-    ], strategy="cheapest")
+    router = ModelRouter(
+        [
+            Candidate(answers("large"), price=Price(5.0, 15.0)),
+            Candidate(answers("tiny"), price=Price(0.1, 0.4), capabilities=()),
+            Candidate(answers("small"), price=Price(0.15, 0.6)),
+            Candidate(answers("vision"), price=Price(0.2, 0.8), capabilities=("tools", "vision")),
+        ],
+        strategy="cheapest",
+    )
     with_tools = await router.respond(HELLO, Tools([add]).schemas)
     assert with_tools.model == "small"
     assert [(a.model, a.outcome, a.detail) for a in with_tools.route] == [
-        ("tiny", "skipped", "lacks tools"), ("small", "answered", "")]
+        ("tiny", "skipped", "lacks tools"),
+        ("small", "answered", ""),
+    ]
     assert (await router.respond(HELLO, [])).model == "tiny"
     picky = ModelRouter(router.candidates, strategy="cheapest", require={"vision"})
     assert (await picky.respond(HELLO, [])).model == "vision"
 
 
 async def test_models_slower_than_the_latency_budget_are_skipped() -> None:
-    router = ModelRouter([Candidate(answers("slow"), expected_latency_s=4.0),
-                          Candidate(answers("fast"), expected_latency_s=0.3)], latency_budget_s=1.0)
+    router = ModelRouter(
+        [
+            Candidate(answers("slow"), expected_latency_s=4.0),
+            Candidate(answers("fast"), expected_latency_s=0.3),
+        ],
+        latency_budget_s=1.0,
+    )
     turn = await router.respond(HELLO, [])
     assert turn.model == "fast"
     assert turn.route[0].detail == "expected latency 4 s exceeds the 1 s budget"
@@ -109,8 +134,11 @@ async def test_models_slower_than_the_latency_budget_are_skipped() -> None:
 async def test_a_circuit_opens_after_failures_in_a_row_and_half_opens_after_the_cooldown() -> None:
     clock = ManualClock(0)
     primary = Down("primary")
-    router = ModelRouter([Candidate(primary), Candidate(answers("backup"))],
-                         breaker=Breaker(failures_to_open=2, cooldown_s=10), clock=clock)
+    router = ModelRouter(
+        [Candidate(primary), Candidate(answers("backup"))],
+        breaker=Breaker(failures_to_open=2, cooldown_s=10),
+        clock=clock,
+    )
     for _ in range(2):
         await router.respond(HELLO, [])
     assert primary.calls == 2
@@ -125,11 +153,15 @@ async def test_a_circuit_opens_after_failures_in_a_row_and_half_opens_after_the_
 
 async def test_the_same_state_gives_the_same_plan() -> None:
     def build() -> ModelRouter:
-        return ModelRouter([Candidate(answers(n), price=Price(p, p)) for n, p in [("a", 2), ("b", 1), ("c", 1)]],
-                           strategy="cheapest", clock=ManualClock(0))
+        return ModelRouter(
+            [Candidate(answers(n), price=Price(p, p)) for n, p in [("a", 2), ("b", 1), ("c", 1)]],
+            strategy="cheapest",
+            clock=ManualClock(0),
+        )
 
     assert [(c.name, why, skip) for c, why, skip in build().plan(frozenset())] == [
-        (c.name, why, skip) for c, why, skip in build().plan(frozenset())]
+        (c.name, why, skip) for c, why, skip in build().plan(frozenset())
+    ]
     assert [c.name for c, _, _ in build().plan(frozenset())] == ["b", "c", "a"]
 
 
@@ -147,10 +179,16 @@ async def test_when_no_model_answers_the_run_fails_with_the_attempts_in_its_log(
 
 async def test_the_chosen_models_price_is_charged() -> None:
     store = MemoryStore()
-    router = ModelRouter([Candidate(Down("dear")), Candidate(ScriptedModel([call("add", '{"a": 1, "b": 2}'),
-                                                                             say("3")], name="cheap"))])
+    router = ModelRouter(
+        [
+            Candidate(Down("dear")),
+            Candidate(ScriptedModel([call("add", '{"a": 1, "b": 2}'), say("3")], name="cheap")),
+        ]
+    )
     prices = PriceTable({"dear": Price(100.0, 100.0), "cheap": Price(1.0, 1.0)})
-    result = await Engine(store, router, Tools([add]), prices=prices).start("1+2", principal=Principal(id="u"))
+    result = await Engine(store, router, Tools([add]), prices=prices).start(
+        "1+2", principal=Principal(id="u")
+    )
     assert result.phase is Phase.DONE and result.steps == 2
 
 
@@ -174,8 +212,11 @@ async def test_real_providers_fall_back_from_openai_to_anthropic(server: Provide
     openai = OpenAIModel("gpt-4o", base_url=server.url, api_key="k", retry=fast)
     claude = AnthropicModel("claude-sonnet-4-5", base_url=server.url, api_key="k", retry=fast)
     router = ModelRouter([Candidate(openai), Candidate(claude)])
-    server.queue(recorded("openai_server_error.json", 500), recorded("openai_server_error.json", 500),
-                 recorded("anthropic_answer.json"))
+    server.queue(
+        recorded("openai_server_error.json", 500),
+        recorded("openai_server_error.json", 500),
+        recorded("anthropic_answer.json"),
+    )
     try:
         turn = await router.respond(HELLO, [])
     finally:
@@ -186,12 +227,16 @@ async def test_real_providers_fall_back_from_openai_to_anthropic(server: Provide
 
 
 async def test_the_report_counts_each_candidates_outcomes() -> None:
-    from router.core.report import Report
     from router import load_run
+    from router.core.report import Report
 
     store = MemoryStore()
-    router = ModelRouter([Candidate(Down("primary")), Candidate(ScriptedModel(
-        [call("add", '{"a": 1, "b": 2}'), say("3")], name="backup"))])
+    router = ModelRouter(
+        [
+            Candidate(Down("primary")),
+            Candidate(ScriptedModel([call("add", '{"a": 1, "b": 2}'), say("3")], name="backup")),
+        ]
+    )
     result = await Engine(store, router, Tools([add])).start("1+2", principal=Principal(id="u"))
     events, _, _ = await load_run(store, result.run_id)
     header, rows = Report().add_all((result.run_id, e) for e in events).tables()["routing"]
@@ -201,14 +246,20 @@ async def test_the_report_counts_each_candidates_outcomes() -> None:
 class RaisesTimeout:
     name = "raises-timeout"
 
-    async def respond(self, messages: Sequence[Message], tools: Sequence[dict[str, Any]]) -> ModelTurn:
+    async def respond(
+        self, messages: Sequence[Message], tools: Sequence[dict[str, Any]]
+    ) -> ModelTurn:
         raise TimeoutError("upstream timed out")
 
 
 async def test_a_models_own_timeout_error_is_a_failure_not_the_routers_timeout() -> None:
-    turn = await ModelRouter([Candidate(RaisesTimeout()), Candidate(answers("backup"))]).respond(HELLO, [])
+    turn = await ModelRouter([Candidate(RaisesTimeout()), Candidate(answers("backup"))]).respond(
+        HELLO, []
+    )
     assert [(a.outcome, a.detail) for a in turn.route] == [
-        ("failed", "TimeoutError: upstream timed out"), ("answered", "")]
+        ("failed", "TimeoutError: upstream timed out"),
+        ("answered", ""),
+    ]
 
 
 class Gate:
@@ -220,7 +271,9 @@ class Gate:
         self.calls = 0
         self.release = anyio.Event()
 
-    async def respond(self, messages: Sequence[Message], tools: Sequence[dict[str, Any]]) -> ModelTurn:
+    async def respond(
+        self, messages: Sequence[Message], tools: Sequence[dict[str, Any]]
+    ) -> ModelTurn:
         self.calls += 1
         await self.release.wait()
         raise ConnectionError("still down")
@@ -230,8 +283,11 @@ async def test_a_half_open_circuit_lets_exactly_one_trial_call_through() -> None
     clock = ManualClock(0)
     gated = Gate()
     gated.release.set()
-    router = ModelRouter([Candidate(gated), Candidate(answers("backup"))],
-                         breaker=Breaker(failures_to_open=1, cooldown_s=10), clock=clock)
+    router = ModelRouter(
+        [Candidate(gated), Candidate(answers("backup"))],
+        breaker=Breaker(failures_to_open=1, cooldown_s=10),
+        clock=clock,
+    )
     await router.respond(HELLO, [])  # opens the circuit
     clock.advance(10)
     gated.release = anyio.Event()

@@ -95,11 +95,18 @@ async def test_a_reviewers_edited_arguments_never_reach_the_disk(tmp_path: Path)
     async with SqliteStore.open(tmp_path / "log.db") as store:
         rt = runtime(store, seen)
         script = [call("charge", '{"card": "x", "password": "y"}'), say("done")]
-        engine = Engine(rt, ScriptedModel(script), Tools([charge]), redaction=POLICY,
-                        review=ReviewRules(before_tools=frozenset({"charge"})))
+        engine = Engine(
+            rt,
+            ScriptedModel(script),
+            Tools([charge]),
+            redaction=POLICY,
+            review=ReviewRules(before_tools=frozenset({"charge"})),
+        )
         held = await engine.start("pay", principal=USER, run_id="r")
         assert held.phase is Phase.AWAITING_REVIEW
-        await review_run(rt, "r", "approve", arguments={"card": CARD, "password": PASSWORD}, by="ann")
+        await review_run(
+            rt, "r", "approve", arguments={"card": CARD, "password": PASSWORD}, by="ann"
+        )
         assert (await engine.resume("r")).phase is Phase.DONE
     assert_no_secret(tmp_path, seen)
 
@@ -108,13 +115,19 @@ async def test_a_supplied_result_never_reaches_the_disk(tmp_path: Path) -> None:
     seen = Seen()
     async with SqliteStore.open(tmp_path / "log.db") as store:
         rt = runtime(store, seen)
-        engine = Engine(rt, ScriptedModel([call("pay", '{"card": "on file"}'), say("ok")]), Tools([pay]),
-                        redaction=POLICY)
+        engine = Engine(
+            rt,
+            ScriptedModel([call("pay", '{"card": "on file"}'), say("ok")]),
+            Tools([pay]),
+            redaction=POLICY,
+        )
         with pytest.raises(KeyboardInterrupt):
             await engine.start("pay", principal=USER, run_id="r")
         await store.release_lease("r", "o")
         assert (await engine.resume("r")).phase is Phase.INTERRUPTED
-        await resolve_call(rt, "r", "call_1_0", "supply", result={"card": CARD, "Password": PASSWORD})
+        await resolve_call(
+            rt, "r", "call_1_0", "supply", result={"card": CARD, "Password": PASSWORD}
+        )
         assert (await engine.resume("r")).phase is Phase.DONE
     assert_no_secret(tmp_path, seen)
 
@@ -127,7 +140,9 @@ async def test_malformed_arguments_and_tool_errors_never_reach_the_disk(tmp_path
             call("decline", '{"card": "' + CARD + '"}'),
             say("gave up"),
         ]
-        engine = Engine(runtime(store, seen), ScriptedModel(script), Tools([charge, decline]), redaction=POLICY)
+        engine = Engine(
+            runtime(store, seen), ScriptedModel(script), Tools([charge, decline]), redaction=POLICY
+        )
         result = await engine.start("pay", principal=USER, run_id="r")
         assert result.phase is Phase.DONE
         events, _, _ = await load_run(store, "r")
@@ -140,13 +155,20 @@ async def test_child_agents_inherit_the_parents_redaction(tmp_path: Path) -> Non
     seen = Seen()
     async with SqliteStore.open(tmp_path / "log.db") as store:
         rt = runtime(store, seen)
-        helper = Engine(rt, ScriptedModel([say("the helper is done")]), Tools([]), agent="helper")  # no policy of its own
+        helper = Engine(
+            rt, ScriptedModel([say("the helper is done")]), Tools([]), agent="helper"
+        )  # no policy of its own
         billing = Engine(rt, ScriptedModel([say("billing took over")]), Tools([]), agent="billing")
-        tools = Tools([
-            agent_tool(helper, name="ask", description="Ask the helper."),
-            handoff_tool(billing, name="to_billing", description="Hand over to billing."),
-        ])
-        script = [call("ask", '{"task": "check ' + CARD + '"}'), call("to_billing", '{"note": "card ' + CARD + '"}')]
+        tools = Tools(
+            [
+                agent_tool(helper, name="ask", description="Ask the helper."),
+                handoff_tool(billing, name="to_billing", description="Hand over to billing."),
+            ]
+        )
+        script = [
+            call("ask", '{"task": "check ' + CARD + '"}'),
+            call("to_billing", '{"note": "card ' + CARD + '"}'),
+        ]
         parent = Engine(rt, ScriptedModel(script), tools, redaction=POLICY)
         result = await parent.start(f"my card is {CARD}", principal=USER, run_id="p")
         assert result.phase is Phase.DONE and result.output == "billing took over"
@@ -170,8 +192,12 @@ async def test_graph_state_and_updates_never_reach_the_disk(tmp_path: Path) -> N
     g.edge("read", END)
     async with SqliteStore.open(tmp_path / "log.db") as store:
         engine = GraphEngine(runtime(store, seen), g.compile(), redaction=POLICY)
-        result = await engine.start({"card": CARD, "password": PASSWORD}, principal=USER, run_id="g")
-        assert result.phase == "done" and result.state["note"] == f"charged {CARD}"  # the live run has the values
+        result = await engine.start(
+            {"card": CARD, "password": PASSWORD}, principal=USER, run_id="g"
+        )
+        assert (
+            result.phase == "done" and result.state["note"] == f"charged {CARD}"
+        )  # the live run has the values
     assert_no_secret(tmp_path, seen)
 
 
@@ -198,12 +224,17 @@ PRICES = PriceTable({"scripted": Price(input_per_mtok=1.0, output_per_mtok=0.0)}
 
 def spender(rt: Runtime, turns: int) -> Engine:
     """A child agent that would make ``turns`` priced model calls: $0.10 each."""
+
     @tool(idempotent=True)
     def work(n: int) -> int:
         return n
 
-    script = [call("work", f'{{"n": {i}}}', usage=TURN) for i in range(turns - 1)] + [say("done", usage=TURN)]
-    return Engine(rt, ScriptedModel(script), Tools([work]), prices=PRICES, limits=Limits(max_steps=100))
+    script = [call("work", f'{{"n": {i}}}', usage=TURN) for i in range(turns - 1)] + [
+        say("done", usage=TURN)
+    ]
+    return Engine(
+        rt, ScriptedModel(script), Tools([work]), prices=PRICES, limits=Limits(max_steps=100)
+    )
 
 
 async def test_a_parents_cost_ceiling_binds_its_child_agent() -> None:
@@ -211,9 +242,13 @@ async def test_a_parents_cost_ceiling_binds_its_child_agent() -> None:
 
     rt = Runtime(MemoryStore())
     child = spender(rt, 10)  # would spend $1.00: four times the parent's ceiling
-    parent = Engine(rt, ScriptedModel([call("delegate", '{"task": "spend"}'), say("done")]),
-                    Tools([agent_tool(child, name="delegate", description="d")]), prices=PRICES,
-                    limits=Limits(max_cost_usd=0.25))
+    parent = Engine(
+        rt,
+        ScriptedModel([call("delegate", '{"task": "spend"}'), say("done")]),
+        Tools([agent_tool(child, name="delegate", description="d")]),
+        prices=PRICES,
+        limits=Limits(max_cost_usd=0.25),
+    )
     result = await parent.start("go", principal=USER, run_id="p")
     assert result.phase is Phase.LIMIT_EXCEEDED and "max_cost_usd" in result.reason
     assert result.cost_usd <= 0.25 + CALL_COST + 1e-9
@@ -227,9 +262,13 @@ async def test_a_debate_under_a_ceiling_ends_limit_exceeded() -> None:
 
     rt = Runtime(MemoryStore())
     debaters = [spender(rt, 10), spender(rt, 10)]
-    judge = Engine(rt, ScriptedModel([say("CONTINUE: more", usage=TURN)] * 10), Tools([]), prices=PRICES)
+    judge = Engine(
+        rt, ScriptedModel([say("CONTINUE: more", usage=TURN)] * 10), Tools([]), prices=PRICES
+    )
     engine = GraphEngine(rt, debate(debaters, judge, rounds=3), limits=Limits(max_cost_usd=0.25))
-    result = await engine.start({"question": "q", "round": 0, "answers": []}, principal=USER, run_id="g")
+    result = await engine.start(
+        {"question": "q", "round": 0, "answers": []}, principal=USER, run_id="g"
+    )
     assert result.phase == "limit_exceeded" and "max_cost_usd" in result.reason
     # two debaters at once, each bound to half of what was left: at most one call over each
     assert result.cost_usd <= 0.25 + 2 * CALL_COST + 1e-9
@@ -240,8 +279,12 @@ async def test_a_reflection_under_a_ceiling_ends_limit_exceeded() -> None:
 
     rt = Runtime(MemoryStore())
     writer = Engine(rt, ScriptedModel(lambda m: say("draft", usage=TURN)), Tools([]), prices=PRICES)
-    critic = Engine(rt, ScriptedModel(lambda m: say("fix it", usage=TURN)), Tools([]), prices=PRICES)
-    engine = GraphEngine(rt, reflection(writer, critic, max_rounds=20), limits=Limits(max_cost_usd=0.25))
+    critic = Engine(
+        rt, ScriptedModel(lambda m: say("fix it", usage=TURN)), Tools([]), prices=PRICES
+    )
+    engine = GraphEngine(
+        rt, reflection(writer, critic, max_rounds=20), limits=Limits(max_cost_usd=0.25)
+    )
     result = await engine.start({"task": "write"}, principal=USER, run_id="g")
     assert result.phase == "limit_exceeded" and "max_cost_usd" in result.reason
     assert result.cost_usd <= 0.25 + CALL_COST + 1e-9
@@ -265,7 +308,10 @@ async def test_a_subgraph_under_a_ceiling_ends_limit_exceeded() -> None:
     inner.edge("spend", END)
     inner_engine = GraphEngine(rt, inner.compile())
     outer = Graph("outer")
-    outer.add_node("child", subgraph(inner_engine, inputs=lambda s: {}, outputs=lambda s: {"answer": s.get("answer")}))
+    outer.add_node(
+        "child",
+        subgraph(inner_engine, inputs=lambda s: {}, outputs=lambda s: {"answer": s.get("answer")}),
+    )
     outer.start("child")
     outer.edge("child", END)
     engine = GraphEngine(rt, outer.compile(), limits=Limits(max_cost_usd=0.25))
@@ -294,10 +340,15 @@ async def test_a_writer_whose_lease_was_taken_over_stops_with_lease_lost(tmp_pat
 
     async with SqliteStore.open(tmp_path / "log.db") as store:
         rt = Runtime(store, clock=clock, owner="first", lease_ttl_s=0.001)
-        engine = Engine(rt, ScriptedModel([call("slow", '{"n": 1}'), call("slow", '{"n": 2}'), say("done")]),
-                        Tools([slow]))
+        engine = Engine(
+            rt,
+            ScriptedModel([call("slow", '{"n": 1}'), call("slow", '{"n": 2}'), say("done")]),
+            Tools([slow]),
+        )
         with pytest.raises(LeaseLost):
             await engine.start("go", principal=USER, run_id="r")
         events, state, _ = await load_run(store, "r")
         assert not state.terminal  # the first writer wrote nothing after it lost the run
-        assert [type(e).__name__ for e in events] == ["RunStarted"]  # the step that ran is not recorded by it
+        assert [type(e).__name__ for e in events] == [
+            "RunStarted"
+        ]  # the step that ran is not recorded by it

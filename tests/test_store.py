@@ -18,7 +18,9 @@ from router.store.testing import sealed_run
 pytestmark = pytest.mark.anyio
 
 
-@pytest.fixture(params=["memory", "sqlite-commit", "sqlite-group", "sqlite-fsync", "sqlite-group_fsync"])
+@pytest.fixture(
+    params=["memory", "sqlite-commit", "sqlite-group", "sqlite-fsync", "sqlite-group_fsync"]
+)
 async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
     if request.param == "memory":
         memory = MemoryStore()
@@ -58,12 +60,16 @@ async def test_sqlite_uses_wal_and_the_durability_setting(tmp_path: Path) -> Non
 
 
 @pytest.mark.parametrize("durability", list(Durability))
-async def test_checkpoints_fold_the_wal_back_without_a_commit_doing_it(tmp_path: Path, durability: Durability) -> None:
+async def test_checkpoints_fold_the_wal_back_without_a_commit_doing_it(
+    tmp_path: Path, durability: Durability
+) -> None:
     pages = 200  # a checkpoint every 200 pages of WAL
     path = tmp_path / "log.db"
     wal = tmp_path / "log.db-wal"
     async with SqliteStore.open(path, durability, checkpoint_pages=pages) as store:
-        assert store._conn().execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 0  # none inside a commit
+        assert (
+            store._conn().execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 0
+        )  # none inside a commit
         events = sealed_run("r1", 3 * pages)
         for event in events[:pages]:  # one commit each: enough WAL for a checkpoint
             await store.append([event])
@@ -85,7 +91,9 @@ async def test_checkpoints_fold_the_wal_back_without_a_commit_doing_it(tmp_path:
 
 
 @pytest.mark.parametrize("durability", [Durability.GROUP, Durability.GROUP_FSYNC])
-async def test_group_commit_shares_transactions_across_runs(tmp_path: Path, durability: Durability) -> None:
+async def test_group_commit_shares_transactions_across_runs(
+    tmp_path: Path, durability: Durability
+) -> None:
     async with SqliteStore.open(tmp_path / "log.db", durability) as store:
         runs = [sealed_run(f"r{i}", 4) for i in range(50)]
 
@@ -103,8 +111,9 @@ async def test_group_commit_shares_transactions_across_runs(tmp_path: Path, dura
 
 
 @pytest.mark.parametrize("durability", [Durability.GROUP, Durability.GROUP_FSYNC])
-async def test_leases_join_the_group_commit_and_still_exclude_other_owners(tmp_path: Path,
-                                                                          durability: Durability) -> None:
+async def test_leases_join_the_group_commit_and_still_exclude_other_owners(
+    tmp_path: Path, durability: Durability
+) -> None:
     async with SqliteStore.open(tmp_path / "log.db", durability) as store:
         runs = [sealed_run(f"r{i}", 2) for i in range(50)]
 
@@ -127,7 +136,9 @@ async def test_leases_join_the_group_commit_and_still_exclude_other_owners(tmp_p
 
 
 @pytest.mark.parametrize("durability", [Durability.GROUP, Durability.GROUP_FSYNC])
-async def test_group_commit_reports_a_conflict_to_its_batch_only(tmp_path: Path, durability: Durability) -> None:
+async def test_group_commit_reports_a_conflict_to_its_batch_only(
+    tmp_path: Path, durability: Durability
+) -> None:
     async with SqliteStore.open(tmp_path / "log.db", durability) as store:
         good, bad = sealed_run("good", 2), sealed_run("bad", 2)
         await store.append(bad[:1])

@@ -52,7 +52,12 @@ def test_schema_is_built_once_from_the_signature() -> None:
     params = schema["parameters"]
     assert params["required"] == ["name"]
     assert params["additionalProperties"] is False
-    assert params["properties"]["limit"] == {"type": "integer", "default": 3, "minimum": 1, "maximum": 10}
+    assert params["properties"]["limit"] == {
+        "type": "integer",
+        "default": 3,
+        "minimum": 1,
+        "maximum": 10,
+    }
     assert TOOLS.schemas is TOOLS.schemas  # built at registration, not per call
     json.dumps(TOOLS.schemas)  # plain JSON
 
@@ -76,7 +81,12 @@ def test_valid_arguments_start_the_call_with_canonical_arguments() -> None:
     [
         ('{"name": 5}', "invalid_arguments", "$.name", "Expected `str`, got `int`"),
         ("{}", "invalid_arguments", "$.name", "Object missing required field `name`"),
-        ('{"name": "a", "extra": 1}', "invalid_arguments", "$.extra", "Object contains unknown field `extra`"),
+        (
+            '{"name": "a", "extra": 1}',
+            "invalid_arguments",
+            "$.extra",
+            "Object contains unknown field `extra`",
+        ),
         ('{"name": "a", "limit": 11}', "invalid_arguments", "$.limit", "Expected `int` <= 10"),
         ('{"name": ', "malformed_json", "", "not JSON"),
         ("[1, 2]", "invalid_arguments", "$", "Expected `object`, got `array`"),
@@ -117,12 +127,18 @@ def test_a_role_not_in_the_policy_grants_its_own_name() -> None:
 
     tools = Tools([tool(echo, permissions={"ops"})])
     (call,) = record_calls(1, [ProposedCall("c", "echo", "{}")])
-    assert isinstance(tools.decide(call, Principal(id="a", roles=frozenset({"ops"})), 0)[0], ToolStarted)
-    assert isinstance(tools.decide(call, Principal(id="b", roles=frozenset({"dev"})), 0)[0], ToolCallDenied)
+    assert isinstance(
+        tools.decide(call, Principal(id="a", roles=frozenset({"ops"})), 0)[0], ToolStarted
+    )
+    assert isinstance(
+        tools.decide(call, Principal(id="b", roles=frozenset({"dev"})), 0)[0], ToolCallDenied
+    )
 
 
 def test_call_ids_are_made_unique_within_a_turn() -> None:
-    calls = record_calls(4, [ProposedCall("x", "a", "{}"), ProposedCall("x", "a", "{}"), ProposedCall("", "a", "{}")])
+    calls = record_calls(
+        4, [ProposedCall("x", "a", "{}"), ProposedCall("x", "a", "{}"), ProposedCall("", "a", "{}")]
+    )
     assert [c.id for c in calls] == ["x", "call_4_1", "call_4_2"]
 
 
@@ -157,6 +173,11 @@ def test_arguments_nested_beyond_the_decoders_depth_are_rejected_not_raised() ->
     def store_blob(blob: dict[str, Any]) -> int:
         return 1
 
-    (call,) = record_calls(1, [ProposedCall("c1", "store_blob", '{"blob":' + '{"a":' * 5000 + "1" + "}" * 5001)])
+    (call,) = record_calls(
+        1, [ProposedCall("c1", "store_blob", '{"blob":' + '{"a":' * 5000 + "1" + "}" * 5001)]
+    )
     event = Tools([store_blob]).decide(call, ANALYST, at=0)[0]
-    assert isinstance(event, ToolCallRejected) and event.reason == "the arguments nest too deeply to be checked"
+    assert (
+        isinstance(event, ToolCallRejected)
+        and event.reason == "the arguments nest too deeply to be checked"
+    )

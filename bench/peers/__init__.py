@@ -23,7 +23,15 @@ from typing import Any, Protocol
 import msgspec
 
 __all__ = [
-    "WARMUP_RUNS", "Backend", "Peer", "Samples", "add", "count_commits", "expected_results", "fake_turn", "stored_bytes",
+    "WARMUP_RUNS",
+    "Backend",
+    "Peer",
+    "Samples",
+    "add",
+    "count_commits",
+    "expected_results",
+    "fake_turn",
+    "stored_bytes",
 ]
 
 # Every system, router and each peer, runs this many untimed runs at the start of each
@@ -47,7 +55,9 @@ class Peer(Protocol):
         """``runs`` runs of ``steps`` tool steps and a final answer, each from a fresh thread/state."""
         ...
 
-    def parallel_tools(self, store: str, *, calls: int, turns: int, runs: int, tmp: Path) -> Samples:
+    def parallel_tools(
+        self, store: str, *, calls: int, turns: int, runs: int, tmp: Path
+    ) -> Samples:
         """``runs`` runs of ``turns`` model turns that each propose ``calls`` add calls at once."""
         ...
 
@@ -65,7 +75,10 @@ def fake_turn(turn: int, steps: int, calls: int = 1) -> list[dict[str, object]] 
     """The fake model's answer on ``turn``: tool calls as dicts (id, name, args), or the final text."""
     if turn >= steps:
         return "done"
-    return [{"id": f"call_{turn}_{i}", "name": "add", "args": {"a": turn, "b": 1 + i}} for i in range(calls)]
+    return [
+        {"id": f"call_{turn}_{i}", "name": "add", "args": {"a": turn, "b": 1 + i}}
+        for i in range(calls)
+    ]
 
 
 def stored_bytes(path: Path) -> int:

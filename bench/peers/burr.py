@@ -136,7 +136,9 @@ class BurrPeer:
     def react_loop(self, store: str, *, steps: int, runs: int, tmp: Path) -> Samples:
         return self._samples(store, steps=steps, calls=1, runs=runs, tmp=tmp)
 
-    def parallel_tools(self, store: str, *, calls: int, turns: int, runs: int, tmp: Path) -> Samples:
+    def parallel_tools(
+        self, store: str, *, calls: int, turns: int, runs: int, tmp: Path
+    ) -> Samples:
         return self._samples(store, steps=turns, calls=calls, runs=runs, tmp=tmp)
 
     def _samples(self, store: str, *, steps: int, calls: int, runs: int, tmp: Path) -> Samples:
@@ -166,7 +168,9 @@ class BurrPeer:
         with _open_store(store, tmp, f"{self.system}-long") as backend:
             state = self._run(self._app(graph, backend.saver))
             self._check(state, marks, steps, 1)
-            self.last_bytes_per_step = backend.file_bytes() / steps if backend.path is not None else None
+            self.last_bytes_per_step = (
+                backend.file_bytes() / steps if backend.path is not None else None
+            )
         return [(b - a) / 1000 for a, b in zip(marks, marks[1:])]
 
 

@@ -76,11 +76,18 @@ class _GraphPeer:
 
     def __init__(self, version: str, with_sqlite: bool) -> None:
         self.version = version
-        self.stores: tuple[str, ...] = ("none", "memory", "sqlite") if with_sqlite else ("none", "memory")
+        self.stores: tuple[str, ...] = (
+            ("none", "memory", "sqlite") if with_sqlite else ("none", "memory")
+        )
         self.last_bytes_per_step: float | None = None
 
     def _compile(
-        self, *, steps: int, calls: int, marks: list[int], checkpointer: BaseCheckpointSaver[Any] | None
+        self,
+        *,
+        steps: int,
+        calls: int,
+        marks: list[int],
+        checkpointer: BaseCheckpointSaver[Any] | None,
     ) -> CompiledStateGraph[Any, Any, Any, Any]:
         """The graph for the workload; its model node appends ``perf_counter_ns()`` to ``marks``."""
         raise NotImplementedError
@@ -107,7 +114,9 @@ class _GraphPeer:
     def react_loop(self, store: str, *, steps: int, runs: int, tmp: Path) -> Samples:
         return self._samples(store, steps=steps, calls=1, runs=runs, tmp=tmp)
 
-    def parallel_tools(self, store: str, *, calls: int, turns: int, runs: int, tmp: Path) -> Samples:
+    def parallel_tools(
+        self, store: str, *, calls: int, turns: int, runs: int, tmp: Path
+    ) -> Samples:
         return self._samples(store, steps=turns, calls=calls, runs=runs, tmp=tmp)
 
     def _samples(self, store: str, *, steps: int, calls: int, runs: int, tmp: Path) -> Samples:
@@ -144,7 +153,9 @@ class _GraphPeer:
             else:  # nothing to write; LangGraph 1.2 fails on durability="sync" without a saver
                 final = graph.invoke(state, config)
             self._check(final, marks, steps, 1)
-            self.last_bytes_per_step = backend.file_bytes() / steps if backend.path is not None else None
+            self.last_bytes_per_step = (
+                backend.file_bytes() / steps if backend.path is not None else None
+            )
         return [(b - a) / 1000 for a, b in zip(marks, marks[1:])]
 
 
@@ -275,8 +286,14 @@ class PlainGraphPeer(_GraphPeer):
             for i in range(WARMUP_RUNS):
                 final = graph.invoke(*args())
                 if i == 0:
-                    assert final["answer"] == "done" and final["turn"] == workers + 1, (self.system, final)
-                    assert final["results"] == [f"result {w}" for w in range(workers)], (self.system, final)
+                    assert final["answer"] == "done" and final["turn"] == workers + 1, (
+                        self.system,
+                        final,
+                    )
+                    assert final["results"] == [f"result {w}" for w in range(workers)], (
+                        self.system,
+                        final,
+                    )
             commits = backend.count_commits(lambda: graph.invoke(*args())) / steps
             per_step: list[float] = []
             for _ in range(runs):
@@ -287,7 +304,12 @@ class PlainGraphPeer(_GraphPeer):
         return Samples(per_step_us=per_step, commits_per_step=commits, bytes_per_step=None)
 
     def _compile(
-        self, *, steps: int, calls: int, marks: list[int], checkpointer: BaseCheckpointSaver[Any] | None
+        self,
+        *,
+        steps: int,
+        calls: int,
+        marks: list[int],
+        checkpointer: BaseCheckpointSaver[Any] | None,
     ) -> CompiledStateGraph[Any, Any, Any, Any]:
         from langgraph.graph import END, START, StateGraph
 
@@ -333,7 +355,12 @@ class ToolNodePeer(_GraphPeer):
     system = "langgraph-toolnode"
 
     def _compile(
-        self, *, steps: int, calls: int, marks: list[int], checkpointer: BaseCheckpointSaver[Any] | None
+        self,
+        *,
+        steps: int,
+        calls: int,
+        marks: list[int],
+        checkpointer: BaseCheckpointSaver[Any] | None,
     ) -> CompiledStateGraph[Any, Any, Any, Any]:
         from langchain_core.messages import AIMessage
         from langchain_core.tools import tool

@@ -22,10 +22,10 @@ import anyio
 
 from ..core.events import Message
 from ..core.fsm import Phase
+from ..core.tools import Tool, ToolContext, ToolOutput
 from ..graph.definition import NodeContext
 from ..run.engine import Engine, RunResult
 from ..run.log import end_run, load_run
-from ..core.tools import Tool, ToolContext, ToolOutput
 
 __all__ = ["agent_tool", "handoff_tool", "run_child"]
 
@@ -45,16 +45,28 @@ async def run_child(
         if await engine.store.read(run_id):
             result = await engine.resume(run_id)
         elif budget.exhausted:
-            raise RuntimeError(f"run {parent.run_id} has no {budget.exhausted} left for the child run {run_id}")
+            raise RuntimeError(
+                f"run {parent.run_id} has no {budget.exhausted} left for the child run {run_id}"
+            )
         else:
-            result = await engine.start(task, principal=parent.principal, run_id=run_id, parent_run_id=parent.run_id,
-                                        limits=budget.bind(worker.limits), redaction=parent.redaction)
+            result = await engine.start(
+                task,
+                principal=parent.principal,
+                run_id=run_id,
+                parent_run_id=parent.run_id,
+                limits=budget.bind(worker.limits),
+                redaction=parent.redaction,
+            )
     except BaseException:
         with anyio.CancelScope(shield=True):
             await _report_spend(engine, run_id, parent)
         raise
     if result.phase in (Phase.INTERRUPTED, Phase.AWAITING_REVIEW):
-        await end_run(engine.runtime, run_id, f"its parent {parent.run_id} went on without it ({result.phase})")
+        await end_run(
+            engine.runtime,
+            run_id,
+            f"its parent {parent.run_id} went on without it ({result.phase})",
+        )
     if parent.meter is not None:
         parent.meter.report(run_id, result.usage, round(result.cost_usd * 1e9))
     return result
@@ -92,12 +104,20 @@ def agent_tool(
             async with limiter:
                 result = await run_child(worker, child_id, task, context)
         if result.phase is not Phase.DONE:
-            raise RuntimeError(f"the {name} agent ended {result.phase}: {result.reason or 'no answer'}")
+            raise RuntimeError(
+                f"the {name} agent ended {result.phase}: {result.reason or 'no answer'}"
+            )
         return ToolOutput(result=result.output, child_run_id=child_id)
 
     delegate.__doc__ = description
-    return Tool(delegate, name=name, description=description, permissions=permissions, idempotent=True,
-                timeout_s=timeout_s)
+    return Tool(
+        delegate,
+        name=name,
+        description=description,
+        permissions=permissions,
+        idempotent=True,
+        timeout_s=timeout_s,
+    )
 
 
 def handoff_tool(
@@ -115,11 +135,17 @@ def handoff_tool(
 
     async def hand_over(note: str, ctx: ToolContext) -> ToolOutput:
         child_id = f"{ctx.run_id}/{ctx.call_id}"
-        opening: list[Message] = [m for m in ctx.messages if m.role in ("system", "user")] if context == "conversation" else []
+        opening: list[Message] = (
+            [m for m in ctx.messages if m.role in ("system", "user")]
+            if context == "conversation"
+            else []
+        )
         opening.append(Message(role="user", content=note))
         result = await run_child(target, child_id, opening, ctx)
         if result.phase is not Phase.DONE:
-            raise RuntimeError(f"the {name} handoff ended {result.phase}: {result.reason or 'no answer'}")
+            raise RuntimeError(
+                f"the {name} handoff ended {result.phase}: {result.reason or 'no answer'}"
+            )
         return ToolOutput(result=result.output, child_run_id=child_id, final=True)
 
     hand_over.__doc__ = description

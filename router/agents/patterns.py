@@ -25,7 +25,9 @@ async def _answer(agent: Engine, prompt: str, ctx: NodeContext, role: str) -> st
     return result.output
 
 
-def debate(debaters: Sequence[Engine], judge: Engine, *, rounds: int = 2, name: str = "debate") -> CompiledGraph:
+def debate(
+    debaters: Sequence[Engine], judge: Engine, *, rounds: int = 2, name: str = "debate"
+) -> CompiledGraph:
     """Debaters answer the ``question`` in parallel, seeing earlier rounds; the judge replies
     ``FINAL: <answer>`` or ``CONTINUE: <why>``. After ``rounds`` rounds the judge's word is
     final. State: question, round, answers (all rounds), verdict."""
@@ -38,17 +40,32 @@ def debate(debaters: Sequence[Engine], judge: Engine, *, rounds: int = 2, name: 
         async def speak(state: dict[str, Any], ctx: NodeContext) -> dict[str, Any]:
             earlier = "\n".join(state["answers"])
             prompt = state["question"] + (f"\n\nEarlier answers:\n{earlier}" if earlier else "")
-            return {"answers": [f"debater {i} (round {state['round']}): {await _answer(agent, prompt, ctx, 'debater')}"]}
+            return {
+                "answers": [
+                    f"debater {i} (round {state['round']}): {await _answer(agent, prompt, ctx, 'debater')}"
+                ]
+            }
+
         return speak
 
     async def decide(state: dict[str, Any], ctx: NodeContext) -> dict[str, Any]:
         last = state["round"] + 1 >= rounds
-        prompt = (f"{state['question']}\n\nAnswers:\n" + "\n".join(state["answers"])
-                  + ("\n\nGive the final answer as FINAL: <answer>." if last
-                     else "\n\nReply FINAL: <answer> or CONTINUE: <why>."))
+        prompt = (
+            f"{state['question']}\n\nAnswers:\n"
+            + "\n".join(state["answers"])
+            + (
+                "\n\nGive the final answer as FINAL: <answer>."
+                if last
+                else "\n\nReply FINAL: <answer> or CONTINUE: <why>."
+            )
+        )
         verdict = await _answer(judge, prompt, ctx, "judge")
         done = last or verdict.strip().upper().startswith("FINAL")
-        return {"round": state["round"] + 1, "verdict": verdict.split(":", 1)[-1].strip() if done else "", "done": done}
+        return {
+            "round": state["round"] + 1,
+            "verdict": verdict.split(":", 1)[-1].strip() if done else "",
+            "done": done,
+        }
 
     g.add_node("open", open_round)
     names = [f"debater{i}" for i in range(len(debaters))]
@@ -62,7 +79,11 @@ def debate(debaters: Sequence[Engine], judge: Engine, *, rounds: int = 2, name: 
 
 
 def reflection(
-    agent: Engine, critic: Engine | Callable[[str], str | None], *, max_rounds: int = 3, name: str = "reflection"
+    agent: Engine,
+    critic: Engine | Callable[[str], str | None],
+    *,
+    max_rounds: int = 3,
+    name: str = "reflection",
 ) -> CompiledGraph:
     """The agent drafts an answer to the ``task``; the critic (a check returning feedback
     or None, or an agent replying ``OK`` or its feedback) reviews it; the agent revises
@@ -71,14 +92,25 @@ def reflection(
     g = Graph(name)
 
     async def draft(state: dict[str, Any], ctx: NodeContext) -> dict[str, Any]:
-        prompt = state["task"] + (f"\n\nRevise your last draft:\n{state['draft']}\nFeedback: {state['feedback']}"
-                                  if state.get("feedback") else "")
-        return {"draft": await _answer(agent, prompt, ctx, "writer"), "round": state.get("round", 0) + 1}
+        prompt = state["task"] + (
+            f"\n\nRevise your last draft:\n{state['draft']}\nFeedback: {state['feedback']}"
+            if state.get("feedback")
+            else ""
+        )
+        return {
+            "draft": await _answer(agent, prompt, ctx, "writer"),
+            "round": state.get("round", 0) + 1,
+        }
 
     async def critique(state: dict[str, Any], ctx: NodeContext) -> dict[str, Any]:
         if isinstance(critic, Engine):
-            said = await _answer(critic, f"Review this answer to '{state['task']}':\n{state['draft']}\n"
-                                         "Reply OK if it is right, else say what to fix.", ctx, "critic")
+            said = await _answer(
+                critic,
+                f"Review this answer to '{state['task']}':\n{state['draft']}\n"
+                "Reply OK if it is right, else say what to fix.",
+                ctx,
+                "critic",
+            )
             feedback = None if said.strip().upper().startswith("OK") else said
         else:
             feedback = critic(state["draft"])
@@ -88,13 +120,21 @@ def reflection(
     g.add_node("critique", critique)
     g.start("draft")
     g.edge("draft", "critique")
-    g.route("critique", lambda s: END if s["accepted"] or s["round"] >= max_rounds else "draft",
-            targets={"draft", END})
+    g.route(
+        "critique",
+        lambda s: END if s["accepted"] or s["round"] >= max_rounds else "draft",
+        targets={"draft", END},
+    )
     return g.compile()
 
 
 def negotiation(
-    first: Engine, second: Engine, *, agreed: Callable[[str], bool], max_exchanges: int = 6, name: str = "negotiation"
+    first: Engine,
+    second: Engine,
+    *,
+    agreed: Callable[[str], bool],
+    max_exchanges: int = 6,
+    name: str = "negotiation",
 ) -> CompiledGraph:
     """Two agents exchange offers on the ``topic``, each seeing the exchange so far, until
     ``agreed(offer)`` holds or ``max_exchanges`` offers were made. State: topic, offers,
@@ -104,8 +144,15 @@ def negotiation(
     def party(label: str, agent: Engine) -> Any:
         async def offer(state: dict[str, Any], ctx: NodeContext) -> dict[str, Any]:
             history = "\n".join(state.get("offers", []))
-            said = await _answer(agent, f"{state['topic']}\n\nSo far:\n{history or '(nothing yet)'}", ctx, label)
-            return {"offers": [f"{label}: {said}"], "exchanges": state.get("exchanges", 0) + 1, "agreed": agreed(said)}
+            said = await _answer(
+                agent, f"{state['topic']}\n\nSo far:\n{history or '(nothing yet)'}", ctx, label
+            )
+            return {
+                "offers": [f"{label}: {said}"],
+                "exchanges": state.get("exchanges", 0) + 1,
+                "agreed": agreed(said),
+            }
+
         return offer
 
     def next_after(other: str) -> Callable[[dict[str, Any]], str]:

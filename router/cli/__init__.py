@@ -33,22 +33,22 @@ import msgspec
 import orjson
 
 from ..core import fsm
-from . import demo
 from ..core.chain import verify
-from ..errors import ConfigError, RouterError
 from ..core.events import GraphStarted
-from ..graph.engine import GraphEngine
 from ..core.graph_fsm import fold_graph, graph_mermaid
 from ..core.protocols import Cipher, Store
+from ..core.report import Report
+from ..core.stored import decode_stored
+from ..core.timeline import render
+from ..errors import ConfigError, RouterError
+from ..graph.engine import GraphEngine
 from ..run.decisions import resolve_call, review_graph_run, review_run
 from ..run.engine import Engine
 from ..run.fork import fork_run
 from ..run.log import load_run, open_log
 from ..run.runtime import Runtime
-from ..core.stored import decode_stored
-from ..core.report import Report
 from ..store.sqlite import Durability, SqliteStore
-from ..core.timeline import render
+from . import demo
 
 __all__ = ["main"]
 
@@ -97,13 +97,20 @@ def _demo_model(args: argparse.Namespace) -> Any:
         else:
             from ..models.anthropic import AnthropicModel as Adapter  # type: ignore[assignment]
     except ImportError as exc:
-        raise ConfigError(f"--model {args.model} needs the providers extra (pip install -e '.[providers]'): {exc}") \
-            from exc
-    default = {"openai": ("gpt-4o-mini", "https://api.openai.com/v1"),
-               "anthropic": ("claude-sonnet-4-5", "https://api.anthropic.com/v1")}[args.model]
+        raise ConfigError(
+            f"--model {args.model} needs the providers extra (pip install -e '.[providers]'): {exc}"
+        ) from exc
+    default = {
+        "openai": ("gpt-4o-mini", "https://api.openai.com/v1"),
+        "anthropic": ("claude-sonnet-4-5", "https://api.anthropic.com/v1"),
+    }[args.model]
     on_delta = (lambda d: print(d.text, end="", flush=True)) if args.stream else None
-    return Adapter(args.model_name or default[0], base_url=args.base_url or default[1], stream=args.stream,
-                   on_delta=on_delta)
+    return Adapter(
+        args.model_name or default[0],
+        base_url=args.base_url or default[1],
+        stream=args.stream,
+        on_delta=on_delta,
+    )
 
 
 async def _demo(args: argparse.Namespace) -> int:
@@ -120,7 +127,9 @@ async def _demo(args: argparse.Namespace) -> int:
     finally:
         if model is not None:
             await model.aclose()
-    print(f"\nlog: {args.db}   (router show {result.run_id} --db {args.db}; router verify --db {args.db})")
+    print(
+        f"\nlog: {args.db}   (router show {result.run_id} --db {args.db}; router verify --db {args.db})"
+    )
     return 0
 
 
@@ -147,8 +156,14 @@ async def _verify(args: argparse.Namespace) -> int:
         from ..export.arrow import verify_export
 
         summary = verify_export(args.export, cipher=_cipher())
-        sealed = f"; {summary.unreadable} sealed event(s) checked by hash only (no key)" if summary.unreadable else ""
-        print(f"ok: {summary.runs} run(s), {summary.events} event(s) in the export, every hash chain verifies{sealed}")
+        sealed = (
+            f"; {summary.unreadable} sealed event(s) checked by hash only (no key)"
+            if summary.unreadable
+            else ""
+        )
+        print(
+            f"ok: {summary.runs} run(s), {summary.events} event(s) in the export, every hash chain verifies{sealed}"
+        )
         return 0
     cipher = _cipher()
     async with SqliteStore.open(args.db) as store:
@@ -179,19 +194,25 @@ def _agent(spec: str, store: SqliteStore, db: str) -> Engine | GraphEngine:
         raise ConfigError(f"--agent {spec!r}: cannot load it: {exc}") from exc
     engine = factory(store)
     if not isinstance(engine, Engine | GraphEngine):
-        raise ConfigError(f"--agent {spec!r} returned {type(engine).__name__}, not an Engine or a GraphEngine")
+        raise ConfigError(
+            f"--agent {spec!r} returned {type(engine).__name__}, not an Engine or a GraphEngine"
+        )
     return engine
 
 
-async def _replay_one(engine: Engine | GraphEngine, store: SqliteStore, run_id: str, spec: str) -> str | None:
+async def _replay_one(
+    engine: Engine | GraphEngine, store: SqliteStore, run_id: str, spec: str
+) -> str | None:
     """Replay one run; None if it is identical, else what to print. A run of another kind
     than the engine (a graph run and an agent, another graph) is refused by name, never
     reported as a divergence."""
     first = (await store.read(run_id, after=-1))[:1]
     graph = first[0].kind == "graph_started" if first else False
     if graph and not (isinstance(engine, GraphEngine)):
-        return (f"{run_id}: not replayed: it is a graph run; --agent {spec} gives an agent. "
-                "Name a MODULE:FUNCTION that returns the GraphEngine of its graph")
+        return (
+            f"{run_id}: not replayed: it is a graph run; --agent {spec} gives an agent. "
+            "Name a MODULE:FUNCTION that returns the GraphEngine of its graph"
+        )
     if first and not graph and isinstance(engine, GraphEngine):
         return f"{run_id}: not replayed: it is an agent run; --agent {spec} gives a graph engine"
     if graph and isinstance(engine, GraphEngine):
@@ -238,7 +259,9 @@ async def _report(args: argparse.Namespace) -> int:
 async def _fork(args: argparse.Namespace) -> int:
     async with SqliteStore.open(args.db) as store:
         new_run_id = args.new or f"{args.run}-fork-{args.seq}"
-        state = await fork_run(_runtime(store), args.run, args.seq, new_run_id=new_run_id, note=args.note)
+        state = await fork_run(
+            _runtime(store), args.run, args.seq, new_run_id=new_run_id, note=args.note
+        )
     print(f"forked {args.run} at seq {args.seq} into {new_run_id}, now {state.phase}")
     return 0
 
@@ -250,12 +273,20 @@ async def _export(args: argparse.Namespace) -> int:
         print(f"\r{count} events", end="", file=sys.stderr, flush=True)
 
     async with SqliteStore.open(args.db) as store:
-        summary = await export(store, args.out, format=args.format, after=args.after,
-                               progress=progress if args.progress else None, cipher=_cipher())
+        summary = await export(
+            store,
+            args.out,
+            format=args.format,
+            after=args.after,
+            progress=progress if args.progress else None,
+            cipher=_cipher(),
+        )
     if args.progress:
         print(file=sys.stderr)
-    print(f"exported {summary.events} event(s) of {summary.runs} run(s) to {args.out}; "
-          f"watermark {summary.watermark} (next time: --after {summary.watermark})")
+    print(
+        f"exported {summary.events} event(s) of {summary.runs} run(s) to {args.out}; "
+        f"watermark {summary.watermark} (next time: --after {summary.watermark})"
+    )
     return 0
 
 
@@ -269,8 +300,15 @@ async def _decide(args: argparse.Namespace) -> int:
         except orjson.JSONDecodeError as exc:
             raise SystemExit(f"router decide: --result is not JSON: {exc}") from exc
     async with SqliteStore.open(args.db) as store:
-        state = await resolve_call(_runtime(store), args.run, args.call, args.decision, result=result, by=args.by,
-                                   note=args.note)
+        state = await resolve_call(
+            _runtime(store),
+            args.run,
+            args.call,
+            args.decision,
+            result=result,
+            by=args.by,
+            note=args.note,
+        )
     print(f"recorded: {args.call} -> {args.decision}; run {args.run} is now {state.phase}")
     return 0
 
@@ -287,11 +325,14 @@ async def _review(args: argparse.Namespace) -> int:
         if first and first[0].kind == "graph_started":
             if arguments is not None:
                 raise SystemExit(f"router {args.command}: a graph review has no arguments to edit")
-            rule = await review_graph_run(_runtime(store), args.run, args.command, by=args.by, note=args.note)
+            rule = await review_graph_run(
+                _runtime(store), args.run, args.command, by=args.by, note=args.note
+            )
             print(f"recorded: {args.command} ({rule}); resume the graph run {args.run} to continue")
             return 0
-        state = await review_run(_runtime(store), args.run, args.command, by=args.by, note=args.note,
-                                 arguments=arguments)
+        state = await review_run(
+            _runtime(store), args.run, args.command, by=args.by, note=args.note, arguments=arguments
+        )
     print(f"recorded: {args.command}; run {args.run} is now {state.phase} (resume it to continue)")
     return 0
 
@@ -308,7 +349,11 @@ async def _conformance(args: argparse.Namespace) -> int:
     tool_schemas = conformance.check_tool_schemas(folder / "tool-schemas" / "bfcl")
     print(conformance.render(suite, tool_schemas))
     if args.json:
-        Path(args.json).write_bytes(orjson.dumps({"suite": suite, "tool_schemas": tool_schemas}, default=msgspec.to_builtins))
+        Path(args.json).write_bytes(
+            orjson.dumps(
+                {"suite": suite, "tool_schemas": tool_schemas}, default=msgspec.to_builtins
+            )
+        )
     return 0 if conformance.conforms(suite, tool_schemas) else 1
 
 
@@ -318,10 +363,14 @@ async def _fsm(args: argparse.Namespace) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="router", description="A deterministic LLM orchestration router.")
+    parser = argparse.ArgumentParser(
+        prog="router", description="A deterministic LLM orchestration router."
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
-    def add(name: str, fn: Callable[[argparse.Namespace], Awaitable[int]], help: str) -> argparse.ArgumentParser:
+    def add(
+        name: str, fn: Callable[[argparse.Namespace], Awaitable[int]], help: str
+    ) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help, description=help)
         p.set_defaults(fn=fn)
         if name not in ("fsm", "conformance"):
@@ -331,26 +380,47 @@ def _parser() -> argparse.ArgumentParser:
     p = add("demo", _demo, "run the demo agent on a SQLite log and print its timeline")
     p.add_argument("--durability", choices=[d.value for d in Durability], default="commit")
     p.add_argument("--resume", metavar="RUN", help="resume a demo run instead of starting one")
-    p.add_argument("--model", choices=["scripted", "openai", "anthropic"], default="scripted",
-                   help="the scripted model (default), or a provider: openai for any OpenAI-compatible server "
-                        "(OPENAI_API_KEY), anthropic (ANTHROPIC_API_KEY); needs the providers extra")
-    p.add_argument("--base-url", help="the provider's base URL, e.g. http://localhost:11434/v1 for Ollama")
-    p.add_argument("--model-name", help="the model to ask for (default: gpt-4o-mini or claude-sonnet-4-5)")
+    p.add_argument(
+        "--model",
+        choices=["scripted", "openai", "anthropic"],
+        default="scripted",
+        help="the scripted model (default), or a provider: openai for any OpenAI-compatible server "
+        "(OPENAI_API_KEY), anthropic (ANTHROPIC_API_KEY); needs the providers extra",
+    )
+    p.add_argument(
+        "--base-url", help="the provider's base URL, e.g. http://localhost:11434/v1 for Ollama"
+    )
+    p.add_argument(
+        "--model-name", help="the model to ask for (default: gpt-4o-mini or claude-sonnet-4-5)"
+    )
     p.add_argument("--stream", action="store_true", help="stream the model's text as it arrives")
     add("runs", _runs, "list the runs in a log")
     add("show", _show, "print a run's timeline").add_argument("run")
-    add("verify", _verify, "check every run's hash chain, in the log or in export files").add_argument(
-        "--export", nargs="+", metavar="FILE", help="verify these export files (in order) instead of the log"
+    add(
+        "verify", _verify, "check every run's hash chain, in the log or in export files"
+    ).add_argument(
+        "--export",
+        nargs="+",
+        metavar="FILE",
+        help="verify these export files (in order) instead of the log",
     )
     p = add("export", _export, "export the log to Parquet or an Arrow IPC file")
-    p.add_argument("--out", required=True, help="the file to write (.parquet, or .arrow for Arrow IPC)")
+    p.add_argument(
+        "--out", required=True, help="the file to write (.parquet, or .arrow for Arrow IPC)"
+    )
     p.add_argument("--format", choices=["parquet", "arrow"], help="default: from the file's suffix")
-    p.add_argument("--after", type=int, default=0, metavar="WATERMARK", help="only events after this watermark")
+    p.add_argument(
+        "--after", type=int, default=0, metavar="WATERMARK", help="only events after this watermark"
+    )
     p.add_argument("--progress", action="store_true", help="print progress on stderr")
     p = add("replay", _replay, "replay runs from the log and report the first divergent event")
     p.add_argument("run", help="a run id, or 'all'")
-    p.add_argument("--agent", default="demo", metavar="MODULE:FUNCTION",
-                   help="a function that takes the store and returns the Engine (default: the demo agent)")
+    p.add_argument(
+        "--agent",
+        default="demo",
+        metavar="MODULE:FUNCTION",
+        help="a function that takes the store and returns the Engine (default: the demo agent)",
+    )
     add("report", _report, "tokens, cost, tool outcomes and latency, from the log").add_argument(
         "--html", metavar="FILE", help="also write an HTML page with charts"
     )
@@ -372,12 +442,20 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--by", default="cli", help="who decides")
         p.add_argument("--note", default="")
         if verb == "approve":
-            p.add_argument("--edit", metavar="JSON", help="approve the one held call with these arguments instead")
+            p.add_argument(
+                "--edit",
+                metavar="JSON",
+                help="approve the one held call with these arguments instead",
+            )
     add("fsm", _fsm, "print the loop's transition table as a Mermaid state diagram").add_argument(
         "--graph", action="store_true", help="a graph run's transition table instead"
     )
-    p = add("conformance", _conformance, "check the JSON Schema compiler against the official test suite "
-            "and real tool schemas; exits 1 on any failure")
+    p = add(
+        "conformance",
+        _conformance,
+        "check the JSON Schema compiler against the official test suite "
+        "and real tool schemas; exits 1 on any failure",
+    )
     p.add_argument("folder", help="holds json-schema-test-suite/draft2020-12 and tool-schemas/bfcl")
     p.add_argument("--json", metavar="FILE", help="also write the figures as JSON")
     return parser
@@ -385,8 +463,12 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    if getattr(args, "db", None) and args.command != "demo" and not getattr(args, "export", None) \
-            and not Path(args.db).exists():
+    if (
+        getattr(args, "db", None)
+        and args.command != "demo"
+        and not getattr(args, "export", None)
+        and not Path(args.db).exists()
+    ):
         print(f"router: no log at {args.db}", file=sys.stderr)
         return 2
     try:
@@ -394,4 +476,3 @@ def main(argv: Sequence[str] | None = None) -> int:
     except RouterError as exc:
         print(f"router: {exc.code}: {exc}", file=sys.stderr)
         return 1
-

@@ -23,13 +23,28 @@ import orjson
 from ..errors import SchemaError
 from ..schema.compiler import BFCL, CompiledSchema, compile_schema
 
-__all__ = ["KeywordResult", "ToolSchemaResult", "check_suite", "check_tool_schemas", "conforms", "render"]
+__all__ = [
+    "KeywordResult",
+    "ToolSchemaResult",
+    "check_suite",
+    "check_tool_schemas",
+    "conforms",
+    "render",
+]
 
 # The suite's files for keywords router refuses at registration; every other file tests
 # something router supports and must pass in full.
-UNSUPPORTED = frozenset({
-    "anchor", "content", "dynamicRef", "refRemote", "unevaluatedItems", "unevaluatedProperties", "vocabulary",
-})
+UNSUPPORTED = frozenset(
+    {
+        "anchor",
+        "content",
+        "dynamicRef",
+        "refRemote",
+        "unevaluatedItems",
+        "unevaluatedProperties",
+        "vocabulary",
+    }
+)
 
 
 class KeywordResult(msgspec.Struct, frozen=True):
@@ -87,8 +102,13 @@ def _check_file(path: Path) -> KeywordResult:
                 failed += 1
                 failures.append(f"{group['description']}: {test['description']}")
     return KeywordResult(
-        file=path.name, supported=path.stem not in UNSUPPORTED, passed=passed, failed=failed, refused=refused,
-        failures=tuple(failures), refusals=tuple(sorted(refusals)),
+        file=path.name,
+        supported=path.stem not in UNSUPPORTED,
+        passed=passed,
+        failed=failed,
+        refused=refused,
+        failures=tuple(failures),
+        refusals=tuple(sorted(refusals)),
     )
 
 
@@ -109,8 +129,12 @@ def check_tool_schemas(folder: Path) -> ToolSchemaResult:
             compiled += 1
         except SchemaError as exc:
             tools[row["tool_id"]] = exc
-    accept = [orjson.loads(line) for line in (folder / "derived/accept.jsonl").read_bytes().splitlines()]
-    reject = [orjson.loads(line) for line in (folder / "derived/reject.jsonl").read_bytes().splitlines()]
+    accept = [
+        orjson.loads(line) for line in (folder / "derived/accept.jsonl").read_bytes().splitlines()
+    ]
+    reject = [
+        orjson.loads(line) for line in (folder / "derived/reject.jsonl").read_bytes().splitlines()
+    ]
     refused_clean: list[str] = []
     conflicts: Counter[str] = Counter()
     accepted = conflict_accepted = 0
@@ -125,14 +149,21 @@ def check_tool_schemas(folder: Path) -> ToolSchemaResult:
         else:
             refused_clean.append(f"{row['case_id']} ({row['variant']}): {why}")
     wrongly_accepted = [
-        f"{row['case_id']} ({row['mutation']})" for row in reject if _why_refused(tools[row["tool_id"]], row["arguments"])
-        is None
+        f"{row['case_id']} ({row['mutation']})"
+        for row in reject
+        if _why_refused(tools[row["tool_id"]], row["arguments"]) is None
     ]
     return ToolSchemaResult(
-        tools=len(tools), compiled=compiled, accept_total=len(accept), accepted=accepted,
-        conflict_total=sum("schema_conflict" in row for row in accept), conflict_accepted=conflict_accepted,
-        reject_total=len(reject), rejected=len(reject) - len(wrongly_accepted),
-        wrongly_refused=tuple(refused_clean), wrongly_accepted=tuple(wrongly_accepted),
+        tools=len(tools),
+        compiled=compiled,
+        accept_total=len(accept),
+        accepted=accepted,
+        conflict_total=sum("schema_conflict" in row for row in accept),
+        conflict_accepted=conflict_accepted,
+        reject_total=len(reject),
+        rejected=len(reject) - len(wrongly_accepted),
+        wrongly_refused=tuple(refused_clean),
+        wrongly_accepted=tuple(wrongly_accepted),
         conflicts=tuple(f"{n} x {why}" for why, n in conflicts.most_common()),
     )
 
@@ -157,18 +188,25 @@ def conforms(suite: list[KeywordResult], tool_schemas: ToolSchemaResult) -> bool
 
 def render(suite: list[KeywordResult], tool_schemas: ToolSchemaResult) -> str:
     """The figures as text: one line per keyword file, then the real tool schemas."""
-    lines = ["JSON Schema test suite, draft 2020-12", f"{'file':30} {'passed':>8} {'rate':>7} {'refused':>8}  note"]
+    lines = [
+        "JSON Schema test suite, draft 2020-12",
+        f"{'file':30} {'passed':>8} {'rate':>7} {'refused':>8}  note",
+    ]
     for r in suite:
         note = "" if r.supported else "keyword not supported"
         if r.refusals:
             note = (note + "; " if note else "") + "refused: " + " | ".join(r.refusals)[:150]
         rate = f"{r.rate:7.1%}" if r.passed + r.failed else f"{'-':>7}"
-        lines.append(f"{r.file:30} {f'{r.passed}/{r.passed + r.failed}':>8} {rate} {r.refused:8}  {note}")
+        lines.append(
+            f"{r.file:30} {f'{r.passed}/{r.passed + r.failed}':>8} {rate} {r.refused:8}  {note}"
+        )
         lines.extend(f"    FAILED {failure}" for failure in r.failures)
     supported = [r for r in suite if r.supported]
     passed = sum(r.passed for r in supported)
     ran = passed + sum(r.failed for r in supported)
-    lines.append(f"supported keywords: {passed}/{ran} tests passed ({passed / ran:.1%}) in {len(supported)} files")
+    lines.append(
+        f"supported keywords: {passed}/{ran} tests passed ({passed / ran:.1%}) in {len(supported)} files"
+    )
     t = tool_schemas
     clean = t.accept_total - t.conflict_total
     clean_accepted = t.accepted - t.conflict_accepted

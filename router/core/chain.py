@@ -21,7 +21,9 @@ GENESIS = bytes(32)
 
 def link(run_id: str, seq: int, payload: bytes, prev_hash: bytes) -> bytes:
     """The hash of one event, given the hash before it."""
-    return sha256(b"".join((prev_hash, run_id.encode(), b"\x00", seq.to_bytes(8, "big"), payload))).digest()
+    return sha256(
+        b"".join((prev_hash, run_id.encode(), b"\x00", seq.to_bytes(8, "big"), payload))
+    ).digest()
 
 
 class Chain:
@@ -42,7 +44,9 @@ class Chain:
         last = stored[-1]
         return cls(run_id, last.seq + 1, last.hash)
 
-    def seal(self, events: Iterable[Event], encode: Callable[[Event], bytes] = encode_event) -> list[StoredEvent]:
+    def seal(
+        self, events: Iterable[Event], encode: Callable[[Event], bytes] = encode_event
+    ) -> list[StoredEvent]:
         """Link events onto the chain. The head moves only when the caller commits.
 
         encode: how an event becomes its stored payload (canonical bytes, possibly redacted
@@ -75,14 +79,24 @@ def verify(stored: Iterable[StoredEvent], head: bytes | None = None) -> int:
     for event in stored:
         run_id = event.run_id if run_id is None else run_id
         if event.run_id != run_id:
-            raise ChainBroken(event.run_id, event.seq, f"event of another run inside run {run_id!r}")
+            raise ChainBroken(
+                event.run_id, event.seq, f"event of another run inside run {run_id!r}"
+            )
         if event.seq != expected_seq:
-            raise ChainBroken(run_id, expected_seq, f"expected seq {expected_seq}, found {event.seq}")
+            raise ChainBroken(
+                run_id, expected_seq, f"expected seq {expected_seq}, found {event.seq}"
+            )
         if event.prev_hash != last:
-            raise ChainBroken(run_id, event.seq, "prev_hash does not match the previous event's hash")
+            raise ChainBroken(
+                run_id, event.seq, "prev_hash does not match the previous event's hash"
+            )
         if link(run_id, event.seq, event.payload, last) != event.hash:
             raise ChainBroken(run_id, event.seq, "hash does not match the event's payload")
         expected_seq, last = expected_seq + 1, event.hash
     if head is not None and head != last:
-        raise ChainBroken(run_id or "?", expected_seq, "the chain does not end at the expected head: events were removed")
+        raise ChainBroken(
+            run_id or "?",
+            expected_seq,
+            "the chain does not end at the expected head: events were removed",
+        )
     return expected_seq

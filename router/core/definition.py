@@ -43,11 +43,18 @@ def definition_parts(
     """Each part of an agent's definition, hashed, by name."""
     parts = {"model": _digest(model)}
     for t in tools:
-        parts[f"tool:{t.name}"] = _digest({
-            "schema": t.schema, "permissions": sorted(t.permissions), "idempotent": t.idempotent,
-            "inline": t.inline, "timeout_s": t.timeout_s, "retry": t.retry,
-            "max_argument_bytes": t.max_argument_bytes, "code": code_fingerprint(t.fn),
-        })
+        parts[f"tool:{t.name}"] = _digest(
+            {
+                "schema": t.schema,
+                "permissions": sorted(t.permissions),
+                "idempotent": t.idempotent,
+                "inline": t.inline,
+                "timeout_s": t.timeout_s,
+                "retry": t.retry,
+                "max_argument_bytes": t.max_argument_bytes,
+                "code": code_fingerprint(t.fn),
+            }
+        )
     parts["policy"] = _digest(_policy(tools.policy))
     parts["prices"] = _digest(prices.rates())
     parts["redaction"] = _digest(redaction.describe() if redaction else None)
@@ -69,7 +76,9 @@ def hash_parts(parts: Mapping[str, str]) -> str:
 
 def changed_parts(recorded: Mapping[str, str], current: Mapping[str, str]) -> tuple[str, ...]:
     """The names of the parts added, removed or changed, sorted."""
-    return tuple(sorted(k for k in recorded.keys() | current.keys() if recorded.get(k) != current.get(k)))
+    return tuple(
+        sorted(k for k in recorded.keys() | current.keys() if recorded.get(k) != current.get(k))
+    )
 
 
 def recorded_parts(events: Sequence[Any]) -> dict[str, str]:

@@ -23,7 +23,17 @@ from .events import (
     ToolCall,
     ToolStarted,
 )
-from .fsm import AWAITING_MODEL, INTERRUPTED, NEW, RUNNING_TOOLS, TERMINAL, CallState, Phase, RunState, apply
+from .fsm import (
+    AWAITING_MODEL,
+    INTERRUPTED,
+    NEW,
+    RUNNING_TOOLS,
+    TERMINAL,
+    CallState,
+    Phase,
+    RunState,
+    apply,
+)
 from .limits import call_signature, check_spend
 
 __all__ = [
@@ -117,7 +127,9 @@ def next_effect(state: RunState) -> Effect:
         c = calls[0]
         proposed: tuple[ToolCall, ...] = (c.call,) if c.status == "proposed" else ()
         fresh: tuple[ToolCall, ...] = proposed if c.attempt == 0 else ()
-        started: tuple[ToolStarted, ...] = (c.started,) if c.status == "started" and c.started is not None else ()
+        started: tuple[ToolStarted, ...] = (
+            (c.started,) if c.status == "started" and c.started is not None else ()
+        )
     else:
         proposed, fresh, started = _gather(calls)
     exceeded = check_limits(state, fresh)
@@ -127,14 +139,28 @@ def next_effect(state: RunState) -> Effect:
         return RunTools(started)
     before = state.review.before_tools
     if before:
-        needs = tuple([c.call.id for c in calls if c.status == "proposed" and not c.approved and c.call.name in before])
+        needs = tuple(
+            [
+                c.call.id
+                for c in calls
+                if c.status == "proposed" and not c.approved and c.call.name in before
+            ]
+        )
         if needs:
-            return Record(ReviewRequested(at=state.last_at, rule="before_tool", call_ids=needs,
-                                          reason="the tool needs a reviewer's approval"))
+            return Record(
+                ReviewRequested(
+                    at=state.last_at,
+                    rule="before_tool",
+                    call_ids=needs,
+                    reason="the tool needs a reviewer's approval",
+                )
+            )
     return DecideCalls(proposed)
 
 
-def _gather(calls: tuple[CallState, ...]) -> tuple[tuple[ToolCall, ...], tuple[ToolCall, ...], tuple[ToolStarted, ...]]:
+def _gather(
+    calls: tuple[CallState, ...],
+) -> tuple[tuple[ToolCall, ...], tuple[ToolCall, ...], tuple[ToolStarted, ...]]:
     """A turn of several calls: the calls to decide, those among them never decided before
     (which the limits check) and the calls to run."""
     gathered: list[ToolCall] = []
@@ -149,7 +175,11 @@ def _gather(calls: tuple[CallState, ...]) -> tuple[tuple[ToolCall, ...], tuple[T
         elif status == "started" and c.started is not None:
             running.append(c.started)
     proposed = tuple(gathered)
-    fresh = tuple([c.call for c in calls if c.status == "proposed" and c.attempt == 0]) if retried else proposed
+    fresh = (
+        tuple([c.call for c in calls if c.status == "proposed" and c.attempt == 0])
+        if retried
+        else proposed
+    )
     return proposed, fresh, tuple(running)
 
 
@@ -157,14 +187,28 @@ def check_reviews(state: RunState) -> ReviewRequested | None:
     """Before the next model call: a rule that wants a person to look first, or None."""
     rules, at = state.review, state.last_at
     if state.after_review:
-        return ReviewRequested(at=at, rule="after_tool", call_ids=state.after_review,
-                               reason="results of tools that need review before the model sees them")
+        return ReviewRequested(
+            at=at,
+            rule="after_tool",
+            call_ids=state.after_review,
+            reason="results of tools that need review before the model sees them",
+        )
     if rules.tool_failures is not None and state.failures_in_a_row >= rules.tool_failures:
-        return ReviewRequested(at=at, rule="tool_failures",
-                               reason=f"{state.failures_in_a_row} tool calls in a row failed")
-    if rules.cost_over_usd is not None and not state.cost_reviewed and state.cost_nusd > round(rules.cost_over_usd * 1e9):
-        return ReviewRequested(at=at, rule="cost",
-                               reason=f"the run has cost ${state.cost_nusd / 1e9:.6f}, over ${rules.cost_over_usd:g}")
+        return ReviewRequested(
+            at=at,
+            rule="tool_failures",
+            reason=f"{state.failures_in_a_row} tool calls in a row failed",
+        )
+    if (
+        rules.cost_over_usd is not None
+        and not state.cost_reviewed
+        and state.cost_nusd > round(rules.cost_over_usd * 1e9)
+    ):
+        return ReviewRequested(
+            at=at,
+            rule="cost",
+            reason=f"the run has cost ${state.cost_nusd / 1e9:.6f}, over ${rules.cost_over_usd:g}",
+        )
     return None
 
 
@@ -181,14 +225,18 @@ def resume_events(state: RunState, at: int, owner: str) -> list[Event]:
     events: list[Event] = [RunResumed(at=at, owner=owner)]
     if state.phase is RUNNING_TOOLS and not state.fault:
         unsure = tuple(
-            c.call.id for c in state.calls
+            c.call.id
+            for c in state.calls
             if c.status == "started" and c.started is not None and not c.started.idempotent
         )
         if unsure:
-            events.append(RunInterrupted(
-                at=at, call_ids=unsure,
-                reason="started before a crash with no recorded result; the tool is not idempotent",
-            ))
+            events.append(
+                RunInterrupted(
+                    at=at,
+                    call_ids=unsure,
+                    reason="started before a crash with no recorded result; the tool is not idempotent",
+                )
+            )
     return events
 
 
@@ -207,7 +255,10 @@ def check_limits(state: RunState, fresh: Sequence[ToolCall] = ()) -> LimitExceed
             return exceeded
     if state.timed_out:
         return LimitExceeded(
-            at=state.last_at, limit="tool_timeout", value=1, ceiling=limits.tool_timeout_s or 0,
+            at=state.last_at,
+            limit="tool_timeout",
+            value=1,
+            ceiling=limits.tool_timeout_s or 0,
             detail=f"call {state.timed_out} timed out on every attempt",
         )
     if phase == "running_tools" and fresh:
@@ -216,7 +267,10 @@ def check_limits(state: RunState, fresh: Sequence[ToolCall] = ()) -> LimitExceed
             return exceeded
     if state.rejected > limits.max_rejected_calls:
         return LimitExceeded(
-            at=state.last_at, limit="max_rejected_calls", value=state.rejected, ceiling=limits.max_rejected_calls,
+            at=state.last_at,
+            limit="max_rejected_calls",
+            value=state.rejected,
+            ceiling=limits.max_rejected_calls,
             detail="the model kept proposing calls that were invalid, unknown or denied",
         )
     return None
@@ -228,7 +282,10 @@ def _check_proposals(state: RunState, fresh: Sequence[ToolCall]) -> LimitExceede
     proposed = state.tool_calls + len(fresh)
     if proposed > limits.max_tool_calls:
         return LimitExceeded(
-            at=at, limit="max_tool_calls", value=proposed, ceiling=limits.max_tool_calls,
+            at=at,
+            limit="max_tool_calls",
+            value=proposed,
+            ceiling=limits.max_tool_calls,
             detail=f"{len(fresh)} calls proposed with {state.tool_calls} already made",
         )
     window = state.recent_calls
@@ -236,7 +293,10 @@ def _check_proposals(state: RunState, fresh: Sequence[ToolCall]) -> LimitExceede
         repeats = window.count(call_signature(call))
         if repeats >= limits.max_repeats:
             return LimitExceeded(
-                at=at, limit="loop_detected", value=repeats, ceiling=limits.max_repeats,
+                at=at,
+                limit="loop_detected",
+                value=repeats,
+                ceiling=limits.max_repeats,
                 detail=f"tool {call.name!r} proposed with the same arguments {repeats} times "
                 f"in the last {limits.loop_window} calls",
             )

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Callable, Sequence
-from typing import Literal, TypeAlias, Union
+from typing import Literal, TypeAlias
 
 import msgspec
 
@@ -21,19 +21,22 @@ from ..errors import ConfigError
 __all__ = [
     "EVENT_TYPES",
     "KINDS",
+    "NO_USAGE",
     "Event",
     "GraphStarted",
     "Kind",
-    "Limits",
     "LimitExceeded",
+    "Limits",
     "Message",
-    "NO_USAGE",
     "ModelResponded",
     "ModelRouted",
     "NodeFailed",
     "NodeFinished",
     "Principal",
     "RedactionPolicy",
+    "ReviewDecided",
+    "ReviewRequested",
+    "ReviewRules",
     "RouteAttempt",
     "RunCancelled",
     "RunFailed",
@@ -41,9 +44,6 @@ __all__ = [
     "RunInterrupted",
     "RunMigrated",
     "RunResumed",
-    "ReviewDecided",
-    "ReviewRequested",
-    "ReviewRules",
     "RunStarted",
     "StepRouted",
     "StoredEvent",
@@ -137,8 +137,12 @@ class Limits(Data, frozen=True, omit_defaults=False):
     def __post_init__(self) -> None:
         for name in self.__struct_fields__:
             value = getattr(self, name)
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int | float) or value < 0):
-                raise ConfigError(f"Limits.{name} must be a non-negative number or None, not {value!r}")
+            if value is not None and (
+                isinstance(value, bool) or not isinstance(value, int | float) or value < 0
+            ):
+                raise ConfigError(
+                    f"Limits.{name} must be a non-negative number or None, not {value!r}"
+                )
             if name in _SECONDS_OR_DOLLARS and isinstance(value, int):
                 # 60 and 60.0 are the same limit: store one form, so equal limits encode equally
                 msgspec.structs.force_setattr(self, name, float(value))
@@ -176,7 +180,9 @@ class RedactionPolicy(Data, frozen=True):
     fields: tuple[str, ...] = ()
 
 
-class Event(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True, gc=False, tag_field="kind"):
+class Event(
+    msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True, gc=False, tag_field="kind"
+):
     """Base of every event. ``at`` is the clock's reading in microseconds."""
 
     at: int
@@ -189,11 +195,15 @@ class RunStarted(Event, frozen=True, tag="run_started"):
     model: str
     tools: tuple[str, ...] = ()
     definition: str = ""  # sha256 of what decides the run: tools and schemas, policy, prices
-    redaction: RedactionPolicy = RedactionPolicy()  # what the stored copy of every event has redacted
+    redaction: RedactionPolicy = (
+        RedactionPolicy()
+    )  # what the stored copy of every event has redacted
     agent: str = ""  # the name of the agent (the engine) that runs it
     review: ReviewRules = ReviewRules()
     parent_run_id: str = ""  # the run that spawned this one, for a child agent
-    parts: dict[str, str] = {}  # the definition's parts by name (code included), hashed: what changed
+    parts: dict[
+        str, str
+    ] = {}  # the definition's parts by name (code included), hashed: what changed
 
 
 class ModelResponded(Event, frozen=True, tag="model_responded"):
@@ -320,7 +330,15 @@ class ToolCallResolved(Event, frozen=True, tag="tool_call_resolved"):
 class ReviewRequested(Event, frozen=True, tag="review_requested"):
     """The run waits for a person: which rule, why, and the calls it holds, if any."""
 
-    rule: Literal["before_tool", "after_tool", "cost", "tool_failures", "output_check", "before_node", "after_node"]
+    rule: Literal[
+        "before_tool",
+        "after_tool",
+        "cost",
+        "tool_failures",
+        "output_check",
+        "before_node",
+        "after_node",
+    ]
     reason: str
     call_ids: tuple[str, ...] = ()
 
@@ -387,7 +405,9 @@ class StepRouted(Event, frozen=True, tag="step_routed"):
 
 class LimitExceeded(Event, frozen=True, tag="limit_exceeded"):
     limit: str
-    value: int | float  # a count stays an int, so that decoding and re-encoding gives the same bytes
+    value: (
+        int | float
+    )  # a count stays an int, so that decoding and re-encoding gives the same bytes
     ceiling: int | float
     detail: str = ""
 
@@ -401,32 +421,32 @@ class RunCancelled(Event, frozen=True, tag="run_cancelled"):
     reason: str = ""
 
 
-AnyEvent: TypeAlias = Union[
-    RunStarted,
-    ModelRouted,
-    ModelResponded,
-    ToolCallRejected,
-    ToolCallDenied,
-    ToolStarted,
-    ToolSucceeded,
-    ToolFailed,
-    RunResumed,
-    RunForked,
-    RunMigrated,
-    RunInterrupted,
-    ToolCallResolved,
-    ReviewRequested,
-    ReviewDecided,
-    GraphStarted,
-    NodeFinished,
-    NodeFailed,
-    StepRouted,
-    LimitExceeded,
-    RunFailed,
-    RunCancelled,
-]
+AnyEvent: TypeAlias = (
+    RunStarted
+    | ModelRouted
+    | ModelResponded
+    | ToolCallRejected
+    | ToolCallDenied
+    | ToolStarted
+    | ToolSucceeded
+    | ToolFailed
+    | RunResumed
+    | RunForked
+    | RunMigrated
+    | RunInterrupted
+    | ToolCallResolved
+    | ReviewRequested
+    | ReviewDecided
+    | GraphStarted
+    | NodeFinished
+    | NodeFailed
+    | StepRouted
+    | LimitExceeded
+    | RunFailed
+    | RunCancelled
+)
 
-EVENT_TYPES: tuple[type[Event], ...] = AnyEvent.__args__  # type: ignore[attr-defined]
+EVENT_TYPES: tuple[type[Event], ...] = AnyEvent.__args__
 
 
 class Kind(enum.StrEnum):

@@ -17,19 +17,19 @@ from msgspec.structs import replace
 
 from .events import (
     EVENT_TYPES,
+    NO_USAGE,
     Event,
     Kind,
-    NO_USAGE,
     LimitExceeded,
     Limits,
     ModelResponded,
     Principal,
-    RunFailed,
-    RunInterrupted,
     ReviewDecided,
     ReviewRequested,
     ReviewRules,
     RunCancelled,
+    RunFailed,
+    RunInterrupted,
     RunMigrated,
     RunStarted,
     ToolCall,
@@ -124,7 +124,9 @@ class RunState(msgspec.Struct, frozen=True, gc=False):
     after_review: tuple[str, ...] = ()  # succeeded calls whose results wait for a reviewer
     timed_out: str = ""  # a call that timed out on every attempt
     fault: str = ""  # an event that was not allowed where it arrived
-    budgeted: bool = False  # the limits set a deadline, cost or token limit (derived from them once)
+    budgeted: bool = (
+        False  # the limits set a deadline, cost or token limit (derived from them once)
+    )
 
     @property
     def terminal(self) -> bool:
@@ -140,8 +142,15 @@ Handler: TypeAlias = Callable[[RunState, Any, int], RunState]
 
 def _start(state: RunState, event: RunStarted, at: int) -> RunState:
     return replace(
-        state, phase=AWAITING_MODEL, limits=event.limits, principal=event.principal,
-        model=event.model, definition=event.definition, review=event.review, started_at=event.at, last_at=at,
+        state,
+        phase=AWAITING_MODEL,
+        limits=event.limits,
+        principal=event.principal,
+        model=event.model,
+        definition=event.definition,
+        review=event.review,
+        started_at=event.at,
+        last_at=at,
         budgeted=budgeted(event.limits),
     )
 
@@ -149,18 +158,35 @@ def _start(state: RunState, event: RunStarted, at: int) -> RunState:
 def _model_responded(state: RunState, event: ModelResponded, at: int) -> RunState:
     used, add = state.usage, event.usage
     usage = (
-        Usage(input_tokens=used.input_tokens + add.input_tokens, output_tokens=used.output_tokens + add.output_tokens)
-        if add.input_tokens or add.output_tokens else used
+        Usage(
+            input_tokens=used.input_tokens + add.input_tokens,
+            output_tokens=used.output_tokens + add.output_tokens,
+        )
+        if add.input_tokens or add.output_tokens
+        else used
     )
     if not event.tool_calls:
         if event.held:
             return replace(
-                state, phase=AWAITING_REVIEW, pending_review="output_check", held_output=event.text, calls=(),
-                steps=state.steps + 1, usage=usage, cost_nusd=state.cost_nusd + event.cost_nusd, last_at=at,
+                state,
+                phase=AWAITING_REVIEW,
+                pending_review="output_check",
+                held_output=event.text,
+                calls=(),
+                steps=state.steps + 1,
+                usage=usage,
+                cost_nusd=state.cost_nusd + event.cost_nusd,
+                last_at=at,
             )
         return replace(
-            state, phase=DONE, output=event.text, calls=(), steps=state.steps + 1, usage=usage,
-            cost_nusd=state.cost_nusd + event.cost_nusd, last_at=at,
+            state,
+            phase=DONE,
+            output=event.text,
+            calls=(),
+            steps=state.steps + 1,
+            usage=usage,
+            cost_nusd=state.cost_nusd + event.cost_nusd,
+            last_at=at,
         )
     proposed = event.tool_calls
     if len(proposed) == 1:  # most turns propose one call
@@ -176,8 +202,14 @@ def _model_responded(state: RunState, event: ModelResponded, at: int) -> RunStat
     if len(recent) > window:
         recent = recent[-window:]
     return replace(
-        state, phase=RUNNING_TOOLS, calls=calls, recent_calls=recent, steps=state.steps + 1, usage=usage,
-        cost_nusd=state.cost_nusd + event.cost_nusd, last_at=at,
+        state,
+        phase=RUNNING_TOOLS,
+        calls=calls,
+        recent_calls=recent,
+        steps=state.steps + 1,
+        usage=usage,
+        cost_nusd=state.cost_nusd + event.cost_nusd,
+        last_at=at,
     )
 
 
@@ -190,12 +222,16 @@ def _find(state: RunState, call_id: str, status: CallStatus) -> int:
     return -1
 
 
-def _replaced(calls: tuple[CallState, ...], index: int, updated: CallState) -> tuple[CallState, ...]:
+def _replaced(
+    calls: tuple[CallState, ...], index: int, updated: CallState
+) -> tuple[CallState, ...]:
     """The turn's calls with the one at ``index`` replaced."""
     return (updated,) if len(calls) == 1 else calls[:index] + (updated,) + calls[index + 1 :]
 
 
-def _settled(state: RunState, index: int, updated: CallState) -> tuple[tuple[CallState, ...], Phase]:
+def _settled(
+    state: RunState, index: int, updated: CallState
+) -> tuple[tuple[CallState, ...], Phase]:
     """The turn's calls with one replaced, and the phase that follows: the model's turn
     when every call is done, back to tools when no call waits for a decision any more."""
     calls = _replaced(state.calls, index, updated)
@@ -226,7 +262,9 @@ def _refused(state: RunState, event: ToolCallRejected | ToolCallDenied, at: int)
     i = _find(state, event.call_id, "proposed")
     if i < 0:
         return _fault(state, event, f"no proposed call {event.call_id!r}")
-    return _settle(state, i, replace(state.calls[i], status="done"), at, rejected=state.rejected + 1)
+    return _settle(
+        state, i, replace(state.calls[i], status="done"), at, rejected=state.rejected + 1
+    )
 
 
 def _tool_started(state: RunState, event: ToolStarted, at: int) -> RunState:
@@ -235,7 +273,12 @@ def _tool_started(state: RunState, event: ToolStarted, at: int) -> RunState:
         return _fault(state, event, f"no proposed call {event.call_id!r}")
     old = state.calls[i]
     new = CallState(old.call, "started", old.attempt + 1, event)
-    return replace(state, calls=_replaced(state.calls, i, new), tool_calls=state.tool_calls + (old.attempt == 0), last_at=at)
+    return replace(
+        state,
+        calls=_replaced(state.calls, i, new),
+        tool_calls=state.tool_calls + (old.attempt == 0),
+        last_at=at,
+    )
 
 
 def _tool_ended(state: RunState, event: ToolSucceeded | ToolFailed, at: int) -> RunState:
@@ -245,7 +288,9 @@ def _tool_ended(state: RunState, event: ToolSucceeded | ToolFailed, at: int) -> 
     old = state.calls[i]
     done = CallState(old.call, "done", old.attempt, old.started, old.approved)
     if isinstance(event, ToolFailed):
-        failed: dict[str, Any] = _spend(state, event) if event.cost_nusd or event.usage is not NO_USAGE else {}
+        failed: dict[str, Any] = (
+            _spend(state, event) if event.cost_nusd or event.usage is not NO_USAGE else {}
+        )
         if event.timed_out:
             failed["timed_out"] = event.call_id
         return _settle(state, i, done, at, failures_in_a_row=state.failures_in_a_row + 1, **failed)
@@ -253,20 +298,27 @@ def _tool_ended(state: RunState, event: ToolSucceeded | ToolFailed, at: int) -> 
     if not (spent.input_tokens or spent.output_tokens or event.cost_nusd or after or event.final):
         calls, phase = _settled(state, i, done)  # a plain result: the hot path
         return replace(state, calls=calls, phase=phase, failures_in_a_row=0, last_at=at)
-    extra = _spend(state, event) if spent.input_tokens or spent.output_tokens or event.cost_nusd else {}
+    extra = (
+        _spend(state, event) if spent.input_tokens or spent.output_tokens or event.cost_nusd else {}
+    )
     if event.tool in after:
         extra["after_review"] = state.after_review + (event.call_id,)
     settled = _settle(state, i, done, at, failures_in_a_row=0, **extra)
     if event.final and settled.phase is AWAITING_MODEL:  # a handoff answered for the run
         answer = msgspec.json.decode(event.result)
-        return replace(settled, phase=DONE, output=answer if isinstance(answer, str) else event.result)
+        return replace(
+            settled, phase=DONE, output=answer if isinstance(answer, str) else event.result
+        )
     return settled
 
 
 def _spend(state: RunState, event: ToolSucceeded | ToolFailed) -> dict[str, Any]:
     """What a tool's child runs spent, added to the run's (it counts against its limits)."""
     used, add = state.usage, event.usage
-    usage = Usage(input_tokens=used.input_tokens + add.input_tokens, output_tokens=used.output_tokens + add.output_tokens)
+    usage = Usage(
+        input_tokens=used.input_tokens + add.input_tokens,
+        output_tokens=used.output_tokens + add.output_tokens,
+    )
     return {"usage": usage, "cost_nusd": state.cost_nusd + event.cost_nusd}
 
 
@@ -285,7 +337,9 @@ def _resolved(state: RunState, event: ToolCallResolved, at: int) -> RunState:
     if i < 0:
         return _fault(state, event, f"no interrupted call {event.call_id!r}")
     if event.decision == "fail":
-        reason = f"call {event.call_id} failed by {event.by or 'a reviewer'}: {event.note}".rstrip(": ")
+        reason = f"call {event.call_id} failed by {event.by or 'a reviewer'}: {event.note}".rstrip(
+            ": "
+        )
         return replace(state, phase=FAILED, reason=reason, last_at=at)
     status: CallStatus = "proposed" if event.decision == "retry" else "done"
     return _settle(state, i, replace(state.calls[i], status=status), at)
@@ -294,7 +348,9 @@ def _resolved(state: RunState, event: ToolCallResolved, at: int) -> RunState:
 def _review_requested(state: RunState, event: ReviewRequested, at: int) -> RunState:
     calls = state.calls
     if (event.rule == "before_tool") != (state.phase is RUNNING_TOOLS):
-        return _fault(state, event, "held calls are reviewed while tools run, other rules before a model call")
+        return _fault(
+            state, event, "held calls are reviewed while tools run, other rules before a model call"
+        )
     if event.rule == "before_tool":
         held = set(event.call_ids)
         if not held or not held <= {c.call.id for c in calls if c.status == "proposed"}:
@@ -316,22 +372,36 @@ def _review_decided(state: RunState, event: ReviewDecided, at: int) -> RunState:
             call = calls[i].call
             if approve and event.arguments:
                 call = replace(call, arguments=event.arguments, invalid_utf8=False)
-            calls[i] = replace(calls[i], call=call, status="proposed" if approve else "done", approved=approve)
+            calls[i] = replace(
+                calls[i], call=call, status="proposed" if approve else "done", approved=approve
+            )
         phase = AWAITING_MODEL if all(c.status == "done" for c in calls) else RUNNING_TOOLS
         rejected = state.rejected + (0 if approve else len(held))
-        return replace(state, phase=phase, calls=tuple(calls), pending_review="", rejected=rejected, last_at=at)
+        return replace(
+            state, phase=phase, calls=tuple(calls), pending_review="", rejected=rejected, last_at=at
+        )
     if rule == "output_check":
         if approve:
-            return replace(state, phase=DONE, output=state.held_output, held_output="", pending_review="",
-                           last_at=at)
+            return replace(
+                state,
+                phase=DONE,
+                output=state.held_output,
+                held_output="",
+                pending_review="",
+                last_at=at,
+            )
         return replace(state, phase=AWAITING_MODEL, held_output="", pending_review="", last_at=at)
     if not approve:
         reason = f"review ({rule}) rejected by {who}{note}"
         return replace(state, phase=FAILED, reason=reason, pending_review="", last_at=at)
     approved: dict[str, dict[str, Any]] = {
-        "cost": {"cost_reviewed": True}, "tool_failures": {"failures_in_a_row": 0}, "after_tool": {"after_review": ()},
+        "cost": {"cost_reviewed": True},
+        "tool_failures": {"failures_in_a_row": 0},
+        "after_tool": {"after_review": ()},
     }
-    return replace(state, phase=AWAITING_MODEL, pending_review="", last_at=at, **approved.get(rule, {}))
+    return replace(
+        state, phase=AWAITING_MODEL, pending_review="", last_at=at, **approved.get(rule, {})
+    )
 
 
 def _noted(state: RunState, event: Event, at: int) -> RunState:
@@ -370,12 +440,14 @@ TABLE: dict[tuple[Phase, Kind], Entry] = {
     (RUNNING_TOOLS, Kind.TOOL_FAILED): (_tool_ended, (RUNNING_TOOLS, AWAITING_MODEL)),
     (RUNNING_TOOLS, Kind.RUN_INTERRUPTED): (_interrupted, (INTERRUPTED,)),
     (INTERRUPTED, Kind.TOOL_CALL_RESOLVED): (
-        _resolved, (INTERRUPTED, RUNNING_TOOLS, AWAITING_MODEL, FAILED),
+        _resolved,
+        (INTERRUPTED, RUNNING_TOOLS, AWAITING_MODEL, FAILED),
     ),
     (RUNNING_TOOLS, Kind.REVIEW_REQUESTED): (_review_requested, (AWAITING_REVIEW,)),
     (AWAITING_MODEL, Kind.REVIEW_REQUESTED): (_review_requested, (AWAITING_REVIEW,)),
     (AWAITING_REVIEW, Kind.REVIEW_DECIDED): (
-        _review_decided, (RUNNING_TOOLS, AWAITING_MODEL, DONE, FAILED),
+        _review_decided,
+        (RUNNING_TOOLS, AWAITING_MODEL, DONE, FAILED),
     ),
 }
 for _phase in LIVE:

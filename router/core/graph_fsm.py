@@ -20,7 +20,9 @@ from typing import Any, TypeAlias
 import msgspec
 from msgspec.structs import replace
 
+from .effects import AwaitReview, Effect, Idle, Record
 from .events import (
+    EVENT_TYPES,
     NO_USAGE,
     Event,
     GraphStarted,
@@ -40,9 +42,7 @@ from .events import (
     Usage,
     kind_of,
     kind_of_type,
-    EVENT_TYPES,
 )
-from .effects import AwaitReview, Effect, Idle, Record
 from .limits import budgeted, check_spend
 
 __all__ = [
@@ -134,9 +134,18 @@ Handler: TypeAlias = Callable[[GraphState, Any, "Merge"], GraphState]
 def _started(s: GraphState, e: GraphStarted, merge: Merge) -> GraphState:
     if not e.first:  # a running graph always has a step to run
         return _fault(s, e, "starts with no tasks")
-    return GraphState(phase=RUNNING, state=msgspec.json.decode(e.state), tasks=e.first, started_at=e.at,
-                      last_at=e.at, graph=e.graph, definition=e.definition, limits=e.limits,
-                      principal=e.principal, budgeted=budgeted(e.limits))
+    return GraphState(
+        phase=RUNNING,
+        state=msgspec.json.decode(e.state),
+        tasks=e.first,
+        started_at=e.at,
+        last_at=e.at,
+        graph=e.graph,
+        definition=e.definition,
+        limits=e.limits,
+        principal=e.principal,
+        budgeted=budgeted(e.limits),
+    )
 
 
 def _node_ended(s: GraphState, e: NodeFinished | NodeFailed, merge: Merge) -> GraphState:
@@ -146,9 +155,13 @@ def _node_ended(s: GraphState, e: NodeFinished | NodeFailed, merge: Merge) -> Gr
         return _fault(s, e, f"node {e.node!r} already has its result in step {s.step}")
     usage = s.usage
     if e.usage.input_tokens or e.usage.output_tokens:
-        usage = Usage(input_tokens=usage.input_tokens + e.usage.input_tokens,
-                      output_tokens=usage.output_tokens + e.usage.output_tokens)
-    return replace(s, results=s.results + (e,), usage=usage, cost_nusd=s.cost_nusd + e.cost_nusd, last_at=e.at)
+        usage = Usage(
+            input_tokens=usage.input_tokens + e.usage.input_tokens,
+            output_tokens=usage.output_tokens + e.usage.output_tokens,
+        )
+    return replace(
+        s, results=s.results + (e,), usage=usage, cost_nusd=s.cost_nusd + e.cost_nusd, last_at=e.at
+    )
 
 
 def _routed(s: GraphState, e: StepRouted, merge: Merge) -> GraphState:
@@ -157,9 +170,22 @@ def _routed(s: GraphState, e: StepRouted, merge: Merge) -> GraphState:
     if len(s.results) != len(s.tasks):
         return _fault(s, e, f"routes step {s.step} before every task has its result")
     by_task = {(f.node, f.item): f.update for f in s.results if isinstance(f, NodeFinished)}
-    updates = [msgspec.json.decode(by_task[(t.node, t.item)]) for t in s.tasks if (t.node, t.item) in by_task]
-    return replace(s, phase=RUNNING if e.next else DONE, state=merge(s.state, updates), step=e.step + 1,
-                   tasks=e.next, results=(), last_at=e.at, reviewed="", ran=tuple(t.node for t in s.tasks))
+    updates = [
+        msgspec.json.decode(by_task[(t.node, t.item)])
+        for t in s.tasks
+        if (t.node, t.item) in by_task
+    ]
+    return replace(
+        s,
+        phase=RUNNING if e.next else DONE,
+        state=merge(s.state, updates),
+        step=e.step + 1,
+        tasks=e.next,
+        results=(),
+        last_at=e.at,
+        reviewed="",
+        ran=tuple(t.node for t in s.tasks),
+    )
 
 
 def _review_requested(s: GraphState, e: ReviewRequested, merge: Merge) -> GraphState:
@@ -169,8 +195,13 @@ def _review_requested(s: GraphState, e: ReviewRequested, merge: Merge) -> GraphS
 def _review_decided(s: GraphState, e: ReviewDecided, merge: Merge) -> GraphState:
     if e.decision == "reject":
         note = f" ({e.note})" if e.note else ""
-        return replace(s, phase=FAILED, reason=f"review ({s.pending_review}) rejected by {e.by or 'a reviewer'}{note}",
-                       pending_review="", last_at=e.at)
+        return replace(
+            s,
+            phase=FAILED,
+            reason=f"review ({s.pending_review}) rejected by {e.by or 'a reviewer'}{note}",
+            pending_review="",
+            last_at=e.at,
+        )
     return replace(s, phase=RUNNING, reviewed=s.pending_review, pending_review="", last_at=e.at)
 
 
@@ -187,7 +218,9 @@ def _migrated(s: GraphState, e: RunMigrated, merge: Merge) -> GraphState:
 def _ended(phase: GraphPhase) -> Handler:
     def end(s: GraphState, e: LimitExceeded | RunFailed | RunCancelled, merge: Merge) -> GraphState:
         if isinstance(e, LimitExceeded):
-            reason = f"{e.limit}: {e.value:g} (limit {e.ceiling:g})" + (f" ({e.detail})" if e.detail else "")
+            reason = f"{e.limit}: {e.value:g} (limit {e.ceiling:g})" + (
+                f" ({e.detail})" if e.detail else ""
+            )
         else:
             reason = e.reason
         return replace(s, phase=phase, reason=reason, last_at=max(s.last_at, e.at))
@@ -216,7 +249,11 @@ for _phase in LIVE:
     GRAPH_TABLE[(_phase, Kind.RUN_CANCELLED)] = (_ended(CANCELLED), (CANCELLED,))
 
 _HANDLERS: dict[GraphPhase, dict[type[Event], Handler]] = {
-    phase: {t: GRAPH_TABLE[(phase, kind_of_type(t))][0] for t in EVENT_TYPES if (phase, kind_of_type(t)) in GRAPH_TABLE}
+    phase: {
+        t: GRAPH_TABLE[(phase, kind_of_type(t))][0]
+        for t in EVENT_TYPES
+        if (phase, kind_of_type(t)) in GRAPH_TABLE
+    }
     for phase in GraphPhase
 }
 
@@ -249,8 +286,11 @@ def fold_graph(merge: Merge | None, events: Iterable[Event]) -> GraphState:
     return s
 
 
-def next_graph_effect(s: GraphState, review_before: frozenset[str] = frozenset(),
-                      review_after: frozenset[str] = frozenset()) -> Effect:
+def next_graph_effect(
+    s: GraphState,
+    review_before: frozenset[str] = frozenset(),
+    review_after: frozenset[str] = frozenset(),
+) -> Effect:
     """What the driver must do next. Limits are checked here, before every step and
     before routing."""
     if s.terminal:
@@ -268,8 +308,13 @@ def next_graph_effect(s: GraphState, review_before: frozenset[str] = frozenset()
         failed = next((r for r in s.results if isinstance(r, NodeFailed)), None)
         if failed is not None:
             what = "timed out" if failed.timed_out else "failed"
-            return Record(RunFailed(at=s.last_at, code="node_failed",
-                                    reason=f"node {failed.node!r} {what}: {failed.error}"))
+            return Record(
+                RunFailed(
+                    at=s.last_at,
+                    code="node_failed",
+                    reason=f"node {failed.node!r} {what}: {failed.error}",
+                )
+            )
         # A step cut short (a fork between its results) runs only the tasks without one.
         ended = {(r.node, r.item) for r in s.results}
         left = tuple(t for t in s.tasks if (t.node, t.item) not in ended)
@@ -286,12 +331,20 @@ def _review(s: GraphState, before: frozenset[str], after: frozenset[str]) -> Rev
     if s.step and s.reviewed != "after_node":
         done = sorted(set(s.ran) & after)
         if done:
-            return ReviewRequested(at=s.last_at, rule="after_node", call_ids=tuple(done),
-                                   reason=f"the results of {', '.join(done)} wait for a reviewer")
+            return ReviewRequested(
+                at=s.last_at,
+                rule="after_node",
+                call_ids=tuple(done),
+                reason=f"the results of {', '.join(done)} wait for a reviewer",
+            )
     coming = sorted({t.node for t in s.tasks} & before)
     if coming:
-        return ReviewRequested(at=s.last_at, rule="before_node", call_ids=tuple(coming),
-                               reason=f"{', '.join(coming)} need a reviewer's approval")
+        return ReviewRequested(
+            at=s.last_at,
+            rule="before_node",
+            call_ids=tuple(coming),
+            reason=f"{', '.join(coming)} need a reviewer's approval",
+        )
     return None
 
 

@@ -59,7 +59,10 @@ class PriceTable:
 
     def rates(self) -> dict[str, Any]:
         """The table as nano-USD per input and output token, and whether it is strict."""
-        return {"strict": self._strict, "nusd_per_token": {m: list(r) for m, r in self._nusd_per_token.items()}}
+        return {
+            "strict": self._strict,
+            "nusd_per_token": {m: list(r) for m, r in self._nusd_per_token.items()},
+        }
 
     def cost_nusd(self, model: str, usage: Usage) -> int:
         rates = self._nusd_per_token.get(model)
@@ -101,20 +104,29 @@ def check_spend(state: Spent, stepping: bool) -> LimitExceeded | None:
         if limits.deadline_s is not None:
             elapsed = (state.last_at - state.started_at) / 1e6
             if elapsed > limits.deadline_s:
-                return LimitExceeded(at=state.last_at, limit="deadline", value=elapsed, ceiling=limits.deadline_s)
+                return LimitExceeded(
+                    at=state.last_at, limit="deadline", value=elapsed, ceiling=limits.deadline_s
+                )
         exceeded = _check_budgets(state)
         if exceeded is not None:
             return exceeded
     if stepping and state.steps >= limits.max_steps:
-        return LimitExceeded(at=state.last_at, limit="max_steps", value=state.steps, ceiling=limits.max_steps)
+        return LimitExceeded(
+            at=state.last_at, limit="max_steps", value=state.steps, ceiling=limits.max_steps
+        )
     return None
 
 
 def budgeted(limits: Limits) -> bool:
     """Whether the limits set a deadline, a cost ceiling or a token limit."""
-    return limits.deadline_s is not None or limits.max_cost_usd is not None or (
-        limits.max_total_tokens is not None or limits.max_input_tokens is not None
-        or limits.max_output_tokens is not None
+    return (
+        limits.deadline_s is not None
+        or limits.max_cost_usd is not None
+        or (
+            limits.max_total_tokens is not None
+            or limits.max_input_tokens is not None
+            or limits.max_output_tokens is not None
+        )
     )
 
 
@@ -122,14 +134,29 @@ def _check_budgets(state: Spent) -> LimitExceeded | None:
     """The cost ceiling and the token limits, in that order."""
     limits, usage, at = state.limits, state.usage, state.last_at
     if limits.max_cost_usd is not None and state.cost_nusd > round(limits.max_cost_usd * 1e9):
-        return LimitExceeded(at=at, limit="max_cost_usd", value=state.cost_nusd / 1e9, ceiling=limits.max_cost_usd)
+        return LimitExceeded(
+            at=at, limit="max_cost_usd", value=state.cost_nusd / 1e9, ceiling=limits.max_cost_usd
+        )
     if limits.max_total_tokens is not None and usage.total_tokens > limits.max_total_tokens:
-        return LimitExceeded(at=at, limit="max_total_tokens", value=usage.total_tokens, ceiling=limits.max_total_tokens)
+        return LimitExceeded(
+            at=at,
+            limit="max_total_tokens",
+            value=usage.total_tokens,
+            ceiling=limits.max_total_tokens,
+        )
     if limits.max_input_tokens is not None and usage.input_tokens > limits.max_input_tokens:
-        return LimitExceeded(at=at, limit="max_input_tokens", value=usage.input_tokens, ceiling=limits.max_input_tokens)
+        return LimitExceeded(
+            at=at,
+            limit="max_input_tokens",
+            value=usage.input_tokens,
+            ceiling=limits.max_input_tokens,
+        )
     if limits.max_output_tokens is not None and usage.output_tokens > limits.max_output_tokens:
         return LimitExceeded(
-            at=at, limit="max_output_tokens", value=usage.output_tokens, ceiling=limits.max_output_tokens
+            at=at,
+            limit="max_output_tokens",
+            value=usage.output_tokens,
+            ceiling=limits.max_output_tokens,
         )
     return None
 
@@ -239,7 +266,11 @@ class Meter:
         parts = [*self._children.values(), self._other]
         total_in = sum(u.input_tokens for u, _ in parts)
         total_out = sum(u.output_tokens for u, _ in parts)
-        return Usage(input_tokens=total_in, output_tokens=total_out) if total_in or total_out else NO_USAGE
+        return (
+            Usage(input_tokens=total_in, output_tokens=total_out)
+            if total_in or total_out
+            else NO_USAGE
+        )
 
     @property
     def cost_nusd(self) -> int:
@@ -252,5 +283,10 @@ class Meter:
 
     def add(self, usage: Usage, cost_nusd: int) -> None:
         used, cost = self._other
-        self._other = (Usage(input_tokens=used.input_tokens + usage.input_tokens,
-                             output_tokens=used.output_tokens + usage.output_tokens), cost + cost_nusd)
+        self._other = (
+            Usage(
+                input_tokens=used.input_tokens + usage.input_tokens,
+                output_tokens=used.output_tokens + usage.output_tokens,
+            ),
+            cost + cost_nusd,
+        )

@@ -11,7 +11,15 @@ import msgspec
 from .events import Event, Message, RouteAttempt, StoredEvent, Usage
 
 __all__ = [
-    "Cipher", "Lease", "LeaseChange", "Model", "ModelTurn", "Observer", "ProposedCall", "RunSummary", "Store",
+    "Cipher",
+    "Lease",
+    "LeaseChange",
+    "Model",
+    "ModelTurn",
+    "Observer",
+    "ProposedCall",
+    "RunSummary",
+    "Store",
     "StreamDelta",
     "current_run_id",
 ]
@@ -36,8 +44,12 @@ class ModelTurn(msgspec.Struct, frozen=True):
     tool_calls: tuple[ProposedCall, ...] = ()
     usage: Usage = Usage()
     model: str = ""  # the model asked, as the price table names it ("" for the adapter's name)
-    served_model: str = ""  # the exact model the provider says answered (a dated snapshot), if it says
-    route: tuple[RouteAttempt, ...] = ()  # how a routing policy chose that model, recorded as model_routed
+    served_model: str = (
+        ""  # the exact model the provider says answered (a dated snapshot), if it says
+    )
+    route: tuple[
+        RouteAttempt, ...
+    ] = ()  # how a routing policy chose that model, recorded as model_routed
 
 
 class StreamDelta(msgspec.Struct, frozen=True):
@@ -59,7 +71,9 @@ class StreamDelta(msgspec.Struct, frozen=True):
 class Model(Protocol):
     name: str
 
-    async def respond(self, messages: Sequence[Message], tools: Sequence[dict[str, Any]]) -> ModelTurn:
+    async def respond(
+        self, messages: Sequence[Message], tools: Sequence[dict[str, Any]]
+    ) -> ModelTurn:
         """One model turn. ``tools`` are JSON Schemas in the OpenAI function format."""
         ...
 
@@ -87,7 +101,9 @@ class LeaseChange(msgspec.Struct, frozen=True):
 class Store(Protocol):
     """An append-only log of runs. See router.testing for the contract every store passes."""
 
-    async def append(self, events: Sequence[StoredEvent], *, lease: LeaseChange | None = None) -> None:
+    async def append(
+        self, events: Sequence[StoredEvent], *, lease: LeaseChange | None = None
+    ) -> None:
         """Append one run's events atomically: all or none.
 
         Raises SeqConflict unless the first event continues the run's chain (its seq is
@@ -104,8 +120,7 @@ class Store(Protocol):
         """The run's events with seq > after, in seq order."""
         ...
 
-    async def runs(self) -> list[RunSummary]:
-        ...
+    async def runs(self) -> list[RunSummary]: ...
 
     async def scan(self, after: int = 0, limit: int = 10_000) -> list[tuple[int, StoredEvent]]:
         """Events of every run in the order they were appended, as (id, event) with
@@ -116,11 +131,9 @@ class Store(Protocol):
         """Take or renew the run's lease. Raises LeaseHeld if another owner holds it."""
         ...
 
-    async def release_lease(self, run_id: str, owner: str) -> None:
-        ...
+    async def release_lease(self, run_id: str, owner: str) -> None: ...
 
-    async def aclose(self) -> None:
-        ...
+    async def aclose(self) -> None: ...
 
 
 class Observer(Protocol):

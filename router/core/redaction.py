@@ -35,19 +35,29 @@ class Redaction:
 
     __slots__ = ("_patterns", "_fields", "_field_words")
 
-    def __init__(self, patterns: Mapping[str, str] | None = None, fields: Iterable[str] = ()) -> None:
+    def __init__(
+        self, patterns: Mapping[str, str] | None = None, fields: Iterable[str] = ()
+    ) -> None:
         self._patterns: list[tuple[str, re.Pattern[str]]] = []
         for name, expression in sorted((patterns or {}).items()):
             try:
                 self._patterns.append((name, re.compile(expression)))
             except re.error as exc:
-                raise ConfigError(f"redaction pattern {name!r} is not a regular expression: {exc}") from exc
+                raise ConfigError(
+                    f"redaction pattern {name!r} is not a regular expression: {exc}"
+                ) from exc
         self._fields = frozenset(f.lower() for f in fields)
         # A field name, in any quoting, to find it in text that is not JSON (malformed arguments).
         self._field_words = (
-            re.compile("|".join(rf"(?<![A-Za-z0-9_]){re.escape(f)}(?![A-Za-z0-9_])" for f in sorted(self._fields)),
-                       re.IGNORECASE)
-            if self._fields else None
+            re.compile(
+                "|".join(
+                    rf"(?<![A-Za-z0-9_]){re.escape(f)}(?![A-Za-z0-9_])"
+                    for f in sorted(self._fields)
+                ),
+                re.IGNORECASE,
+            )
+            if self._fields
+            else None
         )
 
     def __bool__(self) -> bool:
@@ -77,11 +87,18 @@ class Redaction:
 
     def names(self) -> tuple[str, ...]:
         """What the policy redacts, by name."""
-        return tuple(sorted([f"pattern:{n}" for n, _ in self._patterns] + [f"field:{f}" for f in self._fields]))
+        return tuple(
+            sorted(
+                [f"pattern:{n}" for n, _ in self._patterns] + [f"field:{f}" for f in self._fields]
+            )
+        )
 
     def describe(self) -> dict[str, Any]:
         """The policy as plain data, as a run records it."""
-        return {"patterns": {n: p.pattern for n, p in self._patterns}, "fields": sorted(self._fields)}
+        return {
+            "patterns": {n: p.pattern for n, p in self._patterns},
+            "fields": sorted(self._fields),
+        }
 
     def apply(self, payload: bytes) -> bytes:
         """The payload with every match and every listed field replaced."""
@@ -102,12 +119,19 @@ class Redaction:
                 return {k: self._walk(v, embedded=False, key=k) for k, v in value.items()}
             fields = self._fields
             return {
-                self._text(k): f"[redacted:{k}]" if k.lower() in fields else self._walk(v, embedded=True, key=k)
+                self._text(k): f"[redacted:{k}]"
+                if k.lower() in fields
+                else self._walk(v, embedded=True, key=k)
                 for k, v in value.items()
             }
         if isinstance(value, list):
             return [self._walk(v, embedded=embedded) for v in value]
-        if embedded and self._patterns and isinstance(value, int | float) and not isinstance(value, bool):
+        if (
+            embedded
+            and self._patterns
+            and isinstance(value, int | float)
+            and not isinstance(value, bool)
+        ):
             text = repr(value)
             redacted = self._text(text)
             return value if redacted == text else redacted  # a card number sent as a number

@@ -13,6 +13,17 @@ from collections.abc import Callable, Sequence
 import msgspec
 from msgspec.structs import replace
 
+from .effects import (
+    AwaitDecision,
+    AwaitReview,
+    CallModel,
+    DecideCalls,
+    Finish,
+    Record,
+    RunTools,
+    next_effect,
+    resume_events,
+)
 from .events import (
     Event,
     LimitExceeded,
@@ -30,7 +41,6 @@ from .events import (
     ToolSucceeded,
     encode_event,
 )
-from .effects import AwaitDecision, AwaitReview, CallModel, DecideCalls, Finish, Record, RunTools, next_effect, resume_events
 from .fsm import RunState, apply
 from .limits import PriceTable
 from .tools import Tools
@@ -107,12 +117,17 @@ def replay_events(
                 return ReplayReport(run_id, seq, Divergence(seq, _text(event), _text(produced)))
         state = apply(state, event)
     if expected_next:
-        return ReplayReport(run_id, len(recorded), Divergence(len(recorded), "(end of the log)",
-                                                              _text(expected_next[0])))
+        return ReplayReport(
+            run_id,
+            len(recorded),
+            Divergence(len(recorded), "(end of the log)", _text(expected_next[0])),
+        )
     return ReplayReport(run_id, len(recorded))
 
 
-def _check(state: RunState, event: Event, tools: Tools, prices: PriceTable, decided: list[Event]) -> str | None:
+def _check(
+    state: RunState, event: Event, tools: Tools, prices: PriceTable, decided: list[Event]
+) -> str | None:
     """Match ``event`` against the effect the current code wants next. Decisions are
     queued in ``decided``; an accepted outcome returns None; a mismatch returns why."""
     effect = next_effect(state)

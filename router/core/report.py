@@ -101,7 +101,9 @@ class Report:
         run = self.runs.setdefault(run_id, _Run(first_at=event.at))
         if isinstance(event, RunStarted | GraphStarted):
             run.principal = event.principal.id
-        elif isinstance(event, NodeFinished | NodeFailed):  # a graph node: what its child runs spent
+        elif isinstance(
+            event, NodeFinished | NodeFailed
+        ):  # a graph node: what its child runs spent
             run.tokens_in += event.usage.input_tokens
             run.tokens_out += event.usage.output_tokens
             run.cost_nusd += event.cost_nusd
@@ -146,7 +148,9 @@ class Report:
         else:
             run.ended = "done"
 
-    def _tool(self, run: _Run, event: ToolSucceeded | ToolFailed | ToolCallRejected | ToolCallDenied) -> None:
+    def _tool(
+        self, run: _Run, event: ToolSucceeded | ToolFailed | ToolCallRejected | ToolCallDenied
+    ) -> None:
         tool = self.tools.setdefault(event.tool, _Tool())
         tool.cost_nusd += run.turn_cost.pop(event.call_id, 0)
         if isinstance(event, ToolSucceeded):
@@ -171,38 +175,99 @@ class Report:
         return {
             "runs": (
                 ["run", "principal", "ended", "steps", "tokens in", "tokens out", "cost $"],
-                [[rid, r.principal, r.ended or "unfinished", str(r.steps), str(r.tokens_in), str(r.tokens_out),
-                  f"{r.cost_nusd / 1e9:.6f}"] for rid, r in self.runs.items()],
+                [
+                    [
+                        rid,
+                        r.principal,
+                        r.ended or "unfinished",
+                        str(r.steps),
+                        str(r.tokens_in),
+                        str(r.tokens_out),
+                        f"{r.cost_nusd / 1e9:.6f}",
+                    ]
+                    for rid, r in self.runs.items()
+                ],
             ),
             "models": (
                 ["model", "turns", "tokens in", "tokens out", "cost $", "p50 ms", "p99 ms"],
-                [[name, str(m.turns), str(m.tokens_in), str(m.tokens_out), f"{m.cost_nusd / 1e9:.6f}",
-                  f"{_pct(m.latencies, 50):.2f}", f"{_pct(m.latencies, 99):.2f}"] for name, m in sorted(self.models.items())],
+                [
+                    [
+                        name,
+                        str(m.turns),
+                        str(m.tokens_in),
+                        str(m.tokens_out),
+                        f"{m.cost_nusd / 1e9:.6f}",
+                        f"{_pct(m.latencies, 50):.2f}",
+                        f"{_pct(m.latencies, 99):.2f}",
+                    ]
+                    for name, m in sorted(self.models.items())
+                ],
             ),
             "tools": (
-                ["tool", "calls", "ok", "failed", "timed out", "rejected", "denied", "success %", "cost $",
-                 "p50 ms", "p99 ms"],
-                [[name, str(t.calls), str(t.succeeded), str(t.failed), str(t.timed_out), str(t.rejected),
-                  str(t.denied), f"{100 * t.succeeded / t.calls:.0f}" if t.calls else "-",
-                  f"{t.cost_nusd / 1e9:.6f}", f"{_pct(t.latencies, 50):.2f}", f"{_pct(t.latencies, 99):.2f}"]
-                 for name, t in sorted(self.tools.items())],
+                [
+                    "tool",
+                    "calls",
+                    "ok",
+                    "failed",
+                    "timed out",
+                    "rejected",
+                    "denied",
+                    "success %",
+                    "cost $",
+                    "p50 ms",
+                    "p99 ms",
+                ],
+                [
+                    [
+                        name,
+                        str(t.calls),
+                        str(t.succeeded),
+                        str(t.failed),
+                        str(t.timed_out),
+                        str(t.rejected),
+                        str(t.denied),
+                        f"{100 * t.succeeded / t.calls:.0f}" if t.calls else "-",
+                        f"{t.cost_nusd / 1e9:.6f}",
+                        f"{_pct(t.latencies, 50):.2f}",
+                        f"{_pct(t.latencies, 99):.2f}",
+                    ]
+                    for name, t in sorted(self.tools.items())
+                ],
             ),
-            **({"routing": (
-                ["model", "answered", "failed", "timed out", "skipped"],
-                [[name, str(r.answered), str(r.failed), str(r.timed_out), str(r.skipped)]
-                 for name, r in sorted(self.routes.items())],
-            )} if self.routes else {}),
+            **(
+                {
+                    "routing": (
+                        ["model", "answered", "failed", "timed out", "skipped"],
+                        [
+                            [name, str(r.answered), str(r.failed), str(r.timed_out), str(r.skipped)]
+                            for name, r in sorted(self.routes.items())
+                        ],
+                    )
+                }
+                if self.routes
+                else {}
+            ),
             "steps": (
                 ["steps", "p50 ms", "p90 ms", "p99 ms", "max ms"],
-                [[str(len(steps)), f"{_pct(steps, 50):.2f}", f"{_pct(steps, 90):.2f}", f"{_pct(steps, 99):.2f}",
-                  f"{_pct(steps, 100):.2f}"]],
+                [
+                    [
+                        str(len(steps)),
+                        f"{_pct(steps, 50):.2f}",
+                        f"{_pct(steps, 90):.2f}",
+                        f"{_pct(steps, 99):.2f}",
+                        f"{_pct(steps, 100):.2f}",
+                    ]
+                ],
             ),
         }
 
     def text(self) -> str:
         out = []
         for title, (header, rows) in self.tables().items():
-            widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(header)]
+            widths = [
+                max(len(h), *(len(r[i]) for r in rows)) if rows else len(h)
+                for i, h in enumerate(header)
+            ]
             out.append(title)
             out.append("  ".join(h.ljust(w) for h, w in zip(header, widths)))
             out.extend("  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in rows)
@@ -211,13 +276,30 @@ class Report:
 
     def html(self) -> str:
         """A self-contained page: the tables, and bar charts of cost per tool and per model."""
-        parts = ["<!doctype html><meta charset=utf-8><title>router report</title>",
-                 "<style>body{font:14px sans-serif;margin:2em}table{border-collapse:collapse;margin:1em 0}"
-                 "td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}th{background:#eee}</style>"]
-        parts.append(_bars("cost per tool ($)", {n: t.cost_nusd / 1e9 for n, t in sorted(self.tools.items())}))
-        parts.append(_bars("cost per model ($)", {n: m.cost_nusd / 1e9 for n, m in sorted(self.models.items())}))
-        parts.append(_bars("tool success (%)", {n: 100 * t.succeeded / t.calls if t.calls else 0
-                                                for n, t in sorted(self.tools.items())}))
+        parts = [
+            "<!doctype html><meta charset=utf-8><title>router report</title>",
+            "<style>body{font:14px sans-serif;margin:2em}table{border-collapse:collapse;margin:1em 0}"
+            "td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}th{background:#eee}</style>",
+        ]
+        parts.append(
+            _bars(
+                "cost per tool ($)", {n: t.cost_nusd / 1e9 for n, t in sorted(self.tools.items())}
+            )
+        )
+        parts.append(
+            _bars(
+                "cost per model ($)", {n: m.cost_nusd / 1e9 for n, m in sorted(self.models.items())}
+            )
+        )
+        parts.append(
+            _bars(
+                "tool success (%)",
+                {
+                    n: 100 * t.succeeded / t.calls if t.calls else 0
+                    for n, t in sorted(self.tools.items())
+                },
+            )
+        )
         for title, (header, rows) in self.tables().items():
             parts.append(f"<h2>{html.escape(title)}</h2><table><tr>")
             parts.extend(f"<th>{html.escape(h)}</th>" for h in header)
@@ -233,8 +315,13 @@ def _bars(title: str, values: dict[str, float]) -> str:
     rows = []
     for i, (name, value) in enumerate(values.items()):
         width = 400 * value / top
-        rows.append(f'<text x="0" y="{20 * i + 14}">{html.escape(name)}</text>'
-                    f'<rect x="160" y="{20 * i + 3}" width="{width:.1f}" height="14" fill="#4a7"/>'
-                    f'<text x="{165 + width:.1f}" y="{20 * i + 14}">{value:.6g}</text>')
-    return (f"<h2>{html.escape(title)}</h2><svg width='700' height='{20 * len(values) + 10}'>"
-            + "".join(rows) + "</svg>")
+        rows.append(
+            f'<text x="0" y="{20 * i + 14}">{html.escape(name)}</text>'
+            f'<rect x="160" y="{20 * i + 3}" width="{width:.1f}" height="14" fill="#4a7"/>'
+            f'<text x="{165 + width:.1f}" y="{20 * i + 14}">{value:.6g}</text>'
+        )
+    return (
+        f"<h2>{html.escape(title)}</h2><svg width='700' height='{20 * len(values) + 10}'>"
+        + "".join(rows)
+        + "</svg>"
+    )

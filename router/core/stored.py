@@ -38,7 +38,9 @@ def decode_stored(stored: StoredEvent, cipher: Cipher | None = None) -> Any:
     try:
         return decode_event(payload)
     except msgspec.DecodeError as exc:
-        raise StoreError(f"run {stored.run_id!r}: event {stored.seq} is not an event this router knows: {exc}") from exc
+        raise StoreError(
+            f"run {stored.run_id!r}: event {stored.seq} is not an event this router knows: {exc}"
+        ) from exc
 
 
 def decode_run(stored: Sequence[StoredEvent], cipher: Cipher | None = None) -> list[Any]:

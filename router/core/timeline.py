@@ -7,12 +7,11 @@ from collections.abc import Sequence
 from .events import (
     Event,
     GraphStarted,
-    NodeFailed,
-    NodeFinished,
-    StepRouted,
     LimitExceeded,
     ModelResponded,
     ModelRouted,
+    NodeFailed,
+    NodeFinished,
     ReviewDecided,
     ReviewRequested,
     RunCancelled,
@@ -22,6 +21,7 @@ from .events import (
     RunMigrated,
     RunResumed,
     RunStarted,
+    StepRouted,
     ToolCallDenied,
     ToolCallRejected,
     ToolCallResolved,
@@ -48,35 +48,54 @@ def _describe(event: Event) -> tuple[str, str]:
         u = event.usage
         cost = f"  ${event.cost_nusd / 1e9:.6f}" if event.cost_nusd else ""
         served = f"  [{event.served_model}]" if event.served_model else ""
-        head = (f"step {event.step}  {u.input_tokens} in / {u.output_tokens} out tokens{cost}  "
-                f"{event.latency_us / 1000:.1f} ms{served}")
+        head = (
+            f"step {event.step}  {u.input_tokens} in / {u.output_tokens} out tokens{cost}  "
+            f"{event.latency_us / 1000:.1f} ms{served}"
+        )
         calls = "; ".join(f"{c.name}({_clip(c.arguments, 60)})" for c in event.tool_calls)
         held = f"  (held for review: {event.held})" if event.held else ""
         answer = f"{head}\n{'':22}-> answer: {_clip(event.text)!r}{held}"
         return "model", f"{head}\n{'':22}-> {calls}" if calls else answer
     if isinstance(event, ModelRouted):
-        tried = "; ".join(f"{a.model} {a.outcome}" + (f" ({_clip(a.detail, 40)})" if a.detail else "")
-                          for a in event.attempts)
+        tried = "; ".join(
+            f"{a.model} {a.outcome}" + (f" ({_clip(a.detail, 40)})" if a.detail else "")
+            for a in event.attempts
+        )
         return "model routed", f"step {event.step} -> {event.chosen or 'none'}: {tried}"
     if isinstance(event, ToolCallRejected):
         where = f" at {event.path}" if event.path else ""
-        return "REJECTED", f"{event.tool} [{event.call_id}] {event.code}{where}: {_clip(event.reason, 60)}"
+        return (
+            "REJECTED",
+            f"{event.tool} [{event.call_id}] {event.code}{where}: {_clip(event.reason, 60)}",
+        )
     if isinstance(event, ToolCallDenied):
-        return "DENIED", f"{event.tool} [{event.call_id}] {event.principal} lacks {', '.join(event.missing)}"
+        return (
+            "DENIED",
+            f"{event.tool} [{event.call_id}] {event.principal} lacks {', '.join(event.missing)}",
+        )
     if isinstance(event, ToolStarted):
         effect = "" if event.idempotent else "  (side effect: committed before it ran)"
         return "tool started", f"{event.tool} [{event.call_id}]{effect}"
     if isinstance(event, ToolSucceeded):
-        return "tool ok", f"{event.tool} [{event.call_id}] -> {_clip(event.result, 50)}  {event.latency_us / 1000:.1f} ms"
+        return (
+            "tool ok",
+            f"{event.tool} [{event.call_id}] -> {_clip(event.result, 50)}  {event.latency_us / 1000:.1f} ms",
+        )
     if isinstance(event, ToolFailed):
         what = "timed out" if event.timed_out else "failed"
-        return "TOOL FAILED", f"{event.tool} [{event.call_id}] {what} after {event.attempts} attempt(s): {_clip(event.error, 50)}"
+        return (
+            "TOOL FAILED",
+            f"{event.tool} [{event.call_id}] {what} after {event.attempts} attempt(s): {_clip(event.error, 50)}",
+        )
     if isinstance(event, RunResumed):
         return "resumed", f"by {event.owner}"
     if isinstance(event, RunInterrupted):
         return "INTERRUPTED", f"{', '.join(event.call_ids)}: {event.reason}"
     if isinstance(event, ToolCallResolved):
-        return "decided", f"{event.call_id}: {event.decision} by {event.by or '?'} {event.note}".rstrip()
+        return (
+            "decided",
+            f"{event.call_id}: {event.decision} by {event.by or '?'} {event.note}".rstrip(),
+        )
     if isinstance(event, ReviewRequested):
         calls = f" [{', '.join(event.call_ids)}]" if event.call_ids else ""
         return "REVIEW", f"{event.rule}{calls}: {event.reason}"
@@ -84,21 +103,39 @@ def _describe(event: Event) -> tuple[str, str]:
         edit = f" with arguments {_clip(event.arguments, 40)}" if event.arguments else ""
         return "reviewed", f"{event.decision}{edit} by {event.by or '?'} {event.note}".rstrip()
     if isinstance(event, RunMigrated):
-        return "migrated", f"{event.migration}: {event.from_definition[:12]} -> {event.to_definition[:12]}"
+        return (
+            "migrated",
+            f"{event.migration}: {event.from_definition[:12]} -> {event.to_definition[:12]}",
+        )
     if isinstance(event, RunForked):
-        return "forked", f"from {event.parent_run_id} before seq {event.parent_seq} {event.note}".rstrip()
+        return (
+            "forked",
+            f"from {event.parent_run_id} before seq {event.parent_seq} {event.note}".rstrip(),
+        )
     if isinstance(event, GraphStarted):
         return "graph started", f"{event.graph}: {_clip(event.state, 60)}"
     if isinstance(event, NodeFinished):
         item = f"[{_clip(event.item, 20)}]" if event.item else ""
-        return "node ok", f"{event.node}{item} -> {_clip(event.update, 50)}  {event.latency_us / 1000:.1f} ms"
+        return (
+            "node ok",
+            f"{event.node}{item} -> {_clip(event.update, 50)}  {event.latency_us / 1000:.1f} ms",
+        )
     if isinstance(event, NodeFailed):
-        return "NODE FAILED", f"{event.node} after {event.attempts} attempt(s): {_clip(event.error, 50)}"
+        return (
+            "NODE FAILED",
+            f"{event.node} after {event.attempts} attempt(s): {_clip(event.error, 50)}",
+        )
     if isinstance(event, StepRouted):
-        nxt = ", ".join(t.node + (f"[{_clip(t.item, 12)}]" if t.item else "") for t in event.next) or "end"
+        nxt = (
+            ", ".join(t.node + (f"[{_clip(t.item, 12)}]" if t.item else "") for t in event.next)
+            or "end"
+        )
         return "routed", f"step {event.step} -> {nxt}"
     if isinstance(event, LimitExceeded):
-        return "LIMIT", f"{event.limit}: {event.value:g} (limit {event.ceiling:g}) {event.detail}".rstrip()
+        return (
+            "LIMIT",
+            f"{event.limit}: {event.value:g} (limit {event.ceiling:g}) {event.detail}".rstrip(),
+        )
     if isinstance(event, RunFailed):
         return "FAILED", f"{event.code}: {event.reason}"
     if isinstance(event, RunCancelled):
@@ -113,12 +150,22 @@ def render(run_id: str, events: Sequence[Event], state: RunState | GraphState) -
     spend = f"tokens {u.input_tokens} in / {u.output_tokens} out, cost ${state.cost_nusd / 1e9:.6f}"
     ended = f"=> {state.phase}{': ' + state.reason if state.reason else ''}"
     if isinstance(state, GraphState):
-        return "\n".join([f"run {run_id}   graph {state.graph}   principal {state.principal.id}",
-                          *_lines(events, start), f"{ended}   steps {state.step}, {spend} (child runs)"])
+        return "\n".join(
+            [
+                f"run {run_id}   graph {state.graph}   principal {state.principal.id}",
+                *_lines(events, start),
+                f"{ended}   steps {state.step}, {spend} (child runs)",
+            ]
+        )
     p = state.principal
     roles = ", ".join(sorted(p.roles)) or "no roles"
-    lines = [f"run {run_id}   principal {p.id} ({roles})   model {state.model}", *_lines(events, start)]
-    lines.append(f"{ended}   steps {state.steps}, tool calls {state.tool_calls}, rejected/denied {state.rejected}, {spend}")
+    lines = [
+        f"run {run_id}   principal {p.id} ({roles})   model {state.model}",
+        *_lines(events, start),
+    ]
+    lines.append(
+        f"{ended}   steps {state.steps}, tool calls {state.tool_calls}, rejected/denied {state.rejected}, {spend}"
+    )
     if state.output:
         lines.append(f"   answer: {state.output}")
     return "\n".join(lines)

@@ -16,15 +16,32 @@ from typing import Any, final, get_type_hints, overload
 
 import msgspec
 
-from .access import Policy
 from ..errors import ConfigError, SchemaError
-from .events import Message, Principal, ToolCall, ToolCallDenied, ToolCallRejected, ToolStarted, Usage
+from ..schema.compiler import CompiledSchema, SchemaOptions, compile_schema, standard_schema
+from .access import Policy
+from .events import (
+    Message,
+    Principal,
+    ToolCall,
+    ToolCallDenied,
+    ToolCallRejected,
+    ToolStarted,
+    Usage,
+)
 from .limits import Budget, Meter
 from .protocols import ProposedCall
 from .redaction import Redaction
-from ..schema.compiler import CompiledSchema, SchemaOptions, compile_schema, standard_schema
 
-__all__ = ["Retry", "Tool", "ToolContext", "ToolOutput", "Tools", "encode_result", "record_calls", "tool"]
+__all__ = [
+    "Retry",
+    "Tool",
+    "ToolContext",
+    "ToolOutput",
+    "Tools",
+    "encode_result",
+    "record_calls",
+    "tool",
+]
 
 _NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _encoder = msgspec.json.Encoder(order="deterministic")
@@ -79,8 +96,22 @@ class Tool:
     """A registered tool. Build one with the ``tool`` decorator."""
 
     __slots__ = (
-        "name", "description", "fn", "args_type", "takes_struct", "context_param", "is_async", "inline",
-        "idempotent", "permissions", "timeout_s", "retry", "max_argument_bytes", "decoder", "schema", "inline_once",
+        "name",
+        "description",
+        "fn",
+        "args_type",
+        "takes_struct",
+        "context_param",
+        "is_async",
+        "inline",
+        "idempotent",
+        "permissions",
+        "timeout_s",
+        "retry",
+        "max_argument_bytes",
+        "decoder",
+        "schema",
+        "inline_once",
         "positional",
     )
 
@@ -110,23 +141,37 @@ class Tool:
         self.permissions = frozenset(permissions)
         self.timeout_s = timeout_s
         self.retry = retry or Retry()
-        self.inline_once = inline and not self.is_async and self.retry.attempts == 1  # runs on the loop, one attempt
+        self.inline_once = (
+            inline and not self.is_async and self.retry.attempts == 1
+        )  # runs on the loop, one attempt
         self.max_argument_bytes = max_argument_bytes
         self.decoder: msgspec.json.Decoder[Any] | CompiledSchema
         self.args_type: type[Any]
         if parameters is not None:
-            self.args_type, self.takes_struct, self.context_param = dict, True, _context_param(fn, self.name)
-            self.decoder, parameters = _compile_parameters(self.name, parameters, schema_options or SchemaOptions())
+            self.args_type, self.takes_struct, self.context_param = (
+                dict,
+                True,
+                _context_param(fn, self.name),
+            )
+            self.decoder, parameters = _compile_parameters(
+                self.name, parameters, schema_options or SchemaOptions()
+            )
         else:
             struct, self.takes_struct, self.context_param = _args_type(fn, self.name)
             self.args_type = struct
             self.decoder, parameters = _build_decoder(self.name, struct)
         self.positional = (
-            not self.takes_struct and not self.context_param and _takes_fields_in_order(fn, self.args_type)
+            not self.takes_struct
+            and not self.context_param
+            and _takes_fields_in_order(fn, self.args_type)
         )
         self.schema: dict[str, Any] = {
             "type": "function",
-            "function": {"name": self.name, "description": self.description, "parameters": parameters},
+            "function": {
+                "name": self.name,
+                "description": self.description,
+                "parameters": parameters,
+            },
         }
 
     def call(self, args: Any, context: ToolContext | None = None) -> Any:
@@ -197,9 +242,17 @@ def tool(
 
     def declare(f: Callable[..., Any]) -> Tool:
         return Tool(
-            f, name=name, description=description, permissions=permissions, idempotent=idempotent,
-            timeout_s=timeout_s, retry=retry, inline=inline, max_argument_bytes=max_argument_bytes,
-            parameters=parameters, schema_options=schema_options,
+            f,
+            name=name,
+            description=description,
+            permissions=permissions,
+            idempotent=idempotent,
+            timeout_s=timeout_s,
+            retry=retry,
+            inline=inline,
+            max_argument_bytes=max_argument_bytes,
+            parameters=parameters,
+            schema_options=schema_options,
         )
 
     return declare if fn is None else declare(fn)
@@ -215,8 +268,10 @@ def _args_type(fn: Callable[..., Any], name: str) -> tuple[type[msgspec.Struct],
     params = list(inspect.signature(fn).parameters.values())
     context = next((p.name for p in params if hints.get(p.name) is ToolContext), "")
     params = [p for p in params if p.name != context]
-    if len(params) == 1 and isinstance(hints.get(params[0].name), type) and issubclass(
-        hints[params[0].name], msgspec.Struct
+    if (
+        len(params) == 1
+        and isinstance(hints.get(params[0].name), type)
+        and issubclass(hints[params[0].name], msgspec.Struct)
     ):
         base = hints[params[0].name]
         strict = msgspec.defstruct(base.__name__, [], bases=(base,), forbid_unknown_fields=True)
@@ -224,7 +279,9 @@ def _args_type(fn: Callable[..., Any], name: str) -> tuple[type[msgspec.Struct],
     fields: list[tuple[str, Any] | tuple[str, Any, Any]] = []
     for p in params:
         if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD, p.POSITIONAL_ONLY):
-            raise ConfigError(f"tool {name!r}: parameter {p.name!r} must be a plain named parameter")
+            raise ConfigError(
+                f"tool {name!r}: parameter {p.name!r} must be a plain named parameter"
+            )
         if p.name not in hints:
             raise ConfigError(f"tool {name!r}: parameter {p.name!r} has no type annotation")
         if p.default is p.empty:
@@ -232,10 +289,16 @@ def _args_type(fn: Callable[..., Any], name: str) -> tuple[type[msgspec.Struct],
         else:
             fields.append((p.name, hints[p.name], p.default))
     struct_name = "".join(part.capitalize() for part in re.split(r"[_-]", name)) + "Args"
-    return msgspec.defstruct(struct_name, fields, forbid_unknown_fields=True, kw_only=True), False, context
+    return (
+        msgspec.defstruct(struct_name, fields, forbid_unknown_fields=True, kw_only=True),
+        False,
+        context,
+    )
 
 
-def _build_decoder(name: str, struct: type[msgspec.Struct]) -> tuple[msgspec.json.Decoder[Any], dict[str, Any]]:
+def _build_decoder(
+    name: str, struct: type[msgspec.Struct]
+) -> tuple[msgspec.json.Decoder[Any], dict[str, Any]]:
     """The decoder of a tool's arguments Struct, and the JSON Schema shown to the model."""
     try:
         return msgspec.json.Decoder(struct), _parameters_schema(struct)
@@ -247,7 +310,11 @@ def _takes_fields_in_order(fn: Callable[..., Any], struct: type[msgspec.Struct])
     """Whether the Struct's fields are the function's plain parameters in order, so that the
     arguments can be passed as a tuple, not a dict of keywords, on every call."""
     return (
-        tuple(p.name for p in inspect.signature(fn).parameters.values() if p.kind is p.POSITIONAL_OR_KEYWORD)
+        tuple(
+            p.name
+            for p in inspect.signature(fn).parameters.values()
+            if p.kind is p.POSITIONAL_OR_KEYWORD
+        )
         == struct.__struct_fields__
     )
 
@@ -271,7 +338,9 @@ def _compile_parameters(
     except SchemaError as exc:
         raise SchemaError(exc.where, exc.keyword, exc.reason, tool=name) from None
     if not isinstance(shown, dict) or shown.get("type") != "object":
-        raise SchemaError("#", "type", 'a tool\'s parameters must be a schema of "type": "object"', tool=name)
+        raise SchemaError(
+            "#", "type", 'a tool\'s parameters must be a schema of "type": "object"', tool=name
+        )
     return compiled, shown
 
 
@@ -342,7 +411,9 @@ class Tools:
 
     __slots__ = ("_tools", "policy", "schemas")
 
-    def __init__(self, tools: Iterable[Tool | Callable[..., Any]] = (), *, policy: Policy | None = None) -> None:
+    def __init__(
+        self, tools: Iterable[Tool | Callable[..., Any]] = (), *, policy: Policy | None = None
+    ) -> None:
         self._tools: dict[str, Tool] = {}
         for t in tools:
             t = t if isinstance(t, Tool) else Tool(t)
@@ -372,10 +443,14 @@ class Tools:
         if t is None:
             known = ", ".join(self._tools) or "none"
             reason = f"no tool named {call.name!r}; the tools are: {known}"
-            return ToolCallRejected(at=at, call_id=call.id, tool=call.name, code="unknown_tool", reason=reason), None
+            return ToolCallRejected(
+                at=at, call_id=call.id, tool=call.name, code="unknown_tool", reason=reason
+            ), None
         missing = self.policy.missing(principal, t.permissions) if t.permissions else ()
         if missing:
-            return ToolCallDenied(at=at, call_id=call.id, tool=t.name, principal=principal.id, missing=missing), None
+            return ToolCallDenied(
+                at=at, call_id=call.id, tool=t.name, principal=principal.id, missing=missing
+            ), None
         return self._validate(t, call, at)
 
     def _validate(self, t: Tool, call: ToolCall, at: int) -> tuple[Decision, Any]:
@@ -385,7 +460,11 @@ class Tools:
         size = len(text) if text.isascii() else len(text.encode())
         if size > t.max_argument_bytes:
             return _rejected(
-                t, call, at, "oversized", f"the arguments are {size} bytes; the limit is {t.max_argument_bytes}"
+                t,
+                call,
+                at,
+                "oversized",
+                f"the arguments are {size} bytes; the limit is {t.max_argument_bytes}",
             )
         try:
             args = t.decoder.decode(text)
@@ -395,15 +474,25 @@ class Tools:
         except msgspec.DecodeError as exc:
             return _rejected(t, call, at, "malformed_json", f"the arguments are not JSON: {exc}")
         except RecursionError:
-            return _rejected(t, call, at, "invalid_arguments", "the arguments nest too deeply to be checked", "$")
+            return _rejected(
+                t, call, at, "invalid_arguments", "the arguments nest too deeply to be checked", "$"
+            )
         started = ToolStarted(
-            at=at, call_id=call.id, tool=t.name, arguments=_encoder.encode(args).decode(), idempotent=t.idempotent,
+            at=at,
+            call_id=call.id,
+            tool=t.name,
+            arguments=_encoder.encode(args).decode(),
+            idempotent=t.idempotent,
         )
         return started, args
 
 
-def _rejected(t: Tool, call: ToolCall, at: int, code: Any, reason: str, path: str = "") -> tuple[Decision, None]:
-    return ToolCallRejected(at=at, call_id=call.id, tool=t.name, code=code, reason=reason, path=path), None
+def _rejected(
+    t: Tool, call: ToolCall, at: int, code: Any, reason: str, path: str = ""
+) -> tuple[Decision, None]:
+    return ToolCallRejected(
+        at=at, call_id=call.id, tool=t.name, code=code, reason=reason, path=path
+    ), None
 
 
 def encode_result(value: Any) -> str:

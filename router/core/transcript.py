@@ -12,15 +12,15 @@ from typing import Any
 
 from .events import (
     Event,
-    ReviewDecided,
     Message,
     ModelResponded,
+    ReviewDecided,
     RunStarted,
+    ToolCall,
     ToolCallDenied,
     ToolCallRejected,
     ToolCallResolved,
     ToolFailed,
-    ToolCall,
     ToolSucceeded,
 )
 
@@ -50,7 +50,9 @@ class Transcript:
             handler(self, event)
 
     def _responded(self, event: ModelResponded) -> None:
-        self._messages.append(Message(role="assistant", content=event.text, tool_calls=event.tool_calls))
+        self._messages.append(
+            Message(role="assistant", content=event.text, tool_calls=event.tool_calls)
+        )
         self._turn = event.tool_calls
         if self._outcomes:  # a turn left unsettled (a reviewer's decision ended it)
             self._outcomes = {}
@@ -67,7 +69,10 @@ class Transcript:
         self._settle(event.call_id, f"error[{event.code}]{where}: {event.reason}")
 
     def _denied(self, event: ToolCallDenied) -> None:
-        self._settle(event.call_id, f"error[permission_denied]: {event.principal} lacks {', '.join(event.missing)}")
+        self._settle(
+            event.call_id,
+            f"error[permission_denied]: {event.principal} lacks {', '.join(event.missing)}",
+        )
 
     def _resolved(self, event: ToolCallResolved) -> None:
         if event.decision == "supply":
@@ -81,7 +86,9 @@ class Transcript:
             for call_id in event.call_ids:
                 self._settle(call_id, f"error[rejected_by_reviewer]{note}")
         elif event.rule == "output_check":
-            self._messages.append(Message(role="user", content=f"A reviewer rejected that answer{note}"))
+            self._messages.append(
+                Message(role="user", content=f"A reviewer rejected that answer{note}")
+            )
 
     def _started(self, event: RunStarted) -> None:
         self._messages.extend(event.messages)
@@ -89,7 +96,9 @@ class Transcript:
     def _settle(self, call_id: str, content: str) -> None:
         turn = self._turn
         if len(turn) == 1 and turn[0].id == call_id:  # a turn of one call: released at once
-            self._messages.append(Message(role="tool", content=content, call_id=call_id, name=turn[0].name))
+            self._messages.append(
+                Message(role="tool", content=content, call_id=call_id, name=turn[0].name)
+            )
             self._turn = ()
             return
         outcomes = self._outcomes

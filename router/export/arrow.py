@@ -40,9 +40,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import msgspec
 
-from ..core.stored import is_sealed
 from ..core.chain import GENESIS, link
-from ..errors import ChainBroken, ConfigError
 from ..core.events import (
     Event,
     LimitExceeded,
@@ -59,6 +57,8 @@ from ..core.events import (
     kind_of,
 )
 from ..core.protocols import Cipher, Store
+from ..core.stored import is_sealed
+from ..errors import ChainBroken, ConfigError
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -68,8 +68,25 @@ __all__ = ["EXPORT_VERSION", "ExportSummary", "export", "export_schema", "verify
 EXPORT_VERSION = "1"
 Format = Literal["parquet", "arrow"]
 COLUMNS = (
-    "id", "run_id", "seq", "kind", "at", "tool", "model", "agent", "principal", "tokens_in", "tokens_out",
-    "cost_nusd", "latency_us", "outcome", "prev_hash", "hash", "payload", "encrypted", "plaintext",
+    "id",
+    "run_id",
+    "seq",
+    "kind",
+    "at",
+    "tool",
+    "model",
+    "agent",
+    "principal",
+    "tokens_in",
+    "tokens_out",
+    "cost_nusd",
+    "latency_us",
+    "outcome",
+    "prev_hash",
+    "hash",
+    "payload",
+    "encrypted",
+    "plaintext",
 )
 
 
@@ -85,12 +102,25 @@ def export_schema() -> pa.Schema:
 
     return pa.schema(
         [
-            ("id", pa.int64()), ("run_id", pa.string()), ("seq", pa.int64()), ("kind", pa.string()),
-            ("at", pa.timestamp("us", tz="UTC")), ("tool", pa.string()), ("model", pa.string()),
-            ("agent", pa.string()), ("principal", pa.string()), ("tokens_in", pa.int64()), ("tokens_out", pa.int64()),
-            ("cost_nusd", pa.int64()), ("latency_us", pa.int64()), ("outcome", pa.string()),
-            ("prev_hash", pa.binary(32)), ("hash", pa.binary(32)), ("payload", pa.binary()),
-            ("encrypted", pa.bool_()), ("plaintext", pa.binary()),
+            ("id", pa.int64()),
+            ("run_id", pa.string()),
+            ("seq", pa.int64()),
+            ("kind", pa.string()),
+            ("at", pa.timestamp("us", tz="UTC")),
+            ("tool", pa.string()),
+            ("model", pa.string()),
+            ("agent", pa.string()),
+            ("principal", pa.string()),
+            ("tokens_in", pa.int64()),
+            ("tokens_out", pa.int64()),
+            ("cost_nusd", pa.int64()),
+            ("latency_us", pa.int64()),
+            ("outcome", pa.string()),
+            ("prev_hash", pa.binary(32)),
+            ("hash", pa.binary(32)),
+            ("payload", pa.binary()),
+            ("encrypted", pa.bool_()),
+            ("plaintext", pa.binary()),
         ],
         metadata={"router.export.version": EXPORT_VERSION},
     )
@@ -99,19 +129,37 @@ def export_schema() -> pa.Schema:
 def _typed(event: Event, who: tuple[str, str]) -> dict[str, Any]:
     """The typed columns of one event (all but id and the chain columns); ``who`` is the
     run's (agent, principal)."""
-    row: dict[str, Any] = {"at": event.at, "agent": who[0] or None, "principal": who[1], "tool": None, "model": None,
-                           "tokens_in": None, "tokens_out": None, "cost_nusd": None, "latency_us": None,
-                           "outcome": None}
+    row: dict[str, Any] = {
+        "at": event.at,
+        "agent": who[0] or None,
+        "principal": who[1],
+        "tool": None,
+        "model": None,
+        "tokens_in": None,
+        "tokens_out": None,
+        "cost_nusd": None,
+        "latency_us": None,
+        "outcome": None,
+    }
     if isinstance(event, ModelResponded):
-        row.update(model=event.model, tokens_in=event.usage.input_tokens, tokens_out=event.usage.output_tokens,
-                   cost_nusd=event.cost_nusd, latency_us=event.latency_us,
-                   outcome="tool_calls" if event.tool_calls else "answer")
+        row.update(
+            model=event.model,
+            tokens_in=event.usage.input_tokens,
+            tokens_out=event.usage.output_tokens,
+            cost_nusd=event.cost_nusd,
+            latency_us=event.latency_us,
+            outcome="tool_calls" if event.tool_calls else "answer",
+        )
     elif isinstance(event, RunStarted):
         row.update(model=event.model)
     elif isinstance(event, ToolSucceeded):
         row.update(tool=event.tool, latency_us=event.latency_us, outcome="succeeded")
     elif isinstance(event, ToolFailed):
-        row.update(tool=event.tool, latency_us=event.latency_us, outcome="timed_out" if event.timed_out else "failed")
+        row.update(
+            tool=event.tool,
+            latency_us=event.latency_us,
+            outcome="timed_out" if event.timed_out else "failed",
+        )
     elif isinstance(event, ToolCallRejected):
         row.update(tool=event.tool, outcome=event.code)
     elif isinstance(event, ToolCallDenied):
@@ -171,15 +219,26 @@ async def export(
 
 
 async def _build_rows(
-    store: Store, page: list[tuple[int, StoredEvent]], principals: dict[str, tuple[str, str]], cipher: Cipher | None
+    store: Store,
+    page: list[tuple[int, StoredEvent]],
+    principals: dict[str, tuple[str, str]],
+    cipher: Cipher | None,
 ) -> list[dict[str, Any]]:
     """The rows of one page of the log; ``principals`` learns each new run's (agent, principal)."""
     rows = []
     for ident, stored in page:
         sealed = is_sealed(stored.payload)
-        row = {"id": ident, "run_id": stored.run_id, "seq": stored.seq, "kind": stored.kind,
-               "prev_hash": stored.prev_hash, "hash": stored.hash, "payload": stored.payload,
-               "encrypted": sealed, "plaintext": None}
+        row = {
+            "id": ident,
+            "run_id": stored.run_id,
+            "seq": stored.seq,
+            "kind": stored.kind,
+            "prev_hash": stored.prev_hash,
+            "hash": stored.hash,
+            "payload": stored.payload,
+            "encrypted": sealed,
+            "plaintext": None,
+        }
         if sealed and cipher is None:
             principals.setdefault(stored.run_id, ("", ""))
             rows.append(row | _NULL_TYPED)
@@ -193,7 +252,9 @@ async def _build_rows(
     return rows
 
 
-async def _principal(store: Store, run_id: str, event: Event, cipher: Cipher | None) -> tuple[str, str]:
+async def _principal(
+    store: Store, run_id: str, event: Event, cipher: Cipher | None
+) -> tuple[str, str]:
     """The run's (agent, principal), from its run_started event."""
     if isinstance(event, RunStarted):
         return event.agent, event.principal.id
@@ -205,8 +266,16 @@ async def _principal(store: Store, run_id: str, event: Event, cipher: Cipher | N
 
 
 _NULL_TYPED: dict[str, Any] = {
-    "at": None, "tool": None, "model": None, "agent": None, "principal": None, "tokens_in": None, "tokens_out": None,
-    "cost_nusd": None, "latency_us": None, "outcome": None,
+    "at": None,
+    "tool": None,
+    "model": None,
+    "agent": None,
+    "principal": None,
+    "tokens_in": None,
+    "tokens_out": None,
+    "cost_nusd": None,
+    "latency_us": None,
+    "outcome": None,
 }
 
 
@@ -260,7 +329,9 @@ def _read_batches(path: Path) -> Iterator[pa.RecordBatch]:
 def _check_version(schema: pa.Schema, path: Path) -> None:
     version = (schema.metadata or {}).get(b"router.export.version")
     if version != EXPORT_VERSION.encode():
-        raise ConfigError(f"{path}: export schema version {version!r}, this router reads {EXPORT_VERSION}")
+        raise ConfigError(
+            f"{path}: export schema version {version!r}, this router reads {EXPORT_VERSION}"
+        )
 
 
 def verify_export(
@@ -276,7 +347,9 @@ def verify_export(
     checked too; without it the chain is still checked, and sealed rows are counted as
     ``unreadable``. Raises ChainBroken naming the first broken link (run, seq).
     """
-    state: dict[str, _Head] = {run_id: _Head(seq, h, None) for run_id, (seq, h) in (heads or {}).items()}
+    state: dict[str, _Head] = {
+        run_id: _Head(seq, h, None) for run_id, (seq, h) in (heads or {}).items()
+    }
     count, watermark, unreadable = 0, 0, 0
     for path in paths:
         for batch in _read_batches(Path(path)):
@@ -324,6 +397,8 @@ def _verify_row(row: dict[str, Any], state: dict[str, _Head], cipher: Cipher | N
     expected = _typed(event, head.who)
     expected["kind"] = str(kind_of(event))
     for column, value in expected.items():
-        if row[column] != value and not (sealed and row["plaintext"] is None and row[column] is None):
+        if row[column] != value and not (
+            sealed and row["plaintext"] is None and row[column] is None
+        ):
             raise ChainBroken(run_id, seq, f"column {column!r} does not match the payload")
     return 0

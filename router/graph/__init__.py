@@ -3,9 +3,9 @@ graph engine, which drives graph runs on the run spine."""
 
 from __future__ import annotations
 
+from ..core.graph_fsm import GraphPhase, GraphState, fold_graph
 from .definition import END, CompiledGraph, Graph, NodeContext, add, append, merge, replace
 from .engine import GraphEngine, GraphResult, subgraph
-from ..core.graph_fsm import GraphPhase, GraphState, fold_graph
 
 __all__ = [
     "END",

@@ -26,13 +26,13 @@ from typing import Any, Literal, TypeAlias, final
 
 import msgspec
 
-from ..errors import ConfigError
-from ..core.events import Principal, Task
 from ..core.definition import digest_parts, hash_parts
+from ..core.events import Principal, Task
 from ..core.fingerprint import code_fingerprint
 from ..core.limits import Budget, Meter
 from ..core.redaction import Redaction
 from ..core.tools import Retry
+from ..errors import ConfigError
 
 __all__ = ["END", "CompiledGraph", "Graph", "NodeContext", "add", "append", "merge", "replace"]
 
@@ -80,7 +80,9 @@ class NodeContext(msgspec.Struct, frozen=True):
 
     @property
     def key(self) -> str:
-        return f"{self.node}.{self.step}" + (f".{sha256(self.item.encode()).hexdigest()[:8]}" if self.item else "")
+        return f"{self.node}.{self.step}" + (
+            f".{sha256(self.item.encode()).hexdigest()[:8]}" if self.item else ""
+        )
 
 
 class _Node(msgspec.Struct, frozen=True):
@@ -109,7 +111,9 @@ class Graph:
         self._edges: dict[str, _Edges] = {}
         self._start: str = ""
 
-    def add_node(self, name: str, fn: NodeFn, *, retry: Retry | None = None, timeout_s: float | None = None) -> None:
+    def add_node(
+        self, name: str, fn: NodeFn, *, retry: Retry | None = None, timeout_s: float | None = None
+    ) -> None:
         if name == END or name in self._nodes:
             raise ConfigError(f"graph {self.name!r}: node {name!r} is already defined or reserved")
         takes_context = len(inspect.signature(fn).parameters) >= 2
@@ -121,15 +125,21 @@ class Graph:
     def edge(self, src: str, dst: str) -> None:
         self._set(src, _Edges("edge", (dst,)))
 
-    def route(self, src: str, fn: Callable[[State], str | Sequence[str]], *, targets: Iterable[str]) -> None:
+    def route(
+        self, src: str, fn: Callable[[State], str | Sequence[str]], *, targets: Iterable[str]
+    ) -> None:
         """After ``src``, go where ``fn(state)`` says: one of ``targets`` (or several, to fan out)."""
-        self._set(src, _Edges("route", tuple(sorted(targets)), fn=fn))  # sorted: a set has no stable order
+        self._set(
+            src, _Edges("route", tuple(sorted(targets)), fn=fn)
+        )  # sorted: a set has no stable order
 
     def fanout(self, src: str, branches: Sequence[str], *, then: str) -> None:
         """After ``src``, run ``branches`` in parallel, then ``then`` once with all their updates."""
         self._set(src, _Edges("fanout", tuple(branches), then=then))
 
-    def map(self, src: str, node: str, *, over: Callable[[State], Sequence[Any]], then: str) -> None:
+    def map(
+        self, src: str, node: str, *, over: Callable[[State], Sequence[Any]], then: str
+    ) -> None:
         """After ``src``, run ``node`` once per item of ``over(state)`` (its state has ``item``)."""
         self._set(src, _Edges("map", (node,), then=then, fn=over))
 
@@ -141,14 +151,28 @@ class Graph:
     def compile(self) -> CompiledGraph:
         """Validate and freeze the graph. Raises ConfigError on an unknown node, a node with no
         way out, a node that cannot be reached, or a missing start."""
-        return CompiledGraph(self.name, dict(self._nodes), dict(self._edges), self._start, dict(self.reducers))
+        return CompiledGraph(
+            self.name, dict(self._nodes), dict(self._edges), self._start, dict(self.reducers)
+        )
 
 
 @final
 class CompiledGraph:
-    def __init__(self, name: str, nodes: dict[str, _Node], edges: dict[str, _Edges], start: str,
-                 reducers: dict[str, Reducer]) -> None:
-        self.name, self.nodes, self.edges, self.start, self.reducers = name, nodes, edges, start, reducers
+    def __init__(
+        self,
+        name: str,
+        nodes: dict[str, _Node],
+        edges: dict[str, _Edges],
+        start: str,
+        reducers: dict[str, Reducer],
+    ) -> None:
+        self.name, self.nodes, self.edges, self.start, self.reducers = (
+            name,
+            nodes,
+            edges,
+            start,
+            reducers,
+        )
         self._validate()
         self.parts = self._parts()
         self.definition = hash_parts(self.parts)
@@ -173,7 +197,9 @@ class CompiledGraph:
                     branch_of[t] = e.then
         for name in self.nodes:
             if name not in self.edges and name not in branch_of:
-                raise ConfigError(f"graph {self.name!r}: node {name!r} has no outgoing edge (use edge(node, END))")
+                raise ConfigError(
+                    f"graph {self.name!r}: node {name!r} has no outgoing edge (use edge(node, END))"
+                )
         reached, todo = set(), [self.start]
         while todo:
             node = todo.pop()
@@ -193,10 +219,18 @@ class CompiledGraph:
 
     def describe(self) -> dict[str, Any]:
         return {
-            "name": self.name, "start": self.start,
-            "nodes": {n.name: {"retry": n.retry, "timeout_s": n.timeout_s} for n in self.nodes.values()},
-            "edges": {src: {"kind": e.kind, "targets": e.targets, "then": e.then} for src, e in self.edges.items()},
-            "reducers": {key: getattr(fn, "__name__", "reducer") for key, fn in sorted(self.reducers.items())},
+            "name": self.name,
+            "start": self.start,
+            "nodes": {
+                n.name: {"retry": n.retry, "timeout_s": n.timeout_s} for n in self.nodes.values()
+            },
+            "edges": {
+                src: {"kind": e.kind, "targets": e.targets, "then": e.then}
+                for src, e in self.edges.items()
+            },
+            "reducers": {
+                key: getattr(fn, "__name__", "reducer") for key, fn in sorted(self.reducers.items())
+            },
         }
 
     def _parts(self) -> dict[str, str]:
@@ -218,7 +252,9 @@ class CompiledGraph:
         for src, e in self.edges.items():
             for t in e.targets:
                 target = "END(( ))" if t == END else t
-                arrow = {"edge": "-->", "route": "-.->", "fanout": "==>", "map": "==>|each item|"}[e.kind]
+                arrow = {"edge": "-->", "route": "-.->", "fanout": "==>", "map": "==>|each item|"}[
+                    e.kind
+                ]
                 lines.append(f"    {src} {arrow} {target}")
                 if e.then:
                     lines.append(f"    {t} --> {e.then}")
@@ -252,8 +288,10 @@ class CompiledGraph:
                 chosen = [chosen] if isinstance(chosen, str) else list(chosen)
                 bad = [c for c in chosen if c not in e.targets]
                 if bad:
-                    raise ConfigError(f"graph {self.name!r}: the route of {task.node!r} chose {bad}, not among "
-                                      f"its targets {sorted(e.targets)}")
+                    raise ConfigError(
+                        f"graph {self.name!r}: the route of {task.node!r} chose {bad}, not among "
+                        f"its targets {sorted(e.targets)}"
+                    )
                 nxt = [Task(c) for c in chosen]
             elif e.kind == "fanout":
                 nxt = [Task(b) for b in e.targets]

@@ -16,7 +16,7 @@ import anyio
 import msgspec
 
 from ..core.definition import changed_parts, digest_parts, hash_parts, recorded_parts
-from ..errors import ConfigError, DefinitionChanged
+from ..core.effects import Record
 from ..core.events import (
     Event,
     GraphStarted,
@@ -38,22 +38,37 @@ from ..core.events import (
     encode_event,
     spent,
 )
-from ..core.effects import Record
+from ..core.graph_fsm import (
+    GraphState,
+    RouteStep,
+    RunStep,
+    apply_graph,
+    fold_graph,
+    next_graph_effect,
+)
 from ..core.limits import Budget, Meter
 from ..core.protocols import Store
 from ..core.redaction import Redaction
 from ..core.replay import Divergence, ReplayReport
+from ..errors import ConfigError, DefinitionChanged
 from ..run.attempt import attempt, deadline_passed, time_left
 from ..run.log import RunLog, end_run, fold_run, open_log
 from ..run.runtime import Runtime
 from .definition import CompiledGraph, NodeContext
-from ..core.graph_fsm import GraphState, RouteStep, RunStep, apply_graph, fold_graph, next_graph_effect
 
 __all__ = ["GraphEngine", "GraphResult", "subgraph"]
 
 _encoder = msgspec.json.Encoder(order="deterministic")
 # Events that record what the world did, accepted as recorded by a replay.
-_THE_WORLDS = (NodeFinished, NodeFailed, RunResumed, RunMigrated, RunForked, RunCancelled, ReviewDecided)
+_THE_WORLDS = (
+    NodeFinished,
+    NodeFailed,
+    RunResumed,
+    RunMigrated,
+    RunForked,
+    RunCancelled,
+    ReviewDecided,
+)
 
 
 class GraphResult(msgspec.Struct, frozen=True):
@@ -99,7 +114,10 @@ class GraphEngine:
         self.limits = limits or Limits()
         self.redaction = redaction or Redaction()
         review = {"before": sorted(self.review_before), "after": sorted(self.review_after)}
-        self.parts = {**graph.parts, **digest_parts(redaction=self.redaction.describe(), review=review)}
+        self.parts = {
+            **graph.parts,
+            **digest_parts(redaction=self.redaction.describe(), review=review),
+        }
         self.definition = hash_parts(self.parts)
 
     def on(self, runtime: Runtime) -> GraphEngine:
@@ -110,9 +128,16 @@ class GraphEngine:
         other.runtime, other.store = runtime, runtime.store
         return other
 
-    async def start(self, state: Mapping[str, Any], *, principal: Principal, limits: Limits | None = None,
-                    run_id: str | None = None, parent_run_id: str = "",
-                    redaction: Redaction | None = None) -> GraphResult:
+    async def start(
+        self,
+        state: Mapping[str, Any],
+        *,
+        principal: Principal,
+        limits: Limits | None = None,
+        run_id: str | None = None,
+        parent_run_id: str = "",
+        redaction: Redaction | None = None,
+    ) -> GraphResult:
         """Start a graph run from ``state`` and drive it until it ends or waits for a
         reviewer. redaction: a policy besides the engine's own (a parent run's).
         Raises ConfigError on a state that is not JSON-encodable or a run id that is taken."""
@@ -125,13 +150,24 @@ class GraphEngine:
         if await self.store.read(run_id):
             raise ConfigError(f"run {run_id!r} already exists; resume it instead")
         policy = self.redaction | redaction if redaction else self.redaction
-        run = _GraphRun(RunLog(runtime, run_id, policy), GraphState())  # its first batch takes the lease
-        self._add(run, GraphStarted(
-            at=runtime.clock.now_us(), graph=self.graph.name, definition=self.definition, state=initial,
-            principal=principal, limits=limits or self.limits, first=self.graph.first_tasks(),
-            parent_run_id=parent_run_id, parts=self.parts,
-            redaction=RedactionPolicy(**policy.describe()) if policy else RedactionPolicy(),
-        ))
+        run = _GraphRun(
+            RunLog(runtime, run_id, policy), GraphState()
+        )  # its first batch takes the lease
+        self._add(
+            run,
+            GraphStarted(
+                at=runtime.clock.now_us(),
+                graph=self.graph.name,
+                definition=self.definition,
+                state=initial,
+                principal=principal,
+                limits=limits or self.limits,
+                first=self.graph.first_tasks(),
+                parent_run_id=parent_run_id,
+                parts=self.parts,
+                redaction=RedactionPolicy(**policy.describe()) if policy else RedactionPolicy(),
+            ),
+        )
         return await self._drive(run)
 
     async def resume(self, run_id: str, *, migration: str | None = None) -> GraphResult:
@@ -143,16 +179,25 @@ class GraphEngine:
         events, log = await open_log(self.runtime, run_id, self.redaction)
         try:
             if not isinstance(events[0], GraphStarted):
-                raise ConfigError(f"run {run_id!r} is not a graph run; resume it with the Engine of its agent")
+                raise ConfigError(
+                    f"run {run_id!r} is not a graph run; resume it with the Engine of its agent"
+                )
             run = _GraphRun(log, fold_graph(self.graph.merge, events))
             state = run.state
             if state.definition != self.definition and not state.terminal:
                 if migration is None:
                     changed = changed_parts(recorded_parts(events), self.parts)
                     raise DefinitionChanged(run_id, state.definition, self.definition, changed)
-                self._add(run, RunMigrated(at=self.runtime.clock.now_us(), migration=migration,
-                                           from_definition=state.definition, to_definition=self.definition,
-                                           parts=self.parts))
+                self._add(
+                    run,
+                    RunMigrated(
+                        at=self.runtime.clock.now_us(),
+                        migration=migration,
+                        from_definition=state.definition,
+                        to_definition=self.definition,
+                        parts=self.parts,
+                    ),
+                )
         except BaseException:
             await log.release()
             raise
@@ -175,9 +220,15 @@ class GraphEngine:
             got = self._redecide(state, event)
             if got is not None:
                 expected = stored(event)
-                produced = stored(msgspec.structs.replace(got, at=event.at)) if not isinstance(got, str) else got.encode()
+                produced = (
+                    stored(msgspec.structs.replace(got, at=event.at))
+                    if not isinstance(got, str)
+                    else got.encode()
+                )
                 if produced != expected:
-                    return ReplayReport(run_id, seq, Divergence(seq, expected.decode(), produced.decode()))
+                    return ReplayReport(
+                        run_id, seq, Divergence(seq, expected.decode(), produced.decode())
+                    )
             state = apply_graph(self.graph.merge, state, event)
         return ReplayReport(run_id, len(events))
 
@@ -201,8 +252,14 @@ class GraphEngine:
 
     def _route(self, s: GraphState) -> tuple[Task, ...]:
         """The next tasks after the step whose results ``s`` holds (the route functions may raise)."""
-        updates = {(f.node, f.item): msgspec.json.decode(f.update) for f in s.results if isinstance(f, NodeFinished)}
-        merged = self.graph.merge(s.state, [updates[(t.node, t.item)] for t in s.tasks if (t.node, t.item) in updates])
+        updates = {
+            (f.node, f.item): msgspec.json.decode(f.update)
+            for f in s.results
+            if isinstance(f, NodeFinished)
+        }
+        merged = self.graph.merge(
+            s.state, [updates[(t.node, t.item)] for t in s.tasks if (t.node, t.item) in updates]
+        )
         return self.graph.route_after(s.tasks, merged)
 
     def _add(self, run: _GraphRun, event: Event) -> None:
@@ -215,7 +272,9 @@ class GraphEngine:
         finally:
             await run.log.release()
         s = run.state
-        return GraphResult(run.run_id, s.phase, s.state, s.step, s.reason, s.usage, s.cost_nusd / 1e9)
+        return GraphResult(
+            run.run_id, s.phase, s.state, s.step, s.reason, s.usage, s.cost_nusd / 1e9
+        )
 
     async def _advance(self, run: _GraphRun) -> None:
         log, clock = run.log, self.runtime.clock
@@ -229,8 +288,12 @@ class GraphEngine:
                 elif isinstance(effect, RouteStep):
                     try:
                         nxt = self._route(run.state)
-                    except Exception as exc:  # a route function that raises or picks an unknown node
-                        self._add(run, RunFailed(at=clock.now_us(), code="route_error", reason=str(exc)))
+                    except (
+                        Exception
+                    ) as exc:  # a route function that raises or picks an unknown node
+                        self._add(
+                            run, RunFailed(at=clock.now_us(), code="route_error", reason=str(exc))
+                        )
                         continue
                     self._add(run, StepRouted(at=clock.now_us(), step=run.state.step, next=nxt))
                 elif isinstance(effect, Record):
@@ -241,7 +304,12 @@ class GraphEngine:
         except anyio.get_cancelled_exc_class():
             with anyio.CancelScope(shield=True):
                 if not run.state.terminal:
-                    self._add(run, RunCancelled(at=clock.now_us(), reason="the task driving the run was cancelled"))
+                    self._add(
+                        run,
+                        RunCancelled(
+                            at=clock.now_us(), reason="the task driving the run was cancelled"
+                        ),
+                    )
                 await log.flush(last=True)
             raise
 
@@ -275,9 +343,17 @@ class GraphEngine:
     async def _run_task(self, run: _GraphRun, s: GraphState, task: Task, share: int) -> Event:
         node = self.graph.nodes[task.node]
         meter = Meter()
-        context = NodeContext(run.run_id, s.step, task.node, task.item, s.principal,
-                              budget=Budget.left(s, share), meter=meter, redaction=run.log.redaction or None,
-                              runtime=run.log.runtime)
+        context = NodeContext(
+            run.run_id,
+            s.step,
+            task.node,
+            task.item,
+            s.principal,
+            budget=Budget.left(s, share),
+            meter=meter,
+            redaction=run.log.redaction or None,
+            runtime=run.log.runtime,
+        )
         view = dict(s.state)
         if task.item:
             view["item"] = msgspec.json.decode(task.item)
@@ -292,12 +368,29 @@ class GraphEngine:
         outcome = await attempt(call, node.retry, timeout)
         now = clock.now_us()
         if outcome.ok:
-            return NodeFinished(at=now, step=s.step, node=task.node, item=task.item, update=outcome.value,
-                                attempts=outcome.attempts, latency_us=now - begin, usage=spent(meter.usage),
-                                cost_nusd=meter.cost_nusd)
-        return NodeFailed(at=now, step=s.step, node=task.node, item=task.item, error=outcome.error,
-                          timed_out=outcome.timed_out, attempts=outcome.attempts, latency_us=now - begin,
-                          usage=spent(meter.usage), cost_nusd=meter.cost_nusd)
+            return NodeFinished(
+                at=now,
+                step=s.step,
+                node=task.node,
+                item=task.item,
+                update=outcome.value,
+                attempts=outcome.attempts,
+                latency_us=now - begin,
+                usage=spent(meter.usage),
+                cost_nusd=meter.cost_nusd,
+            )
+        return NodeFailed(
+            at=now,
+            step=s.step,
+            node=task.node,
+            item=task.item,
+            error=outcome.error,
+            timed_out=outcome.timed_out,
+            attempts=outcome.attempts,
+            latency_us=now - begin,
+            usage=spent(meter.usage),
+            cost_nusd=meter.cost_nusd,
+        )
 
 
 def subgraph(
@@ -321,11 +414,18 @@ def subgraph(
             if await child.store.read(child_id):
                 result = await child.resume(child_id)
             elif budget.exhausted:
-                raise RuntimeError(f"run {ctx.run_id} has no {budget.exhausted} left for the child run {child_id}")
+                raise RuntimeError(
+                    f"run {ctx.run_id} has no {budget.exhausted} left for the child run {child_id}"
+                )
             else:
-                result = await child.start(inputs(state), principal=ctx.principal, run_id=child_id,
-                                           parent_run_id=ctx.run_id, limits=budget.bind(engine.limits),
-                                           redaction=ctx.redaction)
+                result = await child.start(
+                    inputs(state),
+                    principal=ctx.principal,
+                    run_id=child_id,
+                    parent_run_id=ctx.run_id,
+                    limits=budget.bind(engine.limits),
+                    redaction=ctx.redaction,
+                )
         finally:
             with anyio.CancelScope(shield=True):
                 if ctx.meter is not None and await child.store.read(child_id):
@@ -333,9 +433,15 @@ def subgraph(
                     spent_so_far = fold_run(events)
                     ctx.meter.report(child_id, spent_so_far.usage, spent_so_far.cost_nusd)
         if result.phase == "awaiting_review":
-            await end_run(child.runtime, child_id, f"its parent {ctx.run_id} went on without it (awaiting_review)")
+            await end_run(
+                child.runtime,
+                child_id,
+                f"its parent {ctx.run_id} went on without it (awaiting_review)",
+            )
         if result.phase != "done":
-            raise RuntimeError(f"the subgraph {engine.graph.name!r} ended {result.phase}: {result.reason}")
+            raise RuntimeError(
+                f"the subgraph {engine.graph.name!r} ended {result.phase}: {result.reason}"
+            )
         return outputs(result.state)
 
     return node

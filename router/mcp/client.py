@@ -26,9 +26,9 @@ import anyio
 import anyio.abc
 import msgspec
 
+from ..core.tools import Retry, Tool
 from ..errors import McpError, SchemaError
 from ..schema.compiler import SchemaOptions
-from ..core.tools import Retry, Tool
 
 __all__ = ["PROTOCOL_VERSION", "McpClient", "McpToolFailed"]
 
@@ -62,14 +62,19 @@ class McpClient:
     @classmethod
     @asynccontextmanager
     async def stdio(
-        cls, command: Sequence[str], *, env: Mapping[str, str] | None = None, cwd: str | None = None,
+        cls,
+        command: Sequence[str],
+        *,
+        env: Mapping[str, str] | None = None,
+        cwd: str | None = None,
         timeout_s: float = 30.0,
     ) -> AsyncIterator[McpClient]:
         """Start the server process and talk to it over its stdin and stdout. The process
         is ended when the block exits."""
         try:
-            process = await anyio.open_process(list(command), env=dict(env) if env else None, cwd=cwd,
-                                               stderr=subprocess.DEVNULL)
+            process = await anyio.open_process(
+                list(command), env=dict(env) if env else None, cwd=cwd, stderr=subprocess.DEVNULL
+            )
         except OSError as exc:
             raise McpError(" ".join(command), f"cannot start the server: {exc}") from exc
         try:
@@ -89,15 +94,18 @@ class McpClient:
                             await process.wait()
                         if process.returncode is None:
                             process.kill()
-        except BaseExceptionGroup as group:  # the reader task never fails: the error is the caller's own
+        except (
+            BaseExceptionGroup
+        ) as group:  # the reader task never fails: the error is the caller's own
             if len(group.exceptions) == 1:
                 raise group.exceptions[0] from None
             raise
 
     @classmethod
     @asynccontextmanager
-    async def http(cls, url: str, *, headers: Mapping[str, str] | None = None,
-                   timeout_s: float = 30.0) -> AsyncIterator[McpClient]:
+    async def http(
+        cls, url: str, *, headers: Mapping[str, str] | None = None, timeout_s: float = 30.0
+    ) -> AsyncIterator[McpClient]:
         """Talk to a server's streamable HTTP endpoint (``http://host:port/mcp``)."""
         from .http import HttpChannel
 
@@ -107,13 +115,19 @@ class McpClient:
             yield client
 
     async def _initialize(self) -> None:
-        self.info = await self.request("initialize", {
-            "protocolVersion": PROTOCOL_VERSION, "capabilities": {}, "clientInfo": _CLIENT_INFO,
-        })
+        self.info = await self.request(
+            "initialize",
+            {
+                "protocolVersion": PROTOCOL_VERSION,
+                "capabilities": {},
+                "clientInfo": _CLIENT_INFO,
+            },
+        )
         await self._channel.send({"jsonrpc": "2.0", "method": "notifications/initialized"})
 
-    async def request(self, method: str, params: dict[str, Any] | None = None,
-                      timeout_s: float | None = None) -> Any:
+    async def request(
+        self, method: str, params: dict[str, Any] | None = None, timeout_s: float | None = None
+    ) -> Any:
         """One JSON-RPC request; its result, or McpError."""
         message: dict[str, Any] = {"jsonrpc": "2.0", "id": next(self._ids), "method": method}
         if params is not None:
@@ -128,14 +142,19 @@ class McpClient:
             raise McpError(self.server, f"no response to {method}")
         if "error" in response:
             error = response["error"] if isinstance(response["error"], dict) else {}
-            raise McpError(self.server, f"{method}: {error.get('message', 'error')} (code {error.get('code')})")
+            raise McpError(
+                self.server, f"{method}: {error.get('message', 'error')} (code {error.get('code')})"
+            )
         return response.get("result", {})
 
     async def _cancelled(self, request_id: int) -> None:
         """Tell the server we stopped waiting (a timeout, a cancelled run), so that it can
         stop the work; best effort."""
-        notice = {"jsonrpc": "2.0", "method": "notifications/cancelled",
-                  "params": {"requestId": request_id, "reason": "router stopped waiting"}}
+        notice = {
+            "jsonrpc": "2.0",
+            "method": "notifications/cancelled",
+            "params": {"requestId": request_id, "reason": "router stopped waiting"},
+        }
         with anyio.CancelScope(shield=True), anyio.move_on_after(2):
             try:
                 await self._channel.send(notice)
@@ -156,9 +175,13 @@ class McpClient:
     async def call_tool(self, name: str, arguments: dict[str, Any]) -> Any:
         """Call a tool: its structured content, else its text (or its content blocks).
         Raises McpToolFailed when the server reports the call failed."""
-        result = await self.request("tools/call", {"name": name, "arguments": arguments}, timeout_s=float("inf"))
+        result = await self.request(
+            "tools/call", {"name": name, "arguments": arguments}, timeout_s=float("inf")
+        )
         content = result.get("content", [])
-        texts = [c.get("text", "") for c in content if isinstance(c, dict) and c.get("type") == "text"]
+        texts = [
+            c.get("text", "") for c in content if isinstance(c, dict) and c.get("type") == "text"
+        ]
         if result.get("isError"):
             raise McpToolFailed("\n".join(texts) or "the tool reported an error")
         if "structuredContent" in result:
@@ -200,12 +223,19 @@ class McpClient:
             if wanted is not None and name not in wanted:
                 continue
             try:
-                out.append(Tool(
-                    self._caller(name), name=_UNSAFE.sub("_", prefix + name)[:64],
-                    description=spec.get("description") or name,
-                    parameters=spec.get("inputSchema") or {"type": "object"}, schema_options=schema_options,
-                    permissions=permissions.get(name, ()), idempotent=name in safe, timeout_s=timeout_s, retry=retry,
-                ))
+                out.append(
+                    Tool(
+                        self._caller(name),
+                        name=_UNSAFE.sub("_", prefix + name)[:64],
+                        description=spec.get("description") or name,
+                        parameters=spec.get("inputSchema") or {"type": "object"},
+                        schema_options=schema_options,
+                        permissions=permissions.get(name, ()),
+                        idempotent=name in safe,
+                        timeout_s=timeout_s,
+                        retry=retry,
+                    )
+                )
             except SchemaError as exc:
                 if not skip_refused:
                     raise
@@ -293,7 +323,10 @@ class _StdioChannel:
             if message["method"] == "ping":
                 reply["result"] = {}
             else:
-                reply["error"] = {"code": -32601, "message": f"router does not offer {message['method']}"}
+                reply["error"] = {
+                    "code": -32601,
+                    "message": f"router does not offer {message['method']}",
+                }
             try:
                 await self.send(reply)
             except McpError:

@@ -13,8 +13,8 @@ from typing import Any, final
 import httpx
 import msgspec
 
-from ..errors import McpError
 from ..core.streams import read_events
+from ..errors import McpError
 
 __all__ = ["HttpChannel"]
 
@@ -43,8 +43,11 @@ class HttpChannel:
             await self.client.aclose()
 
     def _headers(self) -> dict[str, str]:
-        headers = {"accept": "application/json, text/event-stream", "content-type": "application/json",
-                   **self.headers}
+        headers = {
+            "accept": "application/json, text/event-stream",
+            "content-type": "application/json",
+            **self.headers,
+        }
         if self.session:
             headers["mcp-session-id"] = self.session
         if self.protocol:
@@ -53,8 +56,9 @@ class HttpChannel:
 
     async def send(self, message: dict[str, Any]) -> dict[str, Any] | None:
         try:
-            async with self.client.stream("POST", self.url, content=_encoder.encode(message),
-                                          headers=self._headers()) as response:
+            async with self.client.stream(
+                "POST", self.url, content=_encoder.encode(message), headers=self._headers()
+            ) as response:
                 if response.status_code >= 400:
                     body = (await response.aread())[:200].decode("utf-8", "replace")
                     raise McpError(self.url, f"HTTP {response.status_code}: {body}")
@@ -72,7 +76,9 @@ class HttpChannel:
         if response.headers.get("content-type", "").startswith("application/json"):
             message = _message(self.url, await response.aread())
             if message.get("id") != request_id:
-                raise McpError(self.url, f"a response to request {message.get('id')!r}, not {request_id!r}")
+                raise McpError(
+                    self.url, f"a response to request {message.get('id')!r}, not {request_id!r}"
+                )
             return message
         async for event in read_events(response.aiter_lines()):
             if not event.data.strip():
@@ -89,7 +95,10 @@ class HttpChannel:
         if request["method"] == "ping":
             reply["result"] = {}
         else:
-            reply["error"] = {"code": -32601, "message": f"router does not offer {request['method']}"}
+            reply["error"] = {
+                "code": -32601,
+                "message": f"router does not offer {request['method']}",
+            }
         await self.client.post(self.url, content=_encoder.encode(reply), headers=self._headers())
 
 

@@ -15,11 +15,11 @@ from typing import Any, final
 import httpx
 import msgspec
 
-from ..errors import ModelResponseInvalid, ModelUnavailable
 from ..core.events import Message, Usage
 from ..core.protocols import ModelTurn, ProposedCall, StreamDelta
-from ..core.tools import Retry
 from ..core.streams import ServerSentEvent
+from ..core.tools import Retry
+from ..errors import ModelResponseInvalid, ModelUnavailable
 from .http import DEFAULT_RETRY, Transport, decode_response, incomplete, retryable
 
 __all__ = ["AnthropicModel"]
@@ -99,15 +99,26 @@ class AnthropicModel:
         key = os.environ.get("ANTHROPIC_API_KEY", "") if api_key is None else api_key
         auth = {"x-api-key": key} if key else {}
         self.transport = Transport(
-            base_url, headers={"anthropic-version": VERSION, **auth, **(headers or {})}, timeout_s=timeout_s,
-            max_stream_s=max_stream_s, retry=retry, max_retry_after_s=max_retry_after_s, client=client,
+            base_url,
+            headers={"anthropic-version": VERSION, **auth, **(headers or {})},
+            timeout_s=timeout_s,
+            max_stream_s=max_stream_s,
+            retry=retry,
+            max_retry_after_s=max_retry_after_s,
+            client=client,
             on_delta=on_delta,
         )
 
-    async def respond(self, messages: Sequence[Message], tools: Sequence[dict[str, Any]]) -> ModelTurn:
+    async def respond(
+        self, messages: Sequence[Message], tools: Sequence[dict[str, Any]]
+    ) -> ModelTurn:
         system, conversation = _conversation(messages)
-        body: dict[str, Any] = {"model": self.name, "max_tokens": self.max_tokens, "messages": conversation,
-                                **self.options}
+        body: dict[str, Any] = {
+            "model": self.name,
+            "max_tokens": self.max_tokens,
+            "messages": conversation,
+            **self.options,
+        }
         if system:
             body["system"] = system
         if tools:
@@ -115,7 +126,9 @@ class AnthropicModel:
         if not self.stream:
             return self._decode(await self.transport.post_json("messages", body, self.name))
         body["stream"] = True
-        return await self.transport.post_stream("messages", body, self.name, self._read_stream, self._decode)
+        return await self.transport.post_stream(
+            "messages", body, self.name, self._read_stream, self._decode
+        )
 
     async def aclose(self) -> None:
         await self.transport.aclose()
@@ -128,11 +141,17 @@ class AnthropicModel:
         text = "".join(b.text for b in response.content if b.type == "text")
         calls = tuple(
             ProposedCall(b.id, b.name, _encoder.encode(b.input if b.input is not None else {}))
-            for b in response.content if b.type == "tool_use"
+            for b in response.content
+            if b.type == "tool_use"
         )
         return ModelTurn(
-            text=text, tool_calls=calls, model=self.name, served_model=response.model,
-            usage=Usage(input_tokens=response.usage.input_tokens, output_tokens=response.usage.output_tokens),
+            text=text,
+            tool_calls=calls,
+            model=self.name,
+            served_model=response.model,
+            usage=Usage(
+                input_tokens=response.usage.input_tokens, output_tokens=response.usage.output_tokens
+            ),
         )
 
     async def _read_stream(self, events: AsyncIterator[ServerSentEvent], attempt: int) -> ModelTurn:
@@ -147,44 +166,76 @@ class AnthropicModel:
                 block = event.content_block
                 blocks[event.index] = [block.type, block.id, block.name, block.text]
                 if block.type == "tool_use":
-                    self.transport.emit(StreamDelta(model=self.name, call_index=event.index, call_id=block.id,
-                                           call_name=block.name, attempt=attempt))
+                    self.transport.emit(
+                        StreamDelta(
+                            model=self.name,
+                            call_index=event.index,
+                            call_id=block.id,
+                            call_name=block.name,
+                            attempt=attempt,
+                        )
+                    )
             elif event.type == "content_block_delta" and event.delta is not None:
                 self._delta(blocks, event.index, event.delta, model, attempt)
             elif event.type == "message_delta" and event.usage is not None:
-                usage = _Usage(usage.input_tokens or event.usage.input_tokens, event.usage.output_tokens)
+                usage = _Usage(
+                    usage.input_tokens or event.usage.input_tokens, event.usage.output_tokens
+                )
             elif event.type == "message_stop":
                 done = True
                 break
             elif event.type == "error":
                 error = event.error or _Error()
-                raise retryable(ModelUnavailable(self.name, f"{error.type}: {error.message}", attempts=attempt))
+                raise retryable(
+                    ModelUnavailable(self.name, f"{error.type}: {error.message}", attempts=attempt)
+                )
         if not done:
             raise incomplete(self.name, attempt)
         text = "".join("".join(b[3:]) for _, b in sorted(blocks.items()) if b[0] == "text")
         calls = tuple(
-            ProposedCall(b[1], b[2], "".join(b[3:]) or "{}") for _, b in sorted(blocks.items()) if b[0] == "tool_use"
+            ProposedCall(b[1], b[2], "".join(b[3:]) or "{}")
+            for _, b in sorted(blocks.items())
+            if b[0] == "tool_use"
         )
-        return ModelTurn(text=text, tool_calls=calls, model=self.name, served_model=model,
-                         usage=Usage(input_tokens=usage.input_tokens, output_tokens=usage.output_tokens))
+        return ModelTurn(
+            text=text,
+            tool_calls=calls,
+            model=self.name,
+            served_model=model,
+            usage=Usage(input_tokens=usage.input_tokens, output_tokens=usage.output_tokens),
+        )
 
-    def _delta(self, blocks: dict[int, list[str]], index: int, delta: _Block, model: str, attempt: int) -> None:
+    def _delta(
+        self, blocks: dict[int, list[str]], index: int, delta: _Block, model: str, attempt: int
+    ) -> None:
         block = blocks.get(index)
         if block is None:
-            raise ModelResponseInvalid(self.name, f"a delta for content block {index}, which never started")
+            raise ModelResponseInvalid(
+                self.name, f"a delta for content block {index}, which never started"
+            )
         if delta.type == "text_delta":
             block.append(delta.text)
             self.transport.emit(StreamDelta(model=self.name, text=delta.text, attempt=attempt))
         elif delta.type == "input_json_delta":
             block.append(delta.partial_json)
-            self.transport.emit(StreamDelta(model=self.name, call_index=index, call_id=block[1], arguments=delta.partial_json,
-                                   attempt=attempt))
+            self.transport.emit(
+                StreamDelta(
+                    model=self.name,
+                    call_index=index,
+                    call_id=block[1],
+                    arguments=delta.partial_json,
+                    attempt=attempt,
+                )
+            )
 
 
 def _tool(schema: dict[str, Any]) -> dict[str, Any]:
     function = schema["function"]
-    return {"name": function["name"], "description": function.get("description", ""),
-            "input_schema": function["parameters"]}
+    return {
+        "name": function["name"],
+        "description": function.get("description", ""),
+        "input_schema": function["parameters"],
+    }
 
 
 def _conversation(messages: Sequence[Message]) -> tuple[str, list[dict[str, Any]]]:
@@ -207,11 +258,24 @@ def _conversation(messages: Sequence[Message]) -> tuple[str, list[dict[str, Any]
 
 def _blocks(m: Message) -> list[dict[str, Any]]:
     if m.role == "tool":
-        return [{"type": "tool_result", "tool_use_id": m.call_id, "content": m.content,
-                 **({"is_error": True} if m.content.startswith("error[") else {})}]
+        return [
+            {
+                "type": "tool_result",
+                "tool_use_id": m.call_id,
+                "content": m.content,
+                **({"is_error": True} if m.content.startswith("error[") else {}),
+            }
+        ]
     blocks: list[dict[str, Any]] = [{"type": "text", "text": m.content}] if m.content else []
     for call in m.tool_calls:
-        blocks.append({"type": "tool_use", "id": call.id, "name": call.name, "input": _arguments(call.arguments)})
+        blocks.append(
+            {
+                "type": "tool_use",
+                "id": call.id,
+                "name": call.name,
+                "input": _arguments(call.arguments),
+            }
+        )
     return blocks
 
 

@@ -21,6 +21,9 @@ import anyio
 import httpx
 import msgspec
 
+from ..core.protocols import ModelTurn, StreamDelta, current_run_id
+from ..core.streams import ServerSentEvent, read_events
+from ..core.tools import Retry
 from ..errors import (
     ConfigError,
     ModelError,
@@ -29,9 +32,6 @@ from ..errors import (
     ModelResponseInvalid,
     ModelUnavailable,
 )
-from ..core.streams import ServerSentEvent, read_events
-from ..core.protocols import ModelTurn, StreamDelta, current_run_id
-from ..core.tools import Retry
 
 __all__ = ["DEFAULT_RETRY", "Transport", "decode_response", "incomplete", "retryable"]
 
@@ -80,22 +80,31 @@ class Transport:
         self._owned = client is None
         self.client = client or httpx.AsyncClient(
             timeout=httpx.Timeout(timeout_s, connect=connect_timeout_s),
-            limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
+            limits=httpx.Limits(
+                max_connections=max_connections, max_keepalive_connections=max_connections
+            ),
         )
 
     async def post_json(self, path: str, body: dict[str, Any], model: str) -> bytes:
         """The body of a successful response, after any retries."""
 
         async def attempt(n: int) -> bytes:
-            response = await self.client.post(self._url(path), content=_encoder.encode(body),
-                                              headers=self._headers(), params=self.params)
+            response = await self.client.post(
+                self._url(path),
+                content=_encoder.encode(body),
+                headers=self._headers(),
+                params=self.params,
+            )
             _check(response, model, n, await response.aread())
             return response.content
 
         return await self._with_retries(model, attempt, self.timeout_s)
 
     async def post_stream(
-        self, path: str, body: dict[str, Any], model: str,
+        self,
+        path: str,
+        body: dict[str, Any],
+        model: str,
         read: Callable[[AsyncIterator[ServerSentEvent], int], Awaitable[ModelTurn]],
         whole: Callable[[bytes], ModelTurn],
     ) -> ModelTurn:
@@ -105,8 +114,13 @@ class Transport:
         its text to ``on_delta`` in one piece."""
 
         async def attempt(n: int) -> ModelTurn:
-            async with self.client.stream("POST", self._url(path), content=_encoder.encode(body),
-                                          headers=self._headers(), params=self.params) as response:
+            async with self.client.stream(
+                "POST",
+                self._url(path),
+                content=_encoder.encode(body),
+                headers=self._headers(),
+                params=self.params,
+            ) as response:
                 if response.status_code >= 300:
                     _check(response, model, n, await response.aread())
                 if response.headers.get("content-type", "").startswith("application/json"):
@@ -133,7 +147,9 @@ class Transport:
     def _headers(self) -> dict[str, str]:
         return {"content-type": "application/json", **self.headers}
 
-    async def _with_retries(self, model: str, attempt: Callable[[int], Awaitable[T]], limit: float | None) -> T:
+    async def _with_retries(
+        self, model: str, attempt: Callable[[int], Awaitable[T]], limit: float | None
+    ) -> T:
         for n in range(1, self.retry.attempts + 1):
             try:
                 with anyio.fail_after(limit if limit is not None else float("inf")):
@@ -141,11 +157,15 @@ class Transport:
             except _Retryable as exc:
                 error = exc.error
             except TimeoutError:
-                error = ModelUnavailable(model, f"no complete response within {limit:g} s", attempts=n)
+                error = ModelUnavailable(
+                    model, f"no complete response within {limit:g} s", attempts=n
+                )
             except httpx.TimeoutException as exc:
                 error = ModelUnavailable(model, f"timed out: {type(exc).__name__}", attempts=n)
             except httpx.TransportError as exc:
-                error = ModelUnavailable(model, f"connection failed: {type(exc).__name__}: {exc}", attempts=n)
+                error = ModelUnavailable(
+                    model, f"connection failed: {type(exc).__name__}: {exc}", attempts=n
+                )
             if n == self.retry.attempts:
                 raise error
             wait = self.retry.delay_before(n + 1)
@@ -164,9 +184,17 @@ def _check(response: httpx.Response, model: str, attempt: int, body: bytes) -> N
     reason = _provider_message(body) or response.reason_phrase or "no reason given"
     retry_after = _retry_after(response.headers)
     if status == 429:
-        raise _Retryable(ModelRateLimited(model, reason, status=status, attempts=attempt, retry_after_s=retry_after))
+        raise _Retryable(
+            ModelRateLimited(
+                model, reason, status=status, attempts=attempt, retry_after_s=retry_after
+            )
+        )
     if status in _RETRIED or status >= 500:
-        raise _Retryable(ModelUnavailable(model, reason, status=status, attempts=attempt, retry_after_s=retry_after))
+        raise _Retryable(
+            ModelUnavailable(
+                model, reason, status=status, attempts=attempt, retry_after_s=retry_after
+            )
+        )
     raise ModelRequestRejected(model, reason, status=status, attempts=attempt)
 
 
@@ -211,7 +239,9 @@ def retryable(error: ModelError) -> Exception:
 
 def incomplete(model: str, attempt: int) -> Exception:
     """What a stream reader raises when the stream ends before its last event: retried."""
-    return retryable(ModelUnavailable(model, "the stream ended before the turn was complete", attempts=attempt))
+    return retryable(
+        ModelUnavailable(model, "the stream ended before the turn was complete", attempts=attempt)
+    )
 
 
 def decode_response(model: str, body: bytes | str, shape: type[T]) -> T:
@@ -219,4 +249,6 @@ def decode_response(model: str, body: bytes | str, shape: type[T]) -> T:
     try:
         return msgspec.json.decode(body, type=shape)
     except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-        raise ModelResponseInvalid(model, f"the response does not follow the protocol: {exc}") from exc
+        raise ModelResponseInvalid(
+            model, f"the response does not follow the protocol: {exc}"
+        ) from exc

@@ -19,11 +19,11 @@ from typing import Any, final
 import httpx
 import msgspec
 
-from ..errors import ModelResponseInvalid
 from ..core.events import Message, Usage
 from ..core.protocols import ModelTurn, ProposedCall, StreamDelta
-from ..core.tools import Retry
 from ..core.streams import ServerSentEvent
+from ..core.tools import Retry
+from ..errors import ModelResponseInvalid
 from .http import DEFAULT_RETRY, Transport, decode_response, incomplete
 
 __all__ = ["OpenAIModel"]
@@ -96,20 +96,34 @@ class OpenAIModel:
         key = os.environ.get("OPENAI_API_KEY", "") if api_key is None else api_key
         auth = {"authorization": f"Bearer {key}"} if key else {}
         self.transport = Transport(
-            base_url, headers={**auth, **(headers or {})}, params=params, timeout_s=timeout_s,
-            max_stream_s=max_stream_s, retry=retry, max_retry_after_s=max_retry_after_s, client=client,
+            base_url,
+            headers={**auth, **(headers or {})},
+            params=params,
+            timeout_s=timeout_s,
+            max_stream_s=max_stream_s,
+            retry=retry,
+            max_retry_after_s=max_retry_after_s,
+            client=client,
             on_delta=on_delta,
         )
 
-    async def respond(self, messages: Sequence[Message], tools: Sequence[dict[str, Any]]) -> ModelTurn:
-        body: dict[str, Any] = {"model": self.name, "messages": [_message(m) for m in messages], **self.options}
+    async def respond(
+        self, messages: Sequence[Message], tools: Sequence[dict[str, Any]]
+    ) -> ModelTurn:
+        body: dict[str, Any] = {
+            "model": self.name,
+            "messages": [_message(m) for m in messages],
+            **self.options,
+        }
         if tools:
             body["tools"] = list(tools)
         if not self.stream:
             return self._decode(await self.transport.post_json("chat/completions", body, self.name))
         body["stream"] = True
         body["stream_options"] = {"include_usage": True}
-        return await self.transport.post_stream("chat/completions", body, self.name, self._read_stream, self._decode)
+        return await self.transport.post_stream(
+            "chat/completions", body, self.name, self._read_stream, self._decode
+        )
 
     async def aclose(self) -> None:
         await self.transport.aclose()
@@ -122,12 +136,17 @@ class OpenAIModel:
         if not completion.choices or completion.choices[0].message is None:
             raise ModelResponseInvalid(self.name, "the response has no choices")
         message = completion.choices[0].message
-        calls = tuple(ProposedCall(c.id, c.function.name, c.function.arguments) for c in message.tool_calls or ())
+        calls = tuple(
+            ProposedCall(c.id, c.function.name, c.function.arguments)
+            for c in message.tool_calls or ()
+        )
         usage = completion.usage or _Usage()
         return ModelTurn(
-            text=message.content or message.refusal or "", tool_calls=calls,
+            text=message.content or message.refusal or "",
+            tool_calls=calls,
             usage=Usage(input_tokens=usage.prompt_tokens, output_tokens=usage.completion_tokens),
-            model=self.name, served_model=completion.model,
+            model=self.name,
+            served_model=completion.model,
         )
 
     async def _read_stream(self, events: AsyncIterator[ServerSentEvent], attempt: int) -> ModelTurn:
@@ -152,15 +171,24 @@ class OpenAIModel:
                     parts[0] = parts[0] or call.id
                     parts[1] = parts[1] or call.function.name
                     parts.append(call.function.arguments)
-                    self.transport.emit(StreamDelta(
-                        model=self.name, call_index=call.index, call_id=call.id, call_name=call.function.name,
-                        arguments=call.function.arguments, attempt=attempt,
-                    ))
+                    self.transport.emit(
+                        StreamDelta(
+                            model=self.name,
+                            call_index=call.index,
+                            call_id=call.id,
+                            call_name=call.function.name,
+                            arguments=call.function.arguments,
+                            attempt=attempt,
+                        )
+                    )
         if not done:
             raise incomplete(self.name, attempt)
         proposed = tuple(ProposedCall(p[0], p[1], "".join(p[2:])) for _, p in sorted(calls.items()))
         return ModelTurn(
-            text="".join(text), tool_calls=proposed, model=self.name, served_model=model,
+            text="".join(text),
+            tool_calls=proposed,
+            model=self.name,
+            served_model=model,
             usage=Usage(input_tokens=usage.prompt_tokens, output_tokens=usage.completion_tokens),
         )
 
@@ -170,9 +198,14 @@ def _message(m: Message) -> dict[str, Any]:
         return {"role": "tool", "tool_call_id": m.call_id, "content": m.content}
     if m.role == "assistant" and m.tool_calls:
         return {
-            "role": "assistant", "content": m.content or None,
+            "role": "assistant",
+            "content": m.content or None,
             "tool_calls": [
-                {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}
+                {
+                    "id": c.id,
+                    "type": "function",
+                    "function": {"name": c.name, "arguments": c.arguments},
+                }
                 for c in m.tool_calls
             ],
         }

@@ -21,7 +21,6 @@ them before it fails.
 from __future__ import annotations
 
 import time
-
 from collections.abc import Iterable, Sequence
 from typing import Any, Literal, final
 
@@ -29,10 +28,10 @@ import anyio
 import msgspec
 
 from ..core.clock import Clock
-from ..errors import ConfigError, ModelUnavailable
 from ..core.events import Message, RouteAttempt
 from ..core.limits import Price
 from ..core.protocols import Model, ModelTurn
+from ..errors import ConfigError, ModelUnavailable
 
 __all__ = ["Breaker", "Candidate", "ModelRouter"]
 
@@ -76,7 +75,9 @@ class Candidate:
     @property
     def rate(self) -> float:
         """Dollars per million tokens, input plus output; unpriced models sort last."""
-        return self.price.input_per_mtok + self.price.output_per_mtok if self.price else float("inf")
+        return (
+            self.price.input_per_mtok + self.price.output_per_mtok if self.price else float("inf")
+        )
 
 
 class _Circuit:
@@ -131,8 +132,11 @@ class ModelRouter:
         now = self.clock.now_us()
         out: list[tuple[Candidate, str, str]] = []
         for rank, c in enumerate(order, 1):
-            why = (f"cheapest {rank} of {len(order)}" if self.strategy == "cheapest"
-                   else f"fallback {rank} of {len(order)}")
+            why = (
+                f"cheapest {rank} of {len(order)}"
+                if self.strategy == "cheapest"
+                else f"fallback {rank} of {len(order)}"
+            )
             out.append((c, why, self._skip(c, needs, now)))
         return out
 
@@ -141,7 +145,11 @@ class ModelRouter:
         if missing:
             return f"lacks {', '.join(sorted(missing))}"
         budget = self.latency_budget_s
-        if budget is not None and c.expected_latency_s is not None and c.expected_latency_s > budget:
+        if (
+            budget is not None
+            and c.expected_latency_s is not None
+            and c.expected_latency_s > budget
+        ):
             return f"expected latency {c.expected_latency_s:g} s exceeds the {budget:g} s budget"
         circuit = self._circuits[c.name]
         if circuit.open_until_us > now_us:
@@ -150,7 +158,9 @@ class ModelRouter:
             return "circuit half-open: its trial call is in flight"
         return ""
 
-    async def respond(self, messages: Sequence[Message], tools: Sequence[dict[str, Any]]) -> ModelTurn:
+    async def respond(
+        self, messages: Sequence[Message], tools: Sequence[dict[str, Any]]
+    ) -> ModelTurn:
         needs = self.require | ({"tools"} if tools else frozenset())
         start = self.clock.now_us()
         attempts: list[RouteAttempt] = []
@@ -159,7 +169,9 @@ class ModelRouter:
             if not skip and timeout is not None and timeout <= 0:
                 skip = "the latency budget is spent"
             if skip:
-                attempts.append(RouteAttempt(model=c.name, reason=why, outcome="skipped", detail=skip))
+                attempts.append(
+                    RouteAttempt(model=c.name, reason=why, outcome="skipped", detail=skip)
+                )
                 continue
             circuit = self._circuits[c.name]
             circuit.trial = circuit.open_until_us != 0  # half-open: this call is the trial
@@ -169,7 +181,9 @@ class ModelRouter:
             with anyio.move_on_after(timeout if timeout is not None else float("inf")) as scope:
                 try:
                     turn = await c.model.respond(messages, tools)
-                except Exception as exc:  # the next candidate gets its chance; the error is recorded
+                except (
+                    Exception
+                ) as exc:  # the next candidate gets its chance; the error is recorded
                     error = f"{type(exc).__name__}: {exc}"
                 except BaseException:  # the caller was cancelled: the trial did not happen
                     circuit.trial = False
@@ -178,18 +192,32 @@ class ModelRouter:
             if turn is None:
                 self._failed(circuit)
                 timed_out = scope.cancelled_caught
-                attempts.append(RouteAttempt(
-                    model=c.name, reason=why, outcome="timed_out" if timed_out else "failed",
-                    detail=f"no answer within {timeout:g} s" if timed_out and timeout is not None else error,
-                    latency_us=latency,
-                ))
+                attempts.append(
+                    RouteAttempt(
+                        model=c.name,
+                        reason=why,
+                        outcome="timed_out" if timed_out else "failed",
+                        detail=f"no answer within {timeout:g} s"
+                        if timed_out and timeout is not None
+                        else error,
+                        latency_us=latency,
+                    )
+                )
                 continue
             circuit.failures, circuit.open_until_us, circuit.trial = 0, 0, False
-            attempts.append(RouteAttempt(model=c.name, reason=why, outcome="answered", latency_us=latency))
+            attempts.append(
+                RouteAttempt(model=c.name, reason=why, outcome="answered", latency_us=latency)
+            )
             return msgspec.structs.replace(turn, model=turn.model or c.name, route=tuple(attempts))
-        raise ModelUnavailable(self.name, "no candidate model answered: " + "; ".join(
-            f"{a.model} {a.outcome}{': ' + a.detail if a.detail else ''}" for a in attempts
-        ), attempts=len(attempts), route=tuple(attempts))
+        raise ModelUnavailable(
+            self.name,
+            "no candidate model answered: "
+            + "; ".join(
+                f"{a.model} {a.outcome}{': ' + a.detail if a.detail else ''}" for a in attempts
+            ),
+            attempts=len(attempts),
+            route=tuple(attempts),
+        )
 
     def _timeout(self, c: Candidate, start_us: int) -> float | None:
         limits = [t for t in (c.timeout_s,) if t is not None]
@@ -202,7 +230,9 @@ class ModelRouter:
         circuit.trial = False
         if circuit.failures >= self.breaker.failures_to_open:
             circuit.open_until_us = self.clock.now_us() + int(self.breaker.cooldown_s * 1e6)
-            circuit.failures = self.breaker.failures_to_open - 1  # one more failure after the cooldown reopens it
+            circuit.failures = (
+                self.breaker.failures_to_open - 1
+            )  # one more failure after the cooldown reopens it
 
     async def aclose(self) -> None:
         for c in self.candidates:

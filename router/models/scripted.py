@@ -13,7 +13,9 @@ __all__ = ["ScriptedModel", "call", "say"]
 Script = Callable[[Sequence[Message]], ModelTurn]
 
 
-def call(name: str, arguments: str | bytes, call_id: str = "", *, usage: Usage | None = None) -> ModelTurn:
+def call(
+    name: str, arguments: str | bytes, call_id: str = "", *, usage: Usage | None = None
+) -> ModelTurn:
     """A turn that proposes one tool call."""
     return ModelTurn(tool_calls=(ProposedCall(call_id, name, arguments),), usage=usage or Usage())
 
@@ -36,9 +38,15 @@ class ScriptedModel:
         self.name = name
         self._script = script
         self.calls = 0  # how many times the model was asked
-        self._counted: tuple[Sequence[Message], int, int] = ((), 0, 0)  # (messages, length, assistant turns)
+        self._counted: tuple[Sequence[Message], int, int] = (
+            (),
+            0,
+            0,
+        )  # (messages, length, assistant turns)
 
-    async def respond(self, messages: Sequence[Message], tools: Sequence[dict[str, Any]]) -> ModelTurn:
+    async def respond(
+        self, messages: Sequence[Message], tools: Sequence[dict[str, Any]]
+    ) -> ModelTurn:
         self.calls += 1
         if callable(self._script):
             return self._script(messages)

@@ -63,11 +63,20 @@ class OtelObserver:
     def _on(self, run_id: str, event: Event) -> None:
         spans = self._runs.get(run_id)
         if spans is None:
-            attributes = {"gen_ai.operation.name": "invoke_agent", "gen_ai.agent.name": "router", "router.run_id": run_id}
+            attributes = {
+                "gen_ai.operation.name": "invoke_agent",
+                "gen_ai.agent.name": "router",
+                "router.run_id": run_id,
+            }
             if isinstance(event, RunStarted):
-                attributes |= {"gen_ai.request.model": event.model, "router.principal": event.principal.id,
-                               "gen_ai.agent.name": event.agent or "router"}
-            run = self._tracer.start_span("invoke_agent router", start_time=self._ns(event.at), attributes=attributes)
+                attributes |= {
+                    "gen_ai.request.model": event.model,
+                    "router.principal": event.principal.id,
+                    "gen_ai.agent.name": event.agent or "router",
+                }
+            run = self._tracer.start_span(
+                "invoke_agent router", start_time=self._ns(event.at), attributes=attributes
+            )
             spans = self._runs[run_id] = _RunSpans(run)
         if isinstance(event, ModelResponded):
             self._model(spans, event)
@@ -76,20 +85,34 @@ class OtelObserver:
         elif isinstance(event, ToolCallResolved) and event.decision == "supply":
             spans.open_calls.discard(event.call_id)
         elif isinstance(event, LimitExceeded | RunFailed | RunCancelled):
-            self._end(run_id, spans, event.at, f"{type(event).__name__}: {getattr(event, 'limit', '') or getattr(event, 'reason', '')}")
+            self._end(
+                run_id,
+                spans,
+                event.at,
+                f"{type(event).__name__}: {getattr(event, 'limit', '') or getattr(event, 'reason', '')}",
+            )
 
     def _model(self, spans: _RunSpans, event: ModelResponded) -> None:
         self._end_step(spans, event.at - event.latency_us)
         context = self._trace.set_span_in_context(spans.run)
         begin = self._ns(event.at - event.latency_us)
-        spans.step = self._tracer.start_span(f"step {event.step}", context=context, start_time=begin,
-                                             attributes={"router.step": event.step})
+        spans.step = self._tracer.start_span(
+            f"step {event.step}",
+            context=context,
+            start_time=begin,
+            attributes={"router.step": event.step},
+        )
         chat = self._tracer.start_span(
-            f"chat {event.model}", context=self._trace.set_span_in_context(spans.step), start_time=begin,
+            f"chat {event.model}",
+            context=self._trace.set_span_in_context(spans.step),
+            start_time=begin,
             attributes={
-                "gen_ai.operation.name": "chat", "gen_ai.request.model": event.model,
-                "gen_ai.response.model": event.model, "gen_ai.usage.input_tokens": event.usage.input_tokens,
-                "gen_ai.usage.output_tokens": event.usage.output_tokens, "router.cost_nusd": event.cost_nusd,
+                "gen_ai.operation.name": "chat",
+                "gen_ai.request.model": event.model,
+                "gen_ai.response.model": event.model,
+                "gen_ai.usage.input_tokens": event.usage.input_tokens,
+                "gen_ai.usage.output_tokens": event.usage.output_tokens,
+                "router.cost_nusd": event.cost_nusd,
                 "router.tool_calls": len(event.tool_calls),
             },
         )
@@ -101,7 +124,11 @@ class OtelObserver:
             spans.run.end(end_time=self._ns(event.at))
             self._runs = {k: v for k, v in self._runs.items() if v is not spans}
 
-    def _tool(self, spans: _RunSpans, event: ToolSucceeded | ToolFailed | ToolCallRejected | ToolCallDenied) -> None:
+    def _tool(
+        self,
+        spans: _RunSpans,
+        event: ToolSucceeded | ToolFailed | ToolCallRejected | ToolCallDenied,
+    ) -> None:
         latency = getattr(event, "latency_us", 0)
         if isinstance(event, ToolSucceeded):
             outcome = "succeeded"
@@ -113,10 +140,15 @@ class OtelObserver:
             outcome = "denied"
         parent = spans.step if spans.step is not None else spans.run
         span = self._tracer.start_span(
-            f"execute_tool {event.tool}", context=self._trace.set_span_in_context(parent),
+            f"execute_tool {event.tool}",
+            context=self._trace.set_span_in_context(parent),
             start_time=self._ns(event.at - latency),
-            attributes={"gen_ai.operation.name": "execute_tool", "gen_ai.tool.name": event.tool,
-                        "gen_ai.tool.call.id": event.call_id, "router.outcome": outcome},
+            attributes={
+                "gen_ai.operation.name": "execute_tool",
+                "gen_ai.tool.name": event.tool,
+                "gen_ai.tool.call.id": event.call_id,
+                "router.outcome": outcome,
+            },
         )
         if outcome != "succeeded":
             span.set_status(self._trace.Status(self._trace.StatusCode.ERROR, outcome))

@@ -30,8 +30,13 @@ class Attempted(msgspec.Struct, gc=False):
     exception: Any = None  # the last exception, when every attempt failed
 
 
-async def attempt(call: Callable[..., Awaitable[Any]], retry: Retry, timeout_s: float | None, *args: Any,
-                  final: type[Exception] | None = None) -> Attempted:
+async def attempt(
+    call: Callable[..., Awaitable[Any]],
+    retry: Retry,
+    timeout_s: float | None,
+    *args: Any,
+    final: type[Exception] | None = None,
+) -> Attempted:
     """Await ``call(*args)`` until it returns, at most ``retry.attempts`` times, each attempt
     within ``timeout_s`` (None: no limit), waiting ``retry.delay_before(n)`` before
     attempt n. An exception or a timeout is an attempt that failed; an exception of type
@@ -48,8 +53,14 @@ async def attempt(call: Callable[..., Awaitable[Any]], retry: Retry, timeout_s: 
     return Attempted(value, True, 1)
 
 
-async def _again(call: Callable[..., Awaitable[Any]], retry: Retry, timeout_s: float | None, args: tuple[Any, ...],
-                 final: type[Exception] | None, first: Exception) -> Attempted:
+async def _again(
+    call: Callable[..., Awaitable[Any]],
+    retry: Retry,
+    timeout_s: float | None,
+    args: tuple[Any, ...],
+    final: type[Exception] | None,
+    first: Exception,
+) -> Attempted:
     """The attempts after a first that failed with ``first``."""
     errors: list[str] = []
     timeouts = 0
@@ -71,7 +82,10 @@ async def _again(call: Callable[..., Awaitable[Any]], retry: Retry, timeout_s: f
             errors.append(f"{type(last).__name__}: {last}")
         if final is not None and isinstance(last, final):
             return Attempted(None, False, n, "; ".join(errors), False, last)
-    return Attempted(None, False, retry.attempts, "; ".join(errors), timeouts == retry.attempts, last)
+    return Attempted(
+        None, False, retry.attempts, "; ".join(errors), timeouts == retry.attempts, last
+    )
+
 
 def time_left(clock: Clock, state: Spent) -> float:
     """Seconds until the run's deadline on ``clock`` (inf without one): what a wait for the
@@ -86,6 +100,9 @@ def deadline_passed(clock: Clock, state: Spent) -> LimitExceeded:
     """The event that records a deadline that passed while router waited."""
     now = clock.now_us()
     return LimitExceeded(
-        at=now, limit="deadline", value=(now - state.started_at) / 1e6, ceiling=state.limits.deadline_s or 0,
+        at=now,
+        limit="deadline",
+        value=(now - state.started_at) / 1e6,
+        ceiling=state.limits.deadline_s or 0,
         detail="the deadline passed while router waited",
     )

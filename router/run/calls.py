@@ -96,7 +96,11 @@ class Calls:
         if len(calls) != 1:
             return None
         t = self.tools[calls[0].tool]
-        if t.inline_once and (calls[0].idempotent or not run.pending) and run.state.limits.deadline_s is None:
+        if (
+            t.inline_once
+            and (calls[0].idempotent or not run.pending)
+            and run.state.limits.deadline_s is None
+        ):
             return t
         return None
 
@@ -108,10 +112,14 @@ class Calls:
         try:
             value = t.call(args, context)
         except Exception as exc:  # a tool's failure is an event fed back to the model
-            return self._failed(t, started, f"{type(exc).__name__}: {exc}", begin, 1, False, context)
+            return self._failed(
+                t, started, f"{type(exc).__name__}: {exc}", begin, 1, False, context
+            )
         return self._returned(t, started, value, begin, 1, context)
 
-    def _arguments(self, run: AgentRun, t: Tool, started: ToolStarted, share: int) -> tuple[Any, ToolContext | None]:
+    def _arguments(
+        self, run: AgentRun, t: Tool, started: ToolStarted, share: int
+    ) -> tuple[Any, ToolContext | None]:
         args = run.args.pop(started.call_id, None)
         if args is None:  # decided by another process before a crash
             args = t.decode(started.arguments)
@@ -119,24 +127,49 @@ class Calls:
             return args, None
         state = run.state
         return args, ToolContext(
-            run.run_id, started.call_id, state.principal, tuple(run.transcript.messages),
-            budget=Budget.left(state, share), meter=Meter(), redaction=run.log.redaction or None,
+            run.run_id,
+            started.call_id,
+            state.principal,
+            tuple(run.transcript.messages),
+            budget=Budget.left(state, share),
+            meter=Meter(),
+            redaction=run.log.redaction or None,
             runtime=run.log.runtime,
         )
 
-    def _returned(self, t: Tool, started: ToolStarted, value: Any, begin: int, attempts: int,
-                  context: ToolContext | None) -> Event:
+    def _returned(
+        self,
+        t: Tool,
+        started: ToolStarted,
+        value: Any,
+        begin: int,
+        attempts: int,
+        context: ToolContext | None,
+    ) -> Event:
         """The event for a tool that returned ``value``."""
         now = self.clock.now_us()
         output = value if isinstance(value, ToolOutput) else None
         try:
             result = encode_result(value if output is None else output.result)
         except (TypeError, ValueError) as exc:
-            return self._failed(t, started, f"the result is not JSON-encodable: {exc}", begin, attempts, False, context)
+            return self._failed(
+                t,
+                started,
+                f"the result is not JSON-encodable: {exc}",
+                begin,
+                attempts,
+                False,
+                context,
+            )
         meter = context.meter if context is not None else None
         if output is None and (meter is None or meter.empty):  # spent nothing, hands nothing on
             return ToolSucceeded(
-                at=now, call_id=started.call_id, tool=t.name, result=result, latency_us=now - begin, attempts=attempts,
+                at=now,
+                call_id=started.call_id,
+                tool=t.name,
+                result=result,
+                latency_us=now - begin,
+                attempts=attempts,
             )
         meter = meter or Meter()
         if output is not None:
@@ -144,39 +177,79 @@ class Calls:
             if output.child_run_id and not meter.child_run_id:
                 meter.child_run_id = output.child_run_id
         return ToolSucceeded(
-            at=now, call_id=started.call_id, tool=t.name, result=result, latency_us=now - begin, attempts=attempts,
-            usage=spent(meter.usage), cost_nusd=meter.cost_nusd, child_run_id=meter.child_run_id,
+            at=now,
+            call_id=started.call_id,
+            tool=t.name,
+            result=result,
+            latency_us=now - begin,
+            attempts=attempts,
+            usage=spent(meter.usage),
+            cost_nusd=meter.cost_nusd,
+            child_run_id=meter.child_run_id,
             final=output is not None and output.final,
         )
 
-    def _failed(self, t: Tool, started: ToolStarted, error: str, begin: int, attempts: int, timed_out: bool,
-                context: ToolContext | None) -> ToolFailed:
+    def _failed(
+        self,
+        t: Tool,
+        started: ToolStarted,
+        error: str,
+        begin: int,
+        attempts: int,
+        timed_out: bool,
+        context: ToolContext | None,
+    ) -> ToolFailed:
         now = self.clock.now_us()
         meter = context.meter if context is not None else None
         if meter is None:
-            return ToolFailed(at=now, call_id=started.call_id, tool=t.name, error=error, timed_out=timed_out,
-                              latency_us=now - begin, attempts=attempts)
-        return ToolFailed(at=now, call_id=started.call_id, tool=t.name, error=error, timed_out=timed_out,
-                          latency_us=now - begin, attempts=attempts, usage=spent(meter.usage),
-                          cost_nusd=meter.cost_nusd, child_run_id=meter.child_run_id)
+            return ToolFailed(
+                at=now,
+                call_id=started.call_id,
+                tool=t.name,
+                error=error,
+                timed_out=timed_out,
+                latency_us=now - begin,
+                attempts=attempts,
+            )
+        return ToolFailed(
+            at=now,
+            call_id=started.call_id,
+            tool=t.name,
+            error=error,
+            timed_out=timed_out,
+            latency_us=now - begin,
+            attempts=attempts,
+            usage=spent(meter.usage),
+            cost_nusd=meter.cost_nusd,
+            child_run_id=meter.child_run_id,
+        )
 
     async def _run_tool(self, run: AgentRun, started: ToolStarted, share: int) -> Event:
         t = self.tools[started.tool]
         args, context = self._arguments(run, t, started, share)
         if t.inline and not t.is_async:  # runs to completion on the loop: no timeout applies
+
             async def call() -> Any:
                 return t.call(args, context)
+
             timeout = None
         else:
             timeout = t.timeout_s if t.timeout_s is not None else run.state.limits.tool_timeout_s
             if t.is_async:
+
                 async def call() -> Any:
                     return await t.call(args, context)
             else:
+
                 async def call() -> Any:
-                    return await anyio.to_thread.run_sync(t.call, args, context, abandon_on_cancel=True)
+                    return await anyio.to_thread.run_sync(
+                        t.call, args, context, abandon_on_cancel=True
+                    )
+
         begin = self.clock.now_us()
         outcome = await attempt(call, t.retry, timeout)
         if outcome.ok:
             return self._returned(t, started, outcome.value, begin, outcome.attempts, context)
-        return self._failed(t, started, outcome.error, begin, outcome.attempts, outcome.timed_out, context)
+        return self._failed(
+            t, started, outcome.error, begin, outcome.attempts, outcome.timed_out, context
+        )

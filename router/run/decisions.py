@@ -7,12 +7,12 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from ..errors import DecisionError
 from ..core.events import GraphStarted, ReviewDecided, ReviewRequested, ToolCallResolved
 from ..core.fsm import Phase, RunState, apply, fold
 from ..core.graph_fsm import GraphPhase, fold_graph
 from ..core.protocols import Store
 from ..core.tools import encode_result
+from ..errors import DecisionError
 from .log import open_log
 from .runtime import Runtime
 
@@ -51,10 +51,19 @@ async def resolve_call(
             raise DecisionError(run_id, call_id, f"the run is {state.phase}, not interrupted")
         if not any(c.call.id == call_id and c.status == "interrupted" for c in state.calls):
             waiting = ", ".join(c.call.id for c in state.calls if c.status == "interrupted")
-            raise DecisionError(run_id, call_id, f"no such call waits for a decision (waiting: {waiting})")
-        encoded = _encoded(run_id, call_id, result, "supplied result") if decision == "supply" else ""
+            raise DecisionError(
+                run_id, call_id, f"no such call waits for a decision (waiting: {waiting})"
+            )
+        encoded = (
+            _encoded(run_id, call_id, result, "supplied result") if decision == "supply" else ""
+        )
         event = ToolCallResolved(
-            at=runtime.clock.now_us(), call_id=call_id, decision=decision, result=encoded, by=by, note=note,
+            at=runtime.clock.now_us(),
+            call_id=call_id,
+            decision=decision,
+            result=encoded,
+            by=by,
+            note=note,
         )
         log.add(event)
         await log.flush(last=True)
@@ -93,8 +102,15 @@ async def review_run(
                 raise DecisionError(run_id, "", "only an approval can edit the arguments")
             edited = _encoded(run_id, "", arguments, "edited arguments")
         held = tuple(c.call.id for c in state.calls if c.status == "held")
-        event = ReviewDecided(at=runtime.clock.now_us(), decision=decision, rule=state.pending_review,
-                              call_ids=held, by=by, note=note, arguments=edited)
+        event = ReviewDecided(
+            at=runtime.clock.now_us(),
+            decision=decision,
+            rule=state.pending_review,
+            call_ids=held,
+            by=by,
+            note=note,
+            arguments=edited,
+        )
         new = apply(state, event)
         if new.fault:
             raise DecisionError(run_id, "", new.fault)
@@ -125,8 +141,16 @@ async def review_graph_run(
         pending = next((e for e in reversed(events) if isinstance(e, ReviewRequested)), None)
         if state.phase is not GraphPhase.AWAITING_REVIEW or pending is None:
             raise DecisionError(run_id, "", f"the graph run is {state.phase}, not awaiting review")
-        log.add(ReviewDecided(at=runtime.clock.now_us(), decision=decision, rule=pending.rule,
-                              call_ids=pending.call_ids, by=by, note=note))
+        log.add(
+            ReviewDecided(
+                at=runtime.clock.now_us(),
+                decision=decision,
+                rule=pending.rule,
+                call_ids=pending.call_ids,
+                by=by,
+                note=note,
+            )
+        )
         await log.flush(last=True)
         return pending.rule
     finally:

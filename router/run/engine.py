@@ -17,7 +17,7 @@ import anyio
 import msgspec
 
 from ..core.definition import changed_parts, definition_parts, hash_parts, recorded_parts
-from ..errors import ConfigError, DefinitionChanged, ModelError
+from ..core.effects import CallModel, DecideCalls, Record, RunTools, next_effect, resume_events
 from ..core.events import (
     Event,
     Limits,
@@ -36,7 +36,6 @@ from ..core.events import (
     encode_event,
     spent,
 )
-from ..core.effects import CallModel, DecideCalls, Record, RunTools, next_effect, resume_events
 from ..core.fsm import INTERRUPTED, Phase, RunState, fold
 from ..core.limits import PriceTable
 from ..core.protocols import Model, ModelTurn, Store, current_run_id
@@ -44,9 +43,9 @@ from ..core.redaction import Redaction
 from ..core.replay import ReplayReport, replay_events
 from ..core.tools import Retry, Tools, record_calls
 from ..core.transcript import Transcript
-from .calls import AgentRun
+from ..errors import ConfigError, DefinitionChanged, ModelError
 from .attempt import attempt, deadline_passed, time_left
-from .calls import Calls
+from .calls import AgentRun, Calls
 from .log import RunLog, open_log
 from .runtime import Runtime
 
@@ -70,12 +69,18 @@ class RunResult(msgspec.Struct, frozen=True):
     @classmethod
     def of(cls, run_id: str, state: RunState) -> RunResult:
         return cls(
-            run_id=run_id, phase=state.phase, output=state.output, reason=state.reason,
-            steps=state.steps, tool_calls=state.tool_calls, usage=state.usage,
+            run_id=run_id,
+            phase=state.phase,
+            output=state.output,
+            reason=state.reason,
+            steps=state.steps,
+            tool_calls=state.tool_calls,
+            usage=state.usage,
             cost_usd=state.cost_nusd / 1e9,
             interrupted=(
                 tuple([c.call.id for c in state.calls if c.status == "interrupted"])
-                if state.phase is INTERRUPTED else ()
+                if state.phase is INTERRUPTED
+                else ()
             ),
             review=state.pending_review,
         )
@@ -118,7 +123,9 @@ class Engine:
         self.review = msgspec.structs.replace(review or ReviewRules(), output_check=check_name)
         self.redaction = redaction or Redaction()
         self._calls = Calls(tools, self.runtime.clock)
-        self.parts = definition_parts(model.name, tools, self.prices, self.redaction, self.review, output_check)
+        self.parts = definition_parts(
+            model.name, tools, self.prices, self.redaction, self.review, output_check
+        )
         self.definition = hash_parts(self.parts)
 
     def on(self, runtime: Runtime) -> Engine:
@@ -126,7 +133,11 @@ class Engine:
         if runtime is self.runtime:
             return self
         other = copy.copy(self)
-        other.runtime, other.store, other._calls = runtime, runtime.store, Calls(self.tools, runtime.clock)
+        other.runtime, other.store, other._calls = (
+            runtime,
+            runtime.store,
+            Calls(self.tools, runtime.clock),
+        )
         return other
 
     async def start(
@@ -159,13 +170,25 @@ class Engine:
         elif await self.store.read(run_id):  # a chosen id may be taken; a generated one is not
             raise ConfigError(f"run {run_id!r} already exists; resume it instead")
         policy = self.redaction | redaction if redaction else self.redaction
-        run = AgentRun(RunLog(runtime, run_id, policy), RunState(), Transcript())  # its first batch takes the lease
-        run.add(RunStarted(
-            at=runtime.clock.now_us(), messages=opening, principal=principal,
-            limits=limits or self.limits, model=self.model.name, tools=self.tools.names,
-            definition=self.definition, redaction=RedactionPolicy(**policy.describe()) if policy else RedactionPolicy(),
-            agent=self.agent, review=self.review, parent_run_id=parent_run_id, parts=self.parts,
-        ))
+        run = AgentRun(
+            RunLog(runtime, run_id, policy), RunState(), Transcript()
+        )  # its first batch takes the lease
+        run.add(
+            RunStarted(
+                at=runtime.clock.now_us(),
+                messages=opening,
+                principal=principal,
+                limits=limits or self.limits,
+                model=self.model.name,
+                tools=self.tools.names,
+                definition=self.definition,
+                redaction=RedactionPolicy(**policy.describe()) if policy else RedactionPolicy(),
+                agent=self.agent,
+                review=self.review,
+                parent_run_id=parent_run_id,
+                parts=self.parts,
+            )
+        )
         return await self._drive(run)
 
     async def resume(self, run_id: str, *, migration: str | None = None) -> RunResult:
@@ -192,8 +215,15 @@ class Engine:
                 if migration is None:
                     changed = changed_parts(recorded_parts(events), self.parts)
                     raise DefinitionChanged(run_id, state.definition, self.definition, changed)
-                run.add(RunMigrated(at=now, migration=migration, from_definition=state.definition,
-                                    to_definition=self.definition, parts=self.parts))
+                run.add(
+                    RunMigrated(
+                        at=now,
+                        migration=migration,
+                        from_definition=state.definition,
+                        to_definition=self.definition,
+                        parts=self.parts,
+                    )
+                )
         except BaseException:
             await log.release()
             raise
@@ -237,7 +267,9 @@ class Engine:
                     calls = effect.calls  # type: ignore[attr-defined]
                     inline = self._calls.inline_now(run, calls)
                     if inline is not None:
-                        run.add(self._calls.run_inline(run, inline, calls[0]))  # nothing to wait for, nothing to await
+                        run.add(
+                            self._calls.run_inline(run, inline, calls[0])
+                        )  # nothing to wait for, nothing to await
                         continue
                     if not all(s.idempotent for s in calls):
                         await log.flush()
@@ -251,7 +283,12 @@ class Engine:
         except anyio.get_cancelled_exc_class():
             with anyio.CancelScope(shield=True):
                 if not run.state.terminal:
-                    run.add(RunCancelled(at=self.runtime.clock.now_us(), reason="the task driving the run was cancelled"))
+                    run.add(
+                        RunCancelled(
+                            at=self.runtime.clock.now_us(),
+                            reason="the task driving the run was cancelled",
+                        )
+                    )
                 await log.flush(last=True)
             raise
 
@@ -273,29 +310,52 @@ class Engine:
         turn that cannot be recorded is never asked for again."""
         clock = self.runtime.clock
         begin = clock.now_us()
-        outcome = await attempt(self.model.respond, self.model_retry, None, run.transcript.messages,
-                                self.tools.schemas, final=ModelError)  # an adapter's own retries are spent
+        outcome = await attempt(
+            self.model.respond,
+            self.model_retry,
+            None,
+            run.transcript.messages,
+            self.tools.schemas,
+            final=ModelError,
+        )  # an adapter's own retries are spent
         if not outcome.ok:
             last = outcome.exception
             if isinstance(last, ModelError) and last.route:
                 self._routed(run, "", last.route)  # type: ignore[arg-type]
             error = f"{type(last).__name__}: {last}" if last is not None else outcome.error
-            return RunFailed(at=clock.now_us(), code="model_error",
-                             reason=f"the model failed after {outcome.attempts} attempt(s) here; last error: {error}")
+            return RunFailed(
+                at=clock.now_us(),
+                code="model_error",
+                reason=f"the model failed after {outcome.attempts} attempt(s) here; last error: {error}",
+            )
         if type(outcome.value) is not ModelTurn:
-            return RunFailed(at=clock.now_us(), code="model_error",
-                             reason=f"the model returned {type(outcome.value).__name__}, not ModelTurn")
+            return RunFailed(
+                at=clock.now_us(),
+                code="model_error",
+                reason=f"the model returned {type(outcome.value).__name__}, not ModelTurn",
+            )
         turn: ModelTurn = outcome.value
         if turn.route:
-            self._routed(run, next((a.model for a in turn.route if a.outcome == "answered"), ""), turn.route)
+            self._routed(
+                run, next((a.model for a in turn.route if a.outcome == "answered"), ""), turn.route
+            )
         try:
             return self._responded(run.state, turn, begin)
-        except Exception as exc:  # a strict price table without this model, an answer check that raised
+        except (
+            Exception
+        ) as exc:  # a strict price table without this model, an answer check that raised
             code = "config_error" if isinstance(exc, ConfigError) else "output_check_failed"
             return RunFailed(at=clock.now_us(), code=code, reason=f"{type(exc).__name__}: {exc}")
 
     def _routed(self, run: AgentRun, chosen: str, route: tuple[RouteAttempt, ...]) -> None:
-        run.add(ModelRouted(at=self.runtime.clock.now_us(), step=run.state.steps + 1, chosen=chosen, attempts=route))
+        run.add(
+            ModelRouted(
+                at=self.runtime.clock.now_us(),
+                step=run.state.steps + 1,
+                chosen=chosen,
+                attempts=route,
+            )
+        )
 
     def _responded(self, state: RunState, turn: ModelTurn, begin: int) -> ModelResponded:
         now = self.runtime.clock.now_us()
@@ -305,7 +365,14 @@ class Engine:
         if not turn.tool_calls and self.output_check is not None:
             held = self.output_check(turn.text) or ""
         return ModelResponded(
-            at=now, step=step, text=turn.text, tool_calls=record_calls(step, turn.tool_calls),
-            usage=spent(turn.usage), cost_nusd=self.prices.cost_nusd(model, turn.usage), model=model,
-            latency_us=now - begin, held=held, served_model=turn.served_model if turn.served_model != model else "",
+            at=now,
+            step=step,
+            text=turn.text,
+            tool_calls=record_calls(step, turn.tool_calls),
+            usage=spent(turn.usage),
+            cost_nusd=self.prices.cost_nusd(model, turn.usage),
+            model=model,
+            latency_us=now - begin,
+            held=held,
+            served_model=turn.served_model if turn.served_model != model else "",
         )

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from ..errors import ConfigError
 from ..core.events import Event, GraphStarted, RunForked
 from ..core.fsm import RunState, fold
 from ..core.graph_fsm import GraphState, fold_graph
 from ..core.protocols import Store
+from ..errors import ConfigError
 from .log import RunLog, open_log
 from .runtime import Runtime
 
@@ -39,15 +39,24 @@ async def fork_run(
     runtime = Runtime.of(store_or_runtime)
     events, parent = await open_log(runtime, run_id, lease=False)
     if not 1 <= at_seq <= len(events):
-        raise ConfigError(f"run {run_id!r} has events 0..{len(events) - 1}; fork at 1..{len(events)}")
+        raise ConfigError(
+            f"run {run_id!r} has events 0..{len(events) - 1}; fork at 1..{len(events)}"
+        )
     stored = await runtime.store.read(run_id, after=at_seq - 2)
     new_run_id = new_run_id or runtime.ids.new_id("run")
     if await runtime.store.read(new_run_id):
         raise ConfigError(f"run {new_run_id!r} already exists")
-    forked = RunForked(at=runtime.clock.now_us(), parent_run_id=run_id, parent_seq=at_seq,
-                       parent_hash=stored[0].hash.hex(), note=note)
+    forked = RunForked(
+        at=runtime.clock.now_us(),
+        parent_run_id=run_id,
+        parent_seq=at_seq,
+        parent_hash=stored[0].hash.hex(),
+        note=note,
+    )
     batch = [*events[:at_seq], forked, *then]
-    state: RunState | GraphState = fold_graph(None, batch) if isinstance(events[0], GraphStarted) else fold(batch)
+    state: RunState | GraphState = (
+        fold_graph(None, batch) if isinstance(events[0], GraphStarted) else fold(batch)
+    )
     if state.fault:
         raise ConfigError(f"the fork does not fit at seq {at_seq}: {state.fault}")
     log = RunLog(runtime, new_run_id, parent.redaction)

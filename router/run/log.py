@@ -17,14 +17,13 @@ import anyio
 import msgspec
 
 from ..core.chain import Chain, verify
-from ..errors import LeaseHeld, LeaseLost, RunNotFound
 from ..core.events import Event, GraphStarted, RunCancelled, RunStarted, decode_event, encode_event
 from ..core.fsm import RunState, fold
 from ..core.graph_fsm import GraphState, fold_graph
-from ..core.protocols import Cipher, Store
-from ..core.protocols import LeaseChange
+from ..core.protocols import Cipher, LeaseChange, Store
 from ..core.redaction import Redaction
 from ..core.stored import decode_run
+from ..errors import LeaseHeld, LeaseLost, RunNotFound
 from .runtime import Runtime
 
 __all__ = ["RunLog", "end_run", "fold_run", "load_run", "open_log", "recorded_redaction"]
@@ -37,8 +36,15 @@ class RunLog:
 
     __slots__ = ("runtime", "run_id", "chain", "pending", "redaction", "encode", "_renew_at")
 
-    def __init__(self, runtime: Runtime, run_id: str, redaction: Redaction, chain: Chain | None = None,
-                 *, held: bool = False) -> None:
+    def __init__(
+        self,
+        runtime: Runtime,
+        run_id: str,
+        redaction: Redaction,
+        chain: Chain | None = None,
+        *,
+        held: bool = False,
+    ) -> None:
         self.runtime = runtime
         self.run_id = run_id
         self.chain = chain or Chain(run_id)
@@ -137,8 +143,9 @@ async def _read(store: Store, run_id: str, cipher: Cipher | None) -> tuple[list[
     return decode_run(stored, cipher), Chain.after(run_id, stored)
 
 
-async def open_log(runtime: Runtime, run_id: str, redaction: Redaction | None = None,
-                   *, lease: bool = True) -> tuple[list[Any], RunLog]:
+async def open_log(
+    runtime: Runtime, run_id: str, redaction: Redaction | None = None, *, lease: bool = True
+) -> tuple[list[Any], RunLog]:
     """Take the run's lease (unless ``lease`` is False), read, verify and decode its log.
     Returns its events and its writer, which seals with the recorded policy (and
     ``redaction`` too). The lease is given back if reading fails.
@@ -159,7 +166,9 @@ async def open_log(runtime: Runtime, run_id: str, redaction: Redaction | None = 
     return events, RunLog(runtime, run_id, writer, chain, held=lease)
 
 
-async def load_run(store: Store, run_id: str, cipher: Cipher | None = None) -> tuple[list[Any], RunState, Chain]:
+async def load_run(
+    store: Store, run_id: str, cipher: Cipher | None = None
+) -> tuple[list[Any], RunState, Chain]:
     """Read, verify and fold an agent run's log: its events, state and chain head. Reads
     only: it takes no lease and writes nothing.
 
@@ -172,7 +181,9 @@ async def load_run(store: Store, run_id: str, cipher: Cipher | None = None) -> t
 def fold_run(events: Sequence[Any]) -> RunState | GraphState:
     """The state of a run of either kind: a graph run's (merged without its reducers) or an
     agent run's."""
-    return fold_graph(None, events) if events and isinstance(events[0], GraphStarted) else fold(events)
+    return (
+        fold_graph(None, events) if events and isinstance(events[0], GraphStarted) else fold(events)
+    )
 
 
 async def end_run(runtime: Runtime, run_id: str, reason: str) -> None:

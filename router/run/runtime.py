@@ -10,8 +10,8 @@ from collections.abc import Sequence
 from typing import final
 
 from ..core.clock import Clock, IdSource
-from ..errors import ConfigError
 from ..core.protocols import Cipher, Observer, Store
+from ..errors import ConfigError
 
 __all__ = ["RandomIds", "Runtime", "SystemClock"]
 

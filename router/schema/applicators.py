@@ -12,7 +12,16 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from ..errors import SchemaError
-from .assertions import ASSERTION_BUILDERS, Builder, Check, Compiling, Failure, accept, check_all, read_count
+from .assertions import (
+    ASSERTION_BUILDERS,
+    Builder,
+    Check,
+    Compiling,
+    Failure,
+    accept,
+    check_all,
+    read_count,
+)
 
 __all__ = ["BUILDERS", "ORDER", "present"]
 
@@ -23,8 +32,11 @@ def _object_applicators(c: Compiling, schema: dict[str, Any], value: Any, at: st
     where = at.rsplit("/", 1)[0]
     compiled = _compile_properties(c, schema, where)
     by_pattern = _compile_pattern_properties(c, schema, where)
-    extra = c.child(schema["additionalProperties"], f"{where}/additionalProperties") \
-        if "additionalProperties" in schema else None
+    extra = (
+        c.child(schema["additionalProperties"], f"{where}/additionalProperties")
+        if "additionalProperties" in schema
+        else None
+    )
     closed = schema.get("additionalProperties") is False
     if not by_pattern and extra is None:
         return _check_named_properties(tuple(compiled.items()))
@@ -35,7 +47,9 @@ def _compile_properties(c: Compiling, schema: dict[str, Any], where: str) -> dic
     props = schema.get("properties", {})
     if not isinstance(props, dict):
         raise SchemaError(f"{where}/properties", "properties", "must be an object")
-    return {name: c.child(sub, f"{where}/properties/{_escape(name)}") for name, sub in props.items()}
+    return {
+        name: c.child(sub, f"{where}/properties/{_escape(name)}") for name, sub in props.items()
+    }
 
 
 def _compile_pattern_properties(
@@ -45,7 +59,10 @@ def _compile_pattern_properties(
     if not isinstance(patterns, dict):
         raise SchemaError(f"{where}/patternProperties", "patternProperties", "must be an object")
     return [
-        (c.pattern(p, f"{where}/patternProperties").search, c.child(sub, f"{where}/patternProperties/{_escape(p)}"))
+        (
+            c.pattern(p, f"{where}/patternProperties").search,
+            c.child(sub, f"{where}/patternProperties/{_escape(p)}"),
+        )
         for p, sub in patterns.items()
     ]
 
@@ -144,8 +161,12 @@ def _array_applicators(c: Compiling, schema: dict[str, Any], value: Any, at: str
         raise SchemaError(f"{where}/prefixItems", "prefixItems", "must be an array of schemas")
     prefix = [c.child(sub, f"{where}/prefixItems/{i}") for i, sub in enumerate(prefix_schemas)]
     if isinstance(schema.get("items"), list):
-        raise SchemaError(f"{where}/items", "items", "an array of schemas is the tuple form of draft 7 and "
-                          "earlier; draft 2020-12 writes it as prefixItems")
+        raise SchemaError(
+            f"{where}/items",
+            "items",
+            "an array of schemas is the tuple form of draft 7 and "
+            "earlier; draft 2020-12 writes it as prefixItems",
+        )
     rest = c.child(schema["items"], f"{where}/items") if "items" in schema else None
     start = len(prefix)
 
@@ -169,8 +190,16 @@ def _array_applicators(c: Compiling, schema: dict[str, Any], value: Any, at: str
 def _contains(c: Compiling, schema: dict[str, Any], value: Any, at: str) -> Check:
     sub = c.child(value, at)
     where = at.rsplit("/", 1)[0]
-    least = read_count("minContains", schema["minContains"], f"{where}/minContains") if "minContains" in schema else 1
-    most = read_count("maxContains", schema["maxContains"], f"{where}/maxContains") if "maxContains" in schema else None
+    least = (
+        read_count("minContains", schema["minContains"], f"{where}/minContains")
+        if "minContains" in schema
+        else 1
+    )
+    most = (
+        read_count("maxContains", schema["maxContains"], f"{where}/maxContains")
+        if "maxContains" in schema
+        else None
+    )
 
     def check(v: Any) -> Failure | None:
         if type(v) is not list:
@@ -224,7 +253,9 @@ def _one_of(c: Compiling, schema: dict[str, Any], value: Any, at: str) -> Check:
 
 def _not(c: Compiling, schema: dict[str, Any], value: Any, at: str) -> Check:
     sub = c.node(value, at)
-    return lambda v: Failure("Expected a value that does not match `not`") if sub(v) is None else None
+    return lambda v: (
+        Failure("Expected a value that does not match `not`") if sub(v) is None else None
+    )
 
 
 def _if(c: Compiling, schema: dict[str, Any], value: Any, at: str) -> Check | None:
@@ -237,7 +268,9 @@ def _if(c: Compiling, schema: dict[str, Any], value: Any, at: str) -> Check | No
 
 def _then_else(c: Compiling, schema: dict[str, Any], value: Any, at: str) -> Check | None:
     if "if" not in schema:
-        c.node(value, at)  # applies to nothing without `if`, but a refused keyword inside is still refused
+        c.node(
+            value, at
+        )  # applies to nothing without `if`, but a refused keyword inside is still refused
     return None
 
 
@@ -252,19 +285,58 @@ def present(schema: dict[str, Any], key: str) -> bool:
 
 BUILDERS: Mapping[str, Builder] = {
     **ASSERTION_BUILDERS,
-    "properties": _object_applicators, "propertyNames": _property_names, "dependentSchemas": _dependent_schemas,
-    "items": _array_applicators, "contains": _contains,
-    "allOf": _all_of, "anyOf": _any_of, "oneOf": _one_of, "not": _not, "if": _if,
-    "then": _then_else, "else": _then_else, "$ref": _ref,
+    "properties": _object_applicators,
+    "propertyNames": _property_names,
+    "dependentSchemas": _dependent_schemas,
+    "items": _array_applicators,
+    "contains": _contains,
+    "allOf": _all_of,
+    "anyOf": _any_of,
+    "oneOf": _one_of,
+    "not": _not,
+    "if": _if,
+    "then": _then_else,
+    "else": _then_else,
+    "$ref": _ref,
 }
 # Keywords compiled by the principal they qualify: additionalProperties applies to the names
 # that properties and patternProperties leave, items to what prefixItems leaves.
-_COMPANIONS = {"properties": ("patternProperties", "additionalProperties"), "items": ("prefixItems",)}
+_COMPANIONS = {
+    "properties": ("patternProperties", "additionalProperties"),
+    "items": ("prefixItems",),
+}
 # The order checks run in: cheap type tests first; companions (and minContains, maxContains,
 # then, else) are compiled with their principal.
 ORDER = (
-    "type", "enum", "const", "required", "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum",
-    "multipleOf", "minLength", "maxLength", "pattern", "minItems", "maxItems", "uniqueItems",
-    "minProperties", "maxProperties", "dependentRequired", "properties", "propertyNames", "dependentSchemas",
-    "items", "contains", "allOf", "anyOf", "oneOf", "not", "if", "then", "else", "$ref",
+    "type",
+    "enum",
+    "const",
+    "required",
+    "minimum",
+    "maximum",
+    "exclusiveMinimum",
+    "exclusiveMaximum",
+    "multipleOf",
+    "minLength",
+    "maxLength",
+    "pattern",
+    "minItems",
+    "maxItems",
+    "uniqueItems",
+    "minProperties",
+    "maxProperties",
+    "dependentRequired",
+    "properties",
+    "propertyNames",
+    "dependentSchemas",
+    "items",
+    "contains",
+    "allOf",
+    "anyOf",
+    "oneOf",
+    "not",
+    "if",
+    "then",
+    "else",
+    "$ref",
 )

@@ -19,8 +19,19 @@ import msgspec
 
 from ..errors import SchemaError
 
-__all__ = ["ASSERTION_BUILDERS", "Builder", "Check", "Compiling", "Failure", "accept", "check_all", "json_type",
-           "nullable", "read_count", "refuse"]
+__all__ = [
+    "ASSERTION_BUILDERS",
+    "Builder",
+    "Check",
+    "Compiling",
+    "Failure",
+    "accept",
+    "check_all",
+    "json_type",
+    "nullable",
+    "read_count",
+    "refuse",
+]
 
 
 class Failure:
@@ -40,7 +51,11 @@ class Failure:
     def where(self) -> str:
         out = "$"
         for step in reversed(self.path):
-            out += f"[{step}]" if isinstance(step, int) else (f".{step}" if step.isidentifier() else f"[{step!r}]")
+            out += (
+                f"[{step}]"
+                if isinstance(step, int)
+                else (f".{step}" if step.isidentifier() else f"[{step!r}]")
+            )
         return out
 
 
@@ -59,7 +74,6 @@ class Compiling(Protocol):
     def types(self, value: Any, at: str) -> tuple[str, ...]: ...
 
     def ref(self, target: Any, at: str) -> Check: ...
-
 
 
 def accept(value: Any) -> Failure | None:
@@ -125,7 +139,10 @@ def _canonical(value: Any) -> Any:
     if value is True or value is False or value is None or isinstance(value, str):
         return (type(value).__name__, value)
     if isinstance(value, (int, float)):
-        return ("number", value if not (isinstance(value, float) and value.is_integer()) else int(value))
+        return (
+            "number",
+            value if not (isinstance(value, float) and value.is_integer()) else int(value),
+        )
     if isinstance(value, list):
         return ("array", tuple(_canonical(v) for v in value))
     return ("object", frozenset((k, _canonical(v)) for k, v in value.items()))
@@ -155,7 +172,9 @@ def _type(c: Compiling, schema: dict[str, Any], value: Any, at: str) -> Check | 
     expected = " or ".join(names)
     if len(names) == 1 and names[0] in _EXACT:
         exact = _EXACT[names[0]]
-        return lambda v: None if type(v) is exact else Failure(f"Expected `{expected}`, got `{json_type(v)}`")
+        return lambda v: (
+            None if type(v) is exact else Failure(f"Expected `{expected}`, got `{json_type(v)}`")
+        )
     tests = [_TYPE_TESTS[n] for n in names]
 
     def check(v: Any) -> Failure | None:
@@ -174,7 +193,9 @@ def _enum(c: Compiling, schema: dict[str, Any], value: Any, at: str) -> Check:
     allowed = {_canonical(v) for v in value}
     if all(isinstance(v, str) for v in value):
         strings = frozenset(value)
-        return lambda v: None if type(v) is str and v in strings else Failure(f"Expected one of {shown}")
+        return lambda v: (
+            None if type(v) is str and v in strings else Failure(f"Expected one of {shown}")
+        )
     return lambda v: None if _canonical(v) in allowed else Failure(f"Expected one of {shown}")
 
 
@@ -195,7 +216,9 @@ def _bound(name: str, value: Any, at: str) -> float | int:
     return value  # type: ignore[no-any-return]
 
 
-def _numeric(test: Callable[[Any, Any], bool], words: str) -> Callable[[Compiling, dict[str, Any], Any, str], Check]:
+def _numeric(
+    test: Callable[[Any, Any], bool], words: str
+) -> Callable[[Compiling, dict[str, Any], Any, str], Check]:
     def build(c: Compiling, schema: dict[str, Any], value: Any, at: str) -> Check:
         limit = _bound(at.rsplit("/", 1)[1], value, at)
         message = f"Expected a number {words} {limit}"
@@ -227,16 +250,40 @@ def _length(name: str) -> Callable[[Compiling, dict[str, Any], Any, str], Check]
     def build(c: Compiling, schema: dict[str, Any], value: Any, at: str) -> Check:
         n = read_count(name, value, at)
         if name == "minLength":
-            return lambda v: Failure(f"Expected `str` of length >= {n}") if type(v) is str and len(v) < n else None
+            return lambda v: (
+                Failure(f"Expected `str` of length >= {n}")
+                if type(v) is str and len(v) < n
+                else None
+            )
         if name == "maxLength":
-            return lambda v: Failure(f"Expected `str` of length <= {n}") if type(v) is str and len(v) > n else None
+            return lambda v: (
+                Failure(f"Expected `str` of length <= {n}")
+                if type(v) is str and len(v) > n
+                else None
+            )
         if name == "minItems":
-            return lambda v: Failure(f"Expected `array` of length >= {n}") if type(v) is list and len(v) < n else None
+            return lambda v: (
+                Failure(f"Expected `array` of length >= {n}")
+                if type(v) is list and len(v) < n
+                else None
+            )
         if name == "maxItems":
-            return lambda v: Failure(f"Expected `array` of length <= {n}") if type(v) is list and len(v) > n else None
+            return lambda v: (
+                Failure(f"Expected `array` of length <= {n}")
+                if type(v) is list and len(v) > n
+                else None
+            )
         if name == "minProperties":
-            return lambda v: Failure(f"Expected `object` of length >= {n}") if type(v) is dict and len(v) < n else None
-        return lambda v: Failure(f"Expected `object` of length <= {n}") if type(v) is dict and len(v) > n else None
+            return lambda v: (
+                Failure(f"Expected `object` of length >= {n}")
+                if type(v) is dict and len(v) < n
+                else None
+            )
+        return lambda v: (
+            Failure(f"Expected `object` of length <= {n}")
+            if type(v) is dict and len(v) > n
+            else None
+        )
 
     return build
 
@@ -275,7 +322,9 @@ def _dependent_required(c: Compiling, schema: dict[str, Any], value: Any, at: st
                 if key in v:
                     for name in needed:
                         if name not in v:
-                            return Failure(f"Object missing required field `{name}` (required with `{key}`)")
+                            return Failure(
+                                f"Object missing required field `{name}` (required with `{key}`)"
+                            )
         return None
 
     return check
@@ -290,7 +339,9 @@ def _unique_items(c: Compiling, schema: dict[str, Any], value: Any, at: str) -> 
             seen: dict[Any, int] = {}
             for i, item in enumerate(v):
                 key = _canonical(item)
-                if key in seen:  # by position: a refusal never echoes the value (it may be a secret)
+                if (
+                    key in seen
+                ):  # by position: a refusal never echoes the value (it may be a secret)
                     return Failure(f"Expected unique items; item {i} repeats item {seen[key]}")
                 seen[key] = i
         return None
@@ -300,13 +351,22 @@ def _unique_items(c: Compiling, schema: dict[str, Any], value: Any, at: str) -> 
 
 Builder = Callable[[Compiling, dict[str, Any], Any, str], "Check | None"]
 ASSERTION_BUILDERS: Mapping[str, Builder] = {
-    "type": _type, "enum": _enum, "const": _const,
-    "minimum": _numeric(lambda v, b: v >= b, ">="), "maximum": _numeric(lambda v, b: v <= b, "<="),
-    "exclusiveMinimum": _numeric(lambda v, b: v > b, ">"), "exclusiveMaximum": _numeric(lambda v, b: v < b, "<"),
+    "type": _type,
+    "enum": _enum,
+    "const": _const,
+    "minimum": _numeric(lambda v, b: v >= b, ">="),
+    "maximum": _numeric(lambda v, b: v <= b, "<="),
+    "exclusiveMinimum": _numeric(lambda v, b: v > b, ">"),
+    "exclusiveMaximum": _numeric(lambda v, b: v < b, "<"),
     "multipleOf": _multiple_of,
-    "minLength": _length("minLength"), "maxLength": _length("maxLength"),
-    "minItems": _length("minItems"), "maxItems": _length("maxItems"),
-    "minProperties": _length("minProperties"), "maxProperties": _length("maxProperties"),
-    "pattern": _pattern, "required": _required, "dependentRequired": _dependent_required,
+    "minLength": _length("minLength"),
+    "maxLength": _length("maxLength"),
+    "minItems": _length("minItems"),
+    "maxItems": _length("maxItems"),
+    "minProperties": _length("minProperties"),
+    "maxProperties": _length("maxProperties"),
+    "pattern": _pattern,
+    "required": _required,
+    "dependentRequired": _dependent_required,
     "uniqueItems": _unique_items,
 }

@@ -27,30 +27,85 @@ from urllib.parse import unquote
 import msgspec
 
 from ..errors import SchemaError
-from .pattern import python_pattern
 from .applicators import BUILDERS, ORDER, present
 from .assertions import Check, Failure, accept, check_all, json_type, nullable, refuse
+from .pattern import python_pattern
 from .structs import msgspec_type
 
 __all__ = [
-    "ANNOTATIONS", "APPLICATORS", "ASSERTIONS", "BFCL", "OPENAPI", "CompiledSchema", "Failure", "SchemaOptions",
-    "compile_schema", "standard_schema",
+    "ANNOTATIONS",
+    "APPLICATORS",
+    "ASSERTIONS",
+    "BFCL",
+    "OPENAPI",
+    "CompiledSchema",
+    "Failure",
+    "SchemaOptions",
+    "compile_schema",
+    "standard_schema",
 ]
 
-ASSERTIONS = frozenset({
-    "type", "enum", "const", "required", "minProperties", "maxProperties", "dependentRequired",
-    "minItems", "maxItems", "uniqueItems", "minContains", "maxContains",
-    "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "multipleOf",
-    "minLength", "maxLength", "pattern",
-})
-APPLICATORS = frozenset({
-    "properties", "patternProperties", "additionalProperties", "propertyNames", "dependentSchemas",
-    "items", "prefixItems", "contains", "allOf", "anyOf", "oneOf", "not", "if", "then", "else", "$ref",
-})
-ANNOTATIONS = frozenset({
-    "$schema", "$id", "$comment", "$defs", "definitions", "title", "description", "default", "examples",
-    "deprecated", "readOnly", "writeOnly", "format",
-})
+ASSERTIONS = frozenset(
+    {
+        "type",
+        "enum",
+        "const",
+        "required",
+        "minProperties",
+        "maxProperties",
+        "dependentRequired",
+        "minItems",
+        "maxItems",
+        "uniqueItems",
+        "minContains",
+        "maxContains",
+        "minimum",
+        "maximum",
+        "exclusiveMinimum",
+        "exclusiveMaximum",
+        "multipleOf",
+        "minLength",
+        "maxLength",
+        "pattern",
+    }
+)
+APPLICATORS = frozenset(
+    {
+        "properties",
+        "patternProperties",
+        "additionalProperties",
+        "propertyNames",
+        "dependentSchemas",
+        "items",
+        "prefixItems",
+        "contains",
+        "allOf",
+        "anyOf",
+        "oneOf",
+        "not",
+        "if",
+        "then",
+        "else",
+        "$ref",
+    }
+)
+ANNOTATIONS = frozenset(
+    {
+        "$schema",
+        "$id",
+        "$comment",
+        "$defs",
+        "definitions",
+        "title",
+        "description",
+        "default",
+        "examples",
+        "deprecated",
+        "readOnly",
+        "writeOnly",
+        "format",
+    }
+)
 # Earlier drafts are read as 2020-12: where they spell a keyword differently (an array in
 # `items`, `additionalItems`, `dependencies`, a boolean `exclusiveMinimum`, `id`) the schema
 # is refused, never misread. One difference is stricter instead: keywords beside a `$ref`,
@@ -82,19 +137,24 @@ class SchemaOptions(msgspec.Struct, frozen=True):
 
     def is_annotation(self, key: str) -> bool:
         """Whether ``key`` is one of these options' extra annotations (or the nullable flag)."""
-        return key in self.annotations or bool(self.extension_prefix and key.startswith(self.extension_prefix)) \
+        return (
+            key in self.annotations
+            or bool(self.extension_prefix and key.startswith(self.extension_prefix))
             or (self.nullable_keyword and key == "nullable")
+        )
 
     def adds_null(self, schema: dict[str, Any]) -> bool:
         """Whether these options make the schema node accept null as well."""
-        return (self.nullable_defaults and "default" in schema and schema["default"] is None) \
-            or (self.nullable_keyword and schema.get("nullable") is True)
+        return (self.nullable_defaults and "default" in schema and schema["default"] is None) or (
+            self.nullable_keyword and schema.get("nullable") is True
+        )
 
 
 # OpenAPI 3.0's Schema Object: `nullable`, `example`, `discriminator` (a hint beside oneOf),
 # `xml`, `externalDocs` and `x-` vendor extensions.
 OPENAPI = SchemaOptions(
-    nullable_keyword=True, annotations=frozenset({"example", "discriminator", "xml", "externalDocs"}),
+    nullable_keyword=True,
+    annotations=frozenset({"example", "discriminator", "xml", "externalDocs"}),
     extension_prefix="x-",
 )
 
@@ -123,7 +183,9 @@ class CompiledSchema:
     def __init__(self, schema: Any, check: Check, fast: Any = None) -> None:
         self.schema = schema
         self.check = check
-        self.fast: msgspec.json.Decoder[Any] | None = None if fast is None else msgspec.json.Decoder(fast)
+        self.fast: msgspec.json.Decoder[Any] | None = (
+            None if fast is None else msgspec.json.Decoder(fast)
+        )
 
     def validate(self, value: Any) -> Failure | None:
         """None if the decoded ``value`` is valid, else the first failure."""
@@ -145,7 +207,9 @@ class CompiledSchema:
                     return _decoder.decode(text)
             value = _decoder.decode(text)
         except RecursionError:
-            raise msgspec.ValidationError("the value nests too deeply to be checked - at `$`") from None
+            raise msgspec.ValidationError(
+                "the value nests too deeply to be checked - at `$`"
+            ) from None
         failure = self.validate(value)
         if failure is not None:
             raise msgspec.ValidationError(f"{failure.reason} - at `{failure.where}`")
@@ -178,8 +242,10 @@ def standard_schema(schema: Any, options: SchemaOptions = SchemaOptions()) -> An
         elif key in _SCHEMA_VALUES:
             out[key] = standard_schema(value, options)
         elif key == "type":
-            names = [options.type_aliases.get(n, n) if isinstance(n, str) else n
-                     for n in (value if isinstance(value, list) else [value])]
+            names = [
+                options.type_aliases.get(n, n) if isinstance(n, str) else n
+                for n in (value if isinstance(value, list) else [value])
+            ]
             if "" in names:
                 continue
             out[key] = names if isinstance(value, list) else names[0]
@@ -196,7 +262,16 @@ def standard_schema(schema: Any, options: SchemaOptions = SchemaOptions()) -> An
 
 _SCHEMA_MAPS = {"properties", "patternProperties", "$defs", "definitions", "dependentSchemas"}
 _SCHEMA_LISTS = {"allOf", "anyOf", "oneOf", "prefixItems"}
-_SCHEMA_VALUES = {"items", "additionalProperties", "propertyNames", "contains", "not", "if", "then", "else"}
+_SCHEMA_VALUES = {
+    "items",
+    "additionalProperties",
+    "propertyNames",
+    "contains",
+    "not",
+    "if",
+    "then",
+    "else",
+}
 
 
 class _Compiler:
@@ -214,16 +289,28 @@ class _Compiler:
         if schema is False:
             return refuse
         if not isinstance(schema, dict):
-            raise SchemaError(where, "", f"a schema must be an object or a boolean, not {json_type(schema)}")
+            raise SchemaError(
+                where, "", f"a schema must be an object or a boolean, not {json_type(schema)}"
+            )
         for key in schema:
             if key not in self.known and not self.options.is_annotation(key):
-                raise SchemaError(where, key, "this keyword is not supported, and ignoring it would accept "
-                                  "values its author meant to refuse")
+                raise SchemaError(
+                    where,
+                    key,
+                    "this keyword is not supported, and ignoring it would accept "
+                    "values its author meant to refuse",
+                )
         if "$schema" in schema and schema["$schema"] not in _DIALECTS:
-            raise SchemaError(where, "$schema", f"{schema['$schema']!r} is not a JSON Schema draft router reads")
+            raise SchemaError(
+                where, "$schema", f"{schema['$schema']!r} is not a JSON Schema draft router reads"
+            )
         if "$id" in schema and where != "#":
             raise SchemaError(where, "$id", "an embedded $id (a second base URI) is not supported")
-        checks = [c for c in (self._keyword(schema, key, where) for key in ORDER if present(schema, key)) if c]
+        checks = [
+            c
+            for c in (self._keyword(schema, key, where) for key in ORDER if present(schema, key))
+            if c
+        ]
         if self.options.adds_null(schema):
             return nullable(check_all(checks))
         return check_all(checks)
@@ -234,13 +321,19 @@ class _Compiler:
     def ref(self, target: Any, at: str) -> Check:
         if not isinstance(target, str):
             raise SchemaError(at, "$ref", "must be a string")
-        pointer = target[len(self.base):] if self.base and target.startswith(self.base) else target
+        pointer = target[len(self.base) :] if self.base and target.startswith(self.base) else target
         if not pointer.startswith("#"):
-            raise SchemaError(at, "$ref", f"{target!r} refers to another document, which is not supported")
+            raise SchemaError(
+                at, "$ref", f"{target!r} refers to another document, which is not supported"
+            )
         if pointer != "#" and not pointer.startswith("#/"):
-            raise SchemaError(at, "$ref", f"{target!r} names an anchor; only JSON pointers are supported")
+            raise SchemaError(
+                at, "$ref", f"{target!r} names an anchor; only JSON pointers are supported"
+            )
         if pointer in self.here:
-            raise SchemaError(at, "$ref", f"{target!r} refers back to itself without reaching a value")
+            raise SchemaError(
+                at, "$ref", f"{target!r} refers back to itself without reaching a value"
+            )
         if pointer not in self.refs:
             self.refs[pointer] = refuse  # a placeholder while compiling a recursive reference
             self.here.add(pointer)
@@ -265,7 +358,9 @@ class _Compiler:
         try:
             return re.compile(python_pattern(value))
         except (re.error, ValueError) as exc:
-            raise SchemaError(at, "pattern", f"{value!r} cannot be checked as ECMA-262 reads it: {exc}") from exc
+            raise SchemaError(
+                at, "pattern", f"{value!r} cannot be checked as ECMA-262 reads it: {exc}"
+            ) from exc
 
     def types(self, value: Any, at: str) -> tuple[str, ...]:
         names = value if isinstance(value, list) else [value]
@@ -277,7 +372,9 @@ class _Compiler:
             if name == "":
                 return ()
             if name not in _TYPES:
-                raise SchemaError(at, "type", f"unknown type {name!r}; the types are {', '.join(sorted(_TYPES))}")
+                raise SchemaError(
+                    at, "type", f"unknown type {name!r}; the types are {', '.join(sorted(_TYPES))}"
+                )
             out.append(name)
         return tuple(out)
 

@@ -11,8 +11,8 @@ converted value is thrown away: the tool gets the decoded JSON, unknown properti
 from __future__ import annotations
 
 import itertools
-from urllib.parse import unquote
 from typing import Annotated, Any, Literal, Protocol, Union
+from urllib.parse import unquote
 
 import msgspec
 
@@ -22,15 +22,45 @@ from .pattern import python_pattern
 __all__ = ["msgspec_type"]
 
 _EXACT_LIMIT = 2**53  # numeric bounds beyond this lose precision when msgspec compares floats
-_HARMLESS = frozenset({
-    "$schema", "$id", "$comment", "$defs", "definitions", "title", "description", "default", "examples",
-    "deprecated", "readOnly", "writeOnly", "format",
-})
-_FAST = frozenset({
-    "type", "properties", "required", "additionalProperties", "enum", "items", "minItems", "maxItems",
-    "minLength", "maxLength", "pattern", "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "multipleOf",
-    "anyOf", "$ref",
-})
+_HARMLESS = frozenset(
+    {
+        "$schema",
+        "$id",
+        "$comment",
+        "$defs",
+        "definitions",
+        "title",
+        "description",
+        "default",
+        "examples",
+        "deprecated",
+        "readOnly",
+        "writeOnly",
+        "format",
+    }
+)
+_FAST = frozenset(
+    {
+        "type",
+        "properties",
+        "required",
+        "additionalProperties",
+        "enum",
+        "items",
+        "minItems",
+        "maxItems",
+        "minLength",
+        "maxLength",
+        "pattern",
+        "minimum",
+        "maximum",
+        "exclusiveMinimum",
+        "exclusiveMaximum",
+        "multipleOf",
+        "anyOf",
+        "$ref",
+    }
+)
 _names = itertools.count()
 
 
@@ -91,7 +121,12 @@ class _Builder:
 
     def _ref(self, schema: dict[str, Any], keys: set[str], refs: tuple[str, ...]) -> Any:
         target = schema["$ref"]
-        if keys != {"$ref"} or not isinstance(target, str) or not target.startswith("#/") or target in refs:
+        if (
+            keys != {"$ref"}
+            or not isinstance(target, str)
+            or not target.startswith("#/")
+            or target in refs
+        ):
             raise _Inexact  # siblings, other documents, or recursion
         node = self.root
         for raw in target[2:].split("/"):
@@ -113,7 +148,9 @@ class _Builder:
             return Any
         return _union([self._member(n, schema, keys, refs) for n in names])
 
-    def _member(self, name: str, schema: dict[str, Any], keys: set[str], refs: tuple[str, ...]) -> Any:
+    def _member(
+        self, name: str, schema: dict[str, Any], keys: set[str], refs: tuple[str, ...]
+    ) -> Any:
         if "enum" in schema:
             if keys - {"enum", "type"}:
                 raise _Inexact  # an enum with further constraints: left to the checks
@@ -124,15 +161,22 @@ class _Builder:
             return bool
         if name == "string":
             pattern = schema.get("pattern")
-            return _annotated(str, min_length=schema.get("minLength"), max_length=schema.get("maxLength"),
-                              pattern=python_pattern(pattern) if isinstance(pattern, str) else pattern)
+            return _annotated(
+                str,
+                min_length=schema.get("minLength"),
+                max_length=schema.get("maxLength"),
+                pattern=python_pattern(pattern) if isinstance(pattern, str) else pattern,
+            )
         if name in ("integer", "number"):
             return self._number(name, schema)
         if name == "array":
             if "items" not in schema:
                 raise _Inexact
-            return _annotated(list[self.type_of(schema["items"], refs)],  # type: ignore[misc]
-                              min_length=schema.get("minItems"), max_length=schema.get("maxItems"))
+            return _annotated(
+                list[self.type_of(schema["items"], refs)],  # type: ignore[misc]
+                min_length=schema.get("minItems"),
+                max_length=schema.get("maxItems"),
+            )
         if name == "object":
             return self._object(schema, refs)
         raise _Inexact
@@ -147,8 +191,13 @@ class _Builder:
 
     def _number(self, name: str, schema: dict[str, Any]) -> Any:
         bounds: dict[str, Any] = {}
-        for keyword, meta in (("minimum", "ge"), ("maximum", "le"), ("exclusiveMinimum", "gt"),
-                              ("exclusiveMaximum", "lt"), ("multipleOf", "multiple_of")):
+        for keyword, meta in (
+            ("minimum", "ge"),
+            ("maximum", "le"),
+            ("exclusiveMinimum", "gt"),
+            ("exclusiveMaximum", "lt"),
+            ("multipleOf", "multiple_of"),
+        ):
             if keyword in schema:
                 value = schema[keyword]
                 if type(value) not in (int, float) or abs(value) >= _EXACT_LIMIT:
@@ -180,7 +229,9 @@ class _Builder:
             built = self.type_of(sub, refs)
             fields.append((field, built) if key in required else (field, built, None))
         fields.sort(key=lambda f: len(f) == 3)  # required fields first
-        return msgspec.defstruct(f"Args{next(_names)}", fields, rename=rename, forbid_unknown_fields=extra is False)
+        return msgspec.defstruct(
+            f"Args{next(_names)}", fields, rename=rename, forbid_unknown_fields=extra is False
+        )
 
 
 def _union(members: list[Any]) -> Any:
@@ -188,7 +239,11 @@ def _union(members: list[Any]) -> Any:
     other types (a reference count goes wrong), so such a union is left to the checks."""
     if len(members) == 1:
         return members[0]
-    patterned = [m for m in members if any(getattr(meta, "pattern", None) for meta in getattr(m, "__metadata__", ()))]
+    patterned = [
+        m
+        for m in members
+        if any(getattr(meta, "pattern", None) for meta in getattr(m, "__metadata__", ()))
+    ]
     if patterned and any(m is not None and m not in patterned for m in members):
         raise _Inexact
     return Union[tuple(members)]

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from ..errors import SeqConflict, StoreError
 from ..core.events import StoredEvent
+from ..errors import SeqConflict, StoreError
 
 __all__ = ["check_continues"]
 
@@ -20,5 +20,7 @@ def check_continues(events: Sequence[StoredEvent], next_seq: int, head: bytes) -
         if event.seq != next_seq:
             raise SeqConflict(event.run_id, event.seq, f"expected seq {next_seq}")
         if event.prev_hash != head:
-            raise SeqConflict(event.run_id, event.seq, "prev_hash is not the hash of the previous event")
+            raise SeqConflict(
+                event.run_id, event.seq, "prev_hash is not the hash of the previous event"
+            )
         next_seq, head = next_seq + 1, event.hash

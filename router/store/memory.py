@@ -7,9 +7,9 @@ from collections.abc import Sequence
 from typing import final
 
 from ..core.chain import GENESIS
-from ..errors import LeaseHeld, StoreError
 from ..core.events import StoredEvent
 from ..core.protocols import Lease, LeaseChange, RunSummary
+from ..errors import LeaseHeld, StoreError
 from ..store import check_continues
 
 __all__ = ["MemoryStore"]
@@ -24,12 +24,16 @@ class MemoryStore:
         self._closed = False
         self.appends = 0  # append calls, for complexity checks
 
-    async def append(self, events: Sequence[StoredEvent], *, lease: LeaseChange | None = None) -> None:
+    async def append(
+        self, events: Sequence[StoredEvent], *, lease: LeaseChange | None = None
+    ) -> None:
         if self._closed:
             raise StoreError("the store is closed")
         if not events:
             if lease is not None:
-                raise StoreError("a lease change goes with events; use acquire_lease or release_lease alone")
+                raise StoreError(
+                    "a lease change goes with events; use acquire_lease or release_lease alone"
+                )
             return
         run_id = events[0].run_id
         if lease is not None and lease.ttl_s is not None:

@@ -40,9 +40,9 @@ import anyio.lowlevel
 import anyio.to_thread
 from msgspec.structs import astuple
 
-from ..errors import ConfigError, LeaseHeld, SeqConflict, StoreError
 from ..core.events import StoredEvent
 from ..core.protocols import Lease, LeaseChange, RunSummary
+from ..errors import ConfigError, LeaseHeld, SeqConflict, StoreError
 
 __all__ = ["Durability", "SqliteStore"]
 
@@ -92,7 +92,9 @@ BEGIN INSERT INTO runs (run_id) VALUES (NEW.run_id); END;
 PRAGMA user_version = {SCHEMA_VERSION};
 """
 
-_INSERT = "INSERT INTO events (run_id, seq, kind, payload, prev_hash, hash) VALUES (?, ?, ?, ?, ?, ?)"
+_INSERT = (
+    "INSERT INTO events (run_id, seq, kind, payload, prev_hash, hash) VALUES (?, ?, ?, ?, ?, ?)"
+)
 
 
 class Durability(enum.StrEnum):
@@ -104,7 +106,10 @@ class Durability(enum.StrEnum):
     @property
     def inline(self) -> bool:
         """Whether commits run on the event loop (no fsync) rather than a worker thread."""
-        return self in ("commit", "group")  # by value: a member lookup on an Enum class is slow on 3.11
+        return self in (
+            "commit",
+            "group",
+        )  # by value: a member lookup on an Enum class is slow on 3.11
 
     @property
     def grouped(self) -> bool:
@@ -125,7 +130,9 @@ class _Waiter:
 
     __slots__ = ("run_id", "events", "lease", "error")
 
-    def __init__(self, run_id: str, events: Sequence[StoredEvent] = (), lease: LeaseChange | None = None) -> None:
+    def __init__(
+        self, run_id: str, events: Sequence[StoredEvent] = (), lease: LeaseChange | None = None
+    ) -> None:
         self.run_id = run_id
         self.events = events
         self.lease = lease
@@ -137,30 +144,46 @@ class SqliteStore:
     """Open with ``await SqliteStore.open(path)``, or ``async with SqliteStore.open(path)``."""
 
     def __init__(
-        self, path: str | Path, durability: Durability | str = Durability.COMMIT, *,
+        self,
+        path: str | Path,
+        durability: Durability | str = Durability.COMMIT,
+        *,
         checkpoint_pages: int = CHECKPOINT_PAGES,
     ) -> None:
         self.path = str(path)
         self.durability = Durability(durability)
         if checkpoint_pages < 1:
             raise ConfigError(f"checkpoint_pages must be at least 1, not {checkpoint_pages!r}")
-        self.checkpoint_pages = checkpoint_pages  # how far the WAL grows before a checkpoint folds it back
+        self.checkpoint_pages = (
+            checkpoint_pages  # how far the WAL grows before a checkpoint folds it back
+        )
         self._writer: sqlite3.Connection | None = None
         self._reader: aiosqlite.Connection | None = None
         self._limiter = anyio.CapacityLimiter(1)
         self._queue: list[_Waiter] = []
-        self._queued_done: anyio.Event | None = None  # set once the queued waiters' group has committed
+        self._queued_done: anyio.Event | None = (
+            None  # set once the queued waiters' group has committed
+        )
         self._flushing = False
-        self._wal_pages = 0  # an estimate of the pages the WAL has grown by since the last checkpoint
+        self._wal_pages = (
+            0  # an estimate of the pages the WAL has grown by since the last checkpoint
+        )
         self._checkpointing: anyio.Event | None = None  # set when the checkpoint under way is done
         self.checkpoints = 0  # checkpoints completed
-        self.checkpoint_error: StoreError | None = None  # why the last checkpoint failed, until one succeeds
+        self.checkpoint_error: StoreError | None = (
+            None  # why the last checkpoint failed, until one succeeds
+        )
         self.appends = 0  # append calls, for complexity checks
-        self.commits = 0  # write transactions (events and leases), for the bench and complexity checks
+        self.commits = (
+            0  # write transactions (events and leases), for the bench and complexity checks
+        )
 
     @classmethod
     def open(
-        cls, path: str | Path, durability: Durability | str = Durability.COMMIT, *,
+        cls,
+        path: str | Path,
+        durability: Durability | str = Durability.COMMIT,
+        *,
         checkpoint_pages: int = CHECKPOINT_PAGES,
     ) -> _Opening:
         return _Opening(cls(path, durability, checkpoint_pages=checkpoint_pages))
@@ -172,7 +195,9 @@ class SqliteStore:
             mode = self._writer.execute("PRAGMA journal_mode = WAL").fetchone()[0]
             if mode != "wal" and self.path != ":memory:":
                 raise StoreError(f"{self.path}: cannot switch to WAL mode (got {mode!r})")
-            self._writer.execute(f"PRAGMA synchronous = {'NORMAL' if self.durability.inline else 'FULL'}")
+            self._writer.execute(
+                f"PRAGMA synchronous = {'NORMAL' if self.durability.inline else 'FULL'}"
+            )
             version = self._writer.execute("PRAGMA user_version").fetchone()[0]
             if version not in (0, SCHEMA_VERSION):
                 raise StoreError(
@@ -229,16 +254,22 @@ class SqliteStore:
     def _fold_wal(self) -> None:
         try:
             self._conn().execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
-        except sqlite3.Error as exc:  # nothing is lost: the WAL keeps every commit until one succeeds
+        except (
+            sqlite3.Error
+        ) as exc:  # nothing is lost: the WAL keeps every commit until one succeeds
             self.checkpoint_error = StoreError(f"{self.path}: checkpoint failed: {exc}")
             return
         self.checkpoint_error = None
         self.checkpoints += 1
 
-    async def append(self, events: Sequence[StoredEvent], *, lease: LeaseChange | None = None) -> None:
+    async def append(
+        self, events: Sequence[StoredEvent], *, lease: LeaseChange | None = None
+    ) -> None:
         if not events:
             if lease is not None:
-                raise StoreError("a lease change goes with events; use acquire_lease or release_lease alone")
+                raise StoreError(
+                    "a lease change goes with events; use acquire_lease or release_lease alone"
+                )
             return
         run_id = events[0].run_id
         for e in events:
@@ -343,7 +374,9 @@ class SqliteStore:
         for w in group:
             w.error = None if w.lease is None else self._change_lease(conn, w.run_id, w.lease)
         batches = [w.events for w in group if w.error is None]
-        conn.executemany(_INSERT, map(astuple, chain.from_iterable(batches)))  # a StoredEvent's fields are the columns
+        conn.executemany(
+            _INSERT, map(astuple, chain.from_iterable(batches))
+        )  # a StoredEvent's fields are the columns
 
     def _apply_each(self, conn: sqlite3.Connection, group: list[_Waiter]) -> None:
         for w in group:
@@ -380,7 +413,9 @@ class SqliteStore:
         return Lease(run_id, owner, time.time() + ttl_s)
 
     @staticmethod
-    def _change_lease(conn: sqlite3.Connection, run_id: str, lease: LeaseChange) -> LeaseHeld | None:
+    def _change_lease(
+        conn: sqlite3.Connection, run_id: str, lease: LeaseChange
+    ) -> LeaseHeld | None:
         """Take or release a lease inside the caller's transaction; LeaseHeld if another
         owner holds it (returned, so that a group's other changes go on)."""
         if lease.ttl_s is None:

@@ -12,9 +12,9 @@ from __future__ import annotations
 import pytest
 
 from ..core.chain import Chain, verify
-from ..errors import LeaseHeld, SeqConflict, StoreError
 from ..core.events import RunFailed, StoredEvent
 from ..core.protocols import LeaseChange, Store
+from ..errors import LeaseHeld, SeqConflict, StoreError
 
 __all__ = [
     "sealed_run",
@@ -22,22 +22,26 @@ __all__ = [
     "test_store_append_is_all_or_nothing",
     "test_store_append_takes_and_releases_the_lease_in_one_step",
     "test_store_append_with_a_lease_is_all_or_nothing",
+    "test_store_lease_excludes_other_owners",
+    "test_store_lease_expires_and_is_released",
     "test_store_many_runs_share_one_store",
     "test_store_read_after_seq",
     "test_store_refuses_a_batch_mixing_runs",
     "test_store_refuses_a_broken_prev_hash",
     "test_store_refuses_a_gap_or_a_repeat",
-    "test_store_lease_excludes_other_owners",
-    "test_store_lease_expires_and_is_released",
     "test_store_runs_lists_each_run_once",
     "test_store_scan_pages_through_every_run_in_append_order",
 ]
 
 
-def sealed_run(run_id: str, count: int, start: int = 0, chain: Chain | None = None) -> list[StoredEvent]:
+def sealed_run(
+    run_id: str, count: int, start: int = 0, chain: Chain | None = None
+) -> list[StoredEvent]:
     """``count`` linked events for ``run_id`` (seq start .. start+count-1)."""
     chain = chain or Chain(run_id)
-    events = chain.seal(RunFailed(at=start + i, code="test", reason=f"event {start + i}") for i in range(count))
+    events = chain.seal(
+        RunFailed(at=start + i, code="test", reason=f"event {start + i}") for i in range(count)
+    )
     chain.advance(events)
     return events
 
@@ -67,9 +71,7 @@ async def test_store_refuses_a_gap_or_a_repeat(store: Store) -> None:
     await store.append(first)
     with pytest.raises(SeqConflict):
         await store.append(first[2:])  # seq 2 again
-    skipped = Chain("r1", 4, first[-1].hash).seal(
-        [RunFailed(at=9, code="test", reason="gap")]
-    )
+    skipped = Chain("r1", 4, first[-1].hash).seal([RunFailed(at=9, code="test", reason="gap")])
     with pytest.raises(SeqConflict):
         await store.append(skipped)  # seq 4 with no seq 3
     assert await store.read("r1") == first
