@@ -57,15 +57,16 @@ WORKLOADS: dict[str, Workload] = {
 
 def table(records: Sequence[Record]) -> str:
     head = (
-        f"{'workload':<16} {'system':<20} {'store':<12} {'p50':>9} {'p99':>9} {'unit':<8} {'x router':>8} "
-        f"{'steps/s':>8} {'commits':>7} {'B/step':>7} {'RSS MB':>6}  note"
+        f"{'workload':<16} {'system':<20} {'store':<12} {'p50':>9} {'p99':>9} {'unit':<8} "
+        f"{'x router':>8} {'steps/s':>8} {'commits':>7} {'B/step':>7} {'RSS MB':>6}  note"
     )
     lines = [head, "-" * len(head)]
     for r in records:
         ratio = f"{r.vs_router:.1f}" if r.vs_router is not None else ""
         size = f"{r.bytes_per_step:.0f}" if r.bytes_per_step is not None else ""
         lines.append(
-            f"{r.workload:<16} {r.system:<20} {r.store:<12} {r.p50_us_per_step:>9.1f} {r.p99_us_per_step:>9.1f} "
+            f"{r.workload:<16} {r.system:<20} {r.store:<12} "
+            f"{r.p50_us_per_step:>9.1f} {r.p99_us_per_step:>9.1f} "
             f"{r.unit:<8} {ratio:>8} {r.steps_per_s:>8.0f} {r.commits_per_step:>7.3f} {size:>7} "
             f"{r.peak_rss_mb:>6.1f}  {r.note}"
         )
@@ -74,7 +75,8 @@ def table(records: Sequence[Record]) -> str:
 
 def markdown(records: Sequence[Record]) -> str:
     lines = [
-        "| workload | system | store | p50 | p99 | unit | x router | steps/s | commits/step | bytes/step |",
+        "| workload | system | store | p50 | p99 | unit | x router | steps/s "
+        "| commits/step | bytes/step |",
         "|---|---|---|---:|---:|---|---:|---:|---:|---:|",
     ]
     for r in records:
@@ -83,7 +85,8 @@ def markdown(records: Sequence[Record]) -> str:
         rate = f"{r.steps_per_s:.0f}" if r.steps_per_s else ""
         lines.append(
             f"| {r.workload} | {r.system} {r.version} | {r.store} | {r.p50_us_per_step:.1f} | "
-            f"{r.p99_us_per_step:.1f} | {r.unit} | {ratio} | {rate} | {r.commits_per_step:.2f} | {size} |"
+            f"{r.p99_us_per_step:.1f} | {r.unit} | {ratio} | {rate} | "
+            f"{r.commits_per_step:.2f} | {size} |"
         )
     return "\n".join(lines)
 

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import anyio
 
+from router import Engine
+
 from .measure import Record, peak_rss_mb, percentile, settle
 from .system import PROMISES, USER, VERSION, FakeModel, open_store, router_engine
 
@@ -23,7 +25,7 @@ async def run(quick: bool, peers: object, tmp: Path) -> list[Record]:
         model = FakeModel(STEPS, record=True)
         engine = router_engine(store, model)  # one engine serves every run, as in a service
 
-        async def one() -> None:
+        async def one(engine: Engine) -> None:
             result = await engine.start("add them", principal=USER)
             assert result.steps == STEPS + 1, result
 
@@ -31,13 +33,15 @@ async def run(quick: bool, peers: object, tmp: Path) -> list[Record]:
         begin = time.perf_counter()
         async with anyio.create_task_group() as tg:
             for _ in range(runs):
-                tg.start_soon(one)
+                tg.start_soon(one, engine)
         elapsed = time.perf_counter() - begin
         commits = getattr(store, "commits", 0) - before
         await store.aclose()
         steps = runs * (STEPS + 1)
         latencies = sorted(
-            (b - a) / 1000 for marks in model.marks.values() for a, b in zip(marks, marks[1:])
+            (b - a) / 1000
+            for marks in model.marks.values()
+            for a, b in zip(marks, marks[1:], strict=False)
         )
         checkpoints = getattr(store, "checkpoints", 0)
         records.append(

@@ -31,7 +31,10 @@ async def main():
 anyio.run(main)
 {PEAK}
 """
-VERIFY = f"import sys; from router.export.arrow import verify_export; print(verify_export([sys.argv[1]]).events)\n{PEAK}"
+VERIFY = (
+    "import sys; from router.export.arrow import verify_export; "
+    f"print(verify_export([sys.argv[1]]).events)\n{PEAK}"
+)
 
 
 def build_log(path: Path, events: int) -> None:

@@ -61,8 +61,10 @@ CASES = {
     "nested": (
         NESTED,
         '{"customer_id": 42, "currency": "EUR", "note": "duplicate charge", "lines": ['
-        '{"sku": "A-100", "quantity": 2, "cents": 60000}, {"sku": "B-7", "quantity": 1, "cents": 1500}]}',
-        '{"customer_id": 42, "currency": "EUR", "lines": [{"sku": "a100", "quantity": 2, "cents": 1}]}',
+        '{"sku": "A-100", "quantity": 2, "cents": 60000}, '
+        '{"sku": "B-7", "quantity": 1, "cents": 1500}]}',
+        '{"customer_id": 42, "currency": "EUR", '
+        '"lines": [{"sku": "a100", "quantity": 2, "cents": 1}]}',
     ),
 }
 

@@ -29,7 +29,7 @@ async def run(quick: bool, peers: list[Peer], tmp: Path) -> list[Record]:
         result = await engine.start("add them", principal=USER)
         assert result.steps == STEPS + 1, result
         marks = model.marks[result.run_id]
-        per_step = [(b - a) / 1000 for a, b in zip(marks, marks[1:])]
+        per_step = [(b - a) / 1000 for a, b in zip(marks, marks[1:], strict=False)]
         commits = getattr(store, "commits", 0) / result.steps
         await store.aclose()
         size = stored_bytes(Path(store.path)) / result.steps if kind != "memory" else None  # type: ignore[union-attr]

@@ -143,7 +143,10 @@ def compare(records: list[Record], comparable: dict[str, str]) -> None:
 
 
 def machine() -> str:
-    return f"{platform.machine()}, {platform.python_implementation()} {platform.python_version()}, {platform.system()}"
+    return (
+        f"{platform.machine()}, {platform.python_implementation()} "
+        f"{platform.python_version()}, {platform.system()}"
+    )
 
 
 async def head_to_head(
@@ -174,9 +177,10 @@ async def head_to_head(
     for kind in kinds:
         store = await open_store(kind, tmp)
         stores.append(store)
+        run_of_store = one_run(store)
 
         async def measure(
-            n: int, run: Callable[[], Awaitable[Any]] = one_run(store), store: Any = store
+            n: int, run: Callable[[], Awaitable[Any]] = run_of_store, store: Any = store
         ) -> Samples:
             for _ in range(WARMUP_RUNS):  # as each peer does at the start of its slot
                 check(await run())

@@ -18,7 +18,8 @@ from .system import VERSION
 
 ARGS = (
     '{"customer_id": 42, "currency": "EUR", "note": "duplicate charge in March",'
-    ' "lines": [{"sku": "A-100", "quantity": 2, "cents": 60000}, {"sku": "B-7", "quantity": 1, "cents": 1500}]}'
+    ' "lines": [{"sku": "A-100", "quantity": 2, "cents": 60000},'
+    ' {"sku": "B-7", "quantity": 1, "cents": 1500}]}'
 )
 
 

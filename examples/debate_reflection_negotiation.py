@@ -51,7 +51,8 @@ async def main(path: str) -> str:
             {"question": "Should we expand?", "round": 0, "answers": []}, principal=WHO
         )
         out.append(
-            f"debate: {result.phase} after {result.state['round']} rounds: {result.state['verdict']}"
+            f"debate: {result.phase} after {result.state['round']} rounds: "
+            f"{result.state['verdict']}"
         )
 
         def no_numbers_without_units(text: str) -> str | None:
@@ -63,7 +64,8 @@ async def main(path: str) -> str:
         )
         result = await GraphEngine(store, flow).start({"task": "State the fee."}, principal=WHO)
         out.append(
-            f"reflection: {result.phase} after {result.state['round']} drafts: {result.state['draft']}"
+            f"reflection: {result.phase} after {result.state['round']} drafts: "
+            f"{result.state['draft']}"
         )
 
         flow = negotiation(
@@ -76,7 +78,8 @@ async def main(path: str) -> str:
             {"topic": "The price of the license."}, principal=WHO
         )
         out.append(
-            f"negotiation: {result.phase} after {result.state['exchanges']} offers: {result.state['offers'][-1]}"
+            f"negotiation: {result.phase} after {result.state['exchanges']} offers: "
+            f"{result.state['offers'][-1]}"
         )
     return "\n".join(out)
 

@@ -85,8 +85,8 @@ async def main(path: str) -> str:
             events, state, _ = await load_run(store, summary.run_id)
             lines.append(render(summary.run_id, events, state))
         lines.append(
-            f"\nsupervisor: {result.phase}, {result.usage.total_tokens} tokens (children included), "
-            f"${result.cost_usd:.6f}"
+            f"\nsupervisor: {result.phase}, {result.usage.total_tokens} tokens "
+            f"(children included), ${result.cost_usd:.6f}"
         )
         return "\n\n".join(lines)
 

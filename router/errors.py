@@ -94,8 +94,9 @@ class DefinitionChanged(RouterError):
             else "tools, schemas, code, policy or prices changed"
         )
         super().__init__(
-            f"run {run_id!r} was started under definition {recorded[:12]} and this engine's is {current[:12]} "
-            f"({what}); resume it with migration='<name>' to continue under the new definition, recorded in the log"
+            f"run {run_id!r} was started under definition {recorded[:12]} "
+            f"and this engine's is {current[:12]} ({what}); resume it with migration='<name>' "
+            "to continue under the new definition, recorded in the log"
         )
 
 

@@ -182,7 +182,9 @@ async def test_a_handoff_answers_for_the_run_with_the_chosen_context() -> None:
         store = MemoryStore()
         seen: list[Sequence[Message]] = []
 
-        def billing_model(messages: Sequence[Message]) -> ModelTurn:
+        def billing_model(
+            messages: Sequence[Message], seen: list[Sequence[Message]] = seen
+        ) -> ModelTurn:
             seen.append(list(messages))
             return say("refund on Friday")
 

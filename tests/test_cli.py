@@ -80,7 +80,8 @@ def test_verify_names_the_first_broken_link(tmp_path: Path) -> None:
     conn = sqlite3.connect(tmp_path / "log.db")
     conn.execute("DROP TRIGGER events_refuse_update")  # an attacker with file access
     conn.execute(
-        "UPDATE events SET payload = CAST(REPLACE(CAST(payload AS TEXT), '1050', '9999') AS BLOB) WHERE seq = 8"
+        "UPDATE events SET payload = CAST(REPLACE(CAST(payload AS TEXT), '1050', '9999') AS BLOB) "
+        "WHERE seq = 8"
     )
     conn.commit()
     conn.close()

@@ -365,7 +365,8 @@ async def test_the_lease_rides_with_the_first_and_last_batch(tmp_path: Path) -> 
         script = [call("add", f'{{"a": {i}, "b": 1}}') for i in range(3)] + [say("done")]
         eng = engine(store, script)
         result = await eng.start("go", principal=USER)
-        # one transaction per batch, none for the lease: taken with run_started, released with the answer
+        # one transaction per batch, none for the lease: it is taken with run_started and
+        # released with the answer
         assert store.commits == store.appends == result.steps + 1
         await eng.store.acquire_lease(result.run_id, "someone else", 60)  # released: free to take
 
@@ -667,7 +668,7 @@ async def test_a_payload_holding_two_events_is_named_not_split() -> None:
     first, second = good[0].payload, good[1].payload
     payloads = [first, second + b"," + second]
     forged, head = [], GENESIS
-    for seq, (payload, kind) in enumerate(zip(payloads, (good[0].kind, good[1].kind))):
+    for seq, (payload, kind) in enumerate(zip(payloads, (good[0].kind, good[1].kind), strict=True)):
         forged.append(
             StoredEvent("forged", seq, kind, payload, head, link("forged", seq, payload, head))
         )

@@ -98,11 +98,15 @@ async def test_duckdb_reads_the_parquet_for_cost_and_outcomes_per_tool(tmp_path:
         await export(store, tmp_path / "runs.parquet")
     query = f"""
         WITH turns AS (
-            SELECT *, last_value(cost_nusd IGNORE NULLS) OVER (PARTITION BY run_id ORDER BY seq) AS turn_cost
+            SELECT *,
+                last_value(cost_nusd IGNORE NULLS) OVER (PARTITION BY run_id ORDER BY seq)
+                    AS turn_cost
             FROM '{tmp_path / "runs.parquet"}')
         SELECT tool, count(*) FILTER (WHERE outcome = 'succeeded') AS ok,
                count(*) FILTER (WHERE outcome IN ('invalid_arguments', 'denied')) AS refused,
-               sum(turn_cost) FILTER (WHERE kind IN ('tool_started', 'tool_call_rejected', 'tool_call_denied')) AS cost
+               sum(turn_cost) FILTER (
+                   WHERE kind IN ('tool_started', 'tool_call_rejected', 'tool_call_denied')
+               ) AS cost
         FROM turns WHERE tool IS NOT NULL GROUP BY tool ORDER BY tool"""
     assert duckdb.sql(query).fetchall() == [("add", 3, 3, 0), ("wipe", 0, 3, 0)]
 
@@ -162,7 +166,8 @@ async def test_tampering_with_a_parquet_export_names_the_first_broken_link(
 
 SQL_TAMPERING = {
     "edit-payload": [
-        "UPDATE events SET payload = CAST(REPLACE(CAST(payload AS TEXT), 'user-0', 'user-9') AS BLOB) "
+        "UPDATE events "
+        "SET payload = CAST(REPLACE(CAST(payload AS TEXT), 'user-0', 'user-9') AS BLOB) "
         "WHERE seq = 0"
     ],
     "delete": ["DELETE FROM events WHERE seq = 4"],

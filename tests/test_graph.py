@@ -34,7 +34,8 @@ async def classify(state: dict[str, Any]) -> dict[str, Any]:
 
 async def summarize(state: dict[str, Any]) -> dict[str, Any]:
     return {
-        "summary": f"{state['kind']}: {len(state.get('notes', []))} notes, total {state.get('total', 0)}"
+        "summary": f"{state['kind']}: {len(state.get('notes', []))} notes, "
+        f"total {state.get('total', 0)}"
     }
 
 
@@ -263,8 +264,9 @@ def test_definitions_do_not_depend_on_the_process() -> None:
 
     code = (
         "import sys; sys.path.insert(0, 'tests'); from test_graph import triage; "
-        "from router.cli.demo import demo_engine; from router import MemoryStore; import tempfile, os; "
-        "print(triage().compile().definition, demo_engine(MemoryStore(), os.path.join(tempfile.mkdtemp(), 'c.db')).definition)"
+        "from router.cli.demo import demo_engine; from router import MemoryStore; "
+        "import tempfile, os; crm = os.path.join(tempfile.mkdtemp(), 'c.db'); "
+        "print(triage().compile().definition, demo_engine(MemoryStore(), crm).definition)"
     )
     root = Path(__file__).resolve().parents[1]
     outputs = {

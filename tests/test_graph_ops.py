@@ -346,7 +346,8 @@ def test_a_terminal_graph_state_never_leaves(events: list[Event], merge: int) ->
 
 
 async def cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str]:
-    """``router ...`` in-process (on its own event loop, in a worker thread); its exit code and stdout."""
+    """``router ...`` in-process (on its own event loop, in a worker thread); its exit code and
+    stdout."""
     capsys.readouterr()
     code = await anyio.to_thread.run_sync(router.cli.main, list(argv))
     out = capsys.readouterr()

@@ -178,7 +178,10 @@ def test_every_import_in_the_readme_resolves() -> None:
 
 
 def test_the_core_does_not_load_optional_packages_at_start_up() -> None:
-    code = "import sys, router; bad = {'pyarrow', 'numpy', 'httpx', 'asyncpg'} & set(sys.modules); print(sorted(bad))"
+    code = (
+        "import sys, router; bad = {'pyarrow', 'numpy', 'httpx', 'asyncpg'} & set(sys.modules); "
+        "print(sorted(bad))"
+    )
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     ).stdout

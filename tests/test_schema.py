@@ -378,8 +378,8 @@ def test_the_readme_states_the_figures_the_command_prints(
     )
     assert supported is not None
     assert (
-        f"the {supported.group(2)} files of supported keywords | {supported.group(1)} tests passed (100%)"
-        in readme
+        f"the {supported.group(2)} files of supported keywords | "
+        f"{supported.group(1)} tests passed (100%)" in readme
     )
     for figure in re.findall(
         r"(\d+/\d+) \(100.0%\)|compiled: (\d+/\d+)|\+ (\d+/\d+) of the rows", out

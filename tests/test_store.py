@@ -41,7 +41,8 @@ async def test_sqlite_refuses_update_and_delete_from_any_connection(tmp_path: Pa
         "UPDATE events SET kind = 'forged' WHERE seq = 1",
         "DELETE FROM events WHERE seq = 2",
         "DELETE FROM events",
-        "INSERT OR REPLACE INTO events (run_id, seq, kind, payload, prev_hash, hash) SELECT run_id, seq, 'forged', payload, prev_hash, hash FROM events WHERE seq = 1",
+        "INSERT OR REPLACE INTO events (run_id, seq, kind, payload, prev_hash, hash) "
+        "SELECT run_id, seq, 'forged', payload, prev_hash, hash FROM events WHERE seq = 1",
         "DELETE FROM runs",
     ):
         with pytest.raises(sqlite3.IntegrityError, match="router:"):

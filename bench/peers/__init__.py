@@ -52,7 +52,8 @@ class Peer(Protocol):
     stores: tuple[str, ...]  # e.g. ("none", "memory", "sqlite")
 
     def react_loop(self, store: str, *, steps: int, runs: int, tmp: Path) -> Samples:
-        """``runs`` runs of ``steps`` tool steps and a final answer, each from a fresh thread/state."""
+        """``runs`` runs of ``steps`` tool steps and a final answer, each from a fresh
+        thread/state."""
         ...
 
     def parallel_tools(
@@ -63,7 +64,8 @@ class Peer(Protocol):
 
     def long_run(self, store: str, *, steps: int, tmp: Path) -> list[float]:
         """One run of ``steps`` tool steps: the time of each step in microseconds, in order.
-        Where the store persists, the peer also records ``bytes_per_step`` on ``self.last_bytes_per_step``."""
+        Where the store persists, the peer also records ``bytes_per_step`` on
+        ``self.last_bytes_per_step``."""
         ...
 
 
@@ -72,7 +74,8 @@ def add(a: int, b: int) -> int:
 
 
 def fake_turn(turn: int, steps: int, calls: int = 1) -> list[dict[str, object]] | str:
-    """The fake model's answer on ``turn``: tool calls as dicts (id, name, args), or the final text."""
+    """The fake model's answer on ``turn``: tool calls as dicts (id, name, args), or the final
+    text."""
     if turn >= steps:
         return "done"
     return [

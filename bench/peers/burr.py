@@ -171,7 +171,7 @@ class BurrPeer:
             self.last_bytes_per_step = (
                 backend.file_bytes() / steps if backend.path is not None else None
             )
-        return [(b - a) / 1000 for a, b in zip(marks, marks[1:])]
+        return [(b - a) / 1000 for a, b in zip(marks, marks[1:], strict=False)]
 
 
 def _peers() -> list[BurrPeer]:

@@ -42,7 +42,8 @@ def debate(
             prompt = state["question"] + (f"\n\nEarlier answers:\n{earlier}" if earlier else "")
             return {
                 "answers": [
-                    f"debater {i} (round {state['round']}): {await _answer(agent, prompt, ctx, 'debater')}"
+                    f"debater {i} (round {state['round']}): "
+                    f"{await _answer(agent, prompt, ctx, 'debater')}"
                 ]
             }
 
@@ -69,7 +70,7 @@ def debate(
 
     g.add_node("open", open_round)
     names = [f"debater{i}" for i in range(len(debaters))]
-    for node, agent in zip(names, debaters):
+    for node, agent in zip(names, debaters, strict=True):
         g.add_node(node, debater(names.index(node), agent))
     g.add_node("judge", decide)
     g.start("open")

@@ -1,6 +1,7 @@
 """The ``router`` command: a demo agent and the operator's view of a log.
 
-    router demo [--db FILE] [--model openai|anthropic --base-url URL]   run the demo agent, print its timeline
+    router demo [--db FILE] [--model openai|anthropic --base-url URL]
+                                     run the demo agent, print its timeline
     router runs [--db FILE]          list the runs in a log
     router show RUN [--db FILE]      print one run's timeline
     router verify [--db FILE]        check every run's hash chain
@@ -12,7 +13,7 @@
     router decide RUN CALL retry|supply|fail [--result JSON] [--by NAME] [--note TEXT]
     router approve RUN [--edit JSON] / router reject RUN [--note TEXT]   decide a pending review
     router fsm [--graph]             print the loop's (or a graph run's) transition table (Mermaid)
-    router conformance DIR           JSON Schema conformance: the official suite and real tool schemas
+    router conformance DIR           JSON Schema conformance: official suite, real tool schemas
 
 An encrypted log needs its keys in ROUTER_KEYS ("id=hex,id=hex", the first seals new
 events); ``verify`` checks the chain of sealed events without them.
@@ -26,7 +27,7 @@ import os
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeAlias
 
 import anyio
 import msgspec
@@ -128,7 +129,8 @@ async def _demo(args: argparse.Namespace) -> int:
         if model is not None:
             await model.aclose()
     print(
-        f"\nlog: {args.db}   (router show {result.run_id} --db {args.db}; router verify --db {args.db})"
+        f"\nlog: {args.db}   "
+        f"(router show {result.run_id} --db {args.db}; router verify --db {args.db})"
     )
     return 0
 
@@ -162,7 +164,8 @@ async def _verify(args: argparse.Namespace) -> int:
             else ""
         )
         print(
-            f"ok: {summary.runs} run(s), {summary.events} event(s) in the export, every hash chain verifies{sealed}"
+            f"ok: {summary.runs} run(s), {summary.events} event(s) in the export, "
+            f"every hash chain verifies{sealed}"
         )
         return 0
     cipher = _cipher()
@@ -219,7 +222,10 @@ async def _replay_one(
         events, _ = await open_log(engine.runtime, run_id, lease=False)
         name = events[0].graph if isinstance(events[0], GraphStarted) else ""
         if name != engine.graph.name:
-            return f"{run_id}: not replayed: it is a run of graph {name!r}; --agent {spec} gives {engine.graph.name!r}"
+            return (
+                f"{run_id}: not replayed: it is a run of graph {name!r}; "
+                f"--agent {spec} gives {engine.graph.name!r}"
+            )
     report = await engine.replay(run_id)
     if report.divergence is None:
         print(f"{run_id}: identical ({report.events} events)")
@@ -362,22 +368,34 @@ async def _fsm(args: argparse.Namespace) -> int:
     return 0
 
 
+_Command = Callable[[argparse.Namespace], Awaitable[int]]
+# a string: the class is generic only to type checkers
+_Commands: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="router", description="A deterministic LLM orchestration router."
     )
     sub = parser.add_subparsers(dest="command", required=True)
+    _add_demo(sub)
+    _add_log_readers(sub)
+    _add_run_changers(sub)
+    _add_offline(sub)
+    return parser
 
-    def add(
-        name: str, fn: Callable[[argparse.Namespace], Awaitable[int]], help: str
-    ) -> argparse.ArgumentParser:
-        p = sub.add_parser(name, help=help, description=help)
-        p.set_defaults(fn=fn)
-        if name not in ("fsm", "conformance"):
-            p.add_argument("--db", default="router.db", help="the SQLite log (default: router.db)")
-        return p
 
-    p = add("demo", _demo, "run the demo agent on a SQLite log and print its timeline")
+def _add(sub: _Commands, name: str, fn: _Command, help: str) -> argparse.ArgumentParser:
+    """A subcommand that runs ``fn``; every one that reads or writes a log takes --db."""
+    p = sub.add_parser(name, help=help, description=help)
+    p.set_defaults(fn=fn)
+    if name not in ("fsm", "conformance"):
+        p.add_argument("--db", default="router.db", help="the SQLite log (default: router.db)")
+    return p
+
+
+def _add_demo(sub: _Commands) -> None:
+    p = _add(sub, "demo", _demo, "run the demo agent on a SQLite log and print its timeline")
     p.add_argument("--durability", choices=[d.value for d in Durability], default="commit")
     p.add_argument("--resume", metavar="RUN", help="resume a demo run instead of starting one")
     p.add_argument(
@@ -394,17 +412,21 @@ def _parser() -> argparse.ArgumentParser:
         "--model-name", help="the model to ask for (default: gpt-4o-mini or claude-sonnet-4-5)"
     )
     p.add_argument("--stream", action="store_true", help="stream the model's text as it arrives")
-    add("runs", _runs, "list the runs in a log")
-    add("show", _show, "print a run's timeline").add_argument("run")
-    add(
-        "verify", _verify, "check every run's hash chain, in the log or in export files"
+
+
+def _add_log_readers(sub: _Commands) -> None:
+    """The commands that read a log (or export files) and leave it as it is."""
+    _add(sub, "runs", _runs, "list the runs in a log")
+    _add(sub, "show", _show, "print a run's timeline").add_argument("run")
+    _add(
+        sub, "verify", _verify, "check every run's hash chain, in the log or in export files"
     ).add_argument(
         "--export",
         nargs="+",
         metavar="FILE",
         help="verify these export files (in order) instead of the log",
     )
-    p = add("export", _export, "export the log to Parquet or an Arrow IPC file")
+    p = _add(sub, "export", _export, "export the log to Parquet or an Arrow IPC file")
     p.add_argument(
         "--out", required=True, help="the file to write (.parquet, or .arrow for Arrow IPC)"
     )
@@ -413,7 +435,9 @@ def _parser() -> argparse.ArgumentParser:
         "--after", type=int, default=0, metavar="WATERMARK", help="only events after this watermark"
     )
     p.add_argument("--progress", action="store_true", help="print progress on stderr")
-    p = add("replay", _replay, "replay runs from the log and report the first divergent event")
+    p = _add(
+        sub, "replay", _replay, "replay runs from the log and report the first divergent event"
+    )
     p.add_argument("run", help="a run id, or 'all'")
     p.add_argument(
         "--agent",
@@ -421,15 +445,19 @@ def _parser() -> argparse.ArgumentParser:
         metavar="MODULE:FUNCTION",
         help="a function that takes the store and returns the Engine (default: the demo agent)",
     )
-    add("report", _report, "tokens, cost, tool outcomes and latency, from the log").add_argument(
-        "--html", metavar="FILE", help="also write an HTML page with charts"
-    )
-    p = add("fork", _fork, "fork a run at a seq into a new run that shares its prefix")
+    _add(
+        sub, "report", _report, "tokens, cost, tool outcomes and latency, from the log"
+    ).add_argument("--html", metavar="FILE", help="also write an HTML page with charts")
+
+
+def _add_run_changers(sub: _Commands) -> None:
+    """The commands that append to a run: fork it, or decide what it waits on."""
+    p = _add(sub, "fork", _fork, "fork a run at a seq into a new run that shares its prefix")
     p.add_argument("run")
     p.add_argument("seq", type=int, help="the new run copies the events before this seq")
     p.add_argument("--new", help="the new run's id (default: RUN-fork-SEQ)")
     p.add_argument("--note", default="")
-    p = add("decide", _decide, "decide an interrupted tool call")
+    p = _add(sub, "decide", _decide, "decide an interrupted tool call")
     p.add_argument("run")
     p.add_argument("call")
     p.add_argument("decision", choices=["retry", "supply", "fail"])
@@ -437,7 +465,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--by", default="cli", help="who decides")
     p.add_argument("--note", default="")
     for verb in ("approve", "reject"):
-        p = add(verb, _review, f"{verb} what a run awaiting review waits on")
+        p = _add(sub, verb, _review, f"{verb} what a run awaiting review waits on")
         p.add_argument("run")
         p.add_argument("--by", default="cli", help="who decides")
         p.add_argument("--note", default="")
@@ -447,10 +475,15 @@ def _parser() -> argparse.ArgumentParser:
                 metavar="JSON",
                 help="approve the one held call with these arguments instead",
             )
-    add("fsm", _fsm, "print the loop's transition table as a Mermaid state diagram").add_argument(
-        "--graph", action="store_true", help="a graph run's transition table instead"
-    )
-    p = add(
+
+
+def _add_offline(sub: _Commands) -> None:
+    """The commands that need no log."""
+    _add(
+        sub, "fsm", _fsm, "print the loop's transition table as a Mermaid state diagram"
+    ).add_argument("--graph", action="store_true", help="a graph run's transition table instead")
+    p = _add(
+        sub,
         "conformance",
         _conformance,
         "check the JSON Schema compiler against the official test suite "
@@ -458,7 +491,6 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("folder", help="holds json-schema-test-suite/draft2020-12 and tool-schemas/bfcl")
     p.add_argument("--json", metavar="FILE", help="also write the figures as JSON")
-    return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:

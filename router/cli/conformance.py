@@ -205,7 +205,8 @@ def render(suite: list[KeywordResult], tool_schemas: ToolSchemaResult) -> str:
     passed = sum(r.passed for r in supported)
     ran = passed + sum(r.failed for r in supported)
     lines.append(
-        f"supported keywords: {passed}/{ran} tests passed ({passed / ran:.1%}) in {len(supported)} files"
+        f"supported keywords: {passed}/{ran} tests passed ({passed / ran:.1%}) "
+        f"in {len(supported)} files"
     )
     t = tool_schemas
     clean = t.accept_total - t.conflict_total
@@ -215,7 +216,8 @@ def render(suite: list[KeywordResult], tool_schemas: ToolSchemaResult) -> str:
         "Real tool schemas (BFCL simple_python + live_simple), options schema.BFCL",
         f"tools compiled: {t.compiled}/{t.tools}",
         f"accept cases accepted: {clean_accepted}/{clean} ({clean_accepted / clean:.1%})"
-        f" + {t.conflict_accepted}/{t.conflict_total} of the rows where the answer key contradicts the schema",
+        f" + {t.conflict_accepted}/{t.conflict_total} of the rows where the answer key "
+        "contradicts the schema",
         f"reject cases rejected: {t.rejected}/{t.reject_total} ({t.rejected / t.reject_total:.1%})",
     ]
     lines.extend(f"    WRONGLY REFUSED {w}" for w in t.wrongly_refused)

@@ -95,7 +95,8 @@ def demo_tools(crm_path: str | Path) -> Tools:
     crm = str(crm_path)
     with sqlite3.connect(crm) as db:
         db.execute(
-            "CREATE TABLE IF NOT EXISTS customers (id INTEGER PRIMARY KEY, name TEXT, plan TEXT, balance REAL)"
+            "CREATE TABLE IF NOT EXISTS customers "
+            "(id INTEGER PRIMARY KEY, name TEXT, plan TEXT, balance REAL)"
         )
         db.executemany(
             "INSERT OR IGNORE INTO customers VALUES (?, ?, ?, ?)",
@@ -106,7 +107,8 @@ def demo_tools(crm_path: str | Path) -> Tools:
             ],
         )
         db.execute(
-            "CREATE TABLE IF NOT EXISTS refunds (call_id TEXT PRIMARY KEY, customer_id INTEGER, amount REAL)"
+            "CREATE TABLE IF NOT EXISTS refunds "
+            "(call_id TEXT PRIMARY KEY, customer_id INTEGER, amount REAL)"
         )
     db.close()
 
@@ -161,9 +163,9 @@ def demo_model() -> ScriptedModel:
                 tokens=(742, 37),
             ),
             _turn(
-                text="Grace Hopper (customer 42) is due 1,050.00 (1,200.00 less the 150.00 fee, 87.5% of the "
-                "duplicate charge), which leaves a balance of -1,350.00. I may not issue refunds, so I have "
-                "escalated it to billing.",
+                text="Grace Hopper (customer 42) is due 1,050.00 (1,200.00 less the 150.00 fee, "
+                "87.5% of the duplicate charge), which leaves a balance of -1,350.00. "
+                "I may not issue refunds, so I have escalated it to billing.",
                 tokens=(860, 48),
             ),
         ],

@@ -234,7 +234,8 @@ def resume_events(state: RunState, at: int, owner: str) -> list[Event]:
                 RunInterrupted(
                     at=at,
                     call_ids=unsure,
-                    reason="started before a crash with no recorded result; the tool is not idempotent",
+                    reason="started before a crash with no recorded result; "
+                    "the tool is not idempotent",
                 )
             )
     return events

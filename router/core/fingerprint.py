@@ -11,9 +11,10 @@ PYTHONHASHSEED cannot move them; a list, dict, set or bytearray counts by its ty
 it is state the code keeps, which changes as the code runs. Values bound at run time (what
 a closure cell holds that is not callable, a partial's arguments) count by value when they
 are numbers, flags or None (a threshold, a number of rounds: they decide) and by their type
-otherwise (a path, a URL, a client: they say where the code runs, not what it decides); callables count by their own fingerprint,
-and a callable met again on the way down (a recursive closure) counts as a marker; any
-other object counts by its type's module and qualified name.
+otherwise (a path, a URL, a client: they say where the code runs, not what it decides);
+callables count by their own fingerprint, and a callable met again on the way down (a
+recursive closure) counts as a marker; any other object counts by its type's module and
+qualified name.
 
 Not seen: line numbers, file and function names, positions, comments, whitespace,
 annotations and docstrings (a docstring is text for people, so editing one is not a code

@@ -35,6 +35,8 @@ from .events import (
 
 __all__ = ["Report"]
 
+_Table = tuple[list[str], list[list[str]]]  # (header, rows) of strings
+
 
 class _Model(msgspec.Struct):
     turns: int = 0
@@ -169,97 +171,95 @@ class Report:
 
     # --- output -------------------------------------------------------------------------
 
-    def tables(self) -> dict[str, tuple[list[str], list[list[str]]]]:
+    def tables(self) -> dict[str, _Table]:
         """Each table as (header, rows) of strings."""
-        steps = [us for r in self.runs.values() for us in r.step_us]
-        return {
-            "runs": (
-                ["run", "principal", "ended", "steps", "tokens in", "tokens out", "cost $"],
-                [
-                    [
-                        rid,
-                        r.principal,
-                        r.ended or "unfinished",
-                        str(r.steps),
-                        str(r.tokens_in),
-                        str(r.tokens_out),
-                        f"{r.cost_nusd / 1e9:.6f}",
-                    ]
-                    for rid, r in self.runs.items()
-                ],
-            ),
-            "models": (
-                ["model", "turns", "tokens in", "tokens out", "cost $", "p50 ms", "p99 ms"],
-                [
-                    [
-                        name,
-                        str(m.turns),
-                        str(m.tokens_in),
-                        str(m.tokens_out),
-                        f"{m.cost_nusd / 1e9:.6f}",
-                        f"{_pct(m.latencies, 50):.2f}",
-                        f"{_pct(m.latencies, 99):.2f}",
-                    ]
-                    for name, m in sorted(self.models.items())
-                ],
-            ),
-            "tools": (
-                [
-                    "tool",
-                    "calls",
-                    "ok",
-                    "failed",
-                    "timed out",
-                    "rejected",
-                    "denied",
-                    "success %",
-                    "cost $",
-                    "p50 ms",
-                    "p99 ms",
-                ],
-                [
-                    [
-                        name,
-                        str(t.calls),
-                        str(t.succeeded),
-                        str(t.failed),
-                        str(t.timed_out),
-                        str(t.rejected),
-                        str(t.denied),
-                        f"{100 * t.succeeded / t.calls:.0f}" if t.calls else "-",
-                        f"{t.cost_nusd / 1e9:.6f}",
-                        f"{_pct(t.latencies, 50):.2f}",
-                        f"{_pct(t.latencies, 99):.2f}",
-                    ]
-                    for name, t in sorted(self.tools.items())
-                ],
-            ),
-            **(
-                {
-                    "routing": (
-                        ["model", "answered", "failed", "timed out", "skipped"],
-                        [
-                            [name, str(r.answered), str(r.failed), str(r.timed_out), str(r.skipped)]
-                            for name, r in sorted(self.routes.items())
-                        ],
-                    )
-                }
-                if self.routes
-                else {}
-            ),
-            "steps": (
-                ["steps", "p50 ms", "p90 ms", "p99 ms", "max ms"],
-                [
-                    [
-                        str(len(steps)),
-                        f"{_pct(steps, 50):.2f}",
-                        f"{_pct(steps, 90):.2f}",
-                        f"{_pct(steps, 99):.2f}",
-                        f"{_pct(steps, 100):.2f}",
-                    ]
-                ],
-            ),
+        tables = {
+            "runs": self._runs_table(),
+            "models": self._models_table(),
+            "tools": self._tools_table(),
         }
+        if self.routes:
+            tables["routing"] = self._routing_table()
+        tables["steps"] = self._steps_table()
+        return tables
+
+    def _runs_table(self) -> _Table:
+        header = ["run", "principal", "ended", "steps", "tokens in", "tokens out", "cost $"]
+        rows = [
+            [
+                rid,
+                r.principal,
+                r.ended or "unfinished",
+                str(r.steps),
+                str(r.tokens_in),
+                str(r.tokens_out),
+                f"{r.cost_nusd / 1e9:.6f}",
+            ]
+            for rid, r in self.runs.items()
+        ]
+        return header, rows
+
+    def _models_table(self) -> _Table:
+        header = ["model", "turns", "tokens in", "tokens out", "cost $", "p50 ms", "p99 ms"]
+        rows = [
+            [
+                name,
+                str(m.turns),
+                str(m.tokens_in),
+                str(m.tokens_out),
+                f"{m.cost_nusd / 1e9:.6f}",
+                f"{_pct(m.latencies, 50):.2f}",
+                f"{_pct(m.latencies, 99):.2f}",
+            ]
+            for name, m in sorted(self.models.items())
+        ]
+        return header, rows
+
+    def _tools_table(self) -> _Table:
+        header = [
+            "tool",
+            "calls",
+            "ok",
+            "failed",
+            "timed out",
+            "rejected",
+            "denied",
+            "success %",
+            "cost $",
+            "p50 ms",
+            "p99 ms",
+        ]
+        rows = [
+            [
+                name,
+                str(t.calls),
+                str(t.succeeded),
+                str(t.failed),
+                str(t.timed_out),
+                str(t.rejected),
+                str(t.denied),
+                f"{100 * t.succeeded / t.calls:.0f}" if t.calls else "-",
+                f"{t.cost_nusd / 1e9:.6f}",
+                f"{_pct(t.latencies, 50):.2f}",
+                f"{_pct(t.latencies, 99):.2f}",
+            ]
+            for name, t in sorted(self.tools.items())
+        ]
+        return header, rows
+
+    def _routing_table(self) -> _Table:
+        header = ["model", "answered", "failed", "timed out", "skipped"]
+        rows = [
+            [name, str(r.answered), str(r.failed), str(r.timed_out), str(r.skipped)]
+            for name, r in sorted(self.routes.items())
+        ]
+        return header, rows
+
+    def _steps_table(self) -> _Table:
+        steps = [us for r in self.runs.values() for us in r.step_us]
+        header = ["steps", "p50 ms", "p90 ms", "p99 ms", "max ms"]
+        row = [str(len(steps)), *(f"{_pct(steps, q):.2f}" for q in (50, 90, 99, 100))]
+        return header, [row]
 
     def text(self) -> str:
         out = []
@@ -269,8 +269,8 @@ class Report:
                 for i, h in enumerate(header)
             ]
             out.append(title)
-            out.append("  ".join(h.ljust(w) for h, w in zip(header, widths)))
-            out.extend("  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in rows)
+            out.append("  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)))
+            out.extend("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows)
             out.append("")
         return "\n".join(out)
 
@@ -278,8 +278,10 @@ class Report:
         """A self-contained page: the tables, and bar charts of cost per tool and per model."""
         parts = [
             "<!doctype html><meta charset=utf-8><title>router report</title>",
-            "<style>body{font:14px sans-serif;margin:2em}table{border-collapse:collapse;margin:1em 0}"
-            "td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}th{background:#eee}</style>",
+            "<style>body{font:14px sans-serif;margin:2em}"
+            "table{border-collapse:collapse;margin:1em 0}"
+            "td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}"
+            "th{background:#eee}</style>",
         ]
         parts.append(
             _bars(

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from .events import (
     Event,
@@ -41,106 +42,198 @@ def _clip(text: str, width: int = 72) -> str:
 
 
 def _describe(event: Event) -> tuple[str, str]:
-    if isinstance(event, RunStarted):
-        ask = next((m.content for m in reversed(event.messages) if m.role == "user"), "")
-        return "started", f"{_clip(ask)!r}"
-    if isinstance(event, ModelResponded):
-        u = event.usage
-        cost = f"  ${event.cost_nusd / 1e9:.6f}" if event.cost_nusd else ""
-        served = f"  [{event.served_model}]" if event.served_model else ""
-        head = (
-            f"step {event.step}  {u.input_tokens} in / {u.output_tokens} out tokens{cost}  "
-            f"{event.latency_us / 1000:.1f} ms{served}"
-        )
-        calls = "; ".join(f"{c.name}({_clip(c.arguments, 60)})" for c in event.tool_calls)
-        held = f"  (held for review: {event.held})" if event.held else ""
-        answer = f"{head}\n{'':22}-> answer: {_clip(event.text)!r}{held}"
-        return "model", f"{head}\n{'':22}-> {calls}" if calls else answer
-    if isinstance(event, ModelRouted):
-        tried = "; ".join(
-            f"{a.model} {a.outcome}" + (f" ({_clip(a.detail, 40)})" if a.detail else "")
-            for a in event.attempts
-        )
-        return "model routed", f"step {event.step} -> {event.chosen or 'none'}: {tried}"
-    if isinstance(event, ToolCallRejected):
-        where = f" at {event.path}" if event.path else ""
-        return (
-            "REJECTED",
-            f"{event.tool} [{event.call_id}] {event.code}{where}: {_clip(event.reason, 60)}",
-        )
-    if isinstance(event, ToolCallDenied):
-        return (
-            "DENIED",
-            f"{event.tool} [{event.call_id}] {event.principal} lacks {', '.join(event.missing)}",
-        )
-    if isinstance(event, ToolStarted):
-        effect = "" if event.idempotent else "  (side effect: committed before it ran)"
-        return "tool started", f"{event.tool} [{event.call_id}]{effect}"
-    if isinstance(event, ToolSucceeded):
-        return (
-            "tool ok",
-            f"{event.tool} [{event.call_id}] -> {_clip(event.result, 50)}  {event.latency_us / 1000:.1f} ms",
-        )
-    if isinstance(event, ToolFailed):
-        what = "timed out" if event.timed_out else "failed"
-        return (
-            "TOOL FAILED",
-            f"{event.tool} [{event.call_id}] {what} after {event.attempts} attempt(s): {_clip(event.error, 50)}",
-        )
-    if isinstance(event, RunResumed):
-        return "resumed", f"by {event.owner}"
-    if isinstance(event, RunInterrupted):
-        return "INTERRUPTED", f"{', '.join(event.call_ids)}: {event.reason}"
-    if isinstance(event, ToolCallResolved):
-        return (
-            "decided",
-            f"{event.call_id}: {event.decision} by {event.by or '?'} {event.note}".rstrip(),
-        )
-    if isinstance(event, ReviewRequested):
-        calls = f" [{', '.join(event.call_ids)}]" if event.call_ids else ""
-        return "REVIEW", f"{event.rule}{calls}: {event.reason}"
-    if isinstance(event, ReviewDecided):
-        edit = f" with arguments {_clip(event.arguments, 40)}" if event.arguments else ""
-        return "reviewed", f"{event.decision}{edit} by {event.by or '?'} {event.note}".rstrip()
-    if isinstance(event, RunMigrated):
-        return (
-            "migrated",
-            f"{event.migration}: {event.from_definition[:12]} -> {event.to_definition[:12]}",
-        )
-    if isinstance(event, RunForked):
-        return (
-            "forked",
-            f"from {event.parent_run_id} before seq {event.parent_seq} {event.note}".rstrip(),
-        )
-    if isinstance(event, GraphStarted):
-        return "graph started", f"{event.graph}: {_clip(event.state, 60)}"
-    if isinstance(event, NodeFinished):
-        item = f"[{_clip(event.item, 20)}]" if event.item else ""
-        return (
-            "node ok",
-            f"{event.node}{item} -> {_clip(event.update, 50)}  {event.latency_us / 1000:.1f} ms",
-        )
-    if isinstance(event, NodeFailed):
-        return (
-            "NODE FAILED",
-            f"{event.node} after {event.attempts} attempt(s): {_clip(event.error, 50)}",
-        )
-    if isinstance(event, StepRouted):
-        nxt = (
-            ", ".join(t.node + (f"[{_clip(t.item, 12)}]" if t.item else "") for t in event.next)
-            or "end"
-        )
-        return "routed", f"step {event.step} -> {nxt}"
-    if isinstance(event, LimitExceeded):
-        return (
-            "LIMIT",
-            f"{event.limit}: {event.value:g} (limit {event.ceiling:g}) {event.detail}".rstrip(),
-        )
-    if isinstance(event, RunFailed):
-        return "FAILED", f"{event.code}: {event.reason}"
-    if isinstance(event, RunCancelled):
-        return "cancelled", event.reason
+    """The event's label and text: from the describer of its class (or of a base class)."""
+    for cls in type(event).__mro__:
+        describe = _DESCRIBERS.get(cls)
+        if describe is not None:
+            return describe(event)
     return type(event).__name__, ""
+
+
+# --- the run's lifecycle ----------------------------------------------------------------
+
+
+def _run_started(event: RunStarted) -> tuple[str, str]:
+    ask = next((m.content for m in reversed(event.messages) if m.role == "user"), "")
+    return "started", f"{_clip(ask)!r}"
+
+
+def _run_resumed(event: RunResumed) -> tuple[str, str]:
+    return "resumed", f"by {event.owner}"
+
+
+def _run_interrupted(event: RunInterrupted) -> tuple[str, str]:
+    return "INTERRUPTED", f"{', '.join(event.call_ids)}: {event.reason}"
+
+
+def _run_migrated(event: RunMigrated) -> tuple[str, str]:
+    return (
+        "migrated",
+        f"{event.migration}: {event.from_definition[:12]} -> {event.to_definition[:12]}",
+    )
+
+
+def _run_forked(event: RunForked) -> tuple[str, str]:
+    return (
+        "forked",
+        f"from {event.parent_run_id} before seq {event.parent_seq} {event.note}".rstrip(),
+    )
+
+
+def _limit_exceeded(event: LimitExceeded) -> tuple[str, str]:
+    return (
+        "LIMIT",
+        f"{event.limit}: {event.value:g} (limit {event.ceiling:g}) {event.detail}".rstrip(),
+    )
+
+
+def _run_failed(event: RunFailed) -> tuple[str, str]:
+    return "FAILED", f"{event.code}: {event.reason}"
+
+
+def _run_cancelled(event: RunCancelled) -> tuple[str, str]:
+    return "cancelled", event.reason
+
+
+# --- the model ----------------------------------------------------------------------------
+
+
+def _model_responded(event: ModelResponded) -> tuple[str, str]:
+    u = event.usage
+    cost = f"  ${event.cost_nusd / 1e9:.6f}" if event.cost_nusd else ""
+    served = f"  [{event.served_model}]" if event.served_model else ""
+    head = (
+        f"step {event.step}  {u.input_tokens} in / {u.output_tokens} out tokens{cost}  "
+        f"{event.latency_us / 1000:.1f} ms{served}"
+    )
+    calls = "; ".join(f"{c.name}({_clip(c.arguments, 60)})" for c in event.tool_calls)
+    held = f"  (held for review: {event.held})" if event.held else ""
+    answer = f"{head}\n{'':22}-> answer: {_clip(event.text)!r}{held}"
+    return "model", f"{head}\n{'':22}-> {calls}" if calls else answer
+
+
+def _model_routed(event: ModelRouted) -> tuple[str, str]:
+    tried = "; ".join(
+        f"{a.model} {a.outcome}" + (f" ({_clip(a.detail, 40)})" if a.detail else "")
+        for a in event.attempts
+    )
+    return "model routed", f"step {event.step} -> {event.chosen or 'none'}: {tried}"
+
+
+# --- tool calls ---------------------------------------------------------------------------
+
+
+def _tool_call_rejected(event: ToolCallRejected) -> tuple[str, str]:
+    where = f" at {event.path}" if event.path else ""
+    return (
+        "REJECTED",
+        f"{event.tool} [{event.call_id}] {event.code}{where}: {_clip(event.reason, 60)}",
+    )
+
+
+def _tool_call_denied(event: ToolCallDenied) -> tuple[str, str]:
+    return (
+        "DENIED",
+        f"{event.tool} [{event.call_id}] {event.principal} lacks {', '.join(event.missing)}",
+    )
+
+
+def _tool_started(event: ToolStarted) -> tuple[str, str]:
+    effect = "" if event.idempotent else "  (side effect: committed before it ran)"
+    return "tool started", f"{event.tool} [{event.call_id}]{effect}"
+
+
+def _tool_succeeded(event: ToolSucceeded) -> tuple[str, str]:
+    return (
+        "tool ok",
+        f"{event.tool} [{event.call_id}] -> {_clip(event.result, 50)}  "
+        f"{event.latency_us / 1000:.1f} ms",
+    )
+
+
+def _tool_failed(event: ToolFailed) -> tuple[str, str]:
+    what = "timed out" if event.timed_out else "failed"
+    return (
+        "TOOL FAILED",
+        f"{event.tool} [{event.call_id}] {what} after {event.attempts} attempt(s): "
+        f"{_clip(event.error, 50)}",
+    )
+
+
+def _tool_call_resolved(event: ToolCallResolved) -> tuple[str, str]:
+    return (
+        "decided",
+        f"{event.call_id}: {event.decision} by {event.by or '?'} {event.note}".rstrip(),
+    )
+
+
+# --- human review -------------------------------------------------------------------------
+
+
+def _review_requested(event: ReviewRequested) -> tuple[str, str]:
+    calls = f" [{', '.join(event.call_ids)}]" if event.call_ids else ""
+    return "REVIEW", f"{event.rule}{calls}: {event.reason}"
+
+
+def _review_decided(event: ReviewDecided) -> tuple[str, str]:
+    edit = f" with arguments {_clip(event.arguments, 40)}" if event.arguments else ""
+    return "reviewed", f"{event.decision}{edit} by {event.by or '?'} {event.note}".rstrip()
+
+
+# --- graph runs ---------------------------------------------------------------------------
+
+
+def _graph_started(event: GraphStarted) -> tuple[str, str]:
+    return "graph started", f"{event.graph}: {_clip(event.state, 60)}"
+
+
+def _node_finished(event: NodeFinished) -> tuple[str, str]:
+    item = f"[{_clip(event.item, 20)}]" if event.item else ""
+    return (
+        "node ok",
+        f"{event.node}{item} -> {_clip(event.update, 50)}  {event.latency_us / 1000:.1f} ms",
+    )
+
+
+def _node_failed(event: NodeFailed) -> tuple[str, str]:
+    return (
+        "NODE FAILED",
+        f"{event.node} after {event.attempts} attempt(s): {_clip(event.error, 50)}",
+    )
+
+
+def _step_routed(event: StepRouted) -> tuple[str, str]:
+    nxt = (
+        ", ".join(t.node + (f"[{_clip(t.item, 12)}]" if t.item else "") for t in event.next)
+        or "end"
+    )
+    return "routed", f"step {event.step} -> {nxt}"
+
+
+_DESCRIBERS: dict[type, Callable[[Any], tuple[str, str]]] = {
+    RunStarted: _run_started,
+    ModelResponded: _model_responded,
+    ModelRouted: _model_routed,
+    ToolCallRejected: _tool_call_rejected,
+    ToolCallDenied: _tool_call_denied,
+    ToolStarted: _tool_started,
+    ToolSucceeded: _tool_succeeded,
+    ToolFailed: _tool_failed,
+    RunResumed: _run_resumed,
+    RunInterrupted: _run_interrupted,
+    ToolCallResolved: _tool_call_resolved,
+    ReviewRequested: _review_requested,
+    ReviewDecided: _review_decided,
+    RunMigrated: _run_migrated,
+    RunForked: _run_forked,
+    GraphStarted: _graph_started,
+    NodeFinished: _node_finished,
+    NodeFailed: _node_failed,
+    StepRouted: _step_routed,
+    LimitExceeded: _limit_exceeded,
+    RunFailed: _run_failed,
+    RunCancelled: _run_cancelled,
+}
 
 
 def render(run_id: str, events: Sequence[Event], state: RunState | GraphState) -> str:
@@ -164,7 +257,8 @@ def render(run_id: str, events: Sequence[Event], state: RunState | GraphState) -
         *_lines(events, start),
     ]
     lines.append(
-        f"{ended}   steps {state.steps}, tool calls {state.tool_calls}, rejected/denied {state.rejected}, {spend}"
+        f"{ended}   steps {state.steps}, tool calls {state.tool_calls}, "
+        f"rejected/denied {state.rejected}, {spend}"
     )
     if state.output:
         lines.append(f"   answer: {state.output}")

@@ -2,9 +2,10 @@
 
 A tool is declared from a typed Python function (sync or async) whose parameters become
 a msgspec Struct, from a function taking one msgspec Struct, or from a JSON Schema
-(``parameters=``) compiled by router.schema, whose function takes the arguments as a dict. The decoder and the JSON
-Schema shown to the model are built at registration, never per call. Deciding a proposed
-call is pure: it returns the event that records the decision (started, rejected, denied).
+(``parameters=``) compiled by router.schema, whose function takes the arguments as a dict.
+The decoder and the JSON Schema shown to the model are built at registration, never per
+call. Deciding a proposed call is pure: it returns the event that records the decision
+(started, rejected, denied).
 """
 
 from __future__ import annotations

@@ -128,13 +128,15 @@ class Graph:
     def route(
         self, src: str, fn: Callable[[State], str | Sequence[str]], *, targets: Iterable[str]
     ) -> None:
-        """After ``src``, go where ``fn(state)`` says: one of ``targets`` (or several, to fan out)."""
+        """After ``src``, go where ``fn(state)`` says: one of ``targets`` (or several, to fan
+        out)."""
         self._set(
             src, _Edges("route", tuple(sorted(targets)), fn=fn)
         )  # sorted: a set has no stable order
 
     def fanout(self, src: str, branches: Sequence[str], *, then: str) -> None:
-        """After ``src``, run ``branches`` in parallel, then ``then`` once with all their updates."""
+        """After ``src``, run ``branches`` in parallel, then ``then`` once with all their
+        updates."""
         self._set(src, _Edges("fanout", tuple(branches), then=then))
 
     def map(

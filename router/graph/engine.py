@@ -251,7 +251,8 @@ class GraphEngine:
         return f"(runs step {s.step}: {', '.join(t.node for t in s.tasks)})"
 
     def _route(self, s: GraphState) -> tuple[Task, ...]:
-        """The next tasks after the step whose results ``s`` holds (the route functions may raise)."""
+        """The next tasks after the step whose results ``s`` holds (the route functions may
+        raise)."""
         updates = {
             (f.node, f.item): msgspec.json.decode(f.update)
             for f in s.results

@@ -248,7 +248,7 @@ def _conversation(messages: Sequence[Message]) -> tuple[str, list[dict[str, Any]
         role = "assistant" if m.role == "assistant" else "user"
         blocks = _blocks(m)
         if not blocks:
-            continue  # an empty turn (an empty answer a reviewer sent back): the protocol refuses it
+            continue  # an empty turn (a reviewer sent back an empty answer): the API refuses it
         if out and out[-1]["role"] == role:
             out[-1]["content"].extend(blocks)
         else:

@@ -47,6 +47,9 @@ class Breaker(msgspec.Struct, frozen=True):
             raise ConfigError(f"invalid breaker {self!r}")
 
 
+_DEFAULT_BREAKER = Breaker()  # frozen, so one instance serves every router
+
+
 @final
 class Candidate:
     """A model the router may choose, with what it can do and what it costs."""
@@ -103,7 +106,7 @@ class ModelRouter:
         strategy: Literal["ordered", "cheapest"] = "ordered",
         require: Iterable[str] = (),
         latency_budget_s: float | None = None,
-        breaker: Breaker = Breaker(),
+        breaker: Breaker = _DEFAULT_BREAKER,
         clock: Clock | None = None,
         name: str = "model-router",
     ) -> None:

@@ -89,7 +89,8 @@ class OtelObserver:
                 run_id,
                 spans,
                 event.at,
-                f"{type(event).__name__}: {getattr(event, 'limit', '') or getattr(event, 'reason', '')}",
+                f"{type(event).__name__}: "
+                f"{getattr(event, 'limit', '') or getattr(event, 'reason', '')}",
             )
 
     def _model(self, spans: _RunSpans, event: ModelResponded) -> None:

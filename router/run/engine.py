@@ -326,7 +326,8 @@ class Engine:
             return RunFailed(
                 at=clock.now_us(),
                 code="model_error",
-                reason=f"the model failed after {outcome.attempts} attempt(s) here; last error: {error}",
+                reason=f"the model failed after {outcome.attempts} attempt(s) here; "
+                f"last error: {error}",
             )
         if type(outcome.value) is not ModelTurn:
             return RunFailed(

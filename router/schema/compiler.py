@@ -166,6 +166,8 @@ BFCL = SchemaOptions(
     annotations=frozenset({"optional"}),
 )
 
+_STANDARD = SchemaOptions()  # the default: standard JSON Schema (frozen, so safe to share)
+
 
 _decoder = msgspec.json.Decoder()
 
@@ -216,7 +218,7 @@ class CompiledSchema:
         return value
 
 
-def compile_schema(schema: Any, options: SchemaOptions = SchemaOptions()) -> CompiledSchema:
+def compile_schema(schema: Any, options: SchemaOptions = _STANDARD) -> CompiledSchema:
     """Compile a JSON Schema. Raises SchemaError, naming the keyword and its location, for
     a keyword that is not supported, a malformed value, or a ``$ref`` that cannot resolve."""
     check = _Compiler(schema, options).node(schema, "#")
@@ -224,7 +226,7 @@ def compile_schema(schema: Any, options: SchemaOptions = SchemaOptions()) -> Com
     return CompiledSchema(schema, check, fast)
 
 
-def standard_schema(schema: Any, options: SchemaOptions = SchemaOptions()) -> Any:
+def standard_schema(schema: Any, options: SchemaOptions = _STANDARD) -> Any:
     """The schema in standard JSON Schema, as a model is shown it: non-standard type names
     replaced as ``options`` reads them, their extra annotations dropped, and null added to
     the type (and enum) of a property whose default is null when ``options`` makes those

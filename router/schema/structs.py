@@ -83,7 +83,7 @@ def msgspec_type(schema: Any, options: Reading) -> Any:
     """The exact msgspec type for the root ``schema``, or None."""
     try:
         built = _Builder(schema, options).type_of(schema, ())
-        msgspec.convert(None, Union[built, None])  # msgspec validates the type itself on first use
+        msgspec.convert(None, _make_union(built, None))  # msgspec validates the type on first use
     except (_Inexact, TypeError, ValueError, SchemaError):
         return None
     return built
@@ -117,7 +117,11 @@ class _Builder:
             built = _union([self.type_of(s, refs) for s in schema["anyOf"]])
         else:
             built = self._typed(schema, keys, refs)
-        return Union[built, None] if self.options.adds_null(schema) and built is not Any else built
+        return (
+            _make_union(built, None)
+            if self.options.adds_null(schema) and built is not Any
+            else built
+        )
 
     def _ref(self, schema: dict[str, Any], keys: set[str], refs: tuple[str, ...]) -> Any:
         target = schema["$ref"]
@@ -246,7 +250,14 @@ def _union(members: list[Any]) -> Any:
     ]
     if patterned and any(m is not None and m not in patterned for m in members):
         raise _Inexact
-    return Union[tuple(members)]
+    return _make_union(*members)
+
+
+def _make_union(*members: Any) -> Any:
+    """``Union[members]``: these are types built at run time, not annotations, and ``X | Y``
+    is not defined for every member (``None | None`` raises; ``Union[None, None]`` is
+    NoneType), so UP007's rewrite would change what is built."""
+    return Union[members]  # noqa: UP007 - a runtime type, see the docstring
 
 
 def _annotated(base: Any, **constraints: Any) -> Any:

@@ -201,8 +201,10 @@ class SqliteStore:
             version = self._writer.execute("PRAGMA user_version").fetchone()[0]
             if version not in (0, SCHEMA_VERSION):
                 raise StoreError(
-                    f"{self.path}: log schema version {version}; this router reads version {SCHEMA_VERSION} "
-                    "(version 1 was a development layout with no migration: export it with the router that wrote it)"
+                    f"{self.path}: log schema version {version}; "
+                    f"this router reads version {SCHEMA_VERSION} "
+                    "(version 1 was a development layout with no migration: "
+                    "export it with the router that wrote it)"
                 )
             self._writer.executescript(_SCHEMA)
             self._writer.execute("PRAGMA wal_autocheckpoint = 0")  # see _checkpoint
@@ -424,7 +426,8 @@ class SqliteStore:
         now = time.time()
         cur = conn.execute(
             "INSERT INTO leases (run_id, owner, expires_at) VALUES (?, ?, ?) "
-            "ON CONFLICT (run_id) DO UPDATE SET owner = excluded.owner, expires_at = excluded.expires_at "
+            "ON CONFLICT (run_id) DO UPDATE "
+            "SET owner = excluded.owner, expires_at = excluded.expires_at "
             "WHERE leases.owner = excluded.owner OR leases.expires_at <= ?",
             (run_id, lease.owner, now + lease.ttl_s, now),
         )
@@ -447,7 +450,8 @@ class SqliteStore:
 
     async def read(self, run_id: str, after: int = -1) -> list[StoredEvent]:
         rows = await self._read_conn().execute_fetchall(
-            "SELECT seq, kind, payload, prev_hash, hash FROM events WHERE run_id = ? AND seq > ? ORDER BY seq",
+            "SELECT seq, kind, payload, prev_hash, hash FROM events "
+            "WHERE run_id = ? AND seq > ? ORDER BY seq",
             (run_id, after),
         )
         return [StoredEvent(run_id, *row) for row in rows]
@@ -462,7 +466,8 @@ class SqliteStore:
 
     async def scan(self, after: int = 0, limit: int = 10_000) -> list[tuple[int, StoredEvent]]:
         rows = await self._read_conn().execute_fetchall(
-            "SELECT id, run_id, seq, kind, payload, prev_hash, hash FROM events WHERE id > ? ORDER BY id LIMIT ?",
+            "SELECT id, run_id, seq, kind, payload, prev_hash, hash FROM events "
+            "WHERE id > ? ORDER BY id LIMIT ?",
             (after, limit),
         )
         return [(row[0], StoredEvent(*row[1:])) for row in rows]

@@ -105,7 +105,7 @@ async def test_store_refuses_a_batch_mixing_runs(store: Store) -> None:
 async def test_store_many_runs_share_one_store(store: Store) -> None:
     runs = {f"run{i}": sealed_run(f"run{i}", 3 + i) for i in range(5)}
     for i in range(7):  # interleave the runs' appends
-        for run_id, events in runs.items():
+        for events in runs.values():
             if i < len(events):
                 await store.append(events[i : i + 1])
     for run_id, events in runs.items():
