@@ -93,3 +93,54 @@ async def test_a_limit_ends_the_run_span_with_an_error() -> None:
     assert run.status.status_code is StatusCode.ERROR and "max_steps" in (
         run.status.description or ""
     )
+
+
+async def test_a_graph_run_becomes_a_run_span_with_a_span_per_node() -> None:
+    from router import END, Graph, GraphEngine
+
+    exporter, observer = tracing()
+
+    async def first(state: dict) -> dict:
+        return {"n": 1}
+
+    async def second(state: dict) -> dict:
+        raise ValueError("no")
+
+    g = Graph("pipeline")
+    g.add_node("first", first)
+    g.add_node("second", second)
+    g.start("first")
+    g.edge("first", "second")
+    g.edge("second", END)
+    rt = Runtime(MemoryStore(), clock=ManualClock(10**15, 100), observers=[observer])
+    ok = GraphEngine(rt, g.compile())
+    result = await ok.start({}, principal=Principal(id="u"), run_id="g")
+    assert result.phase == "failed"
+    spans = {s.name: s for s in exporter.get_finished_spans()}
+    assert set(spans) == {"run_graph pipeline", "node first", "node second"}
+    run = spans["run_graph pipeline"]
+    assert (
+        run.attributes["router.graph"] == "pipeline" and run.status.status_code is StatusCode.ERROR
+    )
+    assert spans["node first"].parent.span_id == run.context.span_id
+    assert spans["node second"].status.status_code is StatusCode.ERROR
+
+
+async def test_a_finished_graph_run_ends_its_span_done() -> None:
+    from router import END, Graph, GraphEngine
+
+    exporter, observer = tracing()
+
+    async def only(state: dict) -> dict:
+        return {"n": 1}
+
+    g = Graph("single")
+    g.add_node("only", only)
+    g.start("only")
+    g.edge("only", END)
+    rt = Runtime(MemoryStore(), clock=ManualClock(10**15, 100), observers=[observer])
+    assert (
+        await GraphEngine(rt, g.compile()).start({}, principal=Principal(id="u"))
+    ).phase == "done"
+    (run,) = [s for s in exporter.get_finished_spans() if s.name == "run_graph single"]
+    assert run.attributes["router.phase"] == "done"

@@ -10,6 +10,9 @@ engine's ``observers``. Spans follow the GenAI semantic conventions:
         execute_tool TOOL        gen_ai.operation.name=execute_tool, gen_ai.tool.name,
                                  gen_ai.tool.call.id, router.outcome
 
+    run_graph GRAPH              a graph run (router.run_id, router.graph, router.phase)
+      node NAME                  one node of a step (router.step, router.outcome, tokens)
+
 Times come from the events (their ``at`` and recorded latencies), so the spans are the
 log's, not the exporter's clock's; a resumed run's spans continue under a new run span.
 """
@@ -21,11 +24,15 @@ from typing import Any
 
 from ..core.events import (
     Event,
+    GraphStarted,
     LimitExceeded,
     ModelResponded,
+    NodeFailed,
+    NodeFinished,
     RunCancelled,
     RunFailed,
     RunStarted,
+    StepRouted,
     ToolCallDenied,
     ToolCallRejected,
     ToolCallResolved,
@@ -74,11 +81,21 @@ class OtelObserver:
                     "router.principal": event.principal.id,
                     "gen_ai.agent.name": event.agent or "router",
                 }
+            name = "invoke_agent router"
+            if isinstance(event, GraphStarted):
+                name = f"run_graph {event.graph}"
+                attributes |= {"router.graph": event.graph, "router.principal": event.principal.id}
             run = self._tracer.start_span(
-                "invoke_agent router", start_time=self._ns(event.at), attributes=attributes
+                name, start_time=self._ns(event.at), attributes=attributes
             )
             spans = self._runs[run_id] = _RunSpans(run)
-        if isinstance(event, ModelResponded):
+        if isinstance(event, NodeFinished | NodeFailed):
+            self._node(spans, event)
+        elif isinstance(event, StepRouted) and not event.next:  # the graph run is done
+            spans.run.set_attribute("router.phase", "done")
+            spans.run.end(end_time=self._ns(event.at))
+            del self._runs[run_id]
+        elif isinstance(event, ModelResponded):
             self._model(spans, event)
         elif isinstance(event, ToolSucceeded | ToolFailed | ToolCallRejected | ToolCallDenied):
             self._tool(spans, event)
@@ -157,6 +174,26 @@ class OtelObserver:
         spans.open_calls.discard(event.call_id)
         if not spans.open_calls:
             self._end_step(spans, event.at)
+
+    def _node(self, spans: _RunSpans, event: NodeFinished | NodeFailed) -> None:
+        outcome = "succeeded" if isinstance(event, NodeFinished) else "failed"
+        span = self._tracer.start_span(
+            f"node {event.node}",
+            context=self._trace.set_span_in_context(spans.run),
+            start_time=self._ns(event.at - event.latency_us),
+            attributes={
+                "router.step": event.step,
+                "router.node": event.node,
+                "router.outcome": outcome,
+                "router.attempts": event.attempts,
+                "gen_ai.usage.input_tokens": event.usage.input_tokens,
+                "gen_ai.usage.output_tokens": event.usage.output_tokens,
+                "router.cost_nusd": event.cost_nusd,
+            },
+        )
+        if isinstance(event, NodeFailed):
+            span.set_status(self._trace.Status(self._trace.StatusCode.ERROR, event.error))
+        span.end(end_time=self._ns(event.at))
 
     def _end_step(self, spans: _RunSpans, at: int) -> None:
         if spans.step is not None:
