@@ -84,6 +84,8 @@ class GraphState(msgspec.Struct, frozen=True):
     step: int = 0
     tasks: tuple[Task, ...] = ()
     results: tuple[NodeFinished | NodeFailed, ...] = ()  # of the current step, as recorded
+    finished: tuple[Task, ...] = ()  # the tasks of ``results``, in the same order
+    failure: NodeFailed | None = None  # the step's first node that failed
     reason: str = ""
     started_at: int = 0
     last_at: int = 0
@@ -149,9 +151,10 @@ def _started(s: GraphState, e: GraphStarted, merge: Merge) -> GraphState:
 
 
 def _node_ended(s: GraphState, e: NodeFinished | NodeFailed, merge: Merge) -> GraphState:
-    if e.step != s.step or not any(t.node == e.node and t.item == e.item for t in s.tasks):
+    task = Task(node=e.node, item=e.item)  # compared in C: a step may hold many tasks
+    if e.step != s.step or task not in s.tasks:
         return _fault(s, e, f"node {e.node!r} of step {e.step} is not a task of step {s.step}")
-    if any(r.node == e.node and r.item == e.item for r in s.results):
+    if task in s.finished:
         return _fault(s, e, f"node {e.node!r} already has its result in step {s.step}")
     usage = s.usage
     if e.usage.input_tokens or e.usage.output_tokens:
@@ -160,7 +163,13 @@ def _node_ended(s: GraphState, e: NodeFinished | NodeFailed, merge: Merge) -> Gr
             output_tokens=usage.output_tokens + e.usage.output_tokens,
         )
     return replace(
-        s, results=s.results + (e,), usage=usage, cost_nusd=s.cost_nusd + e.cost_nusd, last_at=e.at
+        s,
+        results=s.results + (e,),
+        finished=s.finished + (task,),
+        failure=s.failure or (e if isinstance(e, NodeFailed) else None),
+        usage=usage,
+        cost_nusd=s.cost_nusd + e.cost_nusd,
+        last_at=e.at,
     )
 
 
@@ -182,6 +191,8 @@ def _routed(s: GraphState, e: StepRouted, merge: Merge) -> GraphState:
         step=e.step + 1,
         tasks=e.next,
         results=(),
+        finished=(),
+        failure=None,
         last_at=e.at,
         reviewed="",
         ran=tuple(t.node for t in s.tasks),
@@ -293,34 +304,44 @@ def next_graph_effect(
 ) -> Effect:
     """What the driver must do next. Limits are checked here, before every step and
     before routing."""
-    if s.terminal:
-        return Stop(s.phase)
-    if s.phase is NEW:
-        return Idle()
+    phase = s.phase
+    if phase in TERMINAL:
+        return Stop(phase)
+    if phase is NEW:
+        return _IDLE
     if s.fault:
         return Record(RunFailed(at=s.last_at, code="invalid_transition", reason=s.fault))
-    if s.phase is AWAITING_REVIEW:
+    if phase is AWAITING_REVIEW:
         return AwaitReview(s.pending_review)
-    exceeded = check_spend(s, not s.results)
-    if exceeded is not None:
-        return Record(exceeded)
-    if s.results:
-        failed = next((r for r in s.results if isinstance(r, NodeFailed)), None)
-        if failed is not None:
-            what = "timed out" if failed.timed_out else "failed"
-            return Record(
-                RunFailed(
-                    at=s.last_at,
-                    code="node_failed",
-                    reason=f"node {failed.node!r} {what}: {failed.error}",
-                )
-            )
-        # A step cut short (a fork between its results) runs only the tasks without one.
-        ended = {(r.node, r.item) for r in s.results}
-        left = tuple(t for t in s.tasks if (t.node, t.item) not in ended)
-        return RunStep(left) if left else RouteStep()
-    review = _review(s, review_before, review_after)
-    return RunStep(s.tasks) if review is None else Record(review)
+    results = s.results
+    if s.budgeted or (not results and s.step >= s.limits.max_steps):  # else nothing to cross
+        exceeded = check_spend(s, not results)
+        if exceeded is not None:
+            return Record(exceeded)
+    if results:
+        return _after_results(s)
+    if review_before or review_after:
+        review = _review(s, review_before, review_after)
+        if review is not None:
+            return Record(review)
+    return RunStep(s.tasks)
+
+
+_IDLE = Idle()
+_ROUTE = RouteStep()
+
+
+def _after_results(s: GraphState) -> Effect:
+    """Once a step has results: end the run on a node that failed, run the tasks that have
+    none yet (a step cut short by a fork between its results), or route."""
+    failed = s.failure
+    if failed is not None:
+        what = "timed out" if failed.timed_out else "failed"
+        reason = f"node {failed.node!r} {what}: {failed.error}"
+        return Record(RunFailed(at=s.last_at, code="node_failed", reason=reason))
+    if len(s.finished) == len(s.tasks):
+        return _ROUTE
+    return RunStep(tuple(t for t in s.tasks if t not in s.finished))
 
 
 def _review(s: GraphState, before: frozenset[str], after: frozenset[str]) -> ReviewRequested | None:

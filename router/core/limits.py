@@ -250,43 +250,41 @@ class Meter:
     its whole spend each time it returns (``report``): a child resumed by a retry replaces
     its earlier report rather than adding to it. Other spend (``add``) accumulates."""
 
-    __slots__ = ("_children", "_other", "child_run_id")
+    __slots__ = ("_children", "usage", "cost_nusd", "child_run_id")
 
     def __init__(self) -> None:
         self._children: dict[str, tuple[Usage, int]] = {}
-        self._other: tuple[Usage, int] = (NO_USAGE, 0)
+        self.usage, self.cost_nusd = NO_USAGE, 0  # the totals
         self.child_run_id = ""  # the first child reported
 
     @property
     def empty(self) -> bool:
-        return not self._children and self._other == (NO_USAGE, 0)
-
-    @property
-    def usage(self) -> Usage:
-        parts = [*self._children.values(), self._other]
-        total_in = sum(u.input_tokens for u, _ in parts)
-        total_out = sum(u.output_tokens for u, _ in parts)
-        return (
-            Usage(input_tokens=total_in, output_tokens=total_out)
-            if total_in or total_out
-            else NO_USAGE
-        )
-
-    @property
-    def cost_nusd(self) -> int:
-        return sum(c for _, c in self._children.values()) + self._other[1]
+        return not self.cost_nusd and self.usage is NO_USAGE and not self.child_run_id
 
     def report(self, child_run_id: str, usage: Usage, cost_nusd: int) -> None:
         """The child run's whole spend so far."""
+        before_usage, before_cost = self._children.get(child_run_id, (NO_USAGE, 0))
         self._children[child_run_id] = (usage, cost_nusd)
         self.child_run_id = self.child_run_id or child_run_id
+        self._total(
+            usage.input_tokens - before_usage.input_tokens,
+            usage.output_tokens - before_usage.output_tokens,
+            cost_nusd - before_cost,
+        )
 
     def add(self, usage: Usage, cost_nusd: int) -> None:
-        used, cost = self._other
-        self._other = (
-            Usage(
-                input_tokens=used.input_tokens + usage.input_tokens,
-                output_tokens=used.output_tokens + usage.output_tokens,
-            ),
-            cost + cost_nusd,
-        )
+        self._total(usage.input_tokens, usage.output_tokens, cost_nusd)
+
+    def _total(self, input_tokens: int, output_tokens: int, cost_nusd: int) -> None:
+        self.cost_nusd += cost_nusd
+        if input_tokens or output_tokens:
+            used = self.usage
+            total_in, total_out = (
+                used.input_tokens + input_tokens,
+                used.output_tokens + output_tokens,
+            )
+            self.usage = (
+                Usage(input_tokens=total_in, output_tokens=total_out)
+                if total_in or total_out
+                else NO_USAGE
+            )

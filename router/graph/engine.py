@@ -326,12 +326,14 @@ class GraphEngine:
         return [deadline_passed(self.runtime.clock, run.state)]
 
     async def _step(self, run: _GraphRun, tasks: tuple[Task, ...]) -> list[Event]:
-        """Run these tasks of the step concurrently; their results come back in task order."""
+        """Run these tasks of the step concurrently; their results come back in task order.
+        The tasks share what the run has left, evenly."""
         s = run.state
+        budget = Budget.left(s, len(tasks))
         results: list[Event | None] = [None] * len(tasks)
 
         async def one(i: int) -> None:
-            results[i] = await self._run_task(run, s, tasks[i], len(tasks))
+            results[i] = await self._run_task(run, s, tasks[i], budget)
 
         if len(tasks) == 1:
             await one(0)
@@ -341,56 +343,74 @@ class GraphEngine:
                     tg.start_soon(one, i)
         return [r for r in results if r is not None]
 
-    async def _run_task(self, run: _GraphRun, s: GraphState, task: Task, share: int) -> Event:
-        node = self.graph.nodes[task.node]
-        meter = Meter()
+    def _view(
+        self, run: _GraphRun, s: GraphState, task: Task, budget: Budget
+    ) -> tuple[Any, NodeContext | None]:
+        """What a task's node is given: the state (with its item), and its context if it
+        takes one (where it runs, its share of the budget, the meter of its children)."""
+        view = dict(s.state)
+        if task.item:
+            view["item"] = msgspec.json.decode(task.item)
+        if not self.graph.nodes[task.node].takes_context:
+            return view, None
+        log = run.log
         context = NodeContext(
             run.run_id,
             s.step,
             task.node,
             task.item,
             s.principal,
-            budget=Budget.left(s, share),
-            meter=meter,
-            redaction=run.log.redaction or None,
-            runtime=run.log.runtime,
+            budget=budget,
+            meter=Meter(),
+            redaction=log.redaction or None,
+            runtime=log.runtime,
         )
-        view = dict(s.state)
-        if task.item:
-            view["item"] = msgspec.json.decode(task.item)
+        return view, context
 
-        async def call() -> str:
-            update = await (node.fn(view, context) if node.takes_context else node.fn(view))
-            return _encoder.encode(dict(update)).decode()
-
+    async def _run_task(self, run: _GraphRun, s: GraphState, task: Task, budget: Budget) -> Event:
+        node = self.graph.nodes[task.node]
+        view, context = self._view(run, s, task, budget)
         timeout = node.timeout_s if node.timeout_s is not None else s.limits.tool_timeout_s
         clock = self.runtime.clock
         begin = clock.now_us()
-        outcome = await attempt(call, node.retry, timeout)
-        now = clock.now_us()
+        if context is None:
+            outcome = await attempt(node.fn, node.retry, timeout, view)
+        else:
+            outcome = await attempt(node.fn, node.retry, timeout, view, context)
+        error, update = outcome.error, ""
         if outcome.ok:
+            try:
+                update = _encoder.encode(dict(outcome.value)).decode()
+            except (TypeError, ValueError) as exc:  # the same on every attempt: not retried
+                error = f"the update is not a JSON-encodable mapping: {exc}"
+        now = clock.now_us()
+        meter = context.meter if context is not None else None
+        spend: dict[str, Any] = (
+            {}
+            if meter is None or meter.empty
+            else {"usage": spent(meter.usage), "cost_nusd": meter.cost_nusd}
+        )
+        if not error:
             return NodeFinished(
                 at=now,
                 step=s.step,
                 node=task.node,
                 item=task.item,
-                update=outcome.value,
+                update=update,
                 attempts=outcome.attempts,
                 latency_us=now - begin,
-                usage=spent(meter.usage),
-                cost_nusd=meter.cost_nusd,
+                **spend,
             )
         return NodeFailed(
             at=now,
             step=s.step,
             node=task.node,
             item=task.item,
-            error=outcome.error,
+            error=error,
             timed_out=outcome.timed_out,
             attempts=outcome.attempts,
             latency_us=now - begin,
-            usage=spent(meter.usage),
-            cost_nusd=meter.cost_nusd,
+            **spend,
         )
 
 
