@@ -23,13 +23,30 @@ from .limits import PriceTable
 from .redaction import Redaction
 from .tools import Tools
 
-__all__ = ["changed_parts", "definition_parts", "digest_parts", "hash_parts", "recorded_parts"]
+__all__ = [
+    "changed_parts",
+    "definition_parts",
+    "digest_parts",
+    "hash_parts",
+    "part_digest",
+    "recorded_parts",
+]
 
 _encoder = msgspec.json.Encoder(order="deterministic")
 
 
+# A part's digest is cut to 64 bits: it only names what changed (the definition hash, over
+# every part, is whole), and a run records its parts in its first event.
+PART_DIGITS = 16
+
+
+def part_digest(hexdigest: str) -> str:
+    """A part's hash as a run records it."""
+    return hexdigest[:PART_DIGITS]
+
+
 def _digest(value: Any) -> str:
-    return sha256(_encoder.encode(value)).hexdigest()
+    return part_digest(sha256(_encoder.encode(value)).hexdigest())
 
 
 def definition_parts(
@@ -60,7 +77,7 @@ def definition_parts(
     parts["redaction"] = _digest(redaction.describe() if redaction else None)
     parts["review"] = _digest(review)
     if output_check is not None:
-        parts["output_check"] = code_fingerprint(output_check)
+        parts["output_check"] = part_digest(code_fingerprint(output_check))
     return parts
 
 
@@ -70,8 +87,8 @@ def digest_parts(**parts: Any) -> dict[str, str]:
 
 
 def hash_parts(parts: Mapping[str, str]) -> str:
-    """The definition hash: one digest over every part."""
-    return _digest(dict(parts))
+    """The definition hash: one whole digest over every part."""
+    return sha256(_encoder.encode(dict(parts))).hexdigest()
 
 
 def changed_parts(recorded: Mapping[str, str], current: Mapping[str, str]) -> tuple[str, ...]:

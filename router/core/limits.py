@@ -197,6 +197,8 @@ class Budget(msgspec.Struct, frozen=True, gc=False):
     def exhausted(self) -> str:
         """The ceiling with nothing left, "" if every one has something left: a child is not
         started on an exhausted budget (it would spend a model call it has no room for)."""
+        if self is _UNBOUNDED:
+            return ""
         for name in ("cost_nusd", "input_tokens", "output_tokens", "total_tokens", "deadline_s"):
             left = getattr(self, name)
             if left is not None and left <= 0:

@@ -26,7 +26,7 @@ from typing import Any, Literal, TypeAlias, final
 
 import msgspec
 
-from ..core.definition import digest_parts, hash_parts
+from ..core.definition import digest_parts, hash_parts, part_digest
 from ..core.events import Principal, Task
 from ..core.fingerprint import code_fingerprint
 from ..core.limits import Budget, Meter
@@ -241,12 +241,12 @@ class CompiledGraph:
         that changed."""
         out = digest_parts(graph=self.describe())
         for name, node in sorted(self.nodes.items()):
-            out[f"node:{name}"] = code_fingerprint(node.fn)
+            out[f"node:{name}"] = part_digest(code_fingerprint(node.fn))
         for src, e in sorted(self.edges.items()):
             if e.fn is not None:
-                out[f"{e.kind}:{src}"] = code_fingerprint(e.fn)
+                out[f"{e.kind}:{src}"] = part_digest(code_fingerprint(e.fn))
         for key, fn in sorted(self.reducers.items()):
-            out[f"reducer:{key}"] = code_fingerprint(fn)
+            out[f"reducer:{key}"] = part_digest(code_fingerprint(fn))
         return out
 
     def mermaid(self) -> str:

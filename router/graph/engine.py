@@ -118,14 +118,20 @@ class GraphEngine:
             **graph.parts,
             **digest_parts(redaction=self.redaction.describe(), review=review),
         }
+        self._elsewhere: GraphEngine | None = None  # this GraphEngine on the runtime last asked for
         self.definition = hash_parts(self.parts)
 
     def on(self, runtime: Runtime) -> GraphEngine:
         """This graph on another runtime (a child run executes on its parent's)."""
         if runtime is self.runtime:
             return self
+        cached = self._elsewhere
+        if cached is not None and cached.runtime is runtime:
+            return cached  # a worker is called from one parent's runtime, again and again
         other = copy.copy(self)
+        other._elsewhere = None
         other.runtime, other.store = runtime, runtime.store
+        self._elsewhere = other
         return other
 
     async def start(

@@ -126,18 +126,24 @@ class Engine:
         self.parts = definition_parts(
             model.name, tools, self.prices, self.redaction, self.review, output_check
         )
+        self._elsewhere: Engine | None = None  # this Engine on the runtime last asked for
         self.definition = hash_parts(self.parts)
 
     def on(self, runtime: Runtime) -> Engine:
         """This agent on another runtime (a child run executes on its parent's)."""
         if runtime is self.runtime:
             return self
+        cached = self._elsewhere
+        if cached is not None and cached.runtime is runtime:
+            return cached  # a worker is called from one parent's runtime, again and again
         other = copy.copy(self)
+        other._elsewhere = None
         other.runtime, other.store, other._calls = (
             runtime,
             runtime.store,
             Calls(self.tools, runtime.clock),
         )
+        self._elsewhere = other
         return other
 
     async def start(
