@@ -513,7 +513,7 @@ async def test_a_graph_engine_refuses_an_agent_run_and_a_decision_on_an_ended_ru
         await agent.start("go", principal=USER, run_id="agent")
         count = len(await store.read("agent"))
         for migration in (None, "m"):
-            with pytest.raises(ConfigError, match="not a graph run"):
+            with pytest.raises(ConfigError, match="is an agent run"):
                 await refund_engine(store).resume("agent", migration=migration)
         assert len(await store.read("agent")) == count
 

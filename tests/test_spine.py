@@ -352,3 +352,65 @@ async def test_a_writer_whose_lease_was_taken_over_stops_with_lease_lost(tmp_pat
         assert [type(e).__name__ for e in events] == [
             "RunStarted"
         ]  # the step that ran is not recorded by it
+
+
+async def test_an_engine_refuses_a_run_of_the_other_kind() -> None:
+    from router import ConfigError, MemoryStore
+
+    async def node(state: dict[str, Any]) -> dict[str, Any]:
+        return {}
+
+    g = Graph("g")
+    g.add_node("n", node)
+    g.start("n")
+    g.edge("n", END)
+    rt = Runtime(MemoryStore())
+    graph = GraphEngine(rt, g.compile())
+    agent = Engine(rt, ScriptedModel([say("hi")]), Tools([]))
+    await graph.start({}, principal=USER, run_id="g")
+    await agent.start("hi", principal=USER, run_id="a")
+    for attempt in (
+        agent.resume("g", migration="m"),
+        agent.replay("g"),
+        graph.resume("a", migration="m"),
+        graph.replay("a"),
+    ):
+        with pytest.raises(ConfigError, match="is a graph run|is an agent run"):
+            await attempt
+    assert [s.kind for s in await rt.store.read("g")][-1] == "step_routed"  # nothing was written
+
+
+async def test_a_graph_run_refuses_a_principal_that_is_not_one() -> None:
+    from router import ConfigError, MemoryStore
+
+    async def node(state: dict[str, Any]) -> dict[str, Any]:
+        return {}
+
+    g = Graph("g")
+    g.add_node("n", node)
+    g.start("n")
+    g.edge("n", END)
+    engine = GraphEngine(Runtime(MemoryStore()), g.compile())
+    with pytest.raises(ConfigError, match="cannot start a graph run"):
+        await engine.start({}, principal={"who": 7}, run_id="g")  # type: ignore[arg-type]
+    assert await engine.store.read("g") == []
+    assert (await engine.start({}, principal={"id": "u"}, run_id="g")).phase == "done"
+
+
+async def test_a_call_whose_recorded_arguments_were_redacted_fails_on_resume() -> None:
+    from router import MemoryStore
+
+    @tool(idempotent=True)
+    async def check(pin: int) -> str:
+        return "ok"
+
+    rt = Runtime(MemoryStore(), owner="o")
+    script = [call("check", '{"pin": 1234}'), say("done")]
+    engine = Engine(rt, ScriptedModel(script), Tools([check]), redaction=Redaction(fields={"pin"}))
+    assert (await engine.start("go", principal=USER, run_id="r")).phase is Phase.DONE
+    await fork_run(rt, "r", 3, new_run_id="f")  # the call started, its result not recorded
+    resumed = await engine.resume("f")  # it runs again, from arguments the log redacted
+    assert resumed.phase is Phase.DONE
+    events, _, _ = await load_run(rt.store, "f")
+    failed = [e for e in events if type(e).__name__ == "ToolFailed"]
+    assert len(failed) == 1 and "no longer decode" in failed[0].error  # type: ignore[attr-defined]

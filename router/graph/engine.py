@@ -35,7 +35,6 @@ from ..core.events import (
     StepRouted,
     Task,
     Usage,
-    encode_event,
     spent,
 )
 from ..core.graph_fsm import (
@@ -52,7 +51,7 @@ from ..core.redaction import Redaction
 from ..core.replay import Divergence, ReplayReport
 from ..errors import ConfigError, DefinitionChanged
 from ..run.attempt import attempt, deadline_passed, time_left
-from ..run.log import RunLog, end_run, fold_run, open_log
+from ..run.log import RunLog, end_run, fold_run, open_log, plaintext_of
 from ..run.runtime import Runtime
 from .definition import CompiledGraph, NodeContext
 
@@ -138,7 +137,7 @@ class GraphEngine:
         self,
         state: Mapping[str, Any],
         *,
-        principal: Principal,
+        principal: Principal | dict[str, Any],
         limits: Limits | None = None,
         run_id: str | None = None,
         parent_run_id: str = "",
@@ -146,11 +145,14 @@ class GraphEngine:
     ) -> GraphResult:
         """Start a graph run from ``state`` and drive it until it ends or waits for a
         reviewer. redaction: a policy besides the engine's own (a parent run's).
-        Raises ConfigError on a state that is not JSON-encodable or a run id that is taken."""
+        Raises ConfigError on a state that is not JSON-encodable, a principal that is not
+        one, or a run id that is taken."""
         try:
             initial = _encoder.encode(dict(state)).decode()
-        except TypeError as exc:
-            raise ConfigError(f"the graph's initial state is not JSON-encodable: {exc}") from exc
+            if not isinstance(principal, Principal):
+                principal = msgspec.convert(principal, Principal)
+        except (TypeError, ValueError, msgspec.ValidationError) as exc:
+            raise ConfigError(f"cannot start a graph run: {exc}") from exc
         runtime = self.runtime
         run_id = run_id or runtime.ids.new_id("run")
         if await self.store.read(run_id):
@@ -182,12 +184,8 @@ class GraphEngine:
         Raises DefinitionChanged, naming what changed (a node, a route, the shape), if the
         run was started under another definition, unless ``migration`` names the change,
         which the log records. Raises ConfigError if the run is not a graph run."""
-        events, log = await open_log(self.runtime, run_id, self.redaction)
+        events, log = await open_log(self.runtime, run_id, self.redaction, kind=GraphStarted)
         try:
-            if not isinstance(events[0], GraphStarted):
-                raise ConfigError(
-                    f"run {run_id!r} is not a graph run; resume it with the Engine of its agent"
-                )
             run = _GraphRun(log, fold_graph(self.graph.merge, events))
             state = run.state
             if state.definition != self.definition and not state.terminal:
@@ -216,11 +214,10 @@ class GraphEngine:
         reviews, a failed node ending the run); node results and people's decisions come
         from the log. Events are compared in their stored form (redacted), timestamps aside.
         Reports the first event that differs."""
-        events, log = await open_log(self.runtime, run_id, self.redaction, lease=False)
-        redaction = log.redaction
-        stored: Callable[[Event], bytes] = (
-            (lambda e: redaction.apply(encode_event(e))) if redaction else encode_event
+        events, log = await open_log(
+            self.runtime, run_id, self.redaction, lease=False, kind=GraphStarted
         )
+        stored = plaintext_of(log.redaction)
         state = GraphState()
         for seq, event in enumerate(events):
             got = self._redecide(state, event)

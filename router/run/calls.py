@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import Any, final
 
 import anyio
+import msgspec
 
 from ..core.clock import Clock
 from ..core.events import Event, ToolFailed, ToolStarted, ToolSucceeded, spent
@@ -106,7 +107,10 @@ class Calls:
 
     def run_inline(self, run: AgentRun, t: Tool, started: ToolStarted) -> Event:
         """One attempt of an inline sync tool, on the loop."""
-        args, context = self._arguments(run, t, started, 1)
+        try:
+            args, context = self._arguments(run, t, started, 1)
+        except msgspec.MsgspecError as exc:
+            return self._undecodable(t, started, exc)
         clock = self.clock
         begin = clock.now_us()  # after the arguments: the tool's time is the tool's alone
         try:
@@ -116,6 +120,13 @@ class Calls:
                 t, started, f"{type(exc).__name__}: {exc}", begin, 1, False, context
             )
         return self._returned(t, started, value, begin, 1, context)
+
+    def _undecodable(self, t: Tool, started: ToolStarted, exc: Exception) -> ToolFailed:
+        """A call decided before a crash whose recorded arguments no longer decode (a value
+        redacted in the log, a schema changed under a migration): it fails, and the model
+        hears why, rather than the resume raising."""
+        error = f"the recorded arguments no longer decode (redacted in the log?): {exc}"
+        return self._failed(t, started, error, self.clock.now_us(), 0, False, None)
 
     def _arguments(
         self, run: AgentRun, t: Tool, started: ToolStarted, share: int
@@ -226,7 +237,10 @@ class Calls:
 
     async def _run_tool(self, run: AgentRun, started: ToolStarted, share: int) -> Event:
         t = self.tools[started.tool]
-        args, context = self._arguments(run, t, started, share)
+        try:
+            args, context = self._arguments(run, t, started, share)
+        except msgspec.MsgspecError as exc:
+            return self._undecodable(t, started, exc)
         if t.inline and not t.is_async:  # runs to completion on the loop: no timeout applies
 
             async def call() -> Any:

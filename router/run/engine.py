@@ -33,7 +33,6 @@ from ..core.events import (
     RunMigrated,
     RunStarted,
     Usage,
-    encode_event,
     spent,
 )
 from ..core.fsm import INTERRUPTED, Phase, RunState, fold
@@ -46,7 +45,7 @@ from ..core.transcript import Transcript
 from ..errors import ConfigError, DefinitionChanged, ModelError
 from .attempt import attempt, deadline_passed, time_left
 from .calls import AgentRun, Calls
-from .log import RunLog, open_log
+from .log import RunLog, open_log, plaintext_of
 from .runtime import Runtime
 
 __all__ = ["Engine", "RunResult"]
@@ -207,9 +206,10 @@ class Engine:
         Raises DefinitionChanged, naming what changed, if the run was started under another
         definition (tools and their code, schemas, policy, prices, model), unless
         ``migration`` names the change: the log then records it and the run continues
-        under this engine's definition. Raises LeaseHeld if another process holds the run.
+        under this engine's definition. Raises LeaseHeld if another process holds the run,
+        ConfigError if it is a graph run.
         """
-        events, log = await open_log(self.runtime, run_id, self.redaction)
+        events, log = await open_log(self.runtime, run_id, self.redaction, kind=RunStarted)
         try:
             run = AgentRun(log, fold(events), Transcript(events))
             state = run.state
@@ -241,10 +241,10 @@ class Engine:
         """Drive the run again from its log with this engine's tools, policy and prices,
         taking the model's answers and the tools' results from the log, and compare every
         event router decides with the recorded one (timestamps aside)."""
-        events, log = await open_log(self.runtime, run_id, self.redaction, lease=False)
-        redaction = log.redaction
-        plaintext = (lambda e: redaction.apply(encode_event(e))) if redaction else encode_event
-        return replay_events(run_id, events, self.tools, self.prices, plaintext)
+        events, log = await open_log(
+            self.runtime, run_id, self.redaction, lease=False, kind=RunStarted
+        )
+        return replay_events(run_id, events, self.tools, self.prices, plaintext_of(log.redaction))
 
     async def _drive(self, run: AgentRun) -> RunResult:
         """Advance the run until it stops, then release its lease, whatever happened."""

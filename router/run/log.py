@@ -23,10 +23,18 @@ from ..core.graph_fsm import GraphState, fold_graph
 from ..core.protocols import Cipher, LeaseChange, Store
 from ..core.redaction import Redaction
 from ..core.stored import decode_run
-from ..errors import LeaseHeld, LeaseLost, RunNotFound
+from ..errors import ConfigError, LeaseHeld, LeaseLost, RunNotFound
 from .runtime import Runtime
 
-__all__ = ["RunLog", "end_run", "fold_run", "load_run", "open_log", "recorded_redaction"]
+__all__ = [
+    "RunLog",
+    "end_run",
+    "fold_run",
+    "load_run",
+    "open_log",
+    "plaintext_of",
+    "recorded_redaction",
+]
 
 
 @final
@@ -114,6 +122,14 @@ class RunLog:
             observer.committed(self.run_id, shown)
 
 
+def plaintext_of(redaction: Redaction) -> Callable[[Event], bytes]:
+    """An event's stored form before any encryption: canonical bytes, redacted (what a
+    replay compares, since encryption is randomized)."""
+    if redaction:
+        return lambda event: redaction.apply(encode_event(event))
+    return encode_event
+
+
 def _sealer(redaction: Redaction, runtime: Runtime) -> Callable[[Event], bytes]:
     """What an event becomes before it is hashed: redacted, then encrypted."""
     cipher = runtime.cipher
@@ -144,18 +160,32 @@ async def _read(store: Store, run_id: str, cipher: Cipher | None) -> tuple[list[
 
 
 async def open_log(
-    runtime: Runtime, run_id: str, redaction: Redaction | None = None, *, lease: bool = True
+    runtime: Runtime,
+    run_id: str,
+    redaction: Redaction | None = None,
+    *,
+    lease: bool = True,
+    kind: type[RunStarted] | type[GraphStarted] | None = None,
 ) -> tuple[list[Any], RunLog]:
     """Take the run's lease (unless ``lease`` is False), read, verify and decode its log.
     Returns its events and its writer, which seals with the recorded policy (and
     ``redaction`` too). The lease is given back if reading fails.
 
-    Raises RunNotFound, ChainBroken, KeyMissing, LeaseHeld."""
+    kind: the first event the run must have (``RunStarted`` for an agent's engine,
+    ``GraphStarted`` for a graph's), else ConfigError names what it is.
+    Raises RunNotFound, ChainBroken, KeyMissing, LeaseHeld, ConfigError."""
     store = runtime.store
     if lease:
         await store.acquire_lease(run_id, runtime.owner, runtime.lease_ttl_s)
     try:
         events, chain = await _read(store, run_id, runtime.cipher)
+        if kind is not None and not isinstance(events[0], kind):
+            what = (
+                "an agent run: use the Engine of its agent"
+                if isinstance(events[0], RunStarted)
+                else ("a graph run: use the GraphEngine of its graph")
+            )
+            raise ConfigError(f"run {run_id!r} is {what}")
     except BaseException:
         if lease:
             with anyio.CancelScope(shield=True):
