@@ -24,8 +24,8 @@ from ..core.events import Message
 from ..core.fsm import Phase
 from ..core.tools import Tool, ToolContext, ToolOutput
 from ..graph.definition import NodeContext
+from ..run.children import start_child
 from ..run.engine import Engine, RunResult
-from ..run.log import end_run, load_run
 
 __all__ = ["agent_tool", "handoff_tool", "run_child"]
 
@@ -33,51 +33,11 @@ __all__ = ["agent_tool", "handoff_tool", "run_child"]
 async def run_child(
     worker: Engine, run_id: str, task: str | Sequence[Message], parent: ToolContext | NodeContext
 ) -> RunResult:
-    """Start the child run ``run_id`` of the run ``parent`` serves, or resume it if it
-    exists, on the parent's runtime (its store, clock, ids, cipher and observers). The
-    child's limits are lowered to what the parent has left, it inherits the parent's
-    redaction, and what it spent is reported to the parent's meter, even when it is
-    cancelled. A child that stops to wait (for a decision or a review) is ended, so that it
-    does not outlive its parent."""
-    engine = worker if parent.runtime is None else worker.on(parent.runtime)
-    budget = parent.budget.after(parent.meter)
-    try:
-        if await engine.store.read(run_id):
-            result = await engine.resume(run_id)
-        elif budget.exhausted:
-            raise RuntimeError(
-                f"run {parent.run_id} has no {budget.exhausted} left for the child run {run_id}"
-            )
-        else:
-            result = await engine.start(
-                task,
-                principal=parent.principal,
-                run_id=run_id,
-                parent_run_id=parent.run_id,
-                limits=budget.bind(worker.limits),
-                redaction=parent.redaction,
-            )
-    except BaseException:
-        with anyio.CancelScope(shield=True):
-            await _report_spend(engine, run_id, parent)
-        raise
-    if result.phase in (Phase.INTERRUPTED, Phase.AWAITING_REVIEW):
-        await end_run(
-            engine.runtime,
-            run_id,
-            f"its parent {parent.run_id} went on without it ({result.phase})",
-        )
-    if parent.meter is not None:
-        parent.meter.report(run_id, result.usage, round(result.cost_usd * 1e9))
+    """Start the child agent run ``run_id`` of the run ``parent`` serves, or resume it if
+    it exists (see ``router.run.children``: on the parent's runtime, within its budget,
+    with its redaction, its spend reported, never left waiting)."""
+    result: RunResult = await start_child(worker, run_id, task, parent)
     return result
-
-
-async def _report_spend(engine: Engine, run_id: str, parent: ToolContext | NodeContext) -> None:
-    """What a child that did not return (cancelled, or failed) spent, from its log."""
-    if parent.meter is None or not await engine.store.read(run_id):
-        return
-    _, state, _ = await load_run(engine.store, run_id, engine.runtime.cipher)
-    parent.meter.report(run_id, state.usage, state.cost_nusd)
 
 
 def agent_tool(

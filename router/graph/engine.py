@@ -51,7 +51,8 @@ from ..core.redaction import Redaction
 from ..core.replay import Divergence, ReplayReport
 from ..errors import ConfigError, DefinitionChanged
 from ..run.attempt import attempt, deadline_passed, time_left
-from ..run.log import RunLog, end_run, fold_run, open_log, plaintext_of
+from ..run.children import start_child
+from ..run.log import RunLog, open_log, plaintext_of
 from ..run.runtime import Runtime
 from .definition import CompiledGraph, NodeContext
 
@@ -431,37 +432,9 @@ def subgraph(
     for a review is ended with its step. A resumed parent resumes the same child."""
 
     async def node(state: dict[str, Any], ctx: NodeContext) -> Mapping[str, Any]:
-        child_id = f"{ctx.run_id}/{ctx.key}"
-        child = engine if ctx.runtime is None else engine.on(ctx.runtime)
-        budget = ctx.budget.after(ctx.meter)
-        try:
-            if await child.store.read(child_id):
-                result = await child.resume(child_id)
-            elif budget.exhausted:
-                raise RuntimeError(
-                    f"run {ctx.run_id} has no {budget.exhausted} left for the child run {child_id}"
-                )
-            else:
-                result = await child.start(
-                    inputs(state),
-                    principal=ctx.principal,
-                    run_id=child_id,
-                    parent_run_id=ctx.run_id,
-                    limits=budget.bind(engine.limits),
-                    redaction=ctx.redaction,
-                )
-        finally:
-            with anyio.CancelScope(shield=True):
-                if ctx.meter is not None and await child.store.read(child_id):
-                    events, _ = await open_log(child.runtime, child_id, lease=False)
-                    spent_so_far = fold_run(events)
-                    ctx.meter.report(child_id, spent_so_far.usage, spent_so_far.cost_nusd)
-        if result.phase == "awaiting_review":
-            await end_run(
-                child.runtime,
-                child_id,
-                f"its parent {ctx.run_id} went on without it (awaiting_review)",
-            )
+        result: GraphResult = await start_child(
+            engine, f"{ctx.run_id}/{ctx.key}", inputs(state), ctx
+        )
         if result.phase != "done":
             raise RuntimeError(
                 f"the subgraph {engine.graph.name!r} ended {result.phase}: {result.reason}"
