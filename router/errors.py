@@ -9,7 +9,7 @@ operators: a wrong configuration, a store that refuses, a chain that does not ve
     │   └── SchemaError      a JSON Schema uses a keyword router does not support
     ├── RunNotFound          no events exist for the run id
     ├── DefinitionChanged    the run was started under another definition
-    ├── DecisionError        a decision names no interrupted call
+    ├── DecisionError        a decision does not fit the run (no such call, no review)
     ├── KeyMissing           an encrypted event's key was not supplied
     ├── ModelError           a model provider failed, after its retries
     │   ├── ModelRateLimited     429, still limited when the retries were spent

@@ -1,6 +1,6 @@
 """What the agent loop's driver must do next. Pure: no I/O, no clock, no randomness.
 
-``next_effect(state)`` reads a run's folded state (``router.fsm``) and names the one effect
+``next_effect(state)`` reads a run's folded state (``router.core.fsm``) and names the one effect
 to perform: call the model, decide proposed calls, run started calls, record an event the
 core decided (a limit crossed, a review to ask for, a fault), wait, or stop. Limits are
 checked here, before every effect, so crossing one ends the run before router calls
@@ -244,7 +244,7 @@ def resume_events(state: RunState, at: int, owner: str) -> list[Event]:
 def check_limits(state: RunState, fresh: Sequence[ToolCall] = ()) -> LimitExceeded | None:
     """The first limit an agent run has crossed, as the event that records it, or None.
 
-    fresh: in running_tools, the turn's calls never decided before (``fsm.next_effect``
+    fresh: in running_tools, the turn's calls never decided before (``next_effect``
     finds them as it reads the turn); the proposal limits check them.
     """
     phase = state.phase

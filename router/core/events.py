@@ -1,7 +1,7 @@
 """Every fact a run records, as frozen msgspec Structs in one tagged union.
 
 A run is the sequence of these events and nothing else: its state is a fold of them
-(see ``router.fsm``). Each event carries ``at``, the injected clock's reading in
+(see ``router.core.fsm``). Each event carries ``at``, the injected clock's reading in
 microseconds, which is recorded as a fact and never read back as "now".
 
 The encoding is canonical: one encoder, struct fields in declaration order, dict keys
@@ -173,7 +173,7 @@ class ReviewRules(Data, frozen=True, omit_defaults=False):
 
 
 class RedactionPolicy(Data, frozen=True):
-    """A run's redaction policy as it records it (see ``router.redaction``), so that every
+    """A run's redaction policy as it records it (see ``router.core.redaction``), so that every
     later writer of the run's log seals with it."""
 
     patterns: dict[str, str] = {}

@@ -3,7 +3,7 @@
 ``apply(state, event)`` is total: a (phase, event kind) pair that is not in ``TABLE`` never
 raises; it marks the state faulty and the next effect records a ``run_failed`` event.
 ``fold(events)`` rebuilds a run's state from its log. What the driver does next is
-``router.effects``.
+``router.core.effects``.
 """
 
 from __future__ import annotations

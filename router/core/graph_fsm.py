@@ -364,7 +364,7 @@ def _review(s: GraphState, before: frozenset[str], after: frozenset[str]) -> Rev
             at=s.last_at,
             rule="before_node",
             call_ids=tuple(coming),
-            reason=f"{', '.join(coming)} need a reviewer's approval",
+            reason=f"{', '.join(coming)} {'needs' if len(coming) == 1 else 'need'} approval",
         )
     return None
 

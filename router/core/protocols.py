@@ -99,7 +99,7 @@ class LeaseChange(msgspec.Struct, frozen=True):
 
 
 class Store(Protocol):
-    """An append-only log of runs. See router.testing for the contract every store passes."""
+    """An append-only log of runs. See router.store.testing for the contract every store passes."""
 
     async def append(
         self, events: Sequence[StoredEvent], *, lease: LeaseChange | None = None

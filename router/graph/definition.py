@@ -237,7 +237,7 @@ class CompiledGraph:
 
     def _parts(self) -> dict[str, str]:
         """The definition's parts by name, each hashed: the shape, and the code of every
-        node, route, map and reducer (``router.fingerprint``). A resume names the parts
+        node, route, map and reducer (``router.core.fingerprint``). A resume names the parts
         that changed."""
         out = digest_parts(graph=self.describe())
         for name, node in sorted(self.nodes.items()):

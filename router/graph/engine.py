@@ -1,6 +1,6 @@
 """The graph engine: drives graph runs on the spine.
 
-It folds the run's events (``graph.transitions``), asks ``next_graph_effect`` what to do,
+It folds the run's events (``core.graph_fsm``), asks ``next_graph_effect`` what to do,
 runs a step's tasks concurrently through the one attempt loop, and records their results
 through the run's one log writer. One append per step: the step's node results and the
 routing decision go in one batch, committed before the next step's nodes run.

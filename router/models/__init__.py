@@ -1,1 +1,1 @@
-"""Model adapters. Each implements ``router.protocols.Model``."""
+"""Model adapters. Each implements ``router.core.protocols.Model``."""

@@ -1,7 +1,8 @@
 """OpenTelemetry spans for runs, steps, model calls and tool calls, from committed events.
 
 Install the extra: ``pip install "router[otel]"``. Pass ``OtelObserver(tracer)`` in the
-engine's ``observers``. Spans follow the GenAI semantic conventions:
+runtime's observers (``Runtime(store, observers=[...])``). Spans follow the GenAI semantic
+conventions:
 
     invoke_agent router          a run (router.run_id, router.phase at its end)
       step N                     one model turn and its tool calls

@@ -1,6 +1,6 @@
 """The agent engine: drives an agent's runs on the spine.
 
-It folds the run's events, asks ``fsm.next_effect`` what to do, performs that effect
+It folds the run's events, asks ``core.effects.next_effect`` what to do, performs that effect
 (call the model, run tools) and records the outcome through the run's one log writer
 (``run.log``). Events are appended in one batch per side effect: a batch is committed
 before the model is called and before a tool that is not idempotent runs, so a step costs

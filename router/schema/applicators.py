@@ -2,7 +2,7 @@
 (properties, items, contains, allOf, anyOf, oneOf, not, if, $ref), and the table of every
 keyword's builder with the order the checks run in.
 
-Builders follow the contract in router.schema_assertions.
+Builders follow the contract in router.schema.assertions.
 """
 
 from __future__ import annotations

@@ -176,7 +176,7 @@ _decoder = msgspec.json.Decoder()
 class CompiledSchema:
     """A schema compiled once: ``decode`` JSON text to Python values and check them.
 
-    When msgspec can check the whole schema exactly (router.schema_types), valid arguments
+    When msgspec can check the whole schema exactly (router.schema.structs), valid arguments
     are checked in msgspec's C code; anything it refuses goes through the precompiled
     checks, which give the verdict and the path."""
 

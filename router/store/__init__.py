@@ -1,4 +1,4 @@
-"""Stores: where runs' event logs live. Each implements ``router.protocols.Store``."""
+"""Stores: where runs' event logs live. Each implements ``router.core.protocols.Store``."""
 
 from __future__ import annotations
 

@@ -2,7 +2,7 @@
 
 Use it from a test module with a fixture named ``store`` that yields a fresh, open store::
 
-    from router.testing import *  # noqa: F403  (collects the test_store_* functions)
+    from router.store.testing import *  # noqa: F403  (collects the test_store_* functions)
 
 Each test is async and runs under pytest's anyio plugin.
 """
