@@ -15,7 +15,7 @@ from ..core.events import LimitExceeded
 from ..core.limits import Spent
 from ..core.tools import Retry
 
-__all__ = ["Attempted", "attempt", "deadline_passed", "time_left"]
+__all__ = ["Attempted", "attempt", "attempt_again", "deadline_passed", "time_left"]
 
 
 class Attempted(msgspec.Struct, gc=False):
@@ -49,11 +49,11 @@ async def attempt(
             with anyio.fail_after(timeout_s):
                 value = await call(*args)
     except Exception as exc:  # a failure of the user's code is recorded, never raised
-        return await _again(call, retry, timeout_s, args, final, exc)
+        return await attempt_again(call, retry, timeout_s, args, final, exc)
     return Attempted(value, True, 1)
 
 
-async def _again(
+async def attempt_again(
     call: Callable[..., Awaitable[Any]],
     retry: Retry,
     timeout_s: float | None,
@@ -61,7 +61,8 @@ async def _again(
     final: type[Exception] | None,
     first: Exception,
 ) -> Attempted:
-    """The attempts after a first that failed with ``first``."""
+    """The attempts after a first that failed with ``first`` (the caller made it: on the
+    path of every step, a first attempt needs no loop)."""
     errors: list[str] = []
     timeouts = 0
     last = first

@@ -43,7 +43,7 @@ from ..core.replay import ReplayReport, replay_events
 from ..core.tools import Retry, Tools, record_calls
 from ..core.transcript import Transcript
 from ..errors import ConfigError, DefinitionChanged, ModelError
-from .attempt import attempt, deadline_passed, time_left
+from .attempt import Attempted, attempt_again, deadline_passed, time_left
 from .calls import AgentRun, Calls
 from .log import RunLog, open_log, plaintext_of
 from .runtime import Runtime
@@ -312,47 +312,40 @@ class Engine:
         return deadline_passed(self.runtime.clock, run.state)
 
     async def _ask_model(self, run: AgentRun) -> Event:
-        """One model turn through the attempt loop; the turn is recorded outside it, so a
-        turn that cannot be recorded is never asked for again."""
+        """One model turn: its first attempt here, any others in the attempt loop's retries;
+        the turn is recorded outside them, so a turn that cannot be recorded is never asked
+        for again."""
         clock = self.runtime.clock
         begin = clock.now_us()
-        outcome = await attempt(
-            self.model.respond,
-            self.model_retry,
-            None,
-            run.transcript.messages,
-            self.tools.schemas,
-            final=ModelError,
-        )  # an adapter's own retries are spent
-        if not outcome.ok:
-            last = outcome.exception
-            if isinstance(last, ModelError) and last.route:
-                self._routed(run, "", last.route)  # type: ignore[arg-type]
-            error = f"{type(last).__name__}: {last}" if last is not None else outcome.error
-            return RunFailed(
-                at=clock.now_us(),
-                code="model_error",
-                reason=f"the model failed after {outcome.attempts} attempt(s) here; "
-                f"last error: {error}",
+        messages, schemas = run.transcript.messages, self.tools.schemas
+        try:
+            turn = await self.model.respond(messages, schemas)
+        except Exception as first:  # an adapter's ModelError has spent its own retries
+            outcome = await attempt_again(
+                self.model.respond, self.model_retry, None, (messages, schemas), ModelError, first
             )
-        if type(outcome.value) is not ModelTurn:
-            return RunFailed(
-                at=clock.now_us(),
-                code="model_error",
-                reason=f"the model returned {type(outcome.value).__name__}, not ModelTurn",
-            )
-        turn: ModelTurn = outcome.value
+            if not outcome.ok:
+                return self._model_failed(run, outcome)
+            turn = outcome.value
+        if type(turn) is not ModelTurn:
+            reason = f"the model returned {type(turn).__name__}, not ModelTurn"
+            return RunFailed(at=clock.now_us(), code="model_error", reason=reason)
         if turn.route:
-            self._routed(
-                run, next((a.model for a in turn.route if a.outcome == "answered"), ""), turn.route
-            )
+            answered = next((a.model for a in turn.route if a.outcome == "answered"), "")
+            self._routed(run, answered, turn.route)
         try:
             return self._responded(run.state, turn, begin)
-        except (
-            Exception
-        ) as exc:  # a strict price table without this model, an answer check that raised
+        except Exception as exc:  # a strict price table without this model, a check that raised
             code = "config_error" if isinstance(exc, ConfigError) else "output_check_failed"
             return RunFailed(at=clock.now_us(), code=code, reason=f"{type(exc).__name__}: {exc}")
+
+    def _model_failed(self, run: AgentRun, outcome: Attempted) -> RunFailed:
+        last = outcome.exception
+        if isinstance(last, ModelError) and last.route:
+            self._routed(run, "", last.route)  # type: ignore[arg-type]
+        error = f"{type(last).__name__}: {last}" if last is not None else outcome.error
+        reason = f"the model failed after {outcome.attempts} attempt(s) here; last error: {error}"
+        return RunFailed(at=self.runtime.clock.now_us(), code="model_error", reason=reason)
 
     def _routed(self, run: AgentRun, chosen: str, route: tuple[RouteAttempt, ...]) -> None:
         run.add(
