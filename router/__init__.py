@@ -38,6 +38,7 @@ from .run.fork import fork_run
 from .run.log import load_run
 from .run.runtime import Runtime, SystemClock
 from .store.memory import MemoryStore
+from .store.postgres import PostgresStore
 from .store.sqlite import Durability, SqliteStore
 
 __version__ = "0.1.0"
@@ -64,6 +65,7 @@ __all__ = [
     "ModelTurn",
     "Phase",
     "Policy",
+    "PostgresStore",
     "Price",
     "PriceTable",
     "Principal",

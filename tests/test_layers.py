@@ -47,6 +47,7 @@ EXTRAS = {
     "models.openai": {"httpx"},
     "models.anthropic": {"httpx"},
     "mcp.http": {"httpx"},
+    "store.postgres": {"asyncpg"},
 }  # optional extras, imported lazily
 TEST_ONLY = {"store.testing": {"pytest", "hypothesis"}}  # the store conformance suite
 
