@@ -181,10 +181,15 @@ class SeqConflict(StoreError):
 class LeaseHeld(StoreError):
     code = "lease_held"
 
-    def __init__(self, run_id: str, owner: str) -> None:
+    def __init__(self, run_id: str, owner: str, until: float = 0.0) -> None:
         self.run_id = run_id
         self.owner = owner
-        super().__init__(f"run {run_id!r} is being advanced by {owner!r}")
+        self.until = until  # when the lease lapses unless renewed, Unix time (0: not known)
+        when = f" (its lease runs until Unix time {until:.1f})" if until else ""
+        super().__init__(
+            f"run {run_id!r} is being advanced by {owner!r}{when}; if that owner is dead, "
+            f"`router unlease {run_id}` breaks its lease"
+        )
 
 
 class LeaseLost(StoreError):

@@ -104,3 +104,29 @@ def test_bad_input_gets_a_clear_error(tmp_path: Path) -> None:
     (tmp_path / "junk.db").write_bytes(b"junk" * 1000)
     junk = router("runs", "--db", "junk.db", cwd=tmp_path, check=False)
     assert junk.returncode == 1 and "cannot open the store" in junk.stderr
+
+
+def test_unlease_breaks_a_dead_owners_lease(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import anyio
+
+    from router import LeaseHeld, SqliteStore
+    from router.cli import main
+
+    db = str(tmp_path / "log.db")
+
+    async def hold() -> None:
+        async with SqliteStore.open(db) as store:
+            await store.acquire_lease("r", "dead", 600)
+
+    async def take() -> None:
+        async with SqliteStore.open(db) as store:
+            await store.acquire_lease("r", "alive", 60)
+
+    anyio.run(hold)
+    with pytest.raises(LeaseHeld, match="'dead'.*router unlease r"):
+        anyio.run(take)
+    assert main(["unlease", "r", "--db", db]) == 0
+    assert "broken" in capsys.readouterr().out
+    anyio.run(take)

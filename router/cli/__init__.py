@@ -272,6 +272,13 @@ async def _fork(args: argparse.Namespace) -> int:
     return 0
 
 
+async def _unlease(args: argparse.Namespace) -> int:
+    async with SqliteStore.open(args.db) as store:
+        await store.break_lease(args.run)
+    print(f"the lease on run {args.run} is broken; any process may resume it now")
+    return 0
+
+
 async def _export(args: argparse.Namespace) -> int:
     from ..export.arrow import export
 
@@ -457,6 +464,8 @@ def _add_run_changers(sub: _Commands) -> None:
     p.add_argument("seq", type=int, help="the new run copies the events before this seq")
     p.add_argument("--new", help="the new run's id (default: RUN-fork-SEQ)")
     p.add_argument("--note", default="")
+    p = _add(sub, "unlease", _unlease, "break a run's lease whoever holds it (its owner is dead)")
+    p.add_argument("run")
     p = _add(sub, "decide", _decide, "decide an interrupted tool call")
     p.add_argument("run")
     p.add_argument("call")

@@ -133,6 +133,11 @@ class Store(Protocol):
 
     async def release_lease(self, run_id: str, owner: str) -> None: ...
 
+    async def break_lease(self, run_id: str) -> None:
+        """Remove the run's lease whoever holds it: an operator's act, for an owner known to
+        be dead (``router unlease``)."""
+        ...
+
     async def aclose(self) -> None: ...
 
 

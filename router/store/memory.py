@@ -76,12 +76,16 @@ class MemoryStore:
         """Raise LeaseHeld if another owner holds the run's lease."""
         held = self._leases.get(run_id)
         if held is not None and held.owner != owner and held.expires_at > time.time():
-            raise LeaseHeld(run_id, held.owner)
+            raise LeaseHeld(run_id, held.owner, held.expires_at)
 
     async def release_lease(self, run_id: str, owner: str) -> None:
         held = self._leases.get(run_id)
         if held is not None and held.owner == owner:
             del self._leases[run_id]
+
+    async def break_lease(self, run_id: str) -> None:
+        self._check_open()
+        self._leases.pop(run_id, None)
 
     async def aclose(self) -> None:
         self._closed = True

@@ -80,8 +80,8 @@ BEGIN
         WHERE l.owner = EXCLUDED.owner OR l.expires_at <= clock_timestamp()
     RETURNING owner INTO held_by;
     IF held_by IS NULL THEN
-        SELECT owner INTO held_by FROM router_leases WHERE run_id = p_run;
-        RAISE EXCEPTION '%', held_by USING ERRCODE = 'RT001';
+        SELECT owner, expires_at INTO held_by, expires FROM router_leases WHERE run_id = p_run;
+        RAISE EXCEPTION '%', held_by USING ERRCODE = 'RT001', DETAIL = extract(epoch FROM expires);
     END IF;
     RETURN extract(epoch FROM expires);
 END $$;
@@ -166,7 +166,8 @@ class PostgresStore:
             code = getattr(exc, "sqlstate", "")
             seq = events[0].seq if events else -1
             if code == "RT001":
-                raise LeaseHeld(run_id, str(getattr(exc, "message", exc))) from exc
+                until = float(getattr(exc, "detail", None) or 0.0)
+                raise LeaseHeld(run_id, str(getattr(exc, "message", exc)), until) from exc
             if code in ("RT002", "23505"):
                 raise SeqConflict(run_id, seq, str(getattr(exc, "message", exc))) from exc
             raise StoreError(f"PostgreSQL refused an append to run {run_id!r}: {exc}") from exc
@@ -204,6 +205,9 @@ class PostgresStore:
         await self._pool.execute(
             "DELETE FROM router_leases WHERE run_id = $1 AND owner = $2", run_id, owner
         )
+
+    async def break_lease(self, run_id: str) -> None:
+        await self._pool.execute("DELETE FROM router_leases WHERE run_id = $1", run_id)
 
     async def aclose(self) -> None:
         await self._pool.close()

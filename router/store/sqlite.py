@@ -432,14 +432,28 @@ class SqliteStore:
             (run_id, lease.owner, now + lease.ttl_s, now),
         )
         if cur.rowcount == 0:
-            held = conn.execute("SELECT owner FROM leases WHERE run_id = ?", (run_id,)).fetchone()
-            return LeaseHeld(run_id, held[0] if held else "?")
+            held = conn.execute(
+                "SELECT owner, expires_at FROM leases WHERE run_id = ?", (run_id,)
+            ).fetchone()
+            return LeaseHeld(run_id, held[0], held[1]) if held else LeaseHeld(run_id, "?")
         return None
 
     async def release_lease(self, run_id: str, owner: str) -> None:
         if self._writer is None:
             return
         await self._submit(_Waiter(run_id, lease=LeaseChange(owner)))
+
+    async def break_lease(self, run_id: str) -> None:
+        if self._writer is None:
+            raise StoreError("the store is closed")
+
+        def delete(conn: sqlite3.Connection) -> None:
+            self._transaction(
+                conn, lambda: conn.execute("DELETE FROM leases WHERE run_id = ?", (run_id,))
+            )
+            self._committed()
+
+        await self._write(delete, self._conn())
 
     # --- reads ------------------------------------------------------------------------
 

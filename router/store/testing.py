@@ -24,6 +24,7 @@ __all__ = [
     "test_store_append_with_a_lease_is_all_or_nothing",
     "test_store_lease_excludes_other_owners",
     "test_store_lease_expires_and_is_released",
+    "test_store_lease_names_its_owner_and_breaks",
     "test_store_many_runs_share_one_store",
     "test_store_read_after_seq",
     "test_store_refuses_a_batch_mixing_runs",
@@ -178,3 +179,14 @@ async def test_store_scan_pages_through_every_run_in_append_order(store: Store) 
     first, rest = await store.scan(limit=2), await store.scan(after=ids[1])
     assert [e for _, e in first + rest] == [e for _, e in scanned]
     assert await store.scan(after=ids[-1]) == []
+
+
+async def test_store_lease_names_its_owner_and_breaks(store: Store) -> None:
+    await store.acquire_lease("r1", "dead", 60)
+    with pytest.raises(LeaseHeld) as info:
+        await store.acquire_lease("r1", "alive", 60)
+    assert info.value.owner == "dead" and info.value.until > 0  # who, and until when
+    assert "router unlease r1" in str(info.value)
+    await store.break_lease("r1")  # an operator breaks a dead owner's lease
+    await store.acquire_lease("r1", "alive", 60)
+    await store.break_lease("missing")  # no lease: nothing to break
