@@ -161,6 +161,11 @@ def _check_budgets(state: Spent) -> LimitExceeded | None:
     return None
 
 
+def _rest(ceiling: int | None, used: int, share: int = 1) -> int | None:
+    """What is left of a ceiling (None: no ceiling) once ``used`` is spent, split ``share`` ways."""
+    return None if ceiling is None else max(0, ceiling - used) // share
+
+
 class Budget(msgspec.Struct, frozen=True, gc=False):
     """What a run has left to hand down to a child run it starts: None where it sets no
     ceiling. A child's limits are its own, lowered to these (``bind``)."""
@@ -178,18 +183,15 @@ class Budget(msgspec.Struct, frozen=True, gc=False):
         if not state.budgeted:
             return _UNBOUNDED
 
-        def rest(ceiling: int | None, used: int) -> int | None:
-            return None if ceiling is None else max(0, ceiling - used) // share
-
         cost = None if limits.max_cost_usd is None else round(limits.max_cost_usd * 1e9)
         deadline = None
         if limits.deadline_s is not None:
             deadline = max(0.0, limits.deadline_s - (state.last_at - state.started_at) / 1e6)
         return cls(
-            cost_nusd=rest(cost, state.cost_nusd),
-            input_tokens=rest(limits.max_input_tokens, usage.input_tokens),
-            output_tokens=rest(limits.max_output_tokens, usage.output_tokens),
-            total_tokens=rest(limits.max_total_tokens, usage.total_tokens),
+            cost_nusd=_rest(cost, state.cost_nusd, share),
+            input_tokens=_rest(limits.max_input_tokens, usage.input_tokens, share),
+            output_tokens=_rest(limits.max_output_tokens, usage.output_tokens, share),
+            total_tokens=_rest(limits.max_total_tokens, usage.total_tokens, share),
             deadline_s=deadline,
         )
 
@@ -212,14 +214,11 @@ class Budget(msgspec.Struct, frozen=True, gc=False):
             return self
         usage = meter.usage
 
-        def rest(left: int | None, used: int) -> int | None:
-            return None if left is None else max(0, left - used)
-
         return Budget(
-            cost_nusd=rest(self.cost_nusd, meter.cost_nusd),
-            input_tokens=rest(self.input_tokens, usage.input_tokens),
-            output_tokens=rest(self.output_tokens, usage.output_tokens),
-            total_tokens=rest(self.total_tokens, usage.total_tokens),
+            cost_nusd=_rest(self.cost_nusd, meter.cost_nusd),
+            input_tokens=_rest(self.input_tokens, usage.input_tokens),
+            output_tokens=_rest(self.output_tokens, usage.output_tokens),
+            total_tokens=_rest(self.total_tokens, usage.total_tokens),
             deadline_s=self.deadline_s,
         )
 

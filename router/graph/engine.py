@@ -8,7 +8,6 @@ routing decision go in one batch, committed before the next step's nodes run.
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, final
 
@@ -53,7 +52,7 @@ from ..errors import ConfigError, DefinitionChanged
 from ..run.attempt import attempt, deadline_passed, time_left
 from ..run.children import start_child
 from ..run.log import RunLog, open_log, plaintext_of
-from ..run.runtime import Runtime
+from ..run.runtime import Runtime, bind
 from .definition import CompiledGraph, NodeContext
 
 __all__ = ["GraphEngine", "GraphResult", "subgraph"]
@@ -105,8 +104,8 @@ class GraphEngine:
     ) -> None:
         """review_before / review_after: nodes before or after which the run waits for a
         person (``review_graph_run``, ``router approve`` / ``router reject``)."""
-        self.runtime = Runtime.of(store_or_runtime)
-        self.store, self.graph = self.runtime.store, graph
+        self._bind(Runtime.of(store_or_runtime))
+        self.graph = graph
         unknown = sorted((review_before | review_after) - set(graph.nodes))
         if unknown:
             raise ConfigError(f"graph {graph.name!r} has no nodes {unknown} to review")
@@ -123,16 +122,10 @@ class GraphEngine:
 
     def on(self, runtime: Runtime) -> GraphEngine:
         """This graph on another runtime (a child run executes on its parent's)."""
-        if runtime is self.runtime:
-            return self
-        cached = self._elsewhere
-        if cached is not None and cached.runtime is runtime:
-            return cached  # a worker is called from one parent's runtime, again and again
-        other = copy.copy(self)
-        other._elsewhere = None
-        other.runtime, other.store = runtime, runtime.store
-        self._elsewhere = other
-        return other
+        return bind(self, runtime)
+
+    def _bind(self, runtime: Runtime) -> None:
+        self.runtime, self.store = runtime, runtime.store
 
     async def start(
         self,

@@ -9,7 +9,6 @@ one store round trip, two when it runs a side-effecting tool.
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Callable, Sequence
 from typing import Any, final
 
@@ -46,7 +45,7 @@ from ..errors import ConfigError, DefinitionChanged, ModelError
 from .attempt import Attempted, attempt_again, deadline_passed, time_left
 from .calls import AgentRun, Calls
 from .log import RunLog, open_log, plaintext_of
-from .runtime import Runtime
+from .runtime import Runtime, bind
 
 __all__ = ["Engine", "RunResult"]
 
@@ -109,10 +108,9 @@ class Engine:
         review: ReviewRules | None = None,
         output_check: Callable[[str], str | None] | None = None,
     ) -> None:
-        self.runtime = Runtime.of(store_or_runtime)
-        self.store = self.runtime.store
         self.model = model
         self.tools = tools
+        self._bind(Runtime.of(store_or_runtime))
         self.limits = limits or Limits()
         self.prices = prices or PriceTable()
         self.model_retry = model_retry or Retry(attempts=3, base_delay_s=0.2)
@@ -121,7 +119,6 @@ class Engine:
         check_name = getattr(output_check, "__name__", "check") if output_check is not None else ""
         self.review = msgspec.structs.replace(review or ReviewRules(), output_check=check_name)
         self.redaction = redaction or Redaction()
-        self._calls = Calls(tools, self.runtime.clock)
         self.parts = definition_parts(
             model.name, tools, self.prices, self.redaction, self.review, output_check
         )
@@ -130,20 +127,14 @@ class Engine:
 
     def on(self, runtime: Runtime) -> Engine:
         """This agent on another runtime (a child run executes on its parent's)."""
-        if runtime is self.runtime:
-            return self
-        cached = self._elsewhere
-        if cached is not None and cached.runtime is runtime:
-            return cached  # a worker is called from one parent's runtime, again and again
-        other = copy.copy(self)
-        other._elsewhere = None
-        other.runtime, other.store, other._calls = (
+        return bind(self, runtime)
+
+    def _bind(self, runtime: Runtime) -> None:
+        self.runtime, self.store, self._calls = (
             runtime,
             runtime.store,
             Calls(self.tools, runtime.clock),
         )
-        self._elsewhere = other
-        return other
 
     async def start(
         self,

@@ -4,16 +4,17 @@ stored run takes its edge from one Runtime; none of it is part of a run's defini
 
 from __future__ import annotations
 
+import copy
 import os
 import time
 from collections.abc import Sequence
-from typing import final
+from typing import Any, Protocol, TypeVar, final
 
 from ..core.clock import Clock, IdSource
 from ..core.protocols import Cipher, Observer, Store
 from ..errors import ConfigError
 
-__all__ = ["RandomIds", "Runtime", "SystemClock"]
+__all__ = ["RandomIds", "Runtime", "SystemClock", "bind"]
 
 
 _time_ns = time.time_ns
@@ -71,3 +72,29 @@ class Runtime:
     def of(cls, store_or_runtime: Store | Runtime) -> Runtime:
         """The runtime itself, or a default one on a store."""
         return store_or_runtime if isinstance(store_or_runtime, Runtime) else cls(store_or_runtime)
+
+
+class _Bindable(Protocol):
+    runtime: Runtime
+    _elsewhere: Any
+
+    def _bind(self, runtime: Runtime) -> None: ...
+
+
+E = TypeVar("E", bound=_Bindable)
+
+
+def bind(engine: E, runtime: Runtime) -> E:
+    """``engine`` (an agent's or a graph's) on ``runtime``: itself if it runs there, else a
+    copy bound to it (``_bind``), kept for the next call, since a worker is called from one
+    parent's runtime again and again."""
+    if runtime is engine.runtime:
+        return engine
+    cached = engine._elsewhere
+    if cached is not None and cached.runtime is runtime:
+        return cached  # type: ignore[no-any-return]
+    other = copy.copy(engine)
+    other._elsewhere = None
+    other._bind(runtime)
+    engine._elsewhere = other
+    return other
