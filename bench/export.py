@@ -12,7 +12,8 @@ from pathlib import Path
 
 from router.core.chain import Chain
 from router.core.events import ModelResponded, ToolCall, ToolStarted, ToolSucceeded, Usage
-from router.store.sqlite import _INSERT, _SCHEMA
+from router.store.sqlite_schema import INSERT as _INSERT
+from router.store.sqlite_schema import SCHEMA as _SCHEMA
 
 from .measure import Record, record
 from .peers import Samples

@@ -16,7 +16,8 @@ import msgspec
 
 from router.core.chain import Chain
 from router.core.events import ModelResponded, ToolCall, ToolStarted, ToolSucceeded
-from router.store.sqlite import _INSERT, _SCHEMA
+from router.store.sqlite_schema import INSERT as _INSERT
+from router.store.sqlite_schema import SCHEMA as _SCHEMA
 
 from .measure import Record, record, time_calls
 from .peers import Samples

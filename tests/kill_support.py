@@ -23,9 +23,10 @@ class Observed:
     def __init__(self, inner: SqliteStore) -> None:
         self.inner = inner
 
-    async def append(self, events: Sequence[Any], *, lease: Any = None) -> None:
-        await self.inner.append(events, lease=lease)
+    async def append(self, events: Sequence[Any], *, fence: Any = None) -> int:
+        token = await self.inner.append(events, fence=fence)
         marker(f"committed {events[0].run_id} {events[-1].seq}")
+        return token
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)

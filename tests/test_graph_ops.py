@@ -4,7 +4,6 @@ replay, review and lease renewal on the injected clock, all on real SQLite files
 
 from __future__ import annotations
 
-import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +20,6 @@ from router import (
     DefinitionChanged,
     Engine,
     GraphEngine,
-    LeaseHeld,
     ManualClock,
     Principal,
     Runtime,
@@ -543,50 +541,3 @@ async def test_a_rejected_graph_run_is_reported_failed(
         assert (await refund_engine(store).resume("r")).phase == "failed"
     code, out = await cli(capsys, "report", "--db", str(db))
     assert code == 0 and "unfinished" not in out and "failed" in out, out
-
-
-# --- the lease rides with the batches, renewed on the injected clock ---------------------
-
-
-def expires_at(db: Path, run_id: str) -> float | None:
-    with sqlite3.connect(db) as conn:
-        row = conn.execute("SELECT expires_at FROM leases WHERE run_id = ?", (run_id,)).fetchone()
-    return None if row is None else float(row[0])
-
-
-@pytest.mark.anyio
-@pytest.mark.parametrize("advance_s, renewed", [(21.0, True), (19.0, False)])
-async def test_a_graph_runs_lease_is_renewed_with_a_batch_once_a_third_of_its_ttl_passed(
-    tmp_path: Path, advance_s: float, renewed: bool
-) -> None:
-    db = tmp_path / "log.db"
-    clock = ManualClock(1_000_000)
-    seen: list[float | None] = []
-    async with SqliteStore.open(db) as store:
-        other = Runtime(store, owner="other", lease_ttl_s=60)
-
-        async def first(state: dict[str, Any]) -> dict[str, Any]:
-            seen.append(expires_at(db, "r"))  # taken with the run's first batch
-            clock.advance(advance_s)  # a third of the 60 s TTL is 20 s, on the run's own clock
-            return {"n": 1}
-
-        async def second(state: dict[str, Any]) -> dict[str, Any]:
-            seen.append(expires_at(db, "r"))  # after the batch of first's result and the routing
-            with pytest.raises(LeaseHeld):
-                await other.store.acquire_lease("r", other.owner, other.lease_ttl_s)
-            return {"n": 2}
-
-        g = Graph("leased")
-        g.add_node("first", first)
-        g.add_node("second", second)
-        g.start("first")
-        g.edge("first", "second")
-        g.edge("second", END)
-        engine = GraphEngine(Runtime(store, clock=clock, owner="w", lease_ttl_s=60), g.compile())
-        result = await engine.start({}, principal=USER, run_id="r")
-        assert result.phase == "done" and result.state["n"] == 2
-        assert seen[0] is not None and seen[1] is not None
-        # Renewed (a new expiry on the store's clock) only once the run's clock passed a third.
-        assert (seen[1] != seen[0]) is renewed
-        assert expires_at(db, "r") is None  # released with the last batch
-        await other.store.acquire_lease("r", other.owner, other.lease_ttl_s)

@@ -11,7 +11,7 @@ import pytest
 
 from router import Durability, LeaseHeld, MemoryStore, SqliteStore, StoreError
 from router.core.chain import verify
-from router.core.protocols import Store
+from router.core.protocols import Fence, Store
 from router.store.testing import *  # noqa: F403
 from router.store.testing import sealed_run
 
@@ -120,10 +120,10 @@ async def test_leases_join_the_group_commit_and_still_exclude_other_owners(
 
         async def advance(events: list) -> None:  # type: ignore[type-arg]
             run_id = events[0].run_id
-            await store.acquire_lease(run_id, "me", 30)
+            lease = await store.acquire_lease(run_id, "me", 30)
             for e in events:
-                await store.append([e])
-            await store.release_lease(run_id, "me")
+                await store.append([e], fence=Fence("me", lease.token))
+            await store.release_lease(run_id, "me", lease.token)
 
         async with anyio.create_task_group() as tg:
             for events in runs:

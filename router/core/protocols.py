@@ -11,9 +11,10 @@ import msgspec
 from .events import Event, Message, RouteAttempt, StoredEvent, Usage
 
 __all__ = [
+    "RUN_STATUSES",
     "Cipher",
+    "Fence",
     "Lease",
-    "LeaseChange",
     "Model",
     "ModelTurn",
     "Observer",
@@ -78,41 +79,61 @@ class Model(Protocol):
         ...
 
 
+# A run's status for workers, kept beside its lease: "active" runs need a driver (a worker
+# claims one whose lease has lapsed), "waiting" runs wait for a person's decision, "ended"
+# runs are over, "parked" runs failed to resume again and again and wait for an operator.
+RUN_STATUSES = ("active", "waiting", "ended", "parked")
+
+
 class RunSummary(msgspec.Struct, frozen=True):
     run_id: str
     events: int
     last_kind: str
+    status: str = "active"
 
 
 class Lease(msgspec.Struct, frozen=True):
+    """A run's lease as its holder knows it. ``token`` is the run's fencing token: every
+    take bumps it, it only grows, and a writer whose token is no longer the run's is
+    refused whatever its own clock says."""
+
     run_id: str
     owner: str
-    expires_at: float  # seconds since the Unix epoch
+    expires_at: float  # seconds since the Unix epoch, on the store's clock
+    token: int = 0
 
 
-class LeaseChange(msgspec.Struct, frozen=True):
-    """A change to the run's lease that an append makes in the same transaction: take or
-    renew it for ``ttl_s`` seconds, or release it (``ttl_s`` None)."""
+class Fence(msgspec.Struct, frozen=True):
+    """What an append claims of its run's lease, checked in the batch's own transaction.
+
+    token 0: the writer holds no lease and takes it with the batch for ``ttl_s`` seconds
+    (LeaseHeld if another owner holds it). Otherwise the token the writer holds: the batch
+    is refused (LeaseLost) unless it is still the run's. release: give the lease back once
+    the batch is stored, leaving the run in ``status`` (one of RUN_STATUSES)."""
 
     owner: str
-    ttl_s: float | None = None
+    token: int = 0
+    ttl_s: float = 30.0
+    release: bool = False
+    status: str = "active"
 
 
 class Store(Protocol):
     """An append-only log of runs. See router.store.testing for the contract every store passes."""
 
-    async def append(
-        self, events: Sequence[StoredEvent], *, lease: LeaseChange | None = None
-    ) -> None:
-        """Append one run's events atomically: all or none.
+    async def append(self, events: Sequence[StoredEvent], *, fence: Fence | None = None) -> int:
+        """Append one run's events atomically: all or none. Returns the fencing token the
+        writer holds afterwards (0 if none).
 
         Raises SeqConflict unless the first event continues the run's chain (its seq is
         one past the last stored seq, its prev_hash the last stored hash) and the rest
         follow on without gaps.
 
-        lease: a change to the run's lease made in the same transaction (so that a run's
-        first batch takes its lease, and its last releases it, with no round trip of their
-        own). Raises LeaseHeld, appending nothing, if another owner holds the lease.
+        fence: the writer's claim on the run's lease (see Fence), checked and applied in
+        the same transaction, so that a run's first batch takes its lease and its last
+        releases it with no round trip of their own. Raises LeaseHeld (taking) or LeaseLost
+        (holding a stale token), appending nothing. Without a fence the batch is refused
+        (LeaseHeld) while anyone holds the run's lease.
         """
         ...
 
@@ -128,14 +149,31 @@ class Store(Protocol):
         ...
 
     async def acquire_lease(self, run_id: str, owner: str, ttl_s: float) -> Lease:
-        """Take or renew the run's lease. Raises LeaseHeld if another owner holds it."""
+        """Take the run's lease, bumping its fencing token (a holder taking it again fences
+        its own earlier writers). Raises LeaseHeld if another owner holds it."""
         ...
 
-    async def release_lease(self, run_id: str, owner: str) -> None: ...
+    async def renew_leases(self, leases: Sequence[Lease], ttl_s: float) -> list[Lease]:
+        """Extend each lease that is still its run's (same owner and token) by ``ttl_s``
+        seconds from now, in one transaction. Returns those that are lost."""
+        ...
+
+    async def release_lease(
+        self, run_id: str, owner: str, token: int = 0, status: str = ""
+    ) -> None:
+        """Give the run's lease back if ``owner`` holds it (with ``token``, unless 0),
+        leaving the run in ``status`` ("" leaves it as it is)."""
+        ...
 
     async def break_lease(self, run_id: str) -> None:
-        """Remove the run's lease whoever holds it: an operator's act, for an owner known to
-        be dead (``router unlease``)."""
+        """Free the run's lease whoever holds it and bump its token, so that the old holder
+        is fenced: an operator's act, for an owner known to be dead (``router unlease``)."""
+        ...
+
+    async def claim(self, owner: str, ttl_s: float, limit: int) -> list[Lease]:
+        """Take the leases of at most ``limit`` active runs whose lease has lapsed or was
+        given back (each take bumps the run's token), for a worker to resume them. Runs
+        that another claimant is taking at the same moment are skipped, not waited for."""
         ...
 
     async def aclose(self) -> None: ...

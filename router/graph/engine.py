@@ -51,7 +51,7 @@ from ..core.replay import Divergence, ReplayReport
 from ..errors import ConfigError, DefinitionChanged
 from ..run.attempt import attempt, deadline_passed, time_left
 from ..run.children import start_child
-from ..run.log import RunLog, open_log, plaintext_of
+from ..run.log import RunLog, drive, open_log, plaintext_of
 from ..run.runtime import Runtime, bind
 from .definition import CompiledGraph, NodeContext
 
@@ -266,7 +266,8 @@ class GraphEngine:
 
     async def _drive(self, run: _GraphRun) -> GraphResult:
         try:
-            await self._advance(run)
+            with drive(run.log):
+                await self._advance(run)
         finally:
             await run.log.release()
         s = run.state
@@ -297,7 +298,7 @@ class GraphEngine:
                 elif isinstance(effect, Record):
                     self._add(run, effect.event)
                 else:  # Stop, AwaitReview or Idle
-                    await log.flush(last=True)
+                    await log.close(run.state)
                     return
         except anyio.get_cancelled_exc_class():
             with anyio.CancelScope(shield=True):
@@ -308,7 +309,7 @@ class GraphEngine:
                             at=clock.now_us(), reason="the task driving the run was cancelled"
                         ),
                     )
-                await log.flush(last=True)
+                await log.close(run.state)
             raise
 
     async def _step_within_deadline(self, run: _GraphRun, tasks: tuple[Task, ...]) -> list[Event]:

@@ -66,8 +66,9 @@ async def resolve_call(
             note=note,
         )
         log.add(event)
-        await log.flush(last=True)
-        return apply(state, event)
+        new = apply(state, event)
+        await log.close(new)  # a worker continues the run from here
+        return new
     finally:
         await log.release()
 
@@ -115,7 +116,7 @@ async def review_run(
         if new.fault:
             raise DecisionError(run_id, "", new.fault)
         log.add(event)
-        await log.flush(last=True)
+        await log.close(new)  # a worker continues the run from here
         return new
     finally:
         await log.release()
@@ -141,17 +142,16 @@ async def review_graph_run(
         pending = next((e for e in reversed(events) if isinstance(e, ReviewRequested)), None)
         if state.phase is not GraphPhase.AWAITING_REVIEW or pending is None:
             raise DecisionError(run_id, "", f"the graph run is {state.phase}, not awaiting review")
-        log.add(
-            ReviewDecided(
-                at=runtime.clock.now_us(),
-                decision=decision,
-                rule=pending.rule,
-                call_ids=pending.call_ids,
-                by=by,
-                note=note,
-            )
+        decided = ReviewDecided(
+            at=runtime.clock.now_us(),
+            decision=decision,
+            rule=pending.rule,
+            call_ids=pending.call_ids,
+            by=by,
+            note=note,
         )
-        await log.flush(last=True)
+        log.add(decided)
+        await log.close(fold_graph(None, [*events, decided]))  # a worker continues it
         return pending.rule
     finally:
         await log.release()

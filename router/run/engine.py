@@ -44,7 +44,7 @@ from ..core.transcript import Transcript
 from ..errors import ConfigError, DefinitionChanged, ModelError
 from .attempt import Attempted, attempt_again, deadline_passed, time_left
 from .calls import AgentRun, Calls
-from .log import RunLog, open_log, plaintext_of
+from .log import RunLog, drive, open_log, plaintext_of
 from .runtime import Runtime, bind
 
 __all__ = ["Engine", "RunResult"]
@@ -205,7 +205,7 @@ class Engine:
             run = AgentRun(log, fold(events), Transcript(events))
             state = run.state
             if state.terminal or state.phase in (Phase.INTERRUPTED, Phase.AWAITING_REVIEW):
-                await log.release()
+                await log.close(state)
                 return RunResult.of(run_id, state)
             now = self.runtime.clock.now_us()
             if state.definition != self.definition:
@@ -241,7 +241,8 @@ class Engine:
         """Advance the run until it stops, then release its lease, whatever happened."""
         token = current_run_id.set(run.run_id)  # model adapters tag their stream deltas with it
         try:
-            return await self._advance(run)
+            with drive(run.log):
+                return await self._advance(run)
         finally:
             current_run_id.reset(token)
             await run.log.release()
@@ -275,7 +276,7 @@ class Engine:
                 elif kind is Record:
                     run.add(effect.event)  # type: ignore[attr-defined]
                 else:  # Finish, AwaitDecision or Idle: the run stops here
-                    await log.flush(last=True)
+                    await log.close(run.state)
                     return RunResult.of(run.run_id, run.state)
         except anyio.get_cancelled_exc_class():
             with anyio.CancelScope(shield=True):
@@ -286,7 +287,7 @@ class Engine:
                             reason="the task driving the run was cancelled",
                         )
                     )
-                await log.flush(last=True)
+                await log.close(run.state)
             raise
 
     def _decide(self, run: AgentRun, effect: DecideCalls) -> None:

@@ -62,5 +62,5 @@ async def fork_run(
     log = RunLog(runtime, new_run_id, parent.redaction)
     for event in batch:
         log.add(event)
-    await log.flush(last=True)
+    await log.close(state)
     return state

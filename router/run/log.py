@@ -10,7 +10,8 @@ decisions, forks and the end of a child run all write through it; nothing else c
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any, final
 
 import anyio
@@ -20,29 +21,53 @@ from ..core.chain import Chain, verify
 from ..core.events import Event, GraphStarted, RunCancelled, RunStarted, decode_event, encode_event
 from ..core.fsm import RunState, fold
 from ..core.graph_fsm import GraphState, fold_graph
-from ..core.protocols import Cipher, LeaseChange, Store
+from ..core.protocols import Cipher, Fence, Lease, Store
 from ..core.redaction import Redaction
 from ..core.stored import decode_run
-from ..errors import ConfigError, LeaseHeld, LeaseLost, RunNotFound
+from ..errors import ConfigError, LeaseLost, RunNotFound
 from .runtime import Runtime
 
 __all__ = [
     "RunLog",
+    "drive",
     "end_run",
     "fold_run",
     "load_run",
     "open_log",
     "plaintext_of",
     "recorded_redaction",
+    "status_of",
 ]
+
+_WAITING = frozenset({"interrupted", "awaiting_review"})
+
+
+def status_of(state: RunState | GraphState) -> str:
+    """A run's status for workers: "ended", "waiting" for a person, or "active"."""
+    if state.terminal:
+        return "ended"
+    return "waiting" if state.phase in _WAITING else "active"
 
 
 @final
 class RunLog:
-    """The head of one run's log in this process: its chain, its unsaved events and
-    whether this process holds its lease."""
+    """The head of one run's log in this process: its chain, its unsaved events and the
+    lease this process holds on it, if any (the first batch of a log that holds none takes
+    it). Every batch carries the lease's fencing token: once another owner has taken the
+    run over, nothing more this writer appends lands (LeaseLost)."""
 
-    __slots__ = ("runtime", "run_id", "chain", "pending", "redaction", "encode", "_renew_at")
+    __slots__ = (
+        "runtime",
+        "run_id",
+        "chain",
+        "pending",
+        "redaction",
+        "encode",
+        "lease",
+        "lost",
+        "driver",
+        "_fence",
+    )
 
     def __init__(
         self,
@@ -51,7 +76,7 @@ class RunLog:
         redaction: Redaction,
         chain: Chain | None = None,
         *,
-        held: bool = False,
+        lease: Lease | None = None,
     ) -> None:
         self.runtime = runtime
         self.run_id = run_id
@@ -59,60 +84,84 @@ class RunLog:
         self.pending: list[Event] = []
         self.redaction = redaction
         self.encode = _sealer(redaction, runtime)
-        # When the lease is renewed next, on the clock of the events (microseconds); None
-        # while this process does not hold it. A new run's first batch takes it.
-        self._renew_at: int | None = 0 if held else None
+        self.lease: Lease | None = None  # the lease this process holds, None if none
+        self.lost = False  # the lease was taken over: nothing more is written
+        self.driver: anyio.CancelScope | None = None  # cancelled when the lease is lost
+        self._fence = Fence(runtime.owner, 0, runtime.lease_ttl_s)  # 0: takes it
+        if lease is not None:
+            self._hold(lease.token, lease)
 
     @property
     def held(self) -> bool:
-        return self._renew_at is not None
+        return self.lease is not None
 
     def add(self, event: Event) -> None:
         self.pending.append(event)
 
-    async def flush(self, *, last: bool = False) -> None:
-        """Commit the pending events. The run's lease rides along in the same transaction:
-        taken with its first batch, renewed with a batch once a third of its time has
-        passed (on the injected clock, read from the events' ``at``), released with its
-        last (``last``)."""
+    async def flush(self, *, last: bool = False, status: str = "active") -> None:
+        """Commit the pending events with the run's lease: taken with a first batch (if
+        this process does not hold it), checked with every batch (its token), released
+        with the last (``last``), which leaves the run in ``status`` for workers (see
+        ``status_of``)."""
         pending = self.pending
         if not pending:
             if last:
-                await self.release()
+                await self.release(status)
             return
-        runtime, renew_at = self.runtime, self._renew_at
-        lease: LeaseChange | None = None
-        if renew_at is None:  # taken with the batch, so the batch is refused if another holds it
-            lease = LeaseChange(runtime.owner, runtime.lease_ttl_s)
-        elif last:
-            lease = LeaseChange(runtime.owner)
-        elif pending[-1].at >= renew_at:
-            lease = LeaseChange(runtime.owner, runtime.lease_ttl_s)
+        if self.lost:
+            raise LeaseLost(self.run_id, self.runtime.owner)
+        fence = self._fence
+        if last:
+            fence = Fence(fence.owner, fence.token, fence.ttl_s, True, status)
         sealed = self.chain.seal(pending, self.encode)
         try:
-            await runtime.store.append(sealed, lease=lease)
-        except LeaseHeld as exc:
-            if renew_at is None:  # never held: another process is advancing the run
-                raise
-            self._renew_at = None  # held, and lapsed: another owner took the run over
-            raise LeaseLost(self.run_id, runtime.owner) from exc
-        if lease is not None:
-            self._renew_at = (
-                None if lease.ttl_s is None else pending[-1].at + int(runtime.lease_ttl_s * 1e6 / 3)
-            )
+            token = await self.runtime.store.append(sealed, fence=fence)
+        except LeaseLost:
+            self.lose()
+            raise
+        if last:
+            self._unhold()
+        elif not fence.token:
+            self._hold(token)
         self.chain.advance(sealed)
-        if runtime.observers:
+        if self.runtime.observers:
             self._notify(pending)
         pending.clear()  # the same list: a run's driver holds it
-        if last:
-            await self.release()  # taken by this very batch: given back on its own
 
-    async def release(self) -> None:
-        """Give up the lease if this process holds it (shielded: it runs on the way out)."""
-        if self._renew_at is not None:
-            self._renew_at = None
+    async def close(self, state: RunState | GraphState) -> None:
+        """The run's driver stops: flush what is pending and give the lease back, leaving
+        the run in the status its state says."""
+        await self.flush(last=True, status=status_of(state))
+
+    async def release(self, status: str = "") -> None:
+        """Give up the lease if this process holds it (shielded: it runs on the way out),
+        leaving the run in ``status`` ("" as it is)."""
+        lease = self.lease
+        if lease is not None and not self.lost:
+            self._unhold()
             with anyio.CancelScope(shield=True):
-                await self.runtime.store.release_lease(self.run_id, self.runtime.owner)
+                await self.runtime.store.release_lease(
+                    self.run_id, lease.owner, lease.token, status
+                )
+
+    def lose(self) -> None:
+        """Another owner took the run over: stop its driver; nothing more is written."""
+        self.lost = True
+        self.runtime.keeper.drop(self)
+        if self.driver is not None:
+            self.driver.cancel()
+
+    def _hold(self, token: int, lease: Lease | None = None) -> None:
+        runtime = self.runtime
+        self.lease = lease or Lease(self.run_id, runtime.owner, 0.0, token)
+        self._fence = Fence(runtime.owner, token, runtime.lease_ttl_s)
+        runtime.keeper.hold(self)
+
+    def _unhold(self) -> None:
+        runtime = self.runtime
+        self.lease = None
+        self._fence = Fence(runtime.owner, 0, runtime.lease_ttl_s)
+        runtime.keeper.drop(self)
 
     def _notify(self, events: Sequence[Event]) -> None:
         shown: Sequence[Event] = list(events)  # observers may keep it
@@ -120,6 +169,20 @@ class RunLog:
             shown = [decode_event(self.redaction.apply(encode_event(e))) for e in events]
         for observer in self.runtime.observers:
             observer.committed(self.run_id, shown)
+
+
+@contextmanager
+def drive(log: RunLog) -> Iterator[None]:
+    """The scope of a run's driver: cancelled if the run's lease is lost, whereupon the
+    driver stops (its writes are refused) and LeaseLost is raised."""
+    with anyio.CancelScope() as scope:
+        log.driver = scope
+        try:
+            yield
+        finally:
+            log.driver = None
+    if scope.cancelled_caught:
+        raise LeaseLost(log.run_id, log.runtime.owner)
 
 
 def plaintext_of(redaction: Redaction) -> Callable[[Event], bytes]:
@@ -175,8 +238,7 @@ async def open_log(
     ``GraphStarted`` for a graph's), else ConfigError names what it is.
     Raises RunNotFound, ChainBroken, KeyMissing, LeaseHeld, ConfigError."""
     store = runtime.store
-    if lease:
-        await store.acquire_lease(run_id, runtime.owner, runtime.lease_ttl_s)
+    held = await store.acquire_lease(run_id, runtime.owner, runtime.lease_ttl_s) if lease else None
     try:
         events, chain = await _read(store, run_id, runtime.cipher)
         if kind is not None and not isinstance(events[0], kind):
@@ -187,13 +249,13 @@ async def open_log(
             )
             raise ConfigError(f"run {run_id!r} is {what}")
     except BaseException:
-        if lease:
+        if held is not None:
             with anyio.CancelScope(shield=True):
-                await store.release_lease(run_id, runtime.owner)
+                await store.release_lease(run_id, held.owner, held.token)
         raise
     policy = recorded_redaction(events)
     writer = policy | redaction if redaction else policy
-    return events, RunLog(runtime, run_id, writer, chain, held=lease)
+    return events, RunLog(runtime, run_id, writer, chain, lease=held)
 
 
 async def load_run(
@@ -223,6 +285,6 @@ async def end_run(runtime: Runtime, run_id: str, reason: str) -> None:
     try:
         if not fold_run(events).terminal:
             log.add(RunCancelled(at=runtime.clock.now_us(), reason=reason))
-        await log.flush(last=True)
+        await log.flush(last=True, status="ended")
     finally:
         await log.release()

@@ -13,8 +13,13 @@ from typing import Any, Protocol, TypeVar, final
 from ..core.clock import Clock, IdSource
 from ..core.protocols import Cipher, Observer, Store
 from ..errors import ConfigError
+from .leases import LeaseKeeper
 
-__all__ = ["RandomIds", "Runtime", "SystemClock", "bind"]
+__all__ = ["LEASE_TTL_S", "RandomIds", "Runtime", "SystemClock", "bind"]
+
+# How long a lease lasts unless renewed (renewed every third of it): with a worker polling
+# every second, a dead process's runs continue elsewhere within about seven seconds.
+LEASE_TTL_S = 6.0
 
 
 _time_ns = time.time_ns
@@ -36,10 +41,21 @@ class RandomIds:
 class Runtime:
     """store: the log. clock and ids: injected so that tests and replays are deterministic.
     owner: this process's name in leases (drawn from ``ids`` when first needed). lease_ttl_s:
-    how long a lease lasts unless renewed; a run's writer renews it with its batches.
+    how long a lease lasts unless renewed; the runtime's lease keeper renews the leases of
+    the runs it advances every third of that, on the event loop's clock, so that another
+    process takes a run over within about that long after this one dies.
     cipher: seals payloads after redaction. observers: see what each batch stored."""
 
-    __slots__ = ("store", "clock", "ids", "lease_ttl_s", "cipher", "observers", "_owner")
+    __slots__ = (
+        "store",
+        "clock",
+        "ids",
+        "lease_ttl_s",
+        "cipher",
+        "observers",
+        "keeper",
+        "_owner",
+    )
 
     def __init__(
         self,
@@ -48,7 +64,7 @@ class Runtime:
         clock: Clock | None = None,
         ids: IdSource | None = None,
         owner: str | None = None,
-        lease_ttl_s: float = 30.0,
+        lease_ttl_s: float = LEASE_TTL_S,
         cipher: Cipher | None = None,
         observers: Sequence[Observer] = (),
     ) -> None:
@@ -60,6 +76,7 @@ class Runtime:
         self.lease_ttl_s = lease_ttl_s
         self.cipher = cipher
         self.observers = tuple(observers)
+        self.keeper = LeaseKeeper(store, lease_ttl_s)
         self._owner = owner
 
     @property

@@ -11,13 +11,13 @@ expiry is judged on the database's clock (``clock_timestamp()``), never the writ
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from types import TracebackType
 from typing import Any, final
 
 from ..core.events import StoredEvent
-from ..core.protocols import Lease, LeaseChange, RunSummary
-from ..errors import LeaseHeld, SeqConflict, StoreError
+from ..core.protocols import Fence, Lease, RunSummary
+from ..errors import LeaseHeld, LeaseLost, SeqConflict, StoreError
 
 __all__ = ["PostgresStore"]
 
@@ -32,11 +32,16 @@ CREATE TABLE IF NOT EXISTS router_events (
     hash      BYTEA  NOT NULL,
     UNIQUE (run_id, seq)
 );
+-- A run's lease and its status for workers: owner '' when nobody holds it; token, the
+-- run's fencing token, only grows. A row is made by the run's first fenced append.
 CREATE TABLE IF NOT EXISTS router_leases (
     run_id     TEXT PRIMARY KEY,
     owner      TEXT NOT NULL,
     expires_at TIMESTAMPTZ NOT NULL
 );
+ALTER TABLE router_leases ADD COLUMN IF NOT EXISTS token BIGINT NOT NULL DEFAULT 0;
+ALTER TABLE router_leases ADD COLUMN IF NOT EXISTS status TEXT NOT NULL DEFAULT 'active';
+CREATE INDEX IF NOT EXISTS router_leases_to_claim ON router_leases (status, expires_at);
 
 CREATE OR REPLACE FUNCTION router_refuse_change() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
@@ -70,41 +75,83 @@ END $$;
 CREATE OR REPLACE TRIGGER router_events_continue_chain BEFORE INSERT ON router_events
     FOR EACH ROW EXECUTE FUNCTION router_continue_chain();
 
+DROP FUNCTION IF EXISTS router_take_lease(TEXT, TEXT, DOUBLE PRECISION);
+DROP FUNCTION IF EXISTS router_append(
+    TEXT, BIGINT[], TEXT[], BYTEA[], BYTEA[], BYTEA[], TEXT, DOUBLE PRECISION, SMALLINT);
+
+-- Take the run's lease for p_owner unless another owner holds it; bumps the token.
 CREATE OR REPLACE FUNCTION router_take_lease(p_run TEXT, p_owner TEXT, p_ttl DOUBLE PRECISION)
-RETURNS DOUBLE PRECISION LANGUAGE plpgsql AS $$
-DECLARE held_by TEXT; expires TIMESTAMPTZ;
+RETURNS BIGINT LANGUAGE plpgsql AS $$
+DECLARE held_by TEXT; expires TIMESTAMPTZ; taken BIGINT;
 BEGIN
-    expires := clock_timestamp() + make_interval(secs => p_ttl);
-    INSERT INTO router_leases AS l (run_id, owner, expires_at) VALUES (p_run, p_owner, expires)
-    ON CONFLICT (run_id) DO UPDATE SET owner = EXCLUDED.owner, expires_at = EXCLUDED.expires_at
-        WHERE l.owner = EXCLUDED.owner OR l.expires_at <= clock_timestamp()
-    RETURNING owner INTO held_by;
-    IF held_by IS NULL THEN
+    INSERT INTO router_leases AS l (run_id, owner, expires_at, token)
+    VALUES (p_run, p_owner, clock_timestamp() + make_interval(secs => p_ttl), 1)
+    ON CONFLICT (run_id) DO UPDATE SET owner = EXCLUDED.owner, expires_at = EXCLUDED.expires_at,
+        token = l.token + 1
+        WHERE l.owner IN ('', EXCLUDED.owner) OR l.expires_at <= clock_timestamp()
+    RETURNING token INTO taken;
+    IF taken IS NULL THEN
         SELECT owner, expires_at INTO held_by, expires FROM router_leases WHERE run_id = p_run;
         RAISE EXCEPTION '%', held_by USING ERRCODE = 'RT001', DETAIL = extract(epoch FROM expires);
     END IF;
-    RETURN extract(epoch FROM expires);
+    RETURN taken;
 END $$;
 
+-- One append: check the writer's fence, insert the batch, take or release the lease.
+-- p_token 0 with an owner takes the lease; a token must still be the run's (else RT003);
+-- no owner: refused while anyone holds the lease. A release to 'active' wakes workers.
 CREATE OR REPLACE FUNCTION router_append(
     p_run TEXT, p_seq BIGINT[], p_kind TEXT[], p_payload BYTEA[], p_prev BYTEA[], p_hash BYTEA[],
-    p_owner TEXT, p_ttl DOUBLE PRECISION, p_lease SMALLINT
-) RETURNS VOID LANGUAGE plpgsql AS $$
+    p_owner TEXT, p_token BIGINT, p_ttl DOUBLE PRECISION, p_release BOOLEAN, p_status TEXT
+) RETURNS BIGINT LANGUAGE plpgsql AS $$
+DECLARE held_by TEXT; expires TIMESTAMPTZ; current BIGINT; token BIGINT := p_token;
 BEGIN
-    IF p_lease = 1 THEN
-        PERFORM router_take_lease(p_run, p_owner, p_ttl);
+    IF p_token > 0 THEN  -- FOR SHARE: a take waits until this append is committed
+        SELECT l.token INTO current FROM router_leases l WHERE run_id = p_run FOR SHARE;
+        IF current IS DISTINCT FROM p_token THEN
+            RAISE EXCEPTION 'lost' USING ERRCODE = 'RT003';
+        END IF;
+    ELSIF p_owner = '' THEN
+        SELECT owner, expires_at INTO held_by, expires FROM router_leases
+        WHERE run_id = p_run AND owner <> '' AND expires_at > clock_timestamp() FOR SHARE;
+        IF held_by IS NOT NULL THEN
+            RAISE EXCEPTION '%', held_by
+                USING ERRCODE = 'RT001', DETAIL = extract(epoch FROM expires);
+        END IF;
+    ELSE
+        token := router_take_lease(p_run, p_owner, p_ttl);
     END IF;
     INSERT INTO router_events (run_id, seq, kind, payload, prev_hash, hash)
     SELECT p_run, s, k, p, ph, h
     FROM unnest(p_seq, p_kind, p_payload, p_prev, p_hash) AS t(s, k, p, ph, h)
     ORDER BY s;
-    IF p_lease = 2 THEN
-        DELETE FROM router_leases WHERE run_id = p_run AND owner = p_owner;
+    IF p_release THEN
+        UPDATE router_leases SET owner = '', expires_at = 'epoch', status = p_status
+        WHERE run_id = p_run;
+        IF p_status = 'active' THEN
+            PERFORM pg_notify('router_runs', p_run);
+        END IF;
+        RETURN 0;
     END IF;
+    RETURN token;
 END $$;
+
+-- A worker's claim: active runs whose lease lapsed, skipping rows another claimant locks.
+CREATE OR REPLACE FUNCTION router_claim(p_owner TEXT, p_ttl DOUBLE PRECISION, p_limit INT)
+RETURNS TABLE (run_id TEXT, token BIGINT, expires DOUBLE PRECISION) LANGUAGE sql AS $$
+    WITH due AS (
+        SELECT l.run_id FROM router_leases l
+        WHERE l.status = 'active' AND l.expires_at <= clock_timestamp()
+        ORDER BY l.expires_at LIMIT p_limit FOR UPDATE SKIP LOCKED
+    )
+    UPDATE router_leases l SET owner = p_owner, token = l.token + 1,
+        expires_at = clock_timestamp() + make_interval(secs => p_ttl)
+    FROM due WHERE l.run_id = due.run_id
+    RETURNING l.run_id, l.token, extract(epoch FROM l.expires_at)::float8
+$$;
 """
 
-_NO_LEASE, _TAKE, _RELEASE = 0, 1, 2
+_UNFENCED = Fence("")
 _COLUMNS = "run_id, seq, kind, payload, prev_hash, hash"
 
 
@@ -124,19 +171,15 @@ class PostgresStore:
     def open(cls, dsn: str, *, min_size: int = 1, max_size: int = 10) -> _Opening:
         return _Opening(dsn, min_size, max_size)
 
-    async def append(
-        self, events: Sequence[StoredEvent], *, lease: LeaseChange | None = None
-    ) -> None:
+    async def append(self, events: Sequence[StoredEvent], *, fence: Fence | None = None) -> int:
         if not events:
-            if lease is not None:
-                raise StoreError(
-                    "a lease change goes with events; use acquire_lease or release_lease alone"
-                )
-            return
+            if fence is not None:
+                raise StoreError("a fence goes with events; use the lease methods alone")
+            return 0
         run_id = events[0].run_id
         if any(e.run_id != run_id for e in events):
             raise StoreError("one append holds the events of one run")
-        mode = _NO_LEASE if lease is None else _TAKE if lease.ttl_s is not None else _RELEASE
+        fence = fence or _UNFENCED
         args = (
             run_id,
             [e.seq for e in events],
@@ -144,19 +187,22 @@ class PostgresStore:
             [e.payload for e in events],
             [e.prev_hash for e in events],
             [e.hash for e in events],
-            lease.owner if lease is not None else "",
-            lease.ttl_s or 0.0 if lease is not None else 0.0,
-            mode,
+            fence.owner,
+            fence.token,
+            fence.ttl_s,
+            fence.release,
+            fence.status,
         )
-        await self._call(
-            "SELECT router_append($1, $2, $3, $4, $5, $6, $7, $8, $9::smallint)",
-            args,
-            run_id,
-            events,
-        )
+        sql = "SELECT router_append($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
+        return int(await self._call(sql, args, run_id, events, fence.owner))
 
     async def _call(
-        self, sql: str, args: tuple[Any, ...], run_id: str, events: Sequence[StoredEvent]
+        self,
+        sql: str,
+        args: tuple[Any, ...],
+        run_id: str,
+        events: Sequence[StoredEvent] = (),
+        owner: str = "",
     ) -> Any:
         import asyncpg
 
@@ -168,9 +214,11 @@ class PostgresStore:
             if code == "RT001":
                 until = float(getattr(exc, "detail", None) or 0.0)
                 raise LeaseHeld(run_id, str(getattr(exc, "message", exc)), until) from exc
+            if code == "RT003":
+                raise LeaseLost(run_id, owner) from exc
             if code in ("RT002", "23505"):
                 raise SeqConflict(run_id, seq, str(getattr(exc, "message", exc))) from exc
-            raise StoreError(f"PostgreSQL refused an append to run {run_id!r}: {exc}") from exc
+            raise StoreError(f"PostgreSQL refused a write to run {run_id!r}: {exc}") from exc
 
     async def read(self, run_id: str, after: int = -1) -> list[StoredEvent]:
         rows = await self._pool.fetch(
@@ -182,10 +230,12 @@ class PostgresStore:
 
     async def runs(self) -> list[RunSummary]:
         rows = await self._pool.fetch(
-            "SELECT run_id, count(*), (array_agg(kind ORDER BY seq DESC))[1] FROM router_events "
-            "GROUP BY run_id ORDER BY min(id)"
+            "SELECT e.run_id, count(*), (array_agg(e.kind ORDER BY e.seq DESC))[1], "
+            "coalesce(min(l.status), 'active') FROM router_events e "
+            "LEFT JOIN router_leases l ON l.run_id = e.run_id "
+            "GROUP BY e.run_id ORDER BY min(e.id)"
         )
-        return [RunSummary(row[0], row[1], row[2]) for row in rows]
+        return [RunSummary(row[0], row[1], row[2], row[3]) for row in rows]
 
     async def scan(self, after: int = 0, limit: int = 10_000) -> list[tuple[int, StoredEvent]]:
         rows = await self._pool.fetch(
@@ -196,18 +246,84 @@ class PostgresStore:
         return [(row[0], StoredEvent(*row[1:])) for row in rows]
 
     async def acquire_lease(self, run_id: str, owner: str, ttl_s: float) -> Lease:
-        expires = await self._call(
-            "SELECT router_take_lease($1, $2, $3)", (run_id, owner, ttl_s), run_id, ()
-        )
-        return Lease(run_id, owner, float(expires))
+        import asyncpg
 
-    async def release_lease(self, run_id: str, owner: str) -> None:
+        try:
+            token, until = await self._pool.fetchrow(
+                "SELECT t, extract(epoch FROM clock_timestamp())::float8 + $3 "
+                "FROM router_take_lease($1, $2, $3) AS t",
+                run_id,
+                owner,
+                ttl_s,
+            )
+        except asyncpg.PostgresError as exc:
+            if getattr(exc, "sqlstate", "") != "RT001":
+                raise StoreError(f"PostgreSQL refused a lease on run {run_id!r}: {exc}") from exc
+            until = float(getattr(exc, "detail", None) or 0.0)
+            raise LeaseHeld(run_id, str(getattr(exc, "message", exc)), until) from exc
+        return Lease(run_id, owner, until, token)
+
+    async def renew_leases(self, leases: Sequence[Lease], ttl_s: float) -> list[Lease]:
+        if not leases:
+            return []
+        renewed = await self._pool.fetch(
+            "UPDATE router_leases l SET expires_at = clock_timestamp() + make_interval(secs => $4) "
+            "FROM unnest($1::text[], $2::text[], $3::bigint[]) AS h(run_id, owner, token) "
+            "WHERE l.run_id = h.run_id AND l.owner = h.owner AND l.token = h.token "
+            "RETURNING l.run_id, l.token",
+            [x.run_id for x in leases],
+            [x.owner for x in leases],
+            [x.token for x in leases],
+            ttl_s,
+        )
+        kept = {(row[0], row[1]) for row in renewed}
+        return [x for x in leases if (x.run_id, x.token) not in kept]
+
+    async def release_lease(
+        self, run_id: str, owner: str, token: int = 0, status: str = ""
+    ) -> None:
+        if not owner:
+            return
         await self._pool.execute(
-            "DELETE FROM router_leases WHERE run_id = $1 AND owner = $2", run_id, owner
+            "WITH released AS (UPDATE router_leases SET owner = '', expires_at = 'epoch', "
+            "status = CASE WHEN $4::text = '' THEN status ELSE $4::text END "
+            "WHERE run_id = $1 AND owner = $2 AND $3::bigint IN (0, token) RETURNING status) "
+            "SELECT pg_notify('router_runs', $1) FROM released WHERE status = 'active'",
+            run_id,
+            owner,
+            token,
+            status,
         )
 
     async def break_lease(self, run_id: str) -> None:
-        await self._pool.execute("DELETE FROM router_leases WHERE run_id = $1", run_id)
+        await self._pool.execute(
+            "UPDATE router_leases SET owner = '', expires_at = 'epoch', token = token + 1 "
+            "WHERE run_id = $1",
+            run_id,
+        )
+
+    async def claim(self, owner: str, ttl_s: float, limit: int) -> list[Lease]:
+        rows = await self._pool.fetch("SELECT * FROM router_claim($1, $2, $3)", owner, ttl_s, limit)
+        return [Lease(row[0], owner, row[2], row[1]) for row in rows]
+
+    async def listen(self, callback: Callable[[str], None]) -> Callable[[], Awaitable[None]]:
+        """Call ``callback(run_id)`` whenever a run becomes active again (a decision was
+        recorded, or its driver gave it back unfinished), by LISTEN/NOTIFY. Returns the
+        coroutine function that stops listening."""
+        conn = await self._pool.acquire()
+
+        def notified(_conn: Any, _pid: int, _channel: str, payload: str) -> None:
+            callback(payload)
+
+        await conn.add_listener("router_runs", notified)
+
+        async def stop() -> None:
+            try:
+                await conn.remove_listener("router_runs", notified)
+            finally:
+                await self._pool.release(conn)
+
+        return stop
 
     async def aclose(self) -> None:
         await self._pool.close()

@@ -41,60 +41,13 @@ import anyio.to_thread
 from msgspec.structs import astuple
 
 from ..core.events import StoredEvent
-from ..core.protocols import Lease, LeaseChange, RunSummary
-from ..errors import ConfigError, LeaseHeld, SeqConflict, StoreError
+from ..core.protocols import Fence, Lease, RunSummary
+from ..errors import ConfigError, LeaseHeld, LeaseLost, SeqConflict, StoreError
+from .sqlite_schema import FROM_2, INSERT, SCHEMA, SCHEMA_VERSION
 
 __all__ = ["Durability", "SqliteStore"]
 
 T = TypeVar("T")
-
-SCHEMA_VERSION = 2
-
-_SCHEMA = f"""
--- A rowid table: rows are appended at the end of its b-tree whichever run they belong
--- to, and ``id`` is the global order of appends (a watermark for incremental export).
-CREATE TABLE IF NOT EXISTS events (
-    id        INTEGER PRIMARY KEY,
-    run_id    TEXT    NOT NULL,
-    seq       INTEGER NOT NULL,
-    kind      TEXT    NOT NULL,
-    payload   BLOB    NOT NULL,
-    prev_hash BLOB    NOT NULL,
-    hash      BLOB    NOT NULL
-);
-CREATE UNIQUE INDEX IF NOT EXISTS events_by_run ON events (run_id, seq);
-CREATE TABLE IF NOT EXISTS runs (
-    n      INTEGER PRIMARY KEY,
-    run_id TEXT NOT NULL UNIQUE
-);
-CREATE TABLE IF NOT EXISTS leases (
-    run_id     TEXT PRIMARY KEY,
-    owner      TEXT NOT NULL,
-    expires_at REAL NOT NULL
-);
-CREATE TRIGGER IF NOT EXISTS events_refuse_update BEFORE UPDATE ON events
-BEGIN SELECT RAISE(ABORT, 'router: the event log is append-only; UPDATE is refused'); END;
-CREATE TRIGGER IF NOT EXISTS events_refuse_delete BEFORE DELETE ON events
-BEGIN SELECT RAISE(ABORT, 'router: the event log is append-only; DELETE is refused'); END;
-CREATE TRIGGER IF NOT EXISTS runs_refuse_update BEFORE UPDATE ON runs
-BEGIN SELECT RAISE(ABORT, 'router: the run list is append-only; UPDATE is refused'); END;
-CREATE TRIGGER IF NOT EXISTS runs_refuse_delete BEFORE DELETE ON runs
-BEGIN SELECT RAISE(ABORT, 'router: the run list is append-only; DELETE is refused'); END;
--- Refuses a gap, a negative seq, a prev_hash that is not the previous event's hash, and a
--- repeated seq (which INSERT OR REPLACE would otherwise turn into a silent overwrite).
-CREATE TRIGGER IF NOT EXISTS events_continue_chain BEFORE INSERT ON events
-WHEN NEW.prev_hash IS NOT (CASE WHEN NEW.seq = 0 THEN zeroblob(32)
-    ELSE (SELECT hash FROM events WHERE run_id = NEW.run_id AND seq = NEW.seq - 1) END)
-  OR EXISTS (SELECT 1 FROM events WHERE run_id = NEW.run_id AND seq = NEW.seq)
-BEGIN SELECT RAISE(ABORT, 'router: seq or prev_hash does not continue the chain'); END;
-CREATE TRIGGER IF NOT EXISTS events_list_run AFTER INSERT ON events WHEN NEW.seq = 0
-BEGIN INSERT INTO runs (run_id) VALUES (NEW.run_id); END;
-PRAGMA user_version = {SCHEMA_VERSION};
-"""
-
-_INSERT = (
-    "INSERT INTO events (run_id, seq, kind, payload, prev_hash, hash) VALUES (?, ?, ?, ?, ?, ?)"
-)
 
 
 class Durability(enum.StrEnum):
@@ -126,17 +79,25 @@ _ROWS_PER_PAGE = 8  # events of a few hundred bytes, with their index entries
 
 
 class _Waiter:
-    """One run's batch of events, its lease change, or both, queued for the next commit."""
+    """One run's batch of events and its fence, or a change to leases (``change``), queued
+    for the next commit."""
 
-    __slots__ = ("run_id", "events", "lease", "error")
+    __slots__ = ("run_id", "events", "fence", "change", "error", "token", "outcome")
 
     def __init__(
-        self, run_id: str, events: Sequence[StoredEvent] = (), lease: LeaseChange | None = None
+        self,
+        run_id: str,
+        events: Sequence[StoredEvent],
+        fence: Fence | None,
+        change: Callable[[sqlite3.Connection, float], Any] | None = None,
     ) -> None:
         self.run_id = run_id
         self.events = events
-        self.lease = lease
+        self.fence = fence
+        self.change = change
         self.error: BaseException | None = None
+        self.token = 0  # the token the writer holds once the batch is stored
+        self.outcome: Any = None  # what ``change`` returned
 
 
 @final
@@ -199,14 +160,16 @@ class SqliteStore:
                 f"PRAGMA synchronous = {'NORMAL' if self.durability.inline else 'FULL'}"
             )
             version = self._writer.execute("PRAGMA user_version").fetchone()[0]
-            if version not in (0, SCHEMA_VERSION):
+            if version == 2:
+                self._writer.executescript(f"BEGIN IMMEDIATE; {FROM_2} COMMIT;")
+            elif version not in (0, SCHEMA_VERSION):
                 raise StoreError(
                     f"{self.path}: log schema version {version}; "
                     f"this router reads version {SCHEMA_VERSION} "
                     "(version 1 was a development layout with no migration: "
                     "export it with the router that wrote it)"
                 )
-            self._writer.executescript(_SCHEMA)
+            self._writer.executescript(SCHEMA)
             self._writer.execute("PRAGMA wal_autocheckpoint = 0")  # see _checkpoint
             self._reader = await aiosqlite.connect(self.path)
             await self._reader.execute("PRAGMA busy_timeout = 5000")
@@ -264,21 +227,19 @@ class SqliteStore:
         self.checkpoint_error = None
         self.checkpoints += 1
 
-    async def append(
-        self, events: Sequence[StoredEvent], *, lease: LeaseChange | None = None
-    ) -> None:
+    async def append(self, events: Sequence[StoredEvent], *, fence: Fence | None = None) -> int:
         if not events:
-            if lease is not None:
-                raise StoreError(
-                    "a lease change goes with events; use acquire_lease or release_lease alone"
-                )
-            return
+            if fence is not None:
+                raise StoreError("a fence goes with events; use the lease methods alone")
+            return 0
         run_id = events[0].run_id
         for e in events:
             if e.run_id != run_id:
                 raise StoreError("one append holds the events of one run")
         self.appends += 1
-        await self._submit(_Waiter(run_id, events, lease))
+        waiter = _Waiter(run_id, events, fence)
+        await self._submit(waiter)
+        return waiter.token
 
     async def _submit(self, waiter: _Waiter) -> None:
         """Commit the waiter's lease change and events, alone or with its group; raise its error."""
@@ -360,7 +321,7 @@ class SqliteStore:
             try:
                 self._transaction(conn, lambda: self._apply_all(conn, group))
             except sqlite3.IntegrityError as exc:
-                if len(group) == 1 and group[0].lease is None:  # nothing else to save
+                if len(group) == 1 and group[0].events:  # nothing else to save
                     first = group[0].events[0]
                     group[0].error = SeqConflict(first.run_id, first.seq, str(exc))
                     return
@@ -373,24 +334,72 @@ class SqliteStore:
         self._committed(sum(len(w.events) for w in group) // _ROWS_PER_PAGE)
 
     def _apply_all(self, conn: sqlite3.Connection, group: list[_Waiter]) -> None:
+        now = time.time()
         for w in group:
-            w.error = None if w.lease is None else self._change_lease(conn, w.run_id, w.lease)
-        batches = [w.events for w in group if w.error is None]
-        conn.executemany(
-            _INSERT, map(astuple, chain.from_iterable(batches))
-        )  # a StoredEvent's fields are the columns
+            if w.change is not None:
+                w.outcome = w.change(conn, now)
+            else:
+                self._check_fence(conn, w, now)
+        conn.executemany(  # a StoredEvent's fields are the columns
+            INSERT, map(astuple, chain.from_iterable([w.events for w in group if not w.error]))
+        )
+        for w in group:
+            if w.error is None and w.fence is not None and w.events:
+                w.token = self._apply_fence(conn, w.run_id, w.fence, now)
 
     def _apply_each(self, conn: sqlite3.Connection, group: list[_Waiter]) -> None:
+        now = time.time()
         for w in group:
             conn.execute("SAVEPOINT waiter")
             try:
-                w.error = None if w.lease is None else self._change_lease(conn, w.run_id, w.lease)
-                if w.error is None:
-                    conn.executemany(_INSERT, map(astuple, w.events))
+                if w.change is not None:
+                    w.outcome = w.change(conn, now)
+                else:
+                    self._check_fence(conn, w, now)
+                if w.error is None and w.events:
+                    conn.executemany(INSERT, map(astuple, w.events))
+                    if w.fence is not None:
+                        w.token = self._apply_fence(conn, w.run_id, w.fence, now)
             except sqlite3.IntegrityError as exc:
                 conn.execute("ROLLBACK TO waiter")
-                w.error = SeqConflict(w.events[0].run_id, w.events[0].seq, str(exc))
+                first = w.events[0] if w.events else None
+                w.error = SeqConflict(w.run_id, first.seq if first else -1, str(exc))
             conn.execute("RELEASE waiter")
+
+    @staticmethod
+    def _check_fence(conn: sqlite3.Connection, w: _Waiter, now: float) -> None:
+        """Whether the waiter's batch may be appended, as its error (None: it may): a
+        writer that takes the lease needs it free, one that holds it needs the run's token,
+        one with no fence needs nobody to hold it."""
+        fence = w.fence
+        row = conn.execute(
+            "SELECT owner, expires_at, token FROM leases WHERE run_id = ?", (w.run_id,)
+        ).fetchone()
+        if fence is not None and fence.token:
+            w.error = None if row and row[2] == fence.token else LeaseLost(w.run_id, fence.owner)
+            return
+        claimant = fence.owner if fence is not None else ""
+        held = row is not None and row[0] not in ("", claimant) and row[1] > now
+        w.error = LeaseHeld(w.run_id, row[0], row[1]) if held else None
+
+    @staticmethod
+    def _apply_fence(conn: sqlite3.Connection, run_id: str, fence: Fence, now: float) -> int:
+        """Take or release the lease as the (checked) fence says; the token now held."""
+        token = fence.token
+        if token == 0:
+            token = conn.execute(
+                "INSERT INTO leases (run_id, owner, expires_at, token) VALUES (?, ?, ?, 1) "
+                "ON CONFLICT (run_id) DO UPDATE SET owner = excluded.owner, "
+                "expires_at = excluded.expires_at, token = leases.token + 1 RETURNING token",
+                (run_id, fence.owner, now + fence.ttl_s),
+            ).fetchone()[0]
+        if fence.release:
+            conn.execute(
+                "UPDATE leases SET owner = '', expires_at = 0, status = ? WHERE run_id = ?",
+                (fence.status, run_id),
+            )
+            return 0
+        return int(token)
 
     def _committed(self, rows_pages: int = 0) -> None:
         """Count a write transaction and the WAL pages it is likely to have written."""
@@ -410,50 +419,87 @@ class SqliteStore:
 
     # --- leases -----------------------------------------------------------------------
 
-    async def acquire_lease(self, run_id: str, owner: str, ttl_s: float) -> Lease:
-        await self._submit(_Waiter(run_id, lease=LeaseChange(owner, ttl_s)))
-        return Lease(run_id, owner, time.time() + ttl_s)
-
-    @staticmethod
-    def _change_lease(
-        conn: sqlite3.Connection, run_id: str, lease: LeaseChange
-    ) -> LeaseHeld | None:
-        """Take or release a lease inside the caller's transaction; LeaseHeld if another
-        owner holds it (returned, so that a group's other changes go on)."""
-        if lease.ttl_s is None:
-            conn.execute("DELETE FROM leases WHERE run_id = ? AND owner = ?", (run_id, lease.owner))
-            return None
-        now = time.time()
-        cur = conn.execute(
-            "INSERT INTO leases (run_id, owner, expires_at) VALUES (?, ?, ?) "
-            "ON CONFLICT (run_id) DO UPDATE "
-            "SET owner = excluded.owner, expires_at = excluded.expires_at "
-            "WHERE leases.owner = excluded.owner OR leases.expires_at <= ?",
-            (run_id, lease.owner, now + lease.ttl_s, now),
-        )
-        if cur.rowcount == 0:
-            held = conn.execute(
-                "SELECT owner, expires_at FROM leases WHERE run_id = ?", (run_id,)
-            ).fetchone()
-            return LeaseHeld(run_id, held[0], held[1]) if held else LeaseHeld(run_id, "?")
-        return None
-
-    async def release_lease(self, run_id: str, owner: str) -> None:
-        if self._writer is None:
-            return
-        await self._submit(_Waiter(run_id, lease=LeaseChange(owner)))
-
-    async def break_lease(self, run_id: str) -> None:
+    async def _lease_write(self, change: Callable[[sqlite3.Connection, float], T]) -> T:
+        """Apply ``change`` to the leases in the next write transaction (with a group's
+        batches, when grouped); what it returns."""
         if self._writer is None:
             raise StoreError("the store is closed")
+        waiter = _Waiter("", (), None, change)
+        await self._submit(waiter)
+        return waiter.outcome  # type: ignore[no-any-return]
 
-        def delete(conn: sqlite3.Connection) -> None:
-            self._transaction(
-                conn, lambda: conn.execute("DELETE FROM leases WHERE run_id = ?", (run_id,))
+    async def acquire_lease(self, run_id: str, owner: str, ttl_s: float) -> Lease:
+        def take(conn: sqlite3.Connection, now: float) -> Lease | LeaseHeld:
+            row = conn.execute(
+                "INSERT INTO leases (run_id, owner, expires_at, token) VALUES (?, ?, ?, 1) "
+                "ON CONFLICT (run_id) DO UPDATE SET owner = excluded.owner, "
+                "expires_at = excluded.expires_at, token = leases.token + 1 "
+                "WHERE leases.owner IN ('', excluded.owner) OR leases.expires_at <= ? "
+                "RETURNING token",
+                (run_id, owner, now + ttl_s, now),
+            ).fetchone()
+            if row is None:
+                held = conn.execute(
+                    "SELECT owner, expires_at FROM leases WHERE run_id = ?", (run_id,)
+                ).fetchone()
+                return LeaseHeld(run_id, held[0], held[1])
+            return Lease(run_id, owner, now + ttl_s, row[0])
+
+        outcome = await self._lease_write(take)
+        if isinstance(outcome, LeaseHeld):
+            raise outcome
+        return outcome
+
+    async def renew_leases(self, leases: Sequence[Lease], ttl_s: float) -> list[Lease]:
+        def renew(conn: sqlite3.Connection, now: float) -> list[Lease]:
+            return [
+                lease
+                for lease in leases
+                if conn.execute(
+                    "UPDATE leases SET expires_at = ? WHERE run_id = ? AND owner = ? AND token = ?",
+                    (now + ttl_s, lease.run_id, lease.owner, lease.token),
+                ).rowcount
+                == 0
+            ]
+
+        return await self._lease_write(renew) if leases else []
+
+    async def release_lease(
+        self, run_id: str, owner: str, token: int = 0, status: str = ""
+    ) -> None:
+        if self._writer is None or not owner:
+            return
+
+        def release(conn: sqlite3.Connection, now: float) -> None:
+            conn.execute(
+                "UPDATE leases SET owner = '', expires_at = 0, "
+                "status = CASE WHEN ? = '' THEN status ELSE ? END "
+                "WHERE run_id = ? AND owner = ? AND ? IN (0, token)",
+                (status, status, run_id, owner, token),
             )
-            self._committed()
 
-        await self._write(delete, self._conn())
+        await self._lease_write(release)
+
+    async def break_lease(self, run_id: str) -> None:
+        def breaks(conn: sqlite3.Connection, now: float) -> None:
+            conn.execute(
+                "UPDATE leases SET owner = '', expires_at = 0, token = token + 1 WHERE run_id = ?",
+                (run_id,),
+            )
+
+        await self._lease_write(breaks)
+
+    async def claim(self, owner: str, ttl_s: float, limit: int) -> list[Lease]:
+        def claim(conn: sqlite3.Connection, now: float) -> list[Lease]:
+            rows = conn.execute(
+                "UPDATE leases SET owner = ?, expires_at = ?, token = token + 1 "
+                "WHERE run_id IN (SELECT run_id FROM leases WHERE status = 'active' "
+                "AND expires_at <= ? ORDER BY expires_at LIMIT ?) RETURNING run_id, token",
+                (owner, now + ttl_s, now, limit),
+            ).fetchall()
+            return [Lease(run_id, owner, now + ttl_s, token) for run_id, token in rows]
+
+        return await self._lease_write(claim)
 
     # --- reads ------------------------------------------------------------------------
 
@@ -472,9 +518,10 @@ class SqliteStore:
 
     async def runs(self) -> list[RunSummary]:
         rows = await self._read_conn().execute_fetchall(
-            "SELECT r.run_id, e.seq + 1, e.kind FROM runs r "
+            "SELECT r.run_id, e.seq + 1, e.kind, coalesce(l.status, 'active') FROM runs r "
             "JOIN events e ON e.run_id = r.run_id "
-            "AND e.seq = (SELECT MAX(seq) FROM events WHERE run_id = r.run_id) ORDER BY r.n"
+            "AND e.seq = (SELECT MAX(seq) FROM events WHERE run_id = r.run_id) "
+            "LEFT JOIN leases l ON l.run_id = r.run_id ORDER BY r.n"
         )
         return [RunSummary(*row) for row in rows]
 

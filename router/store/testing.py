@@ -13,8 +13,8 @@ import pytest
 
 from ..core.chain import Chain, verify
 from ..core.events import RunFailed, StoredEvent
-from ..core.protocols import LeaseChange, Store
-from ..errors import LeaseHeld, SeqConflict, StoreError
+from ..core.protocols import Fence, Store
+from ..errors import LeaseHeld, LeaseLost, SeqConflict, StoreError
 
 __all__ = [
     "sealed_run",
@@ -22,6 +22,8 @@ __all__ = [
     "test_store_append_is_all_or_nothing",
     "test_store_append_takes_and_releases_the_lease_in_one_step",
     "test_store_append_with_a_lease_is_all_or_nothing",
+    "test_store_claim_takes_the_lapsed_active_runs",
+    "test_store_fencing_refuses_a_stale_token",
     "test_store_lease_excludes_other_owners",
     "test_store_lease_expires_and_is_released",
     "test_store_lease_names_its_owner_and_breaks",
@@ -30,6 +32,7 @@ __all__ = [
     "test_store_refuses_a_batch_mixing_runs",
     "test_store_refuses_a_broken_prev_hash",
     "test_store_refuses_a_gap_or_a_repeat",
+    "test_store_renews_the_leases_still_held",
     "test_store_runs_lists_each_run_once",
     "test_store_scan_pages_through_every_run_in_append_order",
 ]
@@ -124,8 +127,9 @@ async def test_store_runs_lists_each_run_once(store: Store) -> None:
 
 async def test_store_lease_excludes_other_owners(store: Store) -> None:
     lease = await store.acquire_lease("r1", "p1", 60)
-    assert (lease.run_id, lease.owner) == ("r1", "p1")
-    await store.acquire_lease("r1", "p1", 60)  # the holder renews
+    assert (lease.run_id, lease.owner) == ("r1", "p1") and lease.token > 0
+    again = await store.acquire_lease("r1", "p1", 60)  # the holder takes it again: a new token
+    assert again.token > lease.token
     with pytest.raises(LeaseHeld) as info:
         await store.acquire_lease("r1", "p2", 60)
     assert info.value.owner == "p1"
@@ -133,39 +137,104 @@ async def test_store_lease_excludes_other_owners(store: Store) -> None:
 
 
 async def test_store_lease_expires_and_is_released(store: Store) -> None:
-    await store.acquire_lease("r1", "p1", 0)  # expires at once
-    await store.acquire_lease("r1", "p2", 60)  # so another owner may take it
+    first = await store.acquire_lease("r1", "p1", 0)  # expires at once
+    second = await store.acquire_lease("r1", "p2", 60)  # so another owner may take it
+    assert second.token > first.token
     await store.release_lease("r1", "p1")  # not the holder: no effect
     with pytest.raises(LeaseHeld):
         await store.acquire_lease("r1", "p1", 60)
-    await store.release_lease("r1", "p2")
-    await store.acquire_lease("r1", "p1", 60)
+    await store.release_lease("r1", "p2", first.token)  # the holder, with a stale token
+    with pytest.raises(LeaseHeld):
+        await store.acquire_lease("r1", "p1", 60)
+    await store.release_lease("r1", "p2", second.token)
+    assert (await store.acquire_lease("r1", "p1", 60)).token > second.token
 
 
 async def test_store_append_takes_and_releases_the_lease_in_one_step(store: Store) -> None:
     events = sealed_run("r1", 4)
-    await store.append(events[:2], lease=LeaseChange("p1", 60))
+    token = await store.append(events[:2], fence=Fence("p1", 0, 60))
+    assert token > 0
     with pytest.raises(LeaseHeld):  # the first batch took the lease
         await store.acquire_lease("r1", "p2", 60)
-    await store.append(events[2:3], lease=LeaseChange("p1", 60))  # the holder renews with a batch
-    await store.append(events[3:], lease=LeaseChange("p1"))  # the last batch releases it
+    assert await store.append(events[2:3], fence=Fence("p1", token)) == token
+    done = Fence("p1", token, release=True, status="ended")
+    assert await store.append(events[3:], fence=done) == 0  # the last batch releases it
+    assert [s.status for s in await store.runs()] == ["ended"]
     await store.acquire_lease("r1", "p2", 60)
     assert await store.read("r1") == events
 
 
 async def test_store_append_with_a_lease_is_all_or_nothing(store: Store) -> None:
     events = sealed_run("r1", 3)
-    await store.acquire_lease("r1", "p2", 60)
+    held = await store.acquire_lease("r1", "p2", 60)
     with pytest.raises(LeaseHeld):  # another owner holds it: the events are not appended
-        await store.append(events[:1], lease=LeaseChange("p1", 60))
+        await store.append(events[:1], fence=Fence("p1", 0, 60))
+    with pytest.raises(LeaseHeld):  # nor may a writer with no fence append
+        await store.append(events[:1])
     assert await store.read("r1") == []
-    await store.release_lease("r1", "p2")
+    await store.release_lease("r1", "p2", held.token)
     await store.append(events[:1])
     with pytest.raises(SeqConflict):  # a batch that does not continue the chain takes no lease
-        await store.append(events[2:], lease=LeaseChange("p1", 60))
+        await store.append(events[2:], fence=Fence("p1", 0, 60))
     await store.acquire_lease("r1", "p2", 60)
-    with pytest.raises(StoreError):  # a lease change goes with events
-        await store.append([], lease=LeaseChange("p2", 60))
+    with pytest.raises(StoreError):  # a fence goes with events
+        await store.append([], fence=Fence("p2", 0, 60))
+
+
+async def test_store_fencing_refuses_a_stale_token(store: Store) -> None:
+    events = sealed_run("r1", 4)
+    old = await store.append(events[:1], fence=Fence("p1", 0, 0))  # its lease lapses at once
+    new = await store.acquire_lease("r1", "p2", 60)  # another owner takes the run over
+    assert new.token > old
+    with pytest.raises(LeaseLost):  # the old writer wakes: refused, whatever its clock says
+        await store.append(events[1:2], fence=Fence("p1", old))
+    assert await store.read("r1") == events[:1]
+    assert await store.append(events[1:2], fence=Fence("p2", new.token)) == new.token
+    await store.break_lease("r1")  # an operator breaks the new owner's lease: fenced too
+    with pytest.raises(LeaseLost):
+        await store.append(events[2:3], fence=Fence("p2", new.token))
+    latest = await store.acquire_lease("r1", "p3", 60)
+    assert latest.token > new.token
+    assert await store.append(events[2:], fence=Fence("p3", latest.token)) == latest.token
+    assert await store.read("r1") == events
+
+
+async def test_store_renews_the_leases_still_held(store: Store) -> None:
+    a = await store.acquire_lease("a", "p1", 60)
+    b = await store.acquire_lease("b", "p1", 0)
+    assert await store.renew_leases([a, b], 60) == []  # b had lapsed, but nobody took it
+    b = await store.acquire_lease("b", "p1", 0)
+    await store.acquire_lease("b", "p2", 60)  # now somebody did
+    assert await store.renew_leases([a, b], 60) == [b]
+    with pytest.raises(LeaseHeld):  # a was renewed
+        await store.acquire_lease("a", "p2", 60)
+    assert await store.renew_leases([], 60) == []
+
+
+async def test_store_claim_takes_the_lapsed_active_runs(store: Store) -> None:
+    async def run(run_id: str, owner: str, ttl_s: float, release: str = "") -> None:
+        fence = Fence(owner, 0, ttl_s, bool(release), release or "active")
+        await store.append(sealed_run(run_id, 1), fence=fence)
+
+    await run("released", "p1", 60, release="active")  # its driver gave it back unfinished
+    await run("waiting", "p1", 60, release="waiting")  # waits for a person
+    await run("ended", "p1", 60, release="ended")
+    await run("parked", "p1", 60, release="parked")
+    await run("held", "p1", 60)  # its driver is alive
+    await run("lapsed", "p1", 0)  # its driver died
+    claimed = await store.claim("w1", 60, 10)
+    assert {c.run_id for c in claimed} == {"released", "lapsed"}
+    assert all(c.owner == "w1" and c.token > 0 for c in claimed)
+    assert await store.claim("w2", 60, 10) == []  # w1 holds them now
+    with pytest.raises(LeaseHeld):
+        await store.acquire_lease("lapsed", "p1", 60)
+    statuses = {s.run_id: s.status for s in await store.runs()}
+    assert statuses["waiting"] == "waiting" and statuses["lapsed"] == "active"
+    lapsed = next(c for c in claimed if c.run_id == "lapsed")
+    await store.release_lease("lapsed", "w1", lapsed.token, "waiting")
+    await store.release_lease("released", "w1", 0, "")  # status left as it was
+    assert [c.run_id for c in await store.claim("w2", 60, 10)] == ["released"]
+    assert await store.claim("w3", 0, 0) == []  # a limit of none
 
 
 async def test_store_scan_pages_through_every_run_in_append_order(store: Store) -> None:
