@@ -37,7 +37,9 @@ from .run.engine import Engine, RunResult
 from .run.fork import fork_run
 from .run.log import load_run
 from .run.runtime import Runtime, SystemClock
+from .run.worker import Worker
 from .store.memory import MemoryStore
+from .store.open import open_store
 from .store.postgres import PostgresStore
 from .store.sqlite import Durability, SqliteStore
 
@@ -91,8 +93,10 @@ __all__ = [
     "ToolOutput",
     "Tools",
     "Usage",
+    "Worker",
     "fork_run",
     "load_run",
+    "open_store",
     "resolve_call",
     "review_graph_run",
     "review_run",

@@ -50,6 +50,7 @@ from router.core.events import (
     RunForked,
     RunInterrupted,
     RunMigrated,
+    RunParked,
     RunResumed,
     RunStarted,
     StepRouted,
@@ -110,6 +111,7 @@ PREFIXES: dict[GraphPhase, list[Event]] = {
 
 SAMPLES: dict[Kind, Event] = {
     Kind.RUN_RESUMED: RunResumed(at=5, owner="o"),
+    Kind.RUN_PARKED: RunParked(at=5, reason="r", owner="o", attempts=3),
     Kind.RUN_FORKED: RunForked(at=5, parent_run_id="p", parent_seq=2, parent_hash="00"),
     Kind.RUN_MIGRATED: RunMigrated(at=5, migration="m", from_definition="d", to_definition="d2"),
     Kind.REVIEW_REQUESTED: ReviewRequested(at=5, rule="after_node", call_ids=("a",), reason="r"),

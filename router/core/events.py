@@ -43,6 +43,7 @@ __all__ = [
     "RunForked",
     "RunInterrupted",
     "RunMigrated",
+    "RunParked",
     "RunResumed",
     "RunStarted",
     "StepRouted",
@@ -292,6 +293,15 @@ class RunResumed(Event, frozen=True, tag="run_resumed"):
     owner: str
 
 
+class RunParked(Event, frozen=True, tag="run_parked"):
+    """A worker could not resume the run, again and again: it waits for an operator (an
+    explicit resume continues it)."""
+
+    reason: str
+    owner: str
+    attempts: int
+
+
 class RunForked(Event, frozen=True, tag="run_forked"):
     """This run copies another's first ``parent_seq`` events and goes on from there."""
 
@@ -431,6 +441,7 @@ AnyEvent: TypeAlias = (
     | ToolSucceeded
     | ToolFailed
     | RunResumed
+    | RunParked
     | RunForked
     | RunMigrated
     | RunInterrupted
@@ -461,6 +472,7 @@ class Kind(enum.StrEnum):
     TOOL_SUCCEEDED = "tool_succeeded"
     TOOL_FAILED = "tool_failed"
     RUN_RESUMED = "run_resumed"
+    RUN_PARKED = "run_parked"
     RUN_FORKED = "run_forked"
     RUN_MIGRATED = "run_migrated"
     RUN_INTERRUPTED = "run_interrupted"

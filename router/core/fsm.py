@@ -452,6 +452,7 @@ TABLE: dict[tuple[Phase, Kind], Entry] = {
 }
 for _phase in LIVE:
     TABLE[(_phase, Kind.RUN_RESUMED)] = (_noted, (_phase,))
+    TABLE[(_phase, Kind.RUN_PARKED)] = (_noted, (_phase,))
     TABLE[(_phase, Kind.RUN_MIGRATED)] = (_migrated, (_phase,))
     TABLE[(_phase, Kind.RUN_FORKED)] = (_noted, (_phase,))
     TABLE[(_phase, Kind.LIMIT_EXCEEDED)] = (_ended(LIMIT_EXCEEDED), (LIMIT_EXCEEDED,))

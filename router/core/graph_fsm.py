@@ -253,6 +253,7 @@ GRAPH_TABLE: dict[tuple[GraphPhase, Kind], tuple[Handler, tuple[GraphPhase, ...]
 }
 for _phase in LIVE:
     GRAPH_TABLE[(_phase, Kind.RUN_RESUMED)] = (_noted, (_phase,))
+    GRAPH_TABLE[(_phase, Kind.RUN_PARKED)] = (_noted, (_phase,))
     GRAPH_TABLE[(_phase, Kind.RUN_FORKED)] = (_noted, (_phase,))
     GRAPH_TABLE[(_phase, Kind.RUN_MIGRATED)] = (_migrated, (_phase,))
     GRAPH_TABLE[(_phase, Kind.LIMIT_EXCEEDED)] = (_ended(LIMIT_EXCEEDED), (LIMIT_EXCEEDED,))

@@ -81,8 +81,9 @@ class Model(Protocol):
 
 # A run's status for workers, kept beside its lease: "active" runs need a driver (a worker
 # claims one whose lease has lapsed), "waiting" runs wait for a person's decision, "ended"
-# runs are over, "parked" runs failed to resume again and again and wait for an operator.
-RUN_STATUSES = ("active", "waiting", "ended", "parked")
+# runs are over, "parked" runs failed to resume again and again and wait for an operator,
+# "child" runs are advanced by their parent's driver (a resumed parent resumes them).
+RUN_STATUSES = ("active", "waiting", "ended", "parked", "child")
 
 
 class RunSummary(msgspec.Struct, frozen=True):

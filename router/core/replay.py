@@ -34,6 +34,7 @@ from .events import (
     RunFailed,
     RunForked,
     RunMigrated,
+    RunParked,
     RunResumed,
     RunStarted,
     ToolCallResolved,
@@ -68,7 +69,7 @@ class ReplayReport(msgspec.Struct, frozen=True):
 # current effect allows them.
 _MODEL_OUTCOMES = (ModelRouted, ModelResponded, RunFailed, LimitExceeded)
 _TOOL_OUTCOMES = (ToolSucceeded, ToolFailed, LimitExceeded)
-_ANYTIME = (RunResumed, RunMigrated, RunForked, RunCancelled)
+_ANYTIME = (RunResumed, RunParked, RunMigrated, RunForked, RunCancelled)
 
 
 def _same(produced: Event, recorded: Event, encode: Callable[[Event], bytes]) -> bool:

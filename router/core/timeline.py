@@ -20,6 +20,7 @@ from .events import (
     RunForked,
     RunInterrupted,
     RunMigrated,
+    RunParked,
     RunResumed,
     RunStarted,
     StepRouted,
@@ -60,6 +61,10 @@ def _run_started(event: RunStarted) -> tuple[str, str]:
 
 def _run_resumed(event: RunResumed) -> tuple[str, str]:
     return "resumed", f"by {event.owner}"
+
+
+def _run_parked(event: RunParked) -> tuple[str, str]:
+    return "PARKED", f"by {event.owner} after {event.attempts} attempt(s): {_clip(event.reason)}"
 
 
 def _run_interrupted(event: RunInterrupted) -> tuple[str, str]:
@@ -220,6 +225,7 @@ _DESCRIBERS: dict[type, Callable[[Any], tuple[str, str]]] = {
     ToolSucceeded: _tool_succeeded,
     ToolFailed: _tool_failed,
     RunResumed: _run_resumed,
+    RunParked: _run_parked,
     RunInterrupted: _run_interrupted,
     ToolCallResolved: _tool_call_resolved,
     ReviewRequested: _review_requested,

@@ -30,6 +30,7 @@ from ..core.events import (
     RunFailed,
     RunForked,
     RunMigrated,
+    RunParked,
     RunResumed,
     StepRouted,
     Task,
@@ -51,7 +52,7 @@ from ..core.replay import Divergence, ReplayReport
 from ..errors import ConfigError, DefinitionChanged
 from ..run.attempt import attempt, deadline_passed, time_left
 from ..run.children import start_child
-from ..run.log import RunLog, drive, open_log, plaintext_of
+from ..run.log import RunLog, open_log, plaintext_of
 from ..run.runtime import Runtime, bind
 from .definition import CompiledGraph, NodeContext
 
@@ -63,6 +64,7 @@ _THE_WORLDS = (
     NodeFinished,
     NodeFailed,
     RunResumed,
+    RunParked,
     RunMigrated,
     RunForked,
     RunCancelled,
@@ -266,8 +268,7 @@ class GraphEngine:
 
     async def _drive(self, run: _GraphRun) -> GraphResult:
         try:
-            with drive(run.log):
-                await self._advance(run)
+            await self._advance(run)
         finally:
             await run.log.release()
         s = run.state
@@ -302,7 +303,7 @@ class GraphEngine:
                     return
         except anyio.get_cancelled_exc_class():
             with anyio.CancelScope(shield=True):
-                if not run.state.terminal:
+                if not run.state.terminal and not log.handed_over:
                     self._add(
                         run,
                         RunCancelled(

@@ -44,7 +44,7 @@ from ..core.transcript import Transcript
 from ..errors import ConfigError, DefinitionChanged, ModelError
 from .attempt import Attempted, attempt_again, deadline_passed, time_left
 from .calls import AgentRun, Calls
-from .log import RunLog, drive, open_log, plaintext_of
+from .log import RunLog, open_log, plaintext_of
 from .runtime import Runtime, bind
 
 __all__ = ["Engine", "RunResult"]
@@ -241,8 +241,7 @@ class Engine:
         """Advance the run until it stops, then release its lease, whatever happened."""
         token = current_run_id.set(run.run_id)  # model adapters tag their stream deltas with it
         try:
-            with drive(run.log):
-                return await self._advance(run)
+            return await self._advance(run)
         finally:
             current_run_id.reset(token)
             await run.log.release()
@@ -280,7 +279,7 @@ class Engine:
                     return RunResult.of(run.run_id, run.state)
         except anyio.get_cancelled_exc_class():
             with anyio.CancelScope(shield=True):
-                if not run.state.terminal:
+                if not run.state.terminal and not log.handed_over:
                     run.add(
                         RunCancelled(
                             at=self.runtime.clock.now_us(),

@@ -2,7 +2,8 @@
 is renewed every third of its time to live, on the event loop's clock (never a run's
 injected clock), whether the run is appending, waiting for the model, running a long tool
 or waiting for a child run. A lease found lost (another owner took the run over, or an
-operator broke it) stops that run's driver: its writes would be refused anyway.
+operator broke it) is marked on the run's writer: its driver's next batch is refused at
+once, and the run stops there (the store would refuse it anyway: its token is stale).
 
 One renewal is one transaction for all the runs this runtime holds. The keeper is a task
 of its own, started when a first lease is held and ending once none has been for a round.
@@ -22,6 +23,7 @@ class Held(Protocol):
     """A writer that holds a lease (a run's log)."""
 
     lease: Lease | None
+    handed_over: bool
 
     def lose(self) -> None:
         """The lease is no longer this writer's."""
@@ -50,6 +52,12 @@ class LeaseKeeper:
     def drop(self, writer: Held) -> None:
         self._held.pop(writer, None)
 
+    def hand_over(self) -> None:
+        """Mark every run held now as handed over: when its driver is cancelled next (a
+        worker shutting down), it gives the run back unfinished rather than ending it."""
+        for writer in self._held:
+            writer.handed_over = True
+
     async def _keep(self) -> None:
         try:
             while self._held:
@@ -59,7 +67,7 @@ class LeaseKeeper:
             return
 
     async def renew(self) -> None:
-        """Renew every lease held now; stop the writers whose lease is lost."""
+        """Renew every lease held now; mark the writers whose lease is lost."""
         writers = [w for w in self._held if w.lease is not None]
         if not writers:
             return

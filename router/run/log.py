@@ -10,8 +10,7 @@ decisions, forks and the end of a child run all write through it; nothing else c
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from typing import Any, final
 
 import anyio
@@ -29,7 +28,6 @@ from .runtime import Runtime
 
 __all__ = [
     "RunLog",
-    "drive",
     "end_run",
     "fold_run",
     "load_run",
@@ -65,7 +63,7 @@ class RunLog:
         "encode",
         "lease",
         "lost",
-        "driver",
+        "handed_over",
         "_fence",
     )
 
@@ -86,7 +84,7 @@ class RunLog:
         self.encode = _sealer(redaction, runtime)
         self.lease: Lease | None = None  # the lease this process holds, None if none
         self.lost = False  # the lease was taken over: nothing more is written
-        self.driver: anyio.CancelScope | None = None  # cancelled when the lease is lost
+        self.handed_over = False  # a cancellation gives the run back unfinished, not ended
         self._fence = Fence(runtime.owner, 0, runtime.lease_ttl_s)  # 0: takes it
         if lease is not None:
             self._hold(lease.token, lease)
@@ -145,11 +143,10 @@ class RunLog:
                 )
 
     def lose(self) -> None:
-        """Another owner took the run over: stop its driver; nothing more is written."""
+        """Another owner took the run over: the driver's next batch is refused at once
+        (LeaseLost), before any round trip, and the run stops there."""
         self.lost = True
         self.runtime.keeper.drop(self)
-        if self.driver is not None:
-            self.driver.cancel()
 
     def _hold(self, token: int, lease: Lease | None = None) -> None:
         runtime = self.runtime
@@ -169,20 +166,6 @@ class RunLog:
             shown = [decode_event(self.redaction.apply(encode_event(e))) for e in events]
         for observer in self.runtime.observers:
             observer.committed(self.run_id, shown)
-
-
-@contextmanager
-def drive(log: RunLog) -> Iterator[None]:
-    """The scope of a run's driver: cancelled if the run's lease is lost, whereupon the
-    driver stops (its writes are refused) and LeaseLost is raised."""
-    with anyio.CancelScope() as scope:
-        log.driver = scope
-        try:
-            yield
-        finally:
-            log.driver = None
-    if scope.cancelled_caught:
-        raise LeaseLost(log.run_id, log.runtime.owner)
 
 
 def plaintext_of(redaction: Redaction) -> Callable[[Event], bytes]:

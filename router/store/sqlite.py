@@ -326,6 +326,7 @@ class SqliteStore:
                     group[0].error = SeqConflict(first.run_id, first.seq, str(exc))
                     return
                 self._transaction(conn, lambda: self._apply_each(conn, group))
+
         except sqlite3.Error as exc:
             error = StoreError(f"{self.path}: write failed: {exc}")
             for w in group:
@@ -345,7 +346,7 @@ class SqliteStore:
         )
         for w in group:
             if w.error is None and w.fence is not None and w.events:
-                w.token = self._apply_fence(conn, w.run_id, w.fence, now)
+                w.token = self._apply_fence(conn, w, w.fence)
 
     def _apply_each(self, conn: sqlite3.Connection, group: list[_Waiter]) -> None:
         now = time.time()
@@ -359,7 +360,7 @@ class SqliteStore:
                 if w.error is None and w.events:
                     conn.executemany(INSERT, map(astuple, w.events))
                     if w.fence is not None:
-                        w.token = self._apply_fence(conn, w.run_id, w.fence, now)
+                        w.token = self._apply_fence(conn, w, w.fence)
             except sqlite3.IntegrityError as exc:
                 conn.execute("ROLLBACK TO waiter")
                 first = w.events[0] if w.events else None
@@ -368,38 +369,44 @@ class SqliteStore:
 
     @staticmethod
     def _check_fence(conn: sqlite3.Connection, w: _Waiter, now: float) -> None:
-        """Whether the waiter's batch may be appended, as its error (None: it may): a
-        writer that takes the lease needs it free, one that holds it needs the run's token,
-        one with no fence needs nobody to hold it."""
-        fence = w.fence
-        row = conn.execute(
-            "SELECT owner, expires_at, token FROM leases WHERE run_id = ?", (w.run_id,)
-        ).fetchone()
+        """Whether the waiter's batch may be appended, as its error (None: it may). A writer
+        that holds the lease needs the run's token still; one that takes it takes it here
+        (if it is free: the transaction is undone if the batch then fails); one with no
+        fence needs nobody to hold it."""
+        fence, run_id = w.fence, w.run_id
         if fence is not None and fence.token:
-            w.error = None if row and row[2] == fence.token else LeaseLost(w.run_id, fence.owner)
+            row = conn.execute("SELECT token FROM leases WHERE run_id = ?", (run_id,)).fetchone()
+            w.error = None if row and row[0] == fence.token else LeaseLost(run_id, fence.owner)
             return
-        claimant = fence.owner if fence is not None else ""
-        held = row is not None and row[0] not in ("", claimant) and row[1] > now
-        w.error = LeaseHeld(w.run_id, row[0], row[1]) if held else None
-
-    @staticmethod
-    def _apply_fence(conn: sqlite3.Connection, run_id: str, fence: Fence, now: float) -> int:
-        """Take or release the lease as the (checked) fence says; the token now held."""
-        token = fence.token
-        if token == 0:
-            token = conn.execute(
+        if fence is not None:
+            taken = conn.execute(
                 "INSERT INTO leases (run_id, owner, expires_at, token) VALUES (?, ?, ?, 1) "
                 "ON CONFLICT (run_id) DO UPDATE SET owner = excluded.owner, "
-                "expires_at = excluded.expires_at, token = leases.token + 1 RETURNING token",
-                (run_id, fence.owner, now + fence.ttl_s),
-            ).fetchone()[0]
+                "expires_at = excluded.expires_at, token = leases.token + 1 "
+                "WHERE leases.owner IN ('', excluded.owner) OR leases.expires_at <= ? "
+                "RETURNING token",
+                (run_id, fence.owner, now + fence.ttl_s, now),
+            ).fetchone()
+            if taken is not None:
+                w.token = taken[0]
+                return
+        held = conn.execute(
+            "SELECT owner, expires_at FROM leases WHERE run_id = ? AND owner != '' "
+            "AND expires_at > ?",
+            (run_id, now),
+        ).fetchone()
+        w.error = LeaseHeld(run_id, held[0], held[1]) if held else None
+
+    @staticmethod
+    def _apply_fence(conn: sqlite3.Connection, w: _Waiter, fence: Fence) -> int:
+        """Release the lease if the (checked) fence says so; the token now held."""
         if fence.release:
             conn.execute(
                 "UPDATE leases SET owner = '', expires_at = 0, status = ? WHERE run_id = ?",
-                (fence.status, run_id),
+                (fence.status, w.run_id),
             )
             return 0
-        return int(token)
+        return fence.token or w.token
 
     def _committed(self, rows_pages: int = 0) -> None:
         """Count a write transaction and the WAL pages it is likely to have written."""
