@@ -48,8 +48,9 @@ from ..run.engine import Engine
 from ..run.fork import fork_run
 from ..run.log import load_run, open_log
 from ..run.runtime import Runtime
+from ..store.open import is_postgres, open_store
 from ..store.sqlite import Durability, SqliteStore
-from . import demo
+from . import demo, ops
 
 __all__ = ["main"]
 
@@ -84,8 +85,7 @@ def _runtime(store: Store) -> Runtime:
     return Runtime(store, cipher=_cipher())
 
 
-def _crm_path(db: str) -> Path:
-    return Path(db).with_name(Path(db).stem + "-crm.sqlite")
+_crm_path = demo.crm_path
 
 
 def _demo_model(args: argparse.Namespace) -> Any:
@@ -136,7 +136,7 @@ async def _demo(args: argparse.Namespace) -> int:
 
 
 async def _runs(args: argparse.Namespace) -> int:
-    async with SqliteStore.open(args.db) as store:
+    async with open_store(args.db) as store:
         runs = await store.runs()
         print(f"{'run':<24} {'events':>6}  last event")
         for r in runs:
@@ -146,7 +146,7 @@ async def _runs(args: argparse.Namespace) -> int:
 
 
 async def _show(args: argparse.Namespace) -> int:
-    async with SqliteStore.open(args.db) as store:
+    async with open_store(args.db) as store:
         events, _ = await open_log(_runtime(store), args.run, lease=False)
     graph = isinstance(events[0], GraphStarted)
     print(render(args.run, events, fold_graph(None, events) if graph else fsm.fold(events)))
@@ -169,7 +169,7 @@ async def _verify(args: argparse.Namespace) -> int:
         )
         return 0
     cipher = _cipher()
-    async with SqliteStore.open(args.db) as store:
+    async with open_store(args.db) as store:
         total = unread = 0
         runs = await store.runs()
         for r in runs:
@@ -185,7 +185,7 @@ async def _verify(args: argparse.Namespace) -> int:
     return 0
 
 
-def _agent(spec: str, store: SqliteStore, db: str) -> Engine | GraphEngine:
+def _agent(spec: str, store: Store, db: str) -> Engine | GraphEngine:
     """The engine named by --agent MODULE:FUNCTION, called with the store (or the demo's):
     an Engine for agent runs or a GraphEngine for graph runs."""
     if spec == "demo":
@@ -204,7 +204,7 @@ def _agent(spec: str, store: SqliteStore, db: str) -> Engine | GraphEngine:
 
 
 async def _replay_one(
-    engine: Engine | GraphEngine, store: SqliteStore, run_id: str, spec: str
+    engine: Engine | GraphEngine, store: Store, run_id: str, spec: str
 ) -> str | None:
     """Replay one run; None if it is identical, else what to print. A run of another kind
     than the engine (a graph run and an agent, another graph) is refused by name, never
@@ -235,7 +235,7 @@ async def _replay_one(
 
 
 async def _replay(args: argparse.Namespace) -> int:
-    async with SqliteStore.open(args.db) as store:
+    async with open_store(args.db) as store:
         run_ids = [args.run] if args.run != "all" else [r.run_id for r in await store.runs()]
         engine = _agent(args.agent, store, args.db)
         failed = 0
@@ -249,7 +249,7 @@ async def _replay(args: argparse.Namespace) -> int:
 
 async def _report(args: argparse.Namespace) -> int:
     report = Report()
-    async with SqliteStore.open(args.db) as store:
+    async with open_store(args.db) as store:
         after = 0
         cipher = _cipher()
         while page := await store.scan(after=after, limit=10_000):
@@ -263,7 +263,7 @@ async def _report(args: argparse.Namespace) -> int:
 
 
 async def _fork(args: argparse.Namespace) -> int:
-    async with SqliteStore.open(args.db) as store:
+    async with open_store(args.db) as store:
         new_run_id = args.new or f"{args.run}-fork-{args.seq}"
         state = await fork_run(
             _runtime(store), args.run, args.seq, new_run_id=new_run_id, note=args.note
@@ -273,7 +273,7 @@ async def _fork(args: argparse.Namespace) -> int:
 
 
 async def _unlease(args: argparse.Namespace) -> int:
-    async with SqliteStore.open(args.db) as store:
+    async with open_store(args.db) as store:
         await store.break_lease(args.run)
     print(f"the lease on run {args.run} is broken; any process may resume it now")
     return 0
@@ -285,7 +285,7 @@ async def _export(args: argparse.Namespace) -> int:
     def progress(count: int) -> None:
         print(f"\r{count} events", end="", file=sys.stderr, flush=True)
 
-    async with SqliteStore.open(args.db) as store:
+    async with open_store(args.db) as store:
         summary = await export(
             store,
             args.out,
@@ -312,7 +312,7 @@ async def _decide(args: argparse.Namespace) -> int:
             result = orjson.loads(args.result)
         except orjson.JSONDecodeError as exc:
             raise SystemExit(f"router decide: --result is not JSON: {exc}") from exc
-    async with SqliteStore.open(args.db) as store:
+    async with open_store(args.db) as store:
         state = await resolve_call(
             _runtime(store),
             args.run,
@@ -333,7 +333,7 @@ async def _review(args: argparse.Namespace) -> int:
             arguments = orjson.loads(args.edit)
         except orjson.JSONDecodeError as exc:
             raise SystemExit(f"router {args.command}: --edit is not JSON: {exc}") from exc
-    async with SqliteStore.open(args.db) as store:
+    async with open_store(args.db) as store:
         first = await store.read(args.run, after=-1)
         if first and first[0].kind == "graph_started":
             if arguments is not None:
@@ -389,6 +389,7 @@ def _parser() -> argparse.ArgumentParser:
     _add_log_readers(sub)
     _add_run_changers(sub)
     _add_offline(sub)
+    ops.add_commands(sub, _add)
     return parser
 
 
@@ -396,8 +397,12 @@ def _add(sub: _Commands, name: str, fn: _Command, help: str) -> argparse.Argumen
     """A subcommand that runs ``fn``; every one that reads or writes a log takes --db."""
     p = sub.add_parser(name, help=help, description=help)
     p.set_defaults(fn=fn)
-    if name not in ("fsm", "conformance"):
-        p.add_argument("--db", default="router.db", help="the SQLite log (default: router.db)")
+    if name not in ("fsm", "conformance", "migrate"):
+        p.add_argument(
+            "--db",
+            default="router.db",
+            help="the log: a SQLite file, or a postgresql:// URL (default: router.db)",
+        )
     return p
 
 
@@ -508,6 +513,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         getattr(args, "db", None)
         and args.command != "demo"
         and not getattr(args, "export", None)
+        and not is_postgres(args.db)
         and not Path(args.db).exists()
     ):
         print(f"router: no log at {args.db}", file=sys.stderr)

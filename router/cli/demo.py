@@ -31,6 +31,7 @@ __all__ = [
     "PRICES",
     "PRINCIPAL",
     "QUESTION",
+    "crm_path",
     "demo_engine",
     "demo_model",
     "demo_tools",
@@ -171,6 +172,13 @@ def demo_model() -> ScriptedModel:
         ],
         name=MODEL,
     )
+
+
+def crm_path(db: str) -> Path:
+    """Where the demo keeps its CRM table: beside a SQLite log, or here for PostgreSQL."""
+    if db.startswith(("postgresql://", "postgres://")):
+        return Path("router-demo-crm.sqlite")
+    return Path(db).with_name(Path(db).stem + "-crm.sqlite")
 
 
 def demo_engine(

@@ -138,9 +138,11 @@ class GraphEngine:
         run_id: str | None = None,
         parent_run_id: str = "",
         redaction: Redaction | None = None,
+        drive: bool = True,
     ) -> GraphResult:
         """Start a graph run from ``state`` and drive it until it ends or waits for a
-        reviewer. redaction: a policy besides the engine's own (a parent run's).
+        reviewer (``drive`` False: record its start only, for a ``Worker`` to advance).
+        redaction: a policy besides the engine's own (a parent run's).
         Raises ConfigError on a state that is not JSON-encodable, a principal that is not
         one, or a run id that is taken."""
         try:
@@ -172,6 +174,9 @@ class GraphEngine:
                 redaction=RedactionPolicy(**policy.describe()) if policy else RedactionPolicy(),
             ),
         )
+        if not drive:  # recorded, its lease given back: a Worker advances it
+            await run.log.close(run.state)
+            return self._result(run)
         return await self._drive(run)
 
     async def resume(self, run_id: str, *, migration: str | None = None) -> GraphResult:
@@ -271,6 +276,10 @@ class GraphEngine:
             await self._advance(run)
         finally:
             await run.log.release()
+        return self._result(run)
+
+    @staticmethod
+    def _result(run: _GraphRun) -> GraphResult:
         s = run.state
         return GraphResult(
             run.run_id, s.phase, s.state, s.step, s.reason, s.usage, s.cost_nusd / 1e9

@@ -145,9 +145,12 @@ class Engine:
         run_id: str | None = None,
         parent_run_id: str = "",
         redaction: Redaction | None = None,
+        drive: bool = True,
     ) -> RunResult:
         """Start a run and drive it until it ends or waits for a reviewer.
 
+        drive: False records the run's start and returns at once, the run left for a
+        ``Worker`` to advance (a service that enqueues runs for its workers).
         parent_run_id: for a child agent, the run that spawned it (recorded in its log).
         redaction: a policy to apply besides the agent's own (a child run's parent's).
         Raises ConfigError on bad input or a run id that is taken."""
@@ -185,6 +188,9 @@ class Engine:
                 parts=self.parts,
             )
         )
+        if not drive:  # recorded, its lease given back: a Worker advances it
+            await run.log.close(run.state)
+            return RunResult.of(run_id, run.state)
         return await self._drive(run)
 
     async def resume(self, run_id: str, *, migration: str | None = None) -> RunResult:

@@ -89,6 +89,7 @@ class Worker:
         self.failures: dict[str, int] = {}
         self.resumed = 0  # runs this worker drove until they stopped (ended or waiting)
         self.parked = 0
+        self.lost = 0  # runs another process took over while this worker advanced them
         self._wake = anyio.Event()
         self._stopping = False
 
@@ -156,7 +157,10 @@ class Worker:
         run_id = lease.run_id
         try:
             await self._resume(lease)
-        except (LeaseHeld, LeaseLost):
+        except LeaseLost:
+            self.lost += 1  # another process advances it now; nothing more was written
+            log.info("run %s: its lease was taken over; this worker stopped advancing it", run_id)
+        except LeaseHeld:
             pass  # another process advances it now
         except Exception as exc:
             await self._failed(run_id, exc)

@@ -75,12 +75,12 @@ END $$;
 CREATE OR REPLACE TRIGGER router_events_continue_chain BEFORE INSERT ON router_events
     FOR EACH ROW EXECUTE FUNCTION router_continue_chain();
 
-DROP FUNCTION IF EXISTS router_take_lease(TEXT, TEXT, DOUBLE PRECISION);
+DROP FUNCTION IF EXISTS router_take_lease(TEXT, TEXT, DOUBLE PRECISION);  -- an earlier layout
 DROP FUNCTION IF EXISTS router_append(
     TEXT, BIGINT[], TEXT[], BYTEA[], BYTEA[], BYTEA[], TEXT, DOUBLE PRECISION, SMALLINT);
 
 -- Take the run's lease for p_owner unless another owner holds it; bumps the token.
-CREATE OR REPLACE FUNCTION router_take_lease(p_run TEXT, p_owner TEXT, p_ttl DOUBLE PRECISION)
+CREATE OR REPLACE FUNCTION router_take(p_run TEXT, p_owner TEXT, p_ttl DOUBLE PRECISION)
 RETURNS BIGINT LANGUAGE plpgsql AS $$
 DECLARE held_by TEXT; expires TIMESTAMPTZ; taken BIGINT;
 BEGIN
@@ -119,7 +119,7 @@ BEGIN
                 USING ERRCODE = 'RT001', DETAIL = extract(epoch FROM expires);
         END IF;
     ELSE
-        token := router_take_lease(p_run, p_owner, p_ttl);
+        token := router_take(p_run, p_owner, p_ttl);
     END IF;
     INSERT INTO router_events (run_id, seq, kind, payload, prev_hash, hash)
     SELECT p_run, s, k, p, ph, h
@@ -251,7 +251,7 @@ class PostgresStore:
         try:
             token, until = await self._pool.fetchrow(
                 "SELECT t, extract(epoch FROM clock_timestamp())::float8 + $3 "
-                "FROM router_take_lease($1, $2, $3) AS t",
+                "FROM router_take($1, $2, $3) AS t",
                 run_id,
                 owner,
                 ttl_s,
