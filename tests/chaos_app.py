@@ -5,6 +5,7 @@ card (not idempotent: every run of it is written to an external ledger), and a g
 from __future__ import annotations
 
 import os
+import signal
 import sqlite3
 from collections.abc import Sequence
 from typing import Any
@@ -36,11 +37,17 @@ def ledger(path: str) -> sqlite3.Connection:
 
 
 class Cashier:
-    """A model that asks for CHARGES charges, one a turn, then answers; it takes a moment."""
+    """A model that asks for CHARGES charges, one a turn, then answers; it takes a moment.
+    In a process started with CHAOS_FREEZE=1 its first answer freezes the process (SIGSTOP,
+    as a GC pause or a partition would), in the middle of a run it holds."""
 
     name = "cashier"
+    freeze = os.environ.get("CHAOS_FREEZE") == "1"
 
     async def respond(self, messages: Sequence[Message], tools: Sequence[Any]) -> ModelTurn:
+        if Cashier.freeze:
+            Cashier.freeze = False
+            os.kill(os.getpid(), signal.SIGSTOP)
         await anyio.sleep(0.01)
         done = sum(1 for m in messages if m.role == "tool")
         if done >= CHARGES:

@@ -10,6 +10,7 @@ decisions, forks and the end of a child run all write through it; nothing else c
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
 from typing import Any, final
 
@@ -37,6 +38,7 @@ __all__ = [
     "status_of",
 ]
 
+_log = logging.getLogger("router.lease")
 _WAITING = frozenset({"interrupted", "awaiting_review"})
 
 
@@ -145,6 +147,10 @@ class RunLog:
     def lose(self) -> None:
         """Another owner took the run over: the driver's next batch is refused at once
         (LeaseLost), before any round trip, and the run stops there."""
+        if not self.lost:
+            _log.warning(
+                "run %s: another owner took it over; this process writes no more", self.run_id
+            )
         self.lost = True
         self.runtime.keeper.drop(self)
 
