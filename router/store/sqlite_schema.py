@@ -33,7 +33,6 @@ CREATE TABLE IF NOT EXISTS leases (
     token      INTEGER NOT NULL DEFAULT 0,
     status     TEXT NOT NULL DEFAULT 'active'
 );
-CREATE INDEX IF NOT EXISTS leases_to_claim ON leases (status, expires_at);
 CREATE TRIGGER IF NOT EXISTS events_refuse_update BEFORE UPDATE ON events
 BEGIN SELECT RAISE(ABORT, 'router: the event log is append-only; UPDATE is refused'); END;
 CREATE TRIGGER IF NOT EXISTS events_refuse_delete BEFORE DELETE ON events

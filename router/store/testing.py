@@ -24,6 +24,7 @@ __all__ = [
     "test_store_append_with_a_lease_is_all_or_nothing",
     "test_store_claim_takes_the_lapsed_active_runs",
     "test_store_fencing_refuses_a_stale_token",
+    "test_store_fencing_holds_after_a_refused_batch",
     "test_store_lease_excludes_other_owners",
     "test_store_lease_expires_and_is_released",
     "test_store_lease_names_its_owner_and_breaks",
@@ -259,3 +260,17 @@ async def test_store_lease_names_its_owner_and_breaks(store: Store) -> None:
     await store.break_lease("r1")  # an operator breaks a dead owner's lease
     await store.acquire_lease("r1", "alive", 60)
     await store.break_lease("missing")  # no lease: nothing to break
+
+
+async def test_store_fencing_holds_after_a_refused_batch(store: Store) -> None:
+    events = sealed_run("r1", 3)
+    token = await store.append(events[:1], fence=Fence("p1", 0, 0))  # lapses at once
+    with pytest.raises(SeqConflict):  # refused: it does not continue the chain
+        await store.append(events[2:], fence=Fence("p1", token))
+    taken = await store.acquire_lease("r1", "p2", 60)
+    with pytest.raises(LeaseLost):  # the stale holder is still fenced
+        await store.append(events[1:2], fence=Fence("p1", token))
+    assert await store.append(events[1:2], fence=Fence("p2", taken.token)) == taken.token
+    with pytest.raises(LeaseLost):
+        await store.append(events[2:], fence=Fence("p1", token))
+    assert await store.read("r1") == events[:2]
