@@ -66,3 +66,45 @@ async def test_postgres_refuses_update_delete_and_a_forged_insert(server: Server
         await conn.close()
     async with PostgresStore.open(dsn) as store:
         assert verify(await store.read("r1")) == 3
+
+
+async def test_a_decision_wakes_the_workers_at_once(store: Store) -> None:
+    import anyio
+
+    from router import (
+        Engine,
+        Principal,
+        ReviewRules,
+        Runtime,
+        ScriptedModel,
+        Tools,
+        Worker,
+        review_run,
+        tool,
+    )
+    from router.models.scripted import call, say
+
+    @tool(inline=True, idempotent=True)
+    def add(a: int, b: int) -> int:
+        """Add two integers."""
+        return a + b
+
+    rules = ReviewRules(before_tools=frozenset({"add"}))
+
+    def agent(turns: list) -> Engine:  # type: ignore[type-arg]
+        return Engine(store, ScriptedModel(turns), Tools([add]), agent="adder", review=rules)
+
+    turns = [call("add", '{"a": 1, "b": 2}'), say("3")]
+    waiting = await agent(turns).start("add", principal=Principal(id="u"), run_id="r")
+    assert waiting.phase == "awaiting_review"
+    worker = Worker(Runtime(store, owner="w"), [agent(turns[1:])], poll_s=3600)
+    ready = anyio.Event()
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(lambda: worker.serve(ready=ready.set))
+        await ready.wait()  # it has looked once, found nothing, and polls again in an hour
+        await review_run(store, "r", "approve", by="ann")
+        with anyio.fail_after(60):  # woken by the notification, not its poll
+            while worker.resumed < 1:
+                await anyio.sleep(0.01)
+        worker.stop()
+    assert [s.status for s in await store.runs()] == ["ended"]
