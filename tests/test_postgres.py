@@ -108,3 +108,41 @@ async def test_a_decision_wakes_the_workers_at_once(store: Store) -> None:
                 await anyio.sleep(0.01)
         worker.stop()
     assert [s.status for s in await store.runs()] == ["ended"]
+
+
+async def test_the_documented_grants_are_enough_for_an_application_role(server: Server) -> None:
+    from router.core.protocols import Fence
+    from router.store.postgres import PostgresStore
+
+    dsn = await fresh_database(server)
+    async with PostgresStore.open(dsn):  # the owner creates the schema
+        pass
+    role = f"router_app_{next(_names)}"
+    owner = await asyncpg.connect(dsn)
+    try:
+        await owner.execute(f"CREATE ROLE {role} LOGIN")
+        await owner.execute(f"GRANT INSERT, SELECT ON router_events TO {role}")
+        await owner.execute(f"GRANT USAGE ON SEQUENCE router_events_id_seq TO {role}")
+        await owner.execute(f"GRANT SELECT, INSERT, UPDATE ON router_leases TO {role}")
+    finally:
+        await owner.close()
+    app_dsn = dsn.replace("postgresql://postgres@", f"postgresql://{role}@")
+    store = PostgresStore(await asyncpg.create_pool(app_dsn, min_size=1, max_size=2))
+    try:
+        events = sealed_run("r", 3)
+        token = await store.append(events[:1], fence=Fence("app", 0, 60))
+        await store.append(events[1:2], fence=Fence("app", token))
+        assert await store.renew_leases([await store.acquire_lease("r", "app", 60)], 60) == []
+        await store.release_lease("r", "app")
+        await store.append(events[2:], fence=Fence("app", 0, 0, True, "active"))
+        assert [lease.run_id for lease in await store.claim("w", 60, 5)] == ["r"]
+        await store.break_lease("r")
+        assert verify(await store.read("r")) == 3
+        conn = await asyncpg.connect(app_dsn)
+        try:
+            with pytest.raises(asyncpg.PostgresError):  # no grant, and the triggers refuse
+                await conn.execute("UPDATE router_events SET kind = 'x'")
+        finally:
+            await conn.close()
+    finally:
+        await store.aclose()

@@ -1,9 +1,10 @@
 """The one writer of a run's log.
 
 Every event that reaches a store goes through a RunLog: sealed (redaction first, then
-encryption), linked onto the run's hash chain, appended in one batch with the lease change
-riding along in the same transaction, the lease renewed on the injected clock, and what was
-stored handed to the observers (the redacted form). Agent and graph engines, reviews and
+encryption), linked onto the run's hash chain, appended in one batch that carries the
+writer's fencing token (and takes or releases the lease in the same transaction), and what
+was stored handed to the observers (the redacted form). The runtime's lease keeper renews
+the leases of the logs that hold one. Agent and graph engines, reviews and
 decisions, forks and the end of a child run all write through it; nothing else calls
 ``Store.append``.
 """

@@ -2,11 +2,13 @@
 
 The database itself enforces the log, whoever the writer is: triggers refuse UPDATE and
 DELETE on the events table, and refuse an INSERT whose seq or prev_hash does not continue
-the run's chain. An application role needs only INSERT and SELECT on ``router_events`` and
-EXECUTE on the ``router_*`` functions (which run as their owner and keep the leases and run
-list). An append is one round trip: one call of ``router_append``, which checks the lease,
-inserts the batch and takes, renews or releases the lease in one transaction. A lease's
-expiry is judged on the database's clock (``clock_timestamp()``), never the writer's.
+the run's chain. An application role needs INSERT and SELECT on ``router_events`` (and
+USAGE on its id sequence), never UPDATE or DELETE, and SELECT, INSERT and UPDATE on
+``router_leases``, the one mutable table (leases, fencing tokens, statuses for workers).
+An append is one round trip: one call of ``router_append``, which checks the writer's
+fencing token, inserts the batch and takes or releases the lease in one transaction. A
+lease's expiry is judged on the database's clock (``clock_timestamp()``), never the
+writer's.
 """
 
 from __future__ import annotations
