@@ -16,7 +16,17 @@ from typing import Any
 
 import anyio
 
-from router import Engine, Message, ModelTurn, ProposedCall, Runtime, SqliteStore, Tools, tool
+from router import (
+    Engine,
+    Limits,
+    Message,
+    ModelTurn,
+    ProposedCall,
+    Runtime,
+    SqliteStore,
+    Tools,
+    tool,
+)
 
 from .measure import Record, record
 from .peers import Samples
@@ -44,8 +54,6 @@ def tick(n: int) -> int:
 
 def definitions(runtime: Runtime) -> list[Engine]:
     """The application the workers serve (``router worker --app bench.failover:definitions``)."""
-    from router import Limits
-
     limits = Limits(max_steps=TURNS, max_tool_calls=TURNS)
     return [Engine(runtime, Plodder(), Tools([tick]), agent="plodder", limits=limits)]
 

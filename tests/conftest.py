@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -13,3 +14,16 @@ import pytest
 )
 def anyio_backend(request: Any) -> Any:
     return request.param
+
+
+@pytest.fixture
+def postgres() -> Iterator[str]:
+    """The URL of a private PostgreSQL server of the test's own (see postgres_server)."""
+    pytest.importorskip("asyncpg", reason='needs asyncpg: pip install "router[postgres]"')
+    from postgres_server import Server
+
+    server = Server()
+    try:
+        yield server.dsn()
+    finally:
+        server.stop()

@@ -11,7 +11,6 @@ import random
 import signal
 import subprocess
 import sys
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import anyio
@@ -157,18 +156,6 @@ async def chaos(location: str, tmp_path: Path, agents: int, graphs: int) -> int:
             workers.stop_all()
         await check_outcome(store, ledger_path, run_ids)
     return kills
-
-
-@pytest.fixture
-async def postgres(tmp_path: Path) -> AsyncIterator[str]:
-    pytest.importorskip("asyncpg", reason='needs asyncpg: pip install "router[postgres]"')
-    from postgres_server import Server
-
-    server = Server()
-    try:
-        yield server.dsn()
-    finally:
-        server.stop()
 
 
 async def test_chaos_on_postgres(postgres: str, tmp_path: Path) -> None:

@@ -7,7 +7,6 @@ from __future__ import annotations
 import sqlite3
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import anyio
@@ -19,18 +18,6 @@ from router.core.protocols import Fence
 from router.store.testing import sealed_run
 
 RUNS = 10_000
-
-
-@pytest.fixture(scope="module")
-def postgres() -> Iterator[str]:
-    pytest.importorskip("asyncpg", reason='needs asyncpg: pip install "router[postgres]"')
-    from postgres_server import Server
-
-    server = Server()
-    try:
-        yield server.dsn()
-    finally:
-        server.stop()
 
 
 def hashes(db: Path) -> list[tuple[str, int, bytes]]:

@@ -22,7 +22,6 @@ events); ``verify`` checks the chain of sealed events without them.
 from __future__ import annotations
 
 import argparse
-import importlib
 import os
 import sys
 from collections.abc import Awaitable, Callable, Sequence
@@ -190,12 +189,7 @@ def _agent(spec: str, store: Store, db: str) -> Engine | GraphEngine:
     an Engine for agent runs or a GraphEngine for graph runs."""
     if spec == "demo":
         return demo.demo_engine(_runtime(store), _crm_path(db))
-    module_name, _, attr = spec.partition(":")
-    try:
-        factory = getattr(importlib.import_module(module_name), attr)
-    except (ImportError, AttributeError, ValueError) as exc:
-        raise ConfigError(f"--agent {spec!r}: cannot load it: {exc}") from exc
-    engine = factory(store)
+    engine = ops.load_factory("--agent", spec)(store)
     if not isinstance(engine, Engine | GraphEngine):
         raise ConfigError(
             f"--agent {spec!r} returned {type(engine).__name__}, not an Engine or a GraphEngine"

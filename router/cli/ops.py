@@ -20,21 +20,25 @@ from ..store.copy import backup_sqlite, migrate
 from ..store.open import is_postgres, open_store
 from . import demo
 
-__all__ = ["add_commands"]
+__all__ = ["add_commands", "load_factory"]
 
 _Adder = Callable[..., argparse.ArgumentParser]
+
+
+def load_factory(option: str, spec: str) -> Callable[..., Any]:
+    """The function an option names as MODULE:FUNCTION (an application's definitions)."""
+    module_name, _, attr = spec.partition(":")
+    try:
+        return getattr(importlib.import_module(module_name), attr)  # type: ignore[no-any-return]
+    except (ImportError, AttributeError, ValueError) as exc:
+        raise ConfigError(f"{option} {spec!r}: cannot load it: {exc}") from exc
 
 
 def _definitions(spec: str, runtime: Runtime, db: str) -> Iterable[Any]:
     """The definitions named by --app MODULE:FUNCTION, called with the worker's runtime."""
     if spec == "demo":
         return [demo.demo_engine(runtime, demo.crm_path(db))]
-    module_name, _, attr = spec.partition(":")
-    try:
-        factory = getattr(importlib.import_module(module_name), attr)
-    except (ImportError, AttributeError, ValueError) as exc:
-        raise ConfigError(f"--app {spec!r}: cannot load it: {exc}") from exc
-    return list(factory(runtime))
+    return list(load_factory("--app", spec)(runtime))
 
 
 async def _worker(args: argparse.Namespace) -> int:

@@ -18,10 +18,10 @@ from ..core.events import Principal
 from ..core.limits import Budget, Meter
 from ..core.protocols import Store
 from ..core.redaction import Redaction
-from .log import end_run, fold_run, open_log
+from .log import WAITING, end_run, fold_run, open_log
 from .runtime import Runtime
 
-__all__ = ["Parent", "start_child"]
+__all__ = ["Child", "Parent", "start_child"]
 
 
 class Parent(Protocol):
@@ -59,9 +59,6 @@ class Child(Protocol):
     def on(self) -> Callable[[Runtime], Any]: ...
 
 
-_WAITING = ("interrupted", "awaiting_review")
-
-
 async def start_child(engine: Child, run_id: str, opening: Any, parent: Parent) -> Any:
     """Start the child run ``run_id`` of the run ``parent`` serves with ``opening`` (an
     agent's messages, a graph's state), or resume it if it exists; returns its result.
@@ -88,7 +85,7 @@ async def start_child(engine: Child, run_id: str, opening: Any, parent: Parent) 
         with anyio.CancelScope(shield=True):
             await _report_from_log(child.runtime, run_id, parent)
         raise
-    if result.phase in _WAITING:
+    if result.phase in WAITING:
         reason = f"its parent {parent.run_id} went on without it ({result.phase})"
         await end_run(child.runtime, run_id, reason)
     if parent.meter is not None:

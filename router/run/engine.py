@@ -44,7 +44,7 @@ from ..core.transcript import Transcript
 from ..errors import ConfigError, DefinitionChanged, ModelError
 from .attempt import Attempted, attempt_again, deadline_passed, time_left
 from .calls import AgentRun, Calls
-from .log import RunLog, open_log, plaintext_of
+from .log import RunLog, open_log, plaintext_of, status_of
 from .runtime import Runtime, bind
 
 __all__ = ["Engine", "RunResult"]
@@ -210,7 +210,7 @@ class Engine:
         try:
             run = AgentRun(log, fold(events), Transcript(events))
             state = run.state
-            if state.terminal or state.phase in (Phase.INTERRUPTED, Phase.AWAITING_REVIEW):
+            if status_of(state) != "active":  # ended, or waiting for a person
                 await log.close(state)
                 return RunResult.of(run_id, state)
             now = self.runtime.clock.now_us()

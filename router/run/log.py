@@ -29,6 +29,7 @@ from ..errors import ConfigError, LeaseLost, RunNotFound
 from .runtime import Runtime
 
 __all__ = [
+    "WAITING",
     "RunLog",
     "end_run",
     "fold_run",
@@ -40,14 +41,15 @@ __all__ = [
 ]
 
 _log = logging.getLogger("router.lease")
-_WAITING = frozenset({"interrupted", "awaiting_review"})
+# The phases in which a run, of either kind, waits for a person's decision.
+WAITING = frozenset({"interrupted", "awaiting_review"})
 
 
 def status_of(state: RunState | GraphState) -> str:
     """A run's status for workers: "ended", "waiting" for a person, or "active"."""
     if state.terminal:
         return "ended"
-    return "waiting" if state.phase in _WAITING else "active"
+    return "waiting" if state.phase in WAITING else "active"
 
 
 @final

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable, Iterable
-from typing import Any, Protocol, final
+from typing import Any, final
 
 import anyio
 
@@ -21,18 +21,13 @@ from ..core.events import GraphStarted, RunParked, RunStarted
 from ..core.protocols import Lease
 from ..core.stored import decode_run
 from ..errors import ConfigError, LeaseHeld, LeaseLost
+from .children import Child
 from .log import open_log
 from .runtime import Runtime
 
-__all__ = ["Definition", "Worker"]
+__all__ = ["Worker"]
 
 log = logging.getLogger("router.worker")
-
-
-class Definition(Protocol):
-    """An agent's ``Engine`` or a graph's ``GraphEngine``."""
-
-    def on(self, runtime: Runtime) -> Any: ...
 
 
 def _name_of(definition: Any) -> tuple[str, str]:
@@ -63,7 +58,7 @@ class Worker:
     def __init__(
         self,
         runtime: Runtime,
-        definitions: Iterable[Definition],
+        definitions: Iterable[Child],
         *,
         concurrency: int = 16,
         poll_s: float = 1.0,

@@ -5,9 +5,24 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from ..core.events import StoredEvent
+from ..core.protocols import Fence
 from ..errors import SeqConflict, StoreError
 
-__all__ = ["check_continues"]
+__all__ = ["batch_run", "check_continues"]
+
+
+def batch_run(events: Sequence[StoredEvent], fence: Fence | None) -> str:
+    """The run an append's batch belongs to ("" for an empty batch, which appends nothing).
+    Raises StoreError for a fence with no events, or a batch that mixes runs."""
+    if not events:
+        if fence is not None:
+            raise StoreError("a fence goes with events; use the lease methods alone")
+        return ""
+    run_id = events[0].run_id
+    for event in events:
+        if event.run_id != run_id:
+            raise StoreError("one append holds the events of one run")
+    return run_id
 
 
 def check_continues(events: Sequence[StoredEvent], next_seq: int, head: bytes) -> None:

@@ -10,7 +10,7 @@ from ..core.chain import GENESIS
 from ..core.events import StoredEvent
 from ..core.protocols import Fence, Lease, RunSummary
 from ..errors import LeaseHeld, LeaseLost, StoreError
-from ..store import check_continues
+from ..store import batch_run, check_continues
 
 __all__ = ["MemoryStore"]
 
@@ -43,11 +43,9 @@ class MemoryStore:
     async def append(self, events: Sequence[StoredEvent], *, fence: Fence | None = None) -> int:
         if self._closed:
             raise StoreError("the store is closed")
-        if not events:
-            if fence is not None:
-                raise StoreError("a fence goes with events; use the lease methods alone")
+        run_id = batch_run(events, fence)
+        if not run_id:
             return 0
-        run_id = events[0].run_id
         row = self._rows.get(run_id)
         now = time.time()
         if fence is None:  # unfenced: refused while anyone holds the lease

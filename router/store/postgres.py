@@ -20,6 +20,7 @@ from typing import Any, final
 from ..core.events import StoredEvent
 from ..core.protocols import Fence, Lease, RunSummary
 from ..errors import LeaseHeld, LeaseLost, SeqConflict, StoreError
+from . import batch_run
 
 __all__ = ["PostgresStore"]
 
@@ -174,13 +175,9 @@ class PostgresStore:
         return _Opening(dsn, min_size, max_size)
 
     async def append(self, events: Sequence[StoredEvent], *, fence: Fence | None = None) -> int:
-        if not events:
-            if fence is not None:
-                raise StoreError("a fence goes with events; use the lease methods alone")
+        run_id = batch_run(events, fence)
+        if not run_id:
             return 0
-        run_id = events[0].run_id
-        if any(e.run_id != run_id for e in events):
-            raise StoreError("one append holds the events of one run")
         fence = fence or _UNFENCED
         args = (
             run_id,
@@ -205,21 +202,26 @@ class PostgresStore:
         run_id: str,
         events: Sequence[StoredEvent] = (),
         owner: str = "",
+        *,
+        row: bool = False,
     ) -> Any:
+        """One round trip that writes (a value back, or a row); a refusal the database
+        raises becomes the store's error."""
         import asyncpg
 
         try:
+            if row:
+                return await self._pool.fetchrow(sql, *args)
             return await self._pool.fetchval(sql, *args)
         except asyncpg.PostgresError as exc:
-            code = getattr(exc, "sqlstate", "")
-            seq = events[0].seq if events else -1
+            code, message = getattr(exc, "sqlstate", ""), str(getattr(exc, "message", exc))
             if code == "RT001":
                 until = float(getattr(exc, "detail", None) or 0.0)
-                raise LeaseHeld(run_id, str(getattr(exc, "message", exc)), until) from exc
+                raise LeaseHeld(run_id, message, until) from exc
             if code == "RT003":
                 raise LeaseLost(run_id, owner) from exc
             if code in ("RT002", "23505"):
-                raise SeqConflict(run_id, seq, str(getattr(exc, "message", exc))) from exc
+                raise SeqConflict(run_id, events[0].seq if events else -1, message) from exc
             raise StoreError(f"PostgreSQL refused a write to run {run_id!r}: {exc}") from exc
 
     async def read(self, run_id: str, after: int = -1) -> list[StoredEvent]:
@@ -248,21 +250,13 @@ class PostgresStore:
         return [(row[0], StoredEvent(*row[1:])) for row in rows]
 
     async def acquire_lease(self, run_id: str, owner: str, ttl_s: float) -> Lease:
-        import asyncpg
-
-        try:
-            token, until = await self._pool.fetchrow(
-                "SELECT t, extract(epoch FROM clock_timestamp())::float8 + $3 "
-                "FROM router_take($1, $2, $3) AS t",
-                run_id,
-                owner,
-                ttl_s,
-            )
-        except asyncpg.PostgresError as exc:
-            if getattr(exc, "sqlstate", "") != "RT001":
-                raise StoreError(f"PostgreSQL refused a lease on run {run_id!r}: {exc}") from exc
-            until = float(getattr(exc, "detail", None) or 0.0)
-            raise LeaseHeld(run_id, str(getattr(exc, "message", exc)), until) from exc
+        token, until = await self._call(
+            "SELECT t, extract(epoch FROM clock_timestamp())::float8 + $3 "
+            "FROM router_take($1, $2, $3) AS t",
+            (run_id, owner, ttl_s),
+            run_id,
+            row=True,
+        )
         return Lease(run_id, owner, until, token)
 
     async def renew_leases(self, leases: Sequence[Lease], ttl_s: float) -> list[Lease]:

@@ -43,6 +43,7 @@ from msgspec.structs import astuple
 from ..core.events import StoredEvent
 from ..core.protocols import Fence, Lease, RunSummary
 from ..errors import ConfigError, LeaseHeld, LeaseLost, SeqConflict, StoreError
+from . import batch_run
 from .sqlite_schema import FROM_2, INSERT, SCHEMA, SCHEMA_VERSION
 
 __all__ = ["Durability", "SqliteStore"]
@@ -228,14 +229,9 @@ class SqliteStore:
         self.checkpoints += 1
 
     async def append(self, events: Sequence[StoredEvent], *, fence: Fence | None = None) -> int:
-        if not events:
-            if fence is not None:
-                raise StoreError("a fence goes with events; use the lease methods alone")
+        run_id = batch_run(events, fence)
+        if not run_id:
             return 0
-        run_id = events[0].run_id
-        for e in events:
-            if e.run_id != run_id:
-                raise StoreError("one append holds the events of one run")
         self.appends += 1
         waiter = _Waiter(run_id, events, fence)
         await self._submit(waiter)
