@@ -20,9 +20,9 @@ def anyio_backend(request: Any) -> Any:
 def postgres() -> Iterator[str]:
     """The URL of a private PostgreSQL server of the test's own (see postgres_server)."""
     pytest.importorskip("asyncpg", reason='needs asyncpg: pip install "router[postgres]"')
-    from postgres_server import Server
+    from postgres_server import start
 
-    server = Server()
+    server = start()
     try:
         yield server.dsn()
     finally:

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
-from postgres_server import Server
+from postgres_server import Server, start
 
 from router.core.chain import verify
 from router.core.protocols import Store
@@ -17,38 +16,27 @@ pytestmark = pytest.mark.anyio
 asyncpg = pytest.importorskip(
     "asyncpg", reason='the PostgreSQL store needs asyncpg: pip install "router[postgres]"'
 )
-_names = itertools.count()
 
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[Server]:
-    running = Server()
+    running = start()
     yield running
     running.stop()
-
-
-async def fresh_database(server: Server) -> str:
-    name = f"router_test_{next(_names)}"
-    conn = await asyncpg.connect(server.dsn())
-    try:
-        await conn.execute(f"CREATE DATABASE {name}")
-    finally:
-        await conn.close()
-    return server.dsn(name)
 
 
 @pytest.fixture
 async def store(server: Server) -> AsyncIterator[Store]:
     from router.store.postgres import PostgresStore
 
-    async with PostgresStore.open(await fresh_database(server)) as postgres:
+    async with PostgresStore.open(await server.new_database("router_test")) as postgres:
         yield postgres
 
 
 async def test_postgres_refuses_update_delete_and_a_forged_insert(server: Server) -> None:
     from router.store.postgres import PostgresStore
 
-    dsn = await fresh_database(server)
+    dsn = await server.new_database("router_test")
     async with PostgresStore.open(dsn) as store:
         await store.append(sealed_run("r1", 3))
     conn = await asyncpg.connect(dsn)
@@ -114,10 +102,10 @@ async def test_the_documented_grants_are_enough_for_an_application_role(server: 
     from router.core.protocols import Fence
     from router.store.postgres import PostgresStore
 
-    dsn = await fresh_database(server)
+    dsn = await server.new_database("router_test")
     async with PostgresStore.open(dsn):  # the owner creates the schema
         pass
-    role = f"router_app_{next(_names)}"
+    role = "app_of_" + dsn.rsplit("/", 1)[1]  # roles are the server's, not a database's
     owner = await asyncpg.connect(dsn)
     try:
         await owner.execute(f"CREATE ROLE {role} LOGIN")
