@@ -15,12 +15,14 @@ import aiosqlite
 import msgspec
 
 from router.core.chain import Chain
-from router.core.events import ModelResponded, ToolCall, ToolStarted, ToolSucceeded
+from router.core.events import ModelResponded, StoredEvent, ToolCall, ToolStarted, ToolSucceeded
 from router.store.sqlite_schema import INSERT as _INSERT
 from router.store.sqlite_schema import SCHEMA as _SCHEMA
 
+from . import postgres
 from .measure import Record, record, time_calls
 from .peers import Samples
+from .system import VERSION, open_store, postgres_kinds
 
 
 class _Args(msgspec.Struct, forbid_unknown_fields=True):
@@ -47,11 +49,12 @@ def _row_commit(conn: sqlite3.Connection) -> Callable[[], object]:
     return commit
 
 
-def _step_commit(conn: sqlite3.Connection) -> Callable[[], object]:
+def _steps() -> Callable[[], list[StoredEvent]]:
+    """One step's three events at a time, sealed on one run's chain."""
     chain = Chain(f"run_{uuid.uuid4().hex[:16]}")
     call = ToolCall(id="call_1_0", name="add", arguments='{"a": 1, "b": 1}')
 
-    def commit() -> None:
+    def step() -> list[StoredEvent]:
         events = chain.seal(
             [
                 ModelResponded(at=1, step=1, tool_calls=(call,), model="fake"),
@@ -62,6 +65,16 @@ def _step_commit(conn: sqlite3.Connection) -> Callable[[], object]:
             ]
         )
         chain.advance(events)
+        return events
+
+    return step
+
+
+def _step_commit(conn: sqlite3.Connection) -> Callable[[], object]:
+    step = _steps()
+
+    def commit() -> None:
+        events = step()
         conn.execute("BEGIN IMMEDIATE")
         conn.executemany(
             _INSERT, [(e.run_id, e.seq, e.kind, e.payload, e.prev_hash, e.hash) for e in events]
@@ -135,4 +148,55 @@ async def run(quick: bool, peers: object, tmp: Path) -> list[Record]:
             unit="us",
         )
     )
+    if postgres_kinds():
+        records += await _postgres_floors(n // 2, tmp)
     return records
+
+
+async def _postgres_floors(n: int, tmp: Path) -> list[Record]:
+    """On the bench's PostgreSQL server (fsync on): one autocommit INSERT of a 300-byte row
+    (one round trip, one commit), and one step's 3 events through router's append."""
+    import asyncpg
+
+    server = postgres.shared()
+    assert server is not None
+    conn = await asyncpg.connect(server.new_database("floor"))
+    try:
+        server_version = conn.get_server_version()
+        await conn.execute("CREATE TABLE t (id BIGSERIAL PRIMARY KEY, v BYTEA)")
+        times = []
+        for _ in range(n):
+            begin = time.perf_counter_ns()
+            await conn.execute("INSERT INTO t (v) VALUES ($1)", b"x" * 300)
+            times.append((time.perf_counter_ns() - begin) / 1000)
+    finally:
+        await conn.close()
+    store = await open_store("postgres", tmp)
+    step = _steps()
+    appends = []
+    for _ in range(n):
+        events = step()
+        begin = time.perf_counter_ns()
+        await store.append(events)
+        appends.append((time.perf_counter_ns() - begin) / 1000)
+    await store.aclose()
+    return [
+        record(
+            "floors",
+            "asyncpg",
+            asyncpg.__version__,
+            f"postgres {server_version.major}",
+            Samples(times),
+            "one INSERT + COMMIT of a 300-byte row (autocommit): one round trip",
+            unit="us",
+        ),
+        record(
+            "floors",
+            "router",
+            VERSION,
+            "postgres",
+            Samples(appends),
+            "one step's 3 events appended on router's schema (triggers, chain check)",
+            unit="us",
+        ),
+    ]

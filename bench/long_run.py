@@ -6,12 +6,19 @@ from __future__ import annotations
 import statistics
 from pathlib import Path
 
-from .measure import Record, compare, record, settle
+from .measure import COMPARABLE, Record, compare, peer_kinds, record, settle
 from .peers import Peer, Samples, stored_bytes
-from .system import PROMISES, USER, VERSION, FakeModel, open_store, router_engine
+from .system import (
+    PROMISES,
+    USER,
+    VERSION,
+    FakeModel,
+    open_store,
+    router_engine,
+    write_transactions,
+)
 
 STEPS = 500
-COMPARABLE = {"none": "memory", "memory": "memory", "sqlite": "commit"}
 
 
 def _flatness(per_step: list[float]) -> str:
@@ -30,7 +37,7 @@ async def run(quick: bool, peers: list[Peer], tmp: Path) -> list[Record]:
         assert result.steps == STEPS + 1, result
         marks = model.marks[result.run_id]
         per_step = [(b - a) / 1000 for a, b in zip(marks, marks[1:], strict=False)]
-        commits = getattr(store, "commits", 0) / result.steps
+        commits = write_transactions(store) / result.steps
         await store.aclose()
         size = stored_bytes(Path(store.path)) / result.steps if kind != "memory" else None  # type: ignore[union-attr]
         samples = Samples(per_step, commits_per_step=commits, bytes_per_step=size)
@@ -45,7 +52,7 @@ async def run(quick: bool, peers: list[Peer], tmp: Path) -> list[Record]:
             )
         )
     for peer in peers:
-        for kind in peer.stores:
+        for kind in peer_kinds(peer, ("memory", "commit"), COMPARABLE):
             if quick and kind == "memory":
                 continue
             settle()

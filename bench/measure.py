@@ -16,11 +16,13 @@ import msgspec
 from .peers import WARMUP_RUNS, Samples
 
 __all__ = [
+    "COMPARABLE",
     "Record",
     "head_to_head",
     "interleave",
     "machine",
     "peak_rss_mb",
+    "peer_kinds",
     "percentile",
     "record",
     "settle",
@@ -142,6 +144,15 @@ def compare(records: list[Record], comparable: dict[str, str]) -> None:
             r.vs_router = round(r.p50_us_per_step / base, 1)
 
 
+def peer_kinds(peer: Any, kinds: Sequence[str], comparable: dict[str, str]) -> list[str]:
+    """The peer's stores whose comparable router store is among ``kinds``: a peer is not
+    measured on PostgreSQL where router is not."""
+    return [k for k in peer.stores if comparable.get(k, k) in kinds]
+
+
+COMPARABLE = {"none": "memory", "memory": "memory", "sqlite": "commit"}
+
+
 def machine() -> str:
     return (
         f"{platform.machine()}, {platform.python_implementation()} "
@@ -170,8 +181,9 @@ async def head_to_head(
     method: the peers' method for the workload (``peer.<method>(store, runs=n, tmp=tmp,
     **peer_options)``); peers without it are left out.
     """
-    from .system import PROMISES, VERSION, open_store
+    from .system import PROMISES, VERSION, open_store, write_transactions
 
+    comparable = comparable or COMPARABLE
     contestants: dict[Any, Contestant] = {}
     stores = []
     for kind in kinds:
@@ -184,7 +196,7 @@ async def head_to_head(
         ) -> Samples:
             for _ in range(WARMUP_RUNS):  # as each peer does at the start of its slot
                 check(await run())
-            before = getattr(store, "commits", 0)
+            before = write_transactions(store)
             per_step = []
             for _ in range(n):
                 begin = time.perf_counter_ns()
@@ -192,7 +204,7 @@ async def head_to_head(
                 per_step.append((time.perf_counter_ns() - begin) / 1000 / steps)
                 check(result)
             return Samples(
-                per_step, commits_per_step=(getattr(store, "commits", 0) - before) / (n * steps)
+                per_step, commits_per_step=(write_transactions(store) - before) / (n * steps)
             )
 
         await measure(5)  # warm up
@@ -201,7 +213,7 @@ async def head_to_head(
         workload_of = getattr(peer, method, None)
         if workload_of is None:
             continue
-        for kind in peer.stores:
+        for kind in peer_kinds(peer, kinds, comparable):
 
             async def peer_measure(n: int, measure: Any = workload_of, kind: str = kind) -> Samples:
                 samples: Samples = measure(kind, runs=n, tmp=tmp, **peer_options)
@@ -215,5 +227,5 @@ async def head_to_head(
         record(workload, s, v, k, results[(s, v, k)], PROMISES.get(k, "") if s == "router" else "")
         for (s, v, k) in contestants
     ]
-    compare(records, comparable or {"none": "memory", "memory": "memory", "sqlite": "commit"})
+    compare(records, comparable)
     return records

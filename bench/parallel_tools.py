@@ -1,4 +1,5 @@
-"""parallel_tools: 3 model turns that each propose 8 add calls at once, then an answer."""
+"""parallel_tools: 3 model turns that each propose 8 add calls at once, then an answer;
+router in memory, on SQLite and on PostgreSQL against each peer's comparable store."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from typing import Any
 
 from .measure import Record, head_to_head
 from .peers import Peer
-from .system import USER, FakeModel, router_engine
+from .system import USER, FakeModel, postgres_kinds, router_engine
 
 CALLS, TURNS = 8, 3
 
@@ -31,4 +32,5 @@ async def run(quick: bool, peers: list[Peer], tmp: Path) -> list[Record]:
         peer_options={"calls": CALLS, "turns": TURNS},
         runs=30 if quick else 200,
         tmp=tmp,
+        kinds=("memory", "commit", *postgres_kinds()),
     )

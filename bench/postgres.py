@@ -13,15 +13,17 @@ write transactions committed or aborted in between, whoever made them.
 
 from __future__ import annotations
 
+import atexit
 import itertools
 import os
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
-__all__ = ["XID_NEXT", "Server", "Unavailable", "binaries"]
+__all__ = ["XID_NEXT", "Server", "Unavailable", "binaries", "shared"]
 
 XID_NEXT = "SELECT pg_snapshot_xmax(pg_current_snapshot())::text::bigint"
 
@@ -84,17 +86,22 @@ class Server:
     def dsn(self, database: str = "postgres") -> str:
         return f"postgresql://postgres@127.0.0.1:{self.port}/{database}"
 
-    async def new_database(self, prefix: str = "db") -> str:
-        """Create an empty database (needs asyncpg); returns its URL."""
-        import asyncpg
-
+    def new_database(self, prefix: str = "db") -> str:
+        """Create an empty database; returns its URL."""
         name = f"{prefix}_{next(self._names)}"
-        conn = await asyncpg.connect(self.dsn())
-        try:
-            await conn.execute(f"CREATE DATABASE {name}")
-        finally:
-            await conn.close()
+        self._run("createdb", "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres", name)
         return self.dsn(name)
+
+    def next_xid(self) -> int:
+        """The next transaction id the server will assign (see the module's docstring)."""
+        result = subprocess.run(
+            [str(self._bin / "psql"), "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres"]
+            + ["-d", "postgres", "-tAc", XID_NEXT],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        return int(result.stdout)
 
     def stop(self) -> None:
         subprocess.run(
@@ -103,3 +110,21 @@ class Server:
             capture_output=True,
         )
         shutil.rmtree(self._root, ignore_errors=True)
+
+
+_shared: dict[str, Server | None] = {}
+
+
+def shared() -> Server | None:
+    """The bench process's one durable server, started on first use and stopped when the
+    process exits; None, saying why on stderr once, where none can start here."""
+    if "server" not in _shared:
+        try:
+            server: Server | None = Server(durable=True)
+        except Unavailable as exc:
+            print(f"bench: no PostgreSQL rows: {exc}", file=sys.stderr)
+            server = None
+        else:
+            atexit.register(server.stop)
+        _shared["server"] = server
+    return _shared["server"]

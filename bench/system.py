@@ -30,9 +30,19 @@ from router import (
 from router.core.protocols import current_run_id
 from router.store.sqlite import Durability
 
+from . import postgres
 from .peers import fake_turn
 
-__all__ = ["USER", "VERSION", "FakeModel", "open_store", "router_engine", "time_runs"]
+__all__ = [
+    "USER",
+    "VERSION",
+    "FakeModel",
+    "open_store",
+    "postgres_kinds",
+    "router_engine",
+    "time_runs",
+    "write_transactions",
+]
 
 USER = Principal(id="bench", roles=frozenset({"bench"}))
 VERSION = router.__version__
@@ -43,6 +53,7 @@ PROMISES = {
     "group": "as commit; runs of one loop turn share a commit",
     "fsync": "fsynced before each side effect; survives power loss",
     "group_fsync": "as fsync; concurrent runs share an fsync",
+    "postgres": "committed on PostgreSQL (fsync on) before each side effect; survives power loss",
 }
 
 
@@ -102,13 +113,42 @@ def _turn_of(messages: Sequence[Message]) -> int:
     return int(last.call_id.split("_")[1]) + 1 if last.role == "tool" else 0
 
 
-async def open_store(kind: str, tmp: Path) -> MemoryStore | SqliteStore:
-    """A fresh store: each SQLite store gets a new file, so sizes measure one workload."""
+def postgres_kinds() -> tuple[str, ...]:
+    """("postgres",) where the bench can start a PostgreSQL server and asyncpg is installed."""
+    try:
+        import asyncpg  # noqa: F401
+    except ImportError:
+        return ()
+    return ("postgres",) if postgres.shared() is not None else ()
+
+
+async def open_store(kind: str, tmp: Path) -> Any:
+    """A fresh store: each SQLite store gets a new file and each PostgreSQL store a new
+    database on the bench's server, so sizes measure one workload."""
     if kind == "memory":
         return MemoryStore()
+    if kind == "postgres":
+        from router.store.postgres import PostgresStore
+
+        server = postgres.shared()
+        assert server is not None, "no PostgreSQL server: check postgres_kinds() first"
+        return await PostgresStore.open(server.new_database("router"))
     return await SqliteStore.open(
         tmp / f"router-{kind}-{uuid.uuid4().hex[:8]}.db", Durability(kind)
     )
+
+
+def write_transactions(store: Any) -> int:
+    """Write transactions so far: the SQLite store's own count of commits, or on PostgreSQL
+    the server's count of transaction ids assigned (every system's writes, so read it only
+    around one system's work)."""
+    if isinstance(store, SqliteStore):
+        return store.commits
+    if isinstance(store, MemoryStore):
+        return 0
+    server = postgres.shared()
+    assert server is not None
+    return server.next_xid()
 
 
 def router_engine(store: Any, model: Any) -> Engine:

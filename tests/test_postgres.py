@@ -29,14 +29,14 @@ def server() -> Iterator[Server]:
 async def store(server: Server) -> AsyncIterator[Store]:
     from router.store.postgres import PostgresStore
 
-    async with PostgresStore.open(await server.new_database("router_test")) as postgres:
+    async with PostgresStore.open(server.new_database("router_test")) as postgres:
         yield postgres
 
 
 async def test_postgres_refuses_update_delete_and_a_forged_insert(server: Server) -> None:
     from router.store.postgres import PostgresStore
 
-    dsn = await server.new_database("router_test")
+    dsn = server.new_database("router_test")
     async with PostgresStore.open(dsn) as store:
         await store.append(sealed_run("r1", 3))
     conn = await asyncpg.connect(dsn)
@@ -102,7 +102,7 @@ async def test_the_documented_grants_are_enough_for_an_application_role(server: 
     from router.core.protocols import Fence
     from router.store.postgres import PostgresStore
 
-    dsn = await server.new_database("router_test")
+    dsn = server.new_database("router_test")
     async with PostgresStore.open(dsn):  # the owner creates the schema
         pass
     role = "app_of_" + dsn.rsplit("/", 1)[1]  # roles are the server's, not a database's

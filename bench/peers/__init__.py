@@ -140,11 +140,13 @@ def count_commits(conn: sqlite3.Connection | None, run: Callable[[], object]) ->
 @dataclass
 class Backend:
     """A peer's persistence for one store name (its checkpointer or persister, or None) and
-    the SQLite file behind it, if any."""
+    the SQLite file behind it, if any; on PostgreSQL, ``xids`` reads the server's next
+    transaction id (bench/postgres.py), by which its write transactions are counted."""
 
     saver: Any
     conn: sqlite3.Connection | None = None
     path: Path | None = None
+    xids: Callable[[], int] | None = None
 
     def file_bytes(self) -> int:
         """What the database stores, its WAL checkpointed."""
@@ -153,4 +155,8 @@ class Backend:
 
     def count_commits(self, run: Callable[[], object]) -> float:
         """Write transactions made by one call of ``run`` (0 where nothing persists)."""
+        if self.xids is not None:
+            before = self.xids()
+            run()
+            return float(self.xids() - before)
         return count_commits(self.conn, run)

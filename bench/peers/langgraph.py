@@ -1,7 +1,8 @@
 """LangGraph peers: a plain StateGraph, and the idiomatic MessagesState + ToolNode graph.
 
-Stores: "none" (no checkpointer), "memory" (InMemorySaver) and "sqlite" (SqliteSaver on a
-file, which sets WAL itself). Graphs run with LangGraph's default durability ("async":
+Stores: "none" (no checkpointer), "memory" (InMemorySaver), "sqlite" (SqliteSaver on a
+file, which sets WAL itself) and "postgres" (PostgresSaver on a database of the bench's
+PostgreSQL server, bench/postgres.py). Graphs run with LangGraph's default durability ("async":
 a superstep's checkpoint is written on a background thread while the next superstep runs;
 ``invoke`` returns only after every write has finished, so the timings include them).
 
@@ -61,6 +62,17 @@ def _open_store(store: str, tmp: Path, stem: str) -> Iterator[Backend]:
             yield Backend(saver, conn, path)
         finally:
             conn.close()
+    elif store == "postgres":
+        from langgraph.checkpoint.postgres import PostgresSaver
+
+        from ..postgres import shared
+
+        server = shared()
+        assert server is not None, "no PostgreSQL server for the bench"
+        # LangGraph's documented set-up: one autocommit connection, the tables made by setup().
+        with PostgresSaver.from_conn_string(server.new_database(stem.replace("-", "_"))) as saver:
+            saver.setup()
+            yield Backend(saver, xids=server.next_xid)
     else:
         raise ValueError(f"unknown store {store!r}")
 
@@ -74,11 +86,9 @@ class _GraphPeer:
 
     system = ""
 
-    def __init__(self, version: str, with_sqlite: bool) -> None:
+    def __init__(self, version: str, stores: tuple[str, ...]) -> None:
         self.version = version
-        self.stores: tuple[str, ...] = (
-            ("none", "memory", "sqlite") if with_sqlite else ("none", "memory")
-        )
+        self.stores = stores
         self.last_bytes_per_step: float | None = None
 
     def _compile(
@@ -405,8 +415,10 @@ def _peers() -> list[_GraphPeer]:
     version = _version("langgraph")
     if version is None:
         return []
-    with_sqlite = _version("langgraph-checkpoint-sqlite") is not None
-    return [PlainGraphPeer(version, with_sqlite), ToolNodePeer(version, with_sqlite)]
+    stores = ("none", "memory")
+    stores += ("sqlite",) * (_version("langgraph-checkpoint-sqlite") is not None)
+    stores += ("postgres",) * (_version("langgraph-checkpoint-postgres") is not None)
+    return [PlainGraphPeer(version, stores), ToolNodePeer(version, stores)]
 
 
 PEERS: list[Peer] = list(_peers())

@@ -325,6 +325,14 @@ class PostgresStore:
         await self._pool.close()
 
 
+async def _session_is_clean(_conn: Any) -> None:
+    """The pool's reset of a connection handed back: nothing to do, so no round trip. asyncpg
+    still rolls back an open transaction and drops listeners itself; the store leaves no
+    other session state behind (its advisory lock is released where it is taken, its LISTEN
+    undone by ``listen``'s stop). The default reset would cost every call a second round trip.
+    """
+
+
 @final
 class _Opening:
     def __init__(self, dsn: str, min_size: int, max_size: int) -> None:
@@ -342,7 +350,9 @@ class _Opening:
                 'the PostgreSQL store needs asyncpg: pip install "router[postgres]"'
             ) from exc
         try:
-            pool = await asyncpg.create_pool(self._dsn, min_size=self._min, max_size=self._max)
+            pool = await asyncpg.create_pool(
+                self._dsn, min_size=self._min, max_size=self._max, reset=_session_is_clean
+            )
             async with pool.acquire() as conn:
                 await conn.execute("SELECT pg_advisory_lock(7294001)")  # one schema setup at a time
                 try:
