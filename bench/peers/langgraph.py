@@ -13,6 +13,7 @@ LangGraph is imported only when a graph is built, so this module imports without
 from __future__ import annotations
 
 import importlib.metadata
+import itertools
 import operator
 import sqlite3
 import time
@@ -20,7 +21,7 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, TypedDict
+from typing import TYPE_CHECKING, Annotated, Any, NamedTuple, TypedDict
 
 from . import WARMUP_RUNS, Backend, Peer, Samples, add, expected_results, fake_turn
 
@@ -29,7 +30,7 @@ if TYPE_CHECKING:
     from langgraph.checkpoint.base import BaseCheckpointSaver
     from langgraph.graph.state import CompiledStateGraph
 
-__all__ = ["PEERS", "PlainGraphPeer", "ToolNodePeer"]
+__all__ = ["PEERS", "Concurrent", "PlainGraphPeer", "ToolNodePeer"]
 
 
 def _version(dist: str) -> str | None:
@@ -181,6 +182,46 @@ class FanoutState(TypedDict, total=False):
     total: int  # the join's sum of results
 
 
+class Concurrent(NamedTuple):
+    """What a concurrent_runs measurement gives: each step's latency as its run sees it
+    (microseconds), steps per second over the whole set, write transactions per step."""
+
+    latencies_us: list[float]
+    steps_per_s: float
+    commits_per_step: float
+
+
+def _model_turn(state: PlainState, steps: int, calls: int) -> PlainState:
+    turn = state["turn"]
+    answer = fake_turn(turn, steps, calls)
+    if isinstance(answer, str):
+        return {"turn": turn + 1, "calls": [], "answer": answer}
+    return {"turn": turn + 1, "calls": answer}
+
+
+def _tools(state: PlainState) -> PlainState:
+    # The proposed calls run one after another inside this node (no parallelism).
+    return {"results": [add(**call["args"]) for call in state["calls"]]}
+
+
+def _plain_graph(
+    model: Any, tools: Any, checkpointer: BaseCheckpointSaver[Any] | None
+) -> CompiledStateGraph[Any, Any, Any, Any]:
+    """model -> (tools -> model)* -> END, with the given node functions (sync or async)."""
+    from langgraph.graph import END, START, StateGraph
+
+    def route(state: PlainState) -> str:
+        return "tools" if state["calls"] else END
+
+    builder = StateGraph(PlainState)
+    builder.add_node("model", model)
+    builder.add_node("tools", tools)
+    builder.add_edge(START, "model")
+    builder.add_conditional_edges("model", route, ["tools", END])
+    builder.add_edge("tools", "model")
+    return builder.compile(checkpointer=checkpointer)
+
+
 class PlainGraphPeer(_GraphPeer):
     """A hand-written StateGraph: model -> (tools -> model)* -> END over a TypedDict state."""
 
@@ -321,30 +362,54 @@ class PlainGraphPeer(_GraphPeer):
         marks: list[int],
         checkpointer: BaseCheckpointSaver[Any] | None,
     ) -> CompiledStateGraph[Any, Any, Any, Any]:
-        from langgraph.graph import END, START, StateGraph
-
         def model(state: PlainState) -> PlainState:
             marks.append(time.perf_counter_ns())
-            turn = state["turn"]
-            answer = fake_turn(turn, steps, calls)
-            if isinstance(answer, str):
-                return {"turn": turn + 1, "calls": [], "answer": answer}
-            return {"turn": turn + 1, "calls": answer}
+            return _model_turn(state, steps, calls)
 
-        def tools(state: PlainState) -> PlainState:
-            # The proposed calls run one after another inside this node (no parallelism).
-            return {"results": [add(**call["args"]) for call in state["calls"]]}
+        return _plain_graph(model, _tools, checkpointer)
 
-        def route(state: PlainState) -> str:
-            return "tools" if state["calls"] else END
+    async def concurrent_runs(self, store: str, *, runs: int, steps: int) -> Concurrent:
+        """``runs`` runs in flight at once on the event loop (``ainvoke`` with async nodes, as
+        a service runs them) on AsyncPostgresSaver over a pool of 10 connections, router's
+        default pool size (LangGraph's documented production set-up)."""
+        import anyio
+        from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
+        from psycopg.rows import dict_row
+        from psycopg_pool import AsyncConnectionPool
 
-        builder = StateGraph(PlainState)
-        builder.add_node("model", model)
-        builder.add_node("tools", tools)
-        builder.add_edge(START, "model")
-        builder.add_conditional_edges("model", route, ["tools", END])
-        builder.add_edge("tools", "model")
-        return builder.compile(checkpointer=checkpointer)
+        from ..postgres import shared
+
+        server = shared()
+        assert store == "postgres" and server is not None, store
+        marks: dict[str, list[int]] = {}
+
+        async def model(state: PlainState, config: RunnableConfig) -> PlainState:
+            thread = config["configurable"]["thread_id"]
+            marks.setdefault(thread, []).append(time.perf_counter_ns())
+            return _model_turn(state, steps, 1)
+
+        async def tools(state: PlainState) -> PlainState:
+            return _tools(state)
+
+        options = {"autocommit": True, "prepare_threshold": 0, "row_factory": dict_row}
+        dsn = server.new_database("langgraph_concurrent")
+        async with AsyncConnectionPool(dsn, max_size=10, kwargs=options, open=False) as pool:
+            saver = AsyncPostgresSaver(pool)  # type: ignore[arg-type]
+            await saver.setup()
+            graph = _plain_graph(model, tools, saver)
+            final = await graph.ainvoke(*self._args(steps))
+            assert self._results(final) == expected_results(steps, 1), final
+            marks.clear()
+            before = server.next_xid()
+            begin = time.perf_counter()
+            async with anyio.create_task_group() as tg:
+                for _ in range(runs):
+                    tg.start_soon(graph.ainvoke, *self._args(steps))
+            elapsed = time.perf_counter() - begin
+            commits = server.next_xid() - before
+        assert len(marks) == runs and all(len(m) == steps + 1 for m in marks.values())
+        latencies = [(b - a) / 1000 for m in marks.values() for a, b in itertools.pairwise(m)]
+        return Concurrent(latencies, runs * (steps + 1) / elapsed, commits / (runs * (steps + 1)))
 
     def _input(self) -> dict[str, Any]:
         return {"turn": 0, "calls": [], "results": []}
