@@ -16,6 +16,7 @@ from .core.fsm import Phase, RunState
 from .core.limits import Budget, Price, PriceTable
 from .core.protocols import Model, ModelTurn, ProposedCall, Store
 from .core.redaction import Redaction
+from .core.tokens import ByteBound, Tokenizer
 from .core.tools import Retry, Tool, ToolContext, ToolOutput, Tools, tool
 from .errors import (
     ChainBroken,
@@ -48,6 +49,7 @@ __version__ = "0.1.0"
 __all__ = [
     "END",
     "Budget",
+    "ByteBound",
     "ChainBroken",
     "ConfigError",
     "DecisionError",
@@ -88,6 +90,7 @@ __all__ = [
     "Store",
     "StoreError",
     "SystemClock",
+    "Tokenizer",
     "Tool",
     "ToolContext",
     "ToolOutput",

@@ -444,3 +444,16 @@ async def test_a_server_that_ignores_stream_and_answers_in_one_piece_is_understo
     claude = await anthropic(server, stream=True, on_delta=deltas.append).respond(USER, [])
     assert claude.text == "Grace Hopper is due 1,050.00."
     assert [d.text for d in deltas] == [turn.text, claude.text]
+
+
+async def test_a_runs_cap_on_the_answer_goes_in_the_request(server: ProviderServer) -> None:
+    server.queue(recorded("openai_answer.json"), recorded("openai_answer.json"))
+    await openai(server, options={"max_completion_tokens": 500}).respond(USER, [], max_tokens=80)
+    await openai(server, max_tokens_field="max_tokens").respond(USER, [], max_tokens=90)
+    first, second = (r["json"] for r in server.requests)
+    assert first["max_completion_tokens"] == 80 and "max_tokens" not in first
+    assert second["max_tokens"] == 90
+    server.queue(recorded("anthropic_answer.json"), recorded("anthropic_answer.json"))
+    await anthropic(server).respond(USER, [], max_tokens=70)
+    await anthropic(server, max_tokens=50).respond(USER, [], max_tokens=70)
+    assert [r["json"]["max_tokens"] for r in server.requests[2:]] == [70, 50]

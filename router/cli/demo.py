@@ -38,7 +38,14 @@ __all__ = [
 ]
 
 MODEL = "demo-model"
-PRICES = PriceTable({MODEL: Price(input_per_mtok=3.0, output_per_mtok=15.0)})
+# List prices (USD per million tokens) of the demo's models. A cost ceiling needs a price
+# for whatever model answers: one the table lacks is priced at the dearest here.
+RATES = {
+    MODEL: Price(input_per_mtok=3.0, output_per_mtok=15.0),
+    "gpt-4o-mini": Price(input_per_mtok=0.15, output_per_mtok=0.6),
+    "claude-sonnet-4-5": Price(input_per_mtok=3.0, output_per_mtok=15.0),
+}
+PRICES = PriceTable(RATES)
 LIMITS = Limits(
     max_steps=12, max_tool_calls=20, max_total_tokens=20_000, max_cost_usd=0.05, deadline_s=60
 )
@@ -186,11 +193,16 @@ def demo_engine(
 ) -> Engine:
     """The demo agent on ``store_or_runtime``, its CRM table in the SQLite file at
     ``crm_path``; the scripted model unless another ``model`` (a real provider) is given."""
+    model = model or demo_model()
+    prices = PRICES
+    if model.name not in RATES:
+        dearest = max(RATES.values(), key=lambda p: p.input_per_mtok + p.output_per_mtok)
+        prices = PriceTable({**RATES, model.name: dearest})
     return Engine(
         store_or_runtime,
-        model or demo_model(),
+        model,
         demo_tools(crm_path),
         limits=LIMITS,
-        prices=PRICES,
+        prices=prices,
         agent="support-demo",
     )

@@ -9,7 +9,7 @@ children; what a child spends comes back to its parent through a ``Meter``.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, Protocol, final
 
 import msgspec
@@ -25,44 +25,66 @@ __all__ = [
     "Spent",
     "budgeted",
     "call_signature",
+    "cap_call",
     "check_spend",
 ]
 
 
 class Price(msgspec.Struct, frozen=True):
-    """US dollars per million tokens."""
+    """US dollars per million tokens, and optionally the model's context window (the tokens
+    one call may hold, in and out) and its output reserve (the part of the window kept for
+    the answer: the most tokens one answer may take, and what a context policy leaves free).
+    """
 
     input_per_mtok: float
     output_per_mtok: float
+    context_window: int | None = None
+    output_reserve: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.input_per_mtok < 0 or self.output_per_mtok < 0:
+            raise ConfigError(f"a price must not be negative: {self!r}")
+        window, reserve = self.context_window, self.output_reserve
+        if window is not None and window < 1 or reserve is not None and reserve < 1:
+            raise ConfigError(f"a context window and an output reserve are positive: {self!r}")
+        if window is not None and reserve is not None and reserve >= window:
+            raise ConfigError(f"the output reserve must leave room in the window: {self!r}")
 
 
 class PriceTable:
-    """Per-model prices; costs are integers in billionths of a dollar (nano-USD).
+    """Per-model prices, context windows and output reserves; costs are integers in
+    billionths of a dollar (nano-USD).
 
     An unknown model costs nothing unless ``strict`` is set, in which case pricing it
-    is a configuration error: a cost ceiling is only as good as its price table.
+    is a configuration error. Under a cost ceiling every model that may answer must be
+    priced, strict or not: a run refuses to start otherwise (``require``).
     """
 
-    __slots__ = ("_nusd_per_token", "_strict")
+    __slots__ = ("_nusd_per_token", "_strict", "_windows")
 
     def __init__(self, prices: Mapping[str, Price] | None = None, *, strict: bool = False) -> None:
         self._nusd_per_token: dict[str, tuple[int, int]] = {}
+        self._windows: dict[str, tuple[int | None, int | None]] = {}
         for model, price in (prices or {}).items():
-            if price.input_per_mtok < 0 or price.output_per_mtok < 0:
-                raise ConfigError(f"price of model {model!r} is negative")
             # 1 USD per million tokens is 1,000 nano-USD per token.
             self._nusd_per_token[model] = (
                 round(price.input_per_mtok * 1000),
                 round(price.output_per_mtok * 1000),
             )
+            if price.context_window is not None or price.output_reserve is not None:
+                self._windows[model] = (price.context_window, price.output_reserve)
         self._strict = strict
 
     def rates(self) -> dict[str, Any]:
-        """The table as nano-USD per input and output token, and whether it is strict."""
-        return {
+        """The table as nano-USD per input and output token, whether it is strict, and the
+        windows where any is set."""
+        table: dict[str, Any] = {
             "strict": self._strict,
             "nusd_per_token": {m: list(r) for m, r in self._nusd_per_token.items()},
         }
+        if self._windows:
+            table["windows"] = {m: list(w) for m, w in self._windows.items()}
+        return table
 
     def cost_nusd(self, model: str, usage: Usage) -> int:
         rates = self._nusd_per_token.get(model)
@@ -71,6 +93,32 @@ class PriceTable:
                 raise ConfigError(f"no price for model {model!r} in the price table")
             return 0
         return usage.input_tokens * rates[0] + usage.output_tokens * rates[1]
+
+    def require(self, models: Sequence[str]) -> None:
+        """Raise ConfigError unless every one of ``models`` is priced (under a cost ceiling,
+        an unpriced model would cost $0 and the ceiling would never fire)."""
+        missing = [m for m in models if m not in self._nusd_per_token]
+        if missing:
+            raise ConfigError(
+                f"a cost ceiling needs a price for every model that may answer; "
+                f"none for {', '.join(map(repr, missing))}"
+            )
+
+    def worst_rates(self, models: Sequence[str]) -> tuple[int, int]:
+        """The highest nano-USD per input and per output token among ``models`` (unpriced:
+        0): what the next call may cost per token, whichever of them answers."""
+        rates = [self._nusd_per_token.get(m, (0, 0)) for m in models]
+        return max(r[0] for r in rates), max(r[1] for r in rates)
+
+    def window(self, models: Sequence[str]) -> tuple[int | None, int | None]:
+        """The smallest context window and output reserve among ``models`` (None: unset)."""
+        windows = [self._windows.get(m, (None, None)) for m in models]
+        return _least([w[0] for w in windows]), _least([w[1] for w in windows])
+
+
+def _least(values: Sequence[int | None]) -> int | None:
+    known = [v for v in values if v is not None]
+    return min(known) if known else None
 
 
 def call_signature(call: ToolCall) -> str:
@@ -115,6 +163,61 @@ def check_spend(state: Spent, stepping: bool) -> LimitExceeded | None:
             at=state.last_at, limit="max_steps", value=state.steps, ceiling=limits.max_steps
         )
     return None
+
+
+def cap_call(
+    state: Spent, input_tokens: int, rates: tuple[int, int], reserve: int | None
+) -> int | None | LimitExceeded:
+    """The spend check before a model call: the most output tokens the call may take so
+    that its worst case (``input_tokens`` in, an upper bound, and that many out, at the
+    nano-USD ``rates`` per input and output token) stays within what the run has left of
+    every token and cost ceiling; the model's output ``reserve`` caps it too. None: nothing
+    caps it. LimitExceeded, before anything is spent, when not even one output token fits.
+    """
+    if not state.budgeted:
+        return reserve
+    left, usage, limits = Budget.left(state), state.usage, state.limits
+    if left.input_tokens is not None and input_tokens > left.input_tokens:
+        return LimitExceeded(
+            at=state.last_at,
+            limit="max_input_tokens",
+            value=usage.input_tokens + input_tokens,
+            ceiling=limits.max_input_tokens or 0,
+        )
+    caps: list[tuple[int, str]] = []
+    if reserve is not None:
+        caps.append((reserve, ""))
+    if left.output_tokens is not None:
+        caps.append((left.output_tokens, "max_output_tokens"))
+    if left.total_tokens is not None:
+        caps.append((left.total_tokens - input_tokens, "max_total_tokens"))
+    if left.cost_nusd is not None:
+        after_input = left.cost_nusd - input_tokens * rates[0]
+        if rates[1]:
+            caps.append((after_input // rates[1], "max_cost_usd"))
+        elif after_input < 0:
+            caps.append((-1, "max_cost_usd"))
+    if not caps:
+        return None
+    cap, limit = min(caps)
+    if cap >= 1:
+        return cap
+    return _exceeded_by_one_token(state, limit, input_tokens, rates)
+
+
+def _exceeded_by_one_token(
+    state: Spent, limit: str, input_tokens: int, rates: tuple[int, int]
+) -> LimitExceeded:
+    """The ceiling a call of ``input_tokens`` and one output token would pass."""
+    usage, limits = state.usage, state.limits
+    value: float
+    if limit == "max_cost_usd":
+        value = (state.cost_nusd + input_tokens * rates[0] + rates[1]) / 1e9
+    elif limit == "max_total_tokens":
+        value = usage.total_tokens + input_tokens + 1
+    else:
+        value = usage.output_tokens + 1
+    return LimitExceeded(at=state.last_at, limit=limit, value=value, ceiling=getattr(limits, limit))
 
 
 def budgeted(limits: Limits) -> bool:

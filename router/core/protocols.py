@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Sequence
 from contextvars import ContextVar
 from typing import Any, Protocol, runtime_checkable
@@ -22,6 +23,8 @@ __all__ = [
     "RunSummary",
     "Store",
     "StreamDelta",
+    "accepts_max_tokens",
+    "answering_models",
     "current_run_id",
 ]
 
@@ -70,6 +73,13 @@ class StreamDelta(msgspec.Struct, frozen=True):
 
 @runtime_checkable
 class Model(Protocol):
+    """A model router can call. Under a token or cost ceiling (or an output reserve in the
+    price table) ``respond`` must also take a keyword ``max_tokens: int | None = None``, the
+    most output tokens the turn may take, and hold to it (providers stop generating there).
+    A model that delegates to others (``ModelRouter``) lists the names that may answer in
+    ``models``, so that every one of them is priced and the dearest bounds a call's cost.
+    """
+
     name: str
 
     async def respond(
@@ -77,6 +87,21 @@ class Model(Protocol):
     ) -> ModelTurn:
         """One model turn. ``tools`` are JSON Schemas in the OpenAI function format."""
         ...
+
+
+def answering_models(model: Model) -> tuple[str, ...]:
+    """The names of the models that may answer a call to ``model``."""
+    names = getattr(model, "models", None)
+    return tuple(names) if names else (model.name,)
+
+
+def accepts_max_tokens(model: Model) -> bool:
+    """Whether ``model.respond`` takes a keyword ``max_tokens``."""
+    try:
+        parameters = inspect.signature(model.respond).parameters.values()
+    except (TypeError, ValueError):
+        return False
+    return any(p.name == "max_tokens" or p.kind is p.VAR_KEYWORD for p in parameters)
 
 
 # A run's status for workers, kept beside its lease: "active" runs need a driver (a worker

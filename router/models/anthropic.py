@@ -69,7 +69,7 @@ class AnthropicModel:
     """A model behind Anthropic's Messages API.
 
     api_key: defaults to the ANTHROPIC_API_KEY environment variable.
-    max_tokens: the protocol requires one.
+    max_tokens: the protocol requires one; a run's cap (``respond(max_tokens=)``) lowers it.
     options: further request fields (temperature, top_p, metadata ...), sent as given.
     timeout_s: for a whole response, or for the longest silence in a stream; max_stream_s
         bounds a whole stream (none by default: a long answer that keeps coming is fine).
@@ -110,7 +110,11 @@ class AnthropicModel:
         )
 
     async def respond(
-        self, messages: Sequence[Message], tools: Sequence[dict[str, Any]]
+        self,
+        messages: Sequence[Message],
+        tools: Sequence[dict[str, Any]],
+        *,
+        max_tokens: int | None = None,
     ) -> ModelTurn:
         system, conversation = _conversation(messages)
         body: dict[str, Any] = {
@@ -119,6 +123,8 @@ class AnthropicModel:
             "messages": conversation,
             **self.options,
         }
+        if max_tokens is not None:  # the run's cap: what its ceilings leave for this answer
+            body["max_tokens"] = min(body["max_tokens"], max_tokens)
         if system:
             body["system"] = system
         if tools:

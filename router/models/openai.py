@@ -69,6 +69,9 @@ class OpenAIModel:
 
     api_key: defaults to the OPENAI_API_KEY environment variable; none is sent if empty.
     options: further request fields (temperature, max_tokens, seed ...), sent as given.
+    max_tokens_field: the request field that caps an answer's tokens, where a run's cap
+        (``respond(max_tokens=)``) goes: OpenAI's ``max_completion_tokens``; an endpoint
+        that knows only the older field takes ``"max_tokens"``.
     timeout_s: for a whole response, or for the longest silence in a stream; max_stream_s
         bounds a whole stream (none by default: a long answer that keeps coming is fine).
     """
@@ -89,8 +92,10 @@ class OpenAIModel:
         retry: Retry = DEFAULT_RETRY,
         max_retry_after_s: float = 60.0,
         client: httpx.AsyncClient | None = None,
+        max_tokens_field: str = "max_completion_tokens",
     ) -> None:
         self.name = model
+        self.max_tokens_field = max_tokens_field
         self.stream = stream
         self.options = options or {}
         key = os.environ.get("OPENAI_API_KEY", "") if api_key is None else api_key
@@ -108,13 +113,20 @@ class OpenAIModel:
         )
 
     async def respond(
-        self, messages: Sequence[Message], tools: Sequence[dict[str, Any]]
+        self,
+        messages: Sequence[Message],
+        tools: Sequence[dict[str, Any]],
+        *,
+        max_tokens: int | None = None,
     ) -> ModelTurn:
         body: dict[str, Any] = {
             "model": self.name,
             "messages": [_message(m) for m in messages],
             **self.options,
         }
+        if max_tokens is not None:  # the run's cap: what its ceilings leave for this answer
+            field = self.max_tokens_field
+            body[field] = min(body.get(field, max_tokens), max_tokens)
         if tools:
             body["tools"] = list(tools)
         if not self.stream:

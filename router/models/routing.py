@@ -21,7 +21,8 @@ them before it fails.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from functools import partial
 from typing import Any, Literal, final
 
 import anyio
@@ -30,7 +31,7 @@ import msgspec
 from ..core.clock import Clock
 from ..core.events import Message, RouteAttempt
 from ..core.limits import Price
-from ..core.protocols import Model, ModelTurn
+from ..core.protocols import Model, ModelTurn, accepts_max_tokens
 from ..errors import ConfigError, ModelUnavailable
 
 __all__ = ["Breaker", "Candidate", "ModelRouter"]
@@ -66,7 +67,10 @@ class Candidate:
         timeout_s: float | None = None,
     ) -> None:
         self.model = model
-        self.capabilities = frozenset(capabilities)
+        # "max_tokens": it can cap an answer's length, which a run under a ceiling needs
+        self.capabilities = frozenset(capabilities) | (
+            {"max_tokens"} if accepts_max_tokens(model) else frozenset()
+        )
         self.price = price
         self.expected_latency_s = expected_latency_s
         self.timeout_s = timeout_s
@@ -125,6 +129,7 @@ class ModelRouter:
         self.breaker = breaker
         self.clock = clock or _WallClock()
         self._circuits = {c.name: _Circuit() for c in candidates}
+        self.models = tuple(names)  # the models that may answer: each must be priced
 
     def plan(self, needs: frozenset[str]) -> list[tuple[Candidate, str, str]]:
         """The candidates in the order they will be tried: (candidate, why it is tried,
@@ -162,9 +167,16 @@ class ModelRouter:
         return ""
 
     async def respond(
-        self, messages: Sequence[Message], tools: Sequence[dict[str, Any]]
+        self,
+        messages: Sequence[Message],
+        tools: Sequence[dict[str, Any]],
+        *,
+        max_tokens: int | None = None,
     ) -> ModelTurn:
         needs = self.require | ({"tools"} if tools else frozenset())
+        capped = {} if max_tokens is None else {"max_tokens": max_tokens}
+        if capped:  # a candidate that cannot cap its answer could pass the run's ceiling
+            needs |= {"max_tokens"}
         start = self.clock.now_us()
         attempts: list[RouteAttempt] = []
         for c, why, skip in self.plan(needs):
@@ -176,42 +188,13 @@ class ModelRouter:
                     RouteAttempt(model=c.name, reason=why, outcome="skipped", detail=skip)
                 )
                 continue
-            circuit = self._circuits[c.name]
-            circuit.trial = circuit.open_until_us != 0  # half-open: this call is the trial
-            begin = self.clock.now_us()
-            turn: ModelTurn | None = None
-            error = ""
-            with anyio.move_on_after(timeout if timeout is not None else float("inf")) as scope:
-                try:
-                    turn = await c.model.respond(messages, tools)
-                except (
-                    Exception
-                ) as exc:  # the next candidate gets its chance; the error is recorded
-                    error = f"{type(exc).__name__}: {exc}"
-                except BaseException:  # the caller was cancelled: the trial did not happen
-                    circuit.trial = False
-                    raise
-            latency = self.clock.now_us() - begin
-            if turn is None:
-                self._failed(circuit)
-                timed_out = scope.cancelled_caught
-                attempts.append(
-                    RouteAttempt(
-                        model=c.name,
-                        reason=why,
-                        outcome="timed_out" if timed_out else "failed",
-                        detail=f"no answer within {timeout:g} s"
-                        if timed_out and timeout is not None
-                        else error,
-                        latency_us=latency,
-                    )
+            ask = partial(c.model.respond, messages, tools, **capped)
+            turn, attempt = await self._try(c, why, timeout, ask)
+            attempts.append(attempt)
+            if turn is not None:
+                return msgspec.structs.replace(
+                    turn, model=turn.model or c.name, route=tuple(attempts)
                 )
-                continue
-            circuit.failures, circuit.open_until_us, circuit.trial = 0, 0, False
-            attempts.append(
-                RouteAttempt(model=c.name, reason=why, outcome="answered", latency_us=latency)
-            )
-            return msgspec.structs.replace(turn, model=turn.model or c.name, route=tuple(attempts))
         raise ModelUnavailable(
             self.name,
             "no candidate model answered: "
@@ -221,6 +204,44 @@ class ModelRouter:
             attempts=len(attempts),
             route=tuple(attempts),
         )
+
+    async def _try(
+        self,
+        c: Candidate,
+        why: str,
+        timeout: float | None,
+        ask: Callable[[], Awaitable[ModelTurn]],
+    ) -> tuple[ModelTurn | None, RouteAttempt]:
+        """One candidate's attempt, within ``timeout``: its turn (None if it gave none) and
+        the attempt as the log records it; its circuit learns the outcome."""
+        circuit = self._circuits[c.name]
+        circuit.trial = circuit.open_until_us != 0  # half-open: this call is the trial
+        begin = self.clock.now_us()
+        turn: ModelTurn | None = None
+        error = ""
+        with anyio.move_on_after(timeout if timeout is not None else float("inf")) as scope:
+            try:
+                turn = await ask()
+            except Exception as exc:  # the next candidate gets its chance; the error is recorded
+                error = f"{type(exc).__name__}: {exc}"
+            except BaseException:  # the caller was cancelled: the trial did not happen
+                circuit.trial = False
+                raise
+        latency = self.clock.now_us() - begin
+        if turn is None:
+            self._failed(circuit)
+            timed_out = scope.cancelled_caught
+            if timed_out and timeout is not None:
+                error = f"no answer within {timeout:g} s"
+            return None, RouteAttempt(
+                model=c.name,
+                reason=why,
+                outcome="timed_out" if timed_out else "failed",
+                detail=error,
+                latency_us=latency,
+            )
+        circuit.failures, circuit.open_until_us, circuit.trial = 0, 0, False
+        return turn, RouteAttempt(model=c.name, reason=why, outcome="answered", latency_us=latency)
 
     def _timeout(self, c: Candidate, start_us: int) -> float | None:
         limits = [t for t in (c.timeout_s,) if t is not None]

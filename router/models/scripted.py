@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any, final
 
+import msgspec
+
 from ..core.events import Message, Usage
 from ..core.protocols import ModelTurn, ProposedCall
 
@@ -31,13 +33,15 @@ class ScriptedModel:
 
     From a list, the turn is chosen by the number of assistant messages so far, so a
     resumed run picks up where its log left off. Past the end of the list it answers
-    ``"(script ended)"``, which ends the run.
+    ``"(script ended)"``, which ends the run. Given ``max_tokens``, a turn's output usage is
+    cut to it, as a provider stops generating there; ``caps`` records each call's cap.
     """
 
     def __init__(self, script: Sequence[ModelTurn] | Script, *, name: str = "scripted") -> None:
         self.name = name
         self._script = script
         self.calls = 0  # how many times the model was asked
+        self.caps: list[int | None] = []  # the max_tokens of each call
         self._counted: tuple[Sequence[Message], int, int] = (
             (),
             0,
@@ -45,15 +49,23 @@ class ScriptedModel:
         )  # (messages, length, assistant turns)
 
     async def respond(
-        self, messages: Sequence[Message], tools: Sequence[dict[str, Any]]
+        self,
+        messages: Sequence[Message],
+        tools: Sequence[dict[str, Any]],
+        *,
+        max_tokens: int | None = None,
     ) -> ModelTurn:
         self.calls += 1
+        self.caps.append(max_tokens)
         if callable(self._script):
-            return self._script(messages)
-        step = self._assistant_turns(messages)
-        if step < len(self._script):
-            return self._script[step]
-        return say("(script ended)")
+            turn = self._script(messages)
+        else:
+            step = self._assistant_turns(messages)
+            turn = self._script[step] if step < len(self._script) else say("(script ended)")
+        if max_tokens is not None and turn.usage.output_tokens > max_tokens:
+            cut = msgspec.structs.replace(turn.usage, output_tokens=max_tokens)
+            turn = msgspec.structs.replace(turn, usage=cut)
+        return turn
 
     def _assistant_turns(self, messages: Sequence[Message]) -> int:
         """Count assistant messages, incrementally while the same list only grows."""

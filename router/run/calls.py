@@ -13,6 +13,7 @@ from ..core.clock import Clock
 from ..core.events import Event, ToolFailed, ToolStarted, ToolSucceeded, spent
 from ..core.fsm import RunState, apply
 from ..core.limits import Budget, Meter
+from ..core.tokens import Tokenizer, message_tokens
 from ..core.tools import Tool, ToolContext, ToolOutput, Tools, encode_result
 from ..core.transcript import Transcript
 from .attempt import attempt, deadline_passed, time_left
@@ -25,7 +26,7 @@ __all__ = ["AgentRun", "Calls"]
 class AgentRun:
     """One run being advanced: its folded state, transcript and log writer."""
 
-    __slots__ = ("run_id", "state", "transcript", "log", "pending", "args")
+    __slots__ = ("run_id", "state", "transcript", "log", "pending", "args", "_counted", "_tokens")
 
     def __init__(self, log: RunLog, state: RunState, transcript: Transcript) -> None:
         self.run_id = log.run_id
@@ -34,6 +35,17 @@ class AgentRun:
         self.state = state
         self.transcript = transcript
         self.args: dict[str, Any] = {}  # decoded arguments of calls decided in this process
+        self._counted = 0  # messages whose tokens are in _tokens
+        self._tokens = 0
+
+    def transcript_tokens(self, tokenizer: Tokenizer) -> int:
+        """The tokens of the whole transcript in a request (each message counted once, when
+        it is new)."""
+        messages = self.transcript.messages
+        for message in messages[self._counted :]:
+            self._tokens += message_tokens(tokenizer, message)
+        self._counted = len(messages)
+        return self._tokens
 
     def add(self, event: Event) -> None:
         self.state = apply(self.state, event)

@@ -9,7 +9,8 @@ one store round trip, two when it runs a side-effecting tool.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from functools import partial
 from typing import Any, final
 
 import anyio
@@ -19,6 +20,7 @@ from ..core.definition import changed_parts, definition_parts, hash_parts, recor
 from ..core.effects import CallModel, DecideCalls, Record, RunTools, next_effect, resume_events
 from ..core.events import (
     Event,
+    LimitExceeded,
     Limits,
     Message,
     ModelResponded,
@@ -35,10 +37,18 @@ from ..core.events import (
     spent,
 )
 from ..core.fsm import INTERRUPTED, Phase, RunState, fold
-from ..core.limits import PriceTable
-from ..core.protocols import Model, ModelTurn, Store, current_run_id
+from ..core.limits import PriceTable, cap_call
+from ..core.protocols import (
+    Model,
+    ModelTurn,
+    Store,
+    accepts_max_tokens,
+    answering_models,
+    current_run_id,
+)
 from ..core.redaction import Redaction
 from ..core.replay import ReplayReport, replay_events
+from ..core.tokens import ByteBound, Tokenizer, tools_tokens
 from ..core.tools import Retry, Tools, record_calls
 from ..core.transcript import Transcript
 from ..errors import ConfigError, DefinitionChanged, ModelError
@@ -48,6 +58,12 @@ from .log import RunLog, open_log, plaintext_of, status_of
 from .runtime import Runtime, bind
 
 __all__ = ["Engine", "RunResult"]
+
+_CANNOT_CAP = (
+    "{model}'s respond() takes no max_tokens, so router cannot cap a call's output "
+    "under {why}; add a keyword max_tokens: int | None = None to it"
+)
+_BEFORE_CALL = "before the model call: its worst case (the input, one output token) would pass it"
 
 
 class RunResult(msgspec.Struct, frozen=True):
@@ -107,6 +123,7 @@ class Engine:
         agent: str = "",
         review: ReviewRules | None = None,
         output_check: Callable[[str], str | None] | None = None,
+        tokenizer: Tokenizer | None = None,
     ) -> None:
         self.model = model
         self.tools = tools
@@ -124,6 +141,24 @@ class Engine:
         )
         self._elsewhere: Engine | None = None  # this Engine on the runtime last asked for
         self.definition = hash_parts(self.parts)
+        self.tokenizer = tokenizer or ByteBound()
+        self._tools_tokens = tools_tokens(self.tokenizer, tools.schemas)
+        self._answering = answering_models(model)
+        self._rates = self.prices.worst_rates(self._answering)
+        self._reserve = self.prices.window(self._answering)[1]
+        self._caps_output = accepts_max_tokens(model)
+        if self._reserve is not None and not self._caps_output:
+            raise ConfigError(_CANNOT_CAP.format(model=model.name, why="an output reserve"))
+        self._check_ceilings(self.limits)
+
+    def _check_ceilings(self, limits: Limits) -> None:
+        """Refuse a cost ceiling over an unpriced model (it would cost $0 and never fire),
+        and a token or cost ceiling over a model whose output cannot be capped."""
+        if limits.max_cost_usd is not None:
+            self.prices.require(self._answering)
+        capped = (limits.max_cost_usd, limits.max_total_tokens, limits.max_output_tokens)
+        if not self._caps_output and any(c is not None for c in capped):
+            raise ConfigError(_CANNOT_CAP.format(model=self.model.name, why="a ceiling"))
 
     def on(self, runtime: Runtime) -> Engine:
         """This agent on another runtime (a child run executes on its parent's)."""
@@ -168,6 +203,7 @@ class Engine:
             run_id = runtime.ids.new_id("run")
         elif await self.store.read(run_id):  # a chosen id may be taken; a generated one is not
             raise ConfigError(f"run {run_id!r} already exists; resume it instead")
+        self._check_ceilings(limits or self.limits)
         policy = self.redaction | redaction if redaction else self.redaction
         run = AgentRun(
             RunLog(runtime, run_id, policy), RunState(), Transcript()
@@ -213,6 +249,7 @@ class Engine:
             if status_of(state) != "active":  # ended, or waiting for a person
                 await log.close(state)
                 return RunResult.of(run_id, state)
+            self._check_ceilings(state.limits)
             now = self.runtime.clock.now_us()
             if state.definition != self.definition:
                 if migration is None:
@@ -315,11 +352,21 @@ class Engine:
         clock = self.runtime.clock
         begin = clock.now_us()
         messages, schemas = run.transcript.messages, self.tools.schemas
+        respond: Callable[..., Awaitable[ModelTurn]] = self.model.respond
+        cap = self._reserve
+        if run.state.budgeted:
+            tokens = run.transcript_tokens(self.tokenizer) + self._tools_tokens
+            verdict = cap_call(run.state, tokens, self._rates, cap)
+            if isinstance(verdict, LimitExceeded):
+                return msgspec.structs.replace(verdict, at=begin, detail=_BEFORE_CALL)
+            cap = verdict
+        if cap is not None:
+            respond = partial(respond, max_tokens=cap)
         try:
-            turn = await self.model.respond(messages, schemas)
+            turn = await respond(messages, schemas)
         except Exception as first:  # an adapter's ModelError has spent its own retries
             outcome = await attempt_again(
-                self.model.respond, self.model_retry, None, (messages, schemas), ModelError, first
+                respond, self.model_retry, None, (messages, schemas), ModelError, first
             )
             if not outcome.ok:
                 return self._model_failed(run, outcome)
