@@ -19,10 +19,10 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1] / "router"
 README = (ROOT.parent / "README.md").read_text()
 
-LAYERS = {"errors": 0, "schema": 1, "core": 2, "run": 3, "graph": 4, "agents": 5}
+LAYERS = {"errors": 0, "schema": 1, "core": 2, "memory": 3, "run": 4, "graph": 5, "agents": 6}
 ADAPTERS = {"store", "models", "mcp", "observe", "export", "crypto"}
 TOP = {"cli", "__init__", "__main__"}  # may use anything
-PURE = {"errors", "schema", "core"}
+PURE = {"errors", "schema", "core", "memory"}
 IMPURE = {
     "time",
     "os",

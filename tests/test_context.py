@@ -1,0 +1,162 @@
+"""The context policy, for any transcript: never more than the budget, never a call without
+its result or a result without its call, never a pinned message dropped; and the window a
+live run keeps step by step is the request computed from scratch."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from router import ByteBound, ConfigError, Message
+from router.core.events import ToolCall
+from router.core.tokens import message_tokens
+from router.memory import ContextPolicy, Window, fit
+from router.models.tokens import OpenAITokenizer
+
+BOUND = ByteBound()
+PINNED = [Message(role="system", content="You are careful."), Message(role="user", content="Go.")]
+
+
+@st.composite
+def groups(draw: st.DrawFn, turn: int) -> list[Message]:
+    """One group: a model turn proposing calls with their results, a final text, or a note."""
+    kind = draw(st.sampled_from(["calls", "calls", "calls", "text", "note"]))
+    if kind == "note":
+        return [Message(role="user", content=draw(st.text(max_size=80)))]
+    if kind == "text":
+        return [Message(role="assistant", content=draw(st.text(max_size=200)))]
+    n = draw(st.integers(1, 3))
+    calls = tuple(ToolCall(id=f"c{turn}_{i}", name="look", arguments='{"q": 1}') for i in range(n))
+    results = [
+        Message(
+            role="tool",
+            call_id=c.id,
+            name="look",
+            content=draw(st.text(alphabet="abc xyz\n", max_size=1_500)),
+        )
+        for c in calls
+    ]
+    return [Message(role="assistant", tool_calls=calls), *results]
+
+
+@st.composite
+def transcripts(draw: st.DrawFn) -> list[list[Message]]:
+    return [draw(groups(turn)) for turn in range(draw(st.integers(0, 40)))]
+
+
+POLICIES = st.builds(
+    ContextPolicy,
+    keep_recent=st.integers(1, 4),
+    shorten_at=st.sampled_from([0.3, 0.5, 1.0]),
+    shorten_results_to=st.integers(10, 300),
+)
+
+
+def check(request_messages: list[Message], tokens: int, budget: int) -> None:
+    assert tokens <= budget
+    assert sum(message_tokens(BOUND, m) for m in request_messages) == tokens
+    assert request_messages[: len(PINNED)] == PINNED
+    open_calls: set[str] = set()
+    for m in request_messages[len(PINNED) :]:
+        if m.role == "tool":
+            assert m.call_id in open_calls, "a result without its call"
+            open_calls.discard(m.call_id)
+        else:
+            assert not open_calls, "a call without its result"
+            open_calls = {c.id for c in m.tool_calls}
+
+
+@settings(max_examples=400, deadline=None)
+@given(transcripts(), POLICIES, st.integers(60, 6_000), st.data())
+def test_any_transcript_fits_or_is_refused_and_the_live_window_agrees(
+    turns: list[list[Message]], policy: ContextPolicy, budget: int, data: st.DataObject
+) -> None:
+    window = Window(policy, budget, BOUND, len(PINNED))
+    messages = list(PINNED)
+    summary: tuple[str, int] | None = None
+    for group in [[], *turns]:
+        messages += group
+        window.follow(messages)
+        wanted = window.wants_summary()
+        if wanted is not None and data.draw(st.booleans()):  # a summariser answers
+            summary = (data.draw(st.text(max_size=300)), wanted)
+            window.summarized_by(*summary)
+        live = window.request(messages)
+        scratch = fit(
+            messages,
+            policy=policy,
+            budget=budget,
+            tokenizer=BOUND,
+            pinned=len(PINNED),
+            summary=summary,
+        )
+        assert live == scratch
+        if live is None:  # the newest groups alone pass the budget: a budget for them fits
+            newest = [m for g in turns[-policy.keep_recent :] for m in g]
+            room = sum(message_tokens(BOUND, m) for m in [*PINNED, *newest]) + 500
+            assert room > budget
+            roomy = fit(messages, policy=policy, budget=room, tokenizer=BOUND, pinned=2)
+            assert roomy is not None
+            continue
+        check(live.messages, live.tokens, budget)
+        sent = {id(m) for m in live.messages}
+        assert all(id(m) in sent for m in messages[-len(group) :] if group)  # newest group whole
+
+
+def test_a_conversation_under_the_budget_is_sent_as_it_is() -> None:
+    messages = [*PINNED, Message(role="assistant", content="Done.")]
+    request = fit(messages, policy=ContextPolicy(), budget=1_000, tokenizer=BOUND, pinned=2)
+    assert request is not None and request.messages == messages
+    assert (request.shortened, request.left_out, request.summarized) == (0, 0, 0)
+
+
+def test_under_pressure_old_results_are_cut_then_old_turns_left_out_with_a_note() -> None:
+    turns = []
+    for i in range(10):
+        call = ToolCall(id=f"c{i}", name="look", arguments="{}")
+        turns += [
+            Message(role="assistant", tool_calls=(call,)),
+            Message(role="tool", call_id=f"c{i}", name="look", content="x" * 1_000),
+        ]
+    messages = [*PINNED, *turns]
+    policy = ContextPolicy(keep_recent=2, shorten_results_to=100)
+    request = fit(messages, policy=policy, budget=3_000, tokenizer=BOUND, pinned=2)
+    assert request is not None and request.tokens <= 3_000
+    assert request.shortened > 0 and request.left_out > 0
+    note = request.messages[2]
+    assert note.role == "user" and "earlier messages were left out" in note.content
+    assert request.messages[-1].content == "x" * 1_000  # the newest results whole
+    assert "more characters of this result were cut" in request.messages[-5].content
+
+
+def test_a_window_too_small_for_the_newest_turns_is_refused() -> None:
+    big = Message(role="assistant", content="y" * 5_000)
+    assert (
+        fit([*PINNED, big], policy=ContextPolicy(), budget=500, tokenizer=BOUND, pinned=2) is None
+    )
+
+
+def test_exact_counts_fit_more_than_the_byte_bound() -> None:
+    turns = [Message(role="assistant", content="word " * 200) for _ in range(20)]
+    messages = [*PINNED, *turns]
+    policy = ContextPolicy(keep_recent=1)
+    exact = fit(
+        messages,
+        policy=policy,
+        budget=2_000,
+        tokenizer=OpenAITokenizer("o200k_base"),
+        pinned=2,
+    )
+    bound = fit(messages, policy=policy, budget=2_000, tokenizer=BOUND, pinned=2)
+    assert exact is not None and bound is not None
+    assert len(exact.messages) > len(bound.messages)
+
+
+def test_a_policy_that_cannot_work_is_refused() -> None:
+    with pytest.raises(ConfigError):
+        ContextPolicy(summarize_at=0.5, summarize_to=0.6)
+    with pytest.raises(ConfigError):
+        ContextPolicy(keep_recent=0)
+    with pytest.raises(ConfigError):
+        ContextPolicy(budget_tokens=0)
