@@ -17,6 +17,7 @@ from .core.limits import Budget, Price, PriceTable
 from .core.protocols import Model, ModelTurn, ProposedCall, Store
 from .core.redaction import Redaction
 from .core.tokens import ByteBound, Tokenizer
+from .memory import ContextPolicy
 from .core.tools import Retry, Tool, ToolContext, ToolOutput, Tools, tool
 from .errors import (
     ChainBroken,
@@ -52,6 +53,7 @@ __all__ = [
     "ByteBound",
     "ChainBroken",
     "ConfigError",
+    "ContextPolicy",
     "DecisionError",
     "DefinitionChanged",
     "Durability",

@@ -4,17 +4,39 @@ live run keeps step by step is the request computed from scratch."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from router import ByteBound, ConfigError, Message
-from router.core.events import ToolCall
-from router.core.tokens import message_tokens
+from router import (
+    ByteBound,
+    ConfigError,
+    Engine,
+    Limits,
+    Message,
+    ModelTurn,
+    Phase,
+    Price,
+    PriceTable,
+    Principal,
+    ProposedCall,
+    SqliteStore,
+    Tools,
+    Usage,
+    tool,
+)
+from router.core.events import ContextSummarized, ModelResponded, ToolCall
+from router.core.stored import decode_run
+from router.core.tokens import message_tokens, tools_tokens
 from router.memory import ContextPolicy, Window, fit
 from router.models.tokens import OpenAITokenizer
 
 BOUND = ByteBound()
+USER = Principal(id="u")
 PINNED = [Message(role="system", content="You are careful."), Message(role="user", content="Go.")]
 
 
@@ -160,3 +182,134 @@ def test_a_policy_that_cannot_work_is_refused() -> None:
         ContextPolicy(keep_recent=0)
     with pytest.raises(ConfigError):
         ContextPolicy(budget_tokens=0)
+
+
+# --- a long run in the engine --------------------------------------------------------------
+
+STEPS = 200
+EXACT = OpenAITokenizer("o200k_base")
+
+
+class Looker:
+    """A model that looks up one record per turn for STEPS turns, then answers; it counts
+    what it is sent with the exact tokenizer, as the provider would."""
+
+    name = "gpt-4o-mini"
+
+    def __init__(self, crash_at: int | None = None) -> None:
+        self.sent: list[int] = []
+        self.crash_at = crash_at
+
+    async def respond(
+        self,
+        messages: Sequence[Message],
+        tools: Sequence[dict[str, Any]],
+        *,
+        max_tokens: int | None = None,
+    ) -> ModelTurn:
+        count = sum(message_tokens(EXACT, m) for m in messages) + tools_tokens(EXACT, tools)
+        self.sent.append(count)
+        usage = Usage(input_tokens=count, output_tokens=20)
+        if self.crash_at is not None and len(self.sent) == self.crash_at:
+            raise Crash
+        if len(self.sent) > STEPS:
+            return ModelTurn(text="all looked up", usage=usage)
+        call = ProposedCall(f"c{len(self.sent)}", "lookup", f'{{"n": {len(self.sent)}}}')
+        return ModelTurn(tool_calls=(call,), usage=usage)
+
+
+class Crash(BaseException):
+    """Stands for the process dying mid-run."""
+
+
+class Condenser:
+    name = "gpt-4o-mini"
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    async def respond(
+        self,
+        messages: Sequence[Message],
+        tools: Sequence[dict[str, Any]],
+        *,
+        max_tokens: int | None = None,
+    ) -> ModelTurn:
+        self.calls += 1
+        looked = messages[-1].content.count("[result of lookup")
+        text = f"Looked up {looked} more records; all were in order."
+        return ModelTurn(text=text, usage=Usage(input_tokens=500, output_tokens=15))
+
+
+@tool(inline=True, idempotent=True)
+def lookup(n: int) -> str:
+    """Look up record n."""
+    return f"record {n}: " + ", ".join(f"field{i}=value{i * n}" for i in range(25))
+
+
+WINDOWED = PriceTable({"gpt-4o-mini": Price(0.15, 0.6, context_window=4_000, output_reserve=500)})
+
+
+def windowed(store: Any, model: Any, condenser: Any) -> Engine:
+    return Engine(
+        store,
+        model,
+        Tools([lookup]),
+        prices=WINDOWED,
+        tokenizer=EXACT,
+        context=ContextPolicy(),
+        summarizer=condenser,
+        limits=Limits(max_steps=STEPS + 5, max_tool_calls=STEPS + 5),
+    )
+
+
+@pytest.mark.anyio
+async def test_a_200_step_run_stays_inside_a_4000_token_window_and_replays_alone(
+    tmp_path: Path,
+) -> None:
+    async with SqliteStore.open(tmp_path / "log.db") as store:
+        model, condenser = Looker(), Condenser()
+        result = await windowed(store, model, condenser).start("Look them all up.", principal=USER)
+        assert result.phase is Phase.DONE and result.steps == STEPS + 1
+        assert max(model.sent) <= 4_000 - 500  # the provider's own count, every call
+        events = decode_run(await store.read(result.run_id))
+        sent = [e.sent for e in events if isinstance(e, ModelResponded)]
+        assert all(s is not None and s.tokens <= 3_500 for s in sent)
+        assert all(s is not None and s.tokens >= c for s, c in zip(sent, model.sent, strict=True))
+        # flat once the window filled: a saw-tooth between the summary's target and trigger
+        late = model.sent[50:]
+        assert max(late) <= 0.8 * 3_500 and min(late) >= 0.25 * 3_500
+        means = [sum(late[i : i + 50]) / 50 for i in range(0, 150, 50)]
+        assert max(means) - min(means) < 0.1 * 3_500
+        summaries = [e for e in events if isinstance(e, ContextSummarized)]
+        assert len(summaries) == condenser.calls >= 3
+        assert result.usage.input_tokens == sum(model.sent) + 500 * condenser.calls
+        # replay needs neither the model nor the summariser
+        report = await windowed(store, Refuses(), Refuses()).replay(result.run_id)
+        assert report.identical, report.divergence
+
+
+class Refuses:
+    name = "gpt-4o-mini"
+
+    async def respond(self, *args: Any, **kwargs: Any) -> ModelTurn:
+        raise AssertionError("called during replay or resume")
+
+
+@pytest.mark.anyio
+async def test_a_run_resumed_after_a_crash_sends_what_it_would_have_sent(tmp_path: Path) -> None:
+    async with SqliteStore.open(tmp_path / "log.db") as store:
+        whole = Looker()
+        done = await windowed(store, whole, Condenser()).start("Look them all up.", principal=USER)
+        crashing, condenser = Looker(crash_at=120), Condenser()
+        with pytest.raises(Crash):
+            await windowed(store, crashing, condenser).start(
+                "Look them all up.", principal=USER, run_id="crashed"
+            )
+        again = Looker()
+        again.sent = crashing.sent[:-1]  # the crashed call was never answered
+        resumed = await windowed(store, again, condenser).resume("crashed")
+        assert resumed.phase is Phase.DONE and again.sent == whole.sent
+        made = decode_run(await store.read(done.run_id))
+        # each summary was asked for once, across the crash: none was asked for again
+        assert condenser.calls == sum(1 for e in made if isinstance(e, ContextSummarized))

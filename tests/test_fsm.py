@@ -20,6 +20,7 @@ from router.core.effects import (
 )
 from router.core.events import (
     EVENT_TYPES,
+    ContextSummarized,
     Event,
     GraphStarted,
     Kind,
@@ -111,6 +112,9 @@ SAMPLES: dict[Kind, Event] = {
         ),
     ),
     Kind.MODEL_RESPONDED: ModelResponded(at=5, step=1, tool_calls=calls("c9")),
+    Kind.CONTEXT_SUMMARIZED: ContextSummarized(
+        at=5, step=1, replaced=4, text="so far", first_seq=1, last_seq=6
+    ),
     Kind.TOOL_CALL_REJECTED: ToolCallRejected(
         at=5, call_id="c2", tool="t", code="invalid_arguments", reason="r"
     ),

@@ -32,6 +32,7 @@ from router import (
 )
 from router.core.effects import AwaitReview, Idle, Record
 from router.core.events import (
+    ContextSummarized,
     Event,
     GraphStarted,
     Kind,
@@ -145,6 +146,9 @@ AGENT_SAMPLES: dict[Kind, Event] = {
         attempts=(RouteAttempt(model="m", reason="first", outcome="answered"),),
     ),
     Kind.MODEL_RESPONDED: ModelResponded(at=5, step=1, tool_calls=(CALL,)),
+    Kind.CONTEXT_SUMMARIZED: ContextSummarized(
+        at=5, step=1, replaced=4, text="so far", first_seq=1, last_seq=6
+    ),
     Kind.TOOL_CALL_REJECTED: ToolCallRejected(
         at=5, call_id="c1", tool="t", code="unknown_tool", reason="r"
     ),

@@ -22,6 +22,7 @@ __all__ = [
     "EVENT_TYPES",
     "KINDS",
     "NO_USAGE",
+    "ContextSummarized",
     "Event",
     "GraphStarted",
     "Kind",
@@ -46,6 +47,7 @@ __all__ = [
     "RunParked",
     "RunResumed",
     "RunStarted",
+    "Sent",
     "StepRouted",
     "StoredEvent",
     "Task",
@@ -207,6 +209,19 @@ class RunStarted(Event, frozen=True, tag="run_started"):
     ] = {}  # the definition's parts by name (code included), hashed: what changed
 
 
+class Sent(Data, frozen=True):
+    """What went into a model call where router bounded it (a context policy, or a token or
+    cost ceiling): the request's tokens as counted (an upper bound unless the tokenizer is
+    exact), its messages, the answer's cap, and what the context policy did to fit it."""
+
+    tokens: int
+    messages: int
+    max_tokens: int = 0  # 0: the answer was not capped
+    shortened: int = 0  # older tool results cut short
+    left_out: int = 0  # older messages neither sent nor summarised
+    summarized: int = 0  # older messages a summary stood in for
+
+
 class ModelResponded(Event, frozen=True, tag="model_responded"):
     step: int
     text: str = ""
@@ -217,6 +232,23 @@ class ModelResponded(Event, frozen=True, tag="model_responded"):
     latency_us: int = 0
     held: str = ""  # why the output check held this answer back for review
     served_model: str = ""  # the exact model the provider reports, when it names another
+    sent: Sent | None = None  # what went into the call, where router bounded it
+
+
+class ContextSummarized(Event, frozen=True, tag="context_summarized"):
+    """A summary now stands for the first ``replaced`` messages after the run's opening
+    ones (those of the log's events ``first_seq`` to ``last_seq``): a model call of its own,
+    priced and counted like a turn, so a resume or a replay never calls it again."""
+
+    step: int  # the model turn it was made for
+    replaced: int
+    text: str
+    first_seq: int
+    last_seq: int
+    usage: Usage = NO_USAGE
+    cost_nusd: int = 0
+    model: str = ""
+    latency_us: int = 0
 
 
 class RouteAttempt(Data, frozen=True):
@@ -435,6 +467,7 @@ AnyEvent: TypeAlias = (
     RunStarted
     | ModelRouted
     | ModelResponded
+    | ContextSummarized
     | ToolCallRejected
     | ToolCallDenied
     | ToolStarted
@@ -466,6 +499,7 @@ class Kind(enum.StrEnum):
     RUN_STARTED = "run_started"
     MODEL_ROUTED = "model_routed"
     MODEL_RESPONDED = "model_responded"
+    CONTEXT_SUMMARIZED = "context_summarized"
     TOOL_CALL_REJECTED = "tool_call_rejected"
     TOOL_CALL_DENIED = "tool_call_denied"
     TOOL_STARTED = "tool_started"

@@ -18,6 +18,7 @@ from msgspec.structs import replace
 from .events import (
     EVENT_TYPES,
     NO_USAGE,
+    ContextSummarized,
     Event,
     Kind,
     LimitExceeded,
@@ -155,16 +156,27 @@ def _start(state: RunState, event: RunStarted, at: int) -> RunState:
     )
 
 
-def _model_responded(state: RunState, event: ModelResponded, at: int) -> RunState:
-    used, add = state.usage, event.usage
-    usage = (
-        Usage(
-            input_tokens=used.input_tokens + add.input_tokens,
-            output_tokens=used.output_tokens + add.output_tokens,
-        )
-        if add.input_tokens or add.output_tokens
-        else used
+def _plus(used: Usage, add: Usage) -> Usage:
+    if not (add.input_tokens or add.output_tokens):
+        return used
+    return Usage(
+        input_tokens=used.input_tokens + add.input_tokens,
+        output_tokens=used.output_tokens + add.output_tokens,
     )
+
+
+def _summarized(state: RunState, event: ContextSummarized, at: int) -> RunState:
+    """A summary made for the next turn: spent like a turn, no step taken."""
+    return replace(
+        state,
+        usage=_plus(state.usage, event.usage),
+        cost_nusd=state.cost_nusd + event.cost_nusd,
+        last_at=at,
+    )
+
+
+def _model_responded(state: RunState, event: ModelResponded, at: int) -> RunState:
+    usage = _plus(state.usage, event.usage)
     if not event.tool_calls:
         if event.held:
             return replace(
@@ -432,6 +444,7 @@ Entry: TypeAlias = tuple[Handler, tuple[Phase, ...]]
 TABLE: dict[tuple[Phase, Kind], Entry] = {
     (NEW, Kind.RUN_STARTED): (_start, (AWAITING_MODEL,)),
     (AWAITING_MODEL, Kind.MODEL_ROUTED): (_noted, (AWAITING_MODEL,)),
+    (AWAITING_MODEL, Kind.CONTEXT_SUMMARIZED): (_summarized, (AWAITING_MODEL,)),
     (AWAITING_MODEL, Kind.MODEL_RESPONDED): (_model_responded, (RUNNING_TOOLS, DONE)),
     (RUNNING_TOOLS, Kind.TOOL_CALL_REJECTED): (_refused, (RUNNING_TOOLS, AWAITING_MODEL)),
     (RUNNING_TOOLS, Kind.TOOL_CALL_DENIED): (_refused, (RUNNING_TOOLS, AWAITING_MODEL)),

@@ -25,6 +25,7 @@ from .effects import (
     resume_events,
 )
 from .events import (
+    ContextSummarized,
     Event,
     LimitExceeded,
     ModelResponded,
@@ -67,7 +68,7 @@ class ReplayReport(msgspec.Struct, frozen=True):
 
 # Outcomes that come from outside router's decisions, accepted as recorded when the
 # current effect allows them.
-_MODEL_OUTCOMES = (ModelRouted, ModelResponded, RunFailed, LimitExceeded)
+_MODEL_OUTCOMES = (ModelRouted, ModelResponded, ContextSummarized, RunFailed, LimitExceeded)
 _TOOL_OUTCOMES = (ToolSucceeded, ToolFailed, LimitExceeded)
 _ANYTIME = (RunResumed, RunParked, RunMigrated, RunForked, RunCancelled)
 
@@ -142,7 +143,7 @@ def _check(
     if isinstance(effect, CallModel):
         if not isinstance(event, _MODEL_OUTCOMES):
             return f"the model was to be called here, not {type(event).__name__}"
-        if isinstance(event, ModelResponded):
+        if isinstance(event, ModelResponded | ContextSummarized):
             cost = prices.cost_nusd(event.model, event.usage)
             if cost != event.cost_nusd:
                 return f"the price table now gives cost_nusd {cost}, not {event.cost_nusd}"

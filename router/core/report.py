@@ -15,6 +15,7 @@ from collections.abc import Iterable
 import msgspec
 
 from .events import (
+    ContextSummarized,
     Event,
     GraphStarted,
     LimitExceeded,
@@ -114,6 +115,14 @@ class Report:
             run.ended = "" if event.next else "done"
         elif isinstance(event, ModelResponded):
             self._turn(run, event)
+        elif isinstance(event, ContextSummarized):  # spent on the run, not a step
+            model = self.models.setdefault(event.model, _Model())
+            model.tokens_in += event.usage.input_tokens
+            model.tokens_out += event.usage.output_tokens
+            model.cost_nusd += event.cost_nusd
+            run.tokens_in += event.usage.input_tokens
+            run.tokens_out += event.usage.output_tokens
+            run.cost_nusd += event.cost_nusd
         elif isinstance(event, ModelRouted):
             for attempt in event.attempts:
                 route = self.routes.setdefault(attempt.model, _Route())

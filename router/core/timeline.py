@@ -6,6 +6,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from .events import (
+    ContextSummarized,
     Event,
     GraphStarted,
     LimitExceeded,
@@ -23,6 +24,7 @@ from .events import (
     RunParked,
     RunResumed,
     RunStarted,
+    Sent,
     StepRouted,
     ToolCallDenied,
     ToolCallRejected,
@@ -111,10 +113,38 @@ def _model_responded(event: ModelResponded) -> tuple[str, str]:
         f"step {event.step}  {u.input_tokens} in / {u.output_tokens} out tokens{cost}  "
         f"{event.latency_us / 1000:.1f} ms{served}"
     )
+    head += _sent(event.sent) if event.sent is not None else ""
     calls = "; ".join(f"{c.name}({_clip(c.arguments, 60)})" for c in event.tool_calls)
     held = f"  (held for review: {event.held})" if event.held else ""
     answer = f"{head}\n{'':22}-> answer: {_clip(event.text)!r}{held}"
     return "model", f"{head}\n{'':22}-> {calls}" if calls else answer
+
+
+def _sent(sent: Sent) -> str:
+    """What went into the call: its size, its cap, and what the context policy did."""
+    done = [
+        f"{n} {what}"
+        for n, what in (
+            (sent.shortened, "results cut"),
+            (sent.summarized, "summarised"),
+            (sent.left_out, "left out"),
+        )
+        if n
+    ]
+    cap = f", answer capped at {sent.max_tokens}" if sent.max_tokens else ""
+    fitted = f"; {', '.join(done)}" if done else ""
+    return f"\n{'':22}   sent {sent.messages} messages, {sent.tokens} tokens{cap}{fitted}"
+
+
+def _context_summarized(event: ContextSummarized) -> tuple[str, str]:
+    u = event.usage
+    cost = f"  ${event.cost_nusd / 1e9:.6f}" if event.cost_nusd else ""
+    return (
+        "summarised",
+        f"for step {event.step}: {event.replaced} messages (events {event.first_seq}-"
+        f"{event.last_seq}) by {event.model}, {u.input_tokens} in / {u.output_tokens} out"
+        f"{cost}\n{'':22}-> {_clip(event.text)!r}",
+    )
 
 
 def _model_routed(event: ModelRouted) -> tuple[str, str]:
@@ -219,6 +249,7 @@ _DESCRIBERS: dict[type, Callable[[Any], tuple[str, str]]] = {
     RunStarted: _run_started,
     ModelResponded: _model_responded,
     ModelRouted: _model_routed,
+    ContextSummarized: _context_summarized,
     ToolCallRejected: _tool_call_rejected,
     ToolCallDenied: _tool_call_denied,
     ToolStarted: _tool_started,

@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from .events import (
+    ContextSummarized,
     Event,
     Message,
     ModelResponded,
@@ -28,14 +29,23 @@ __all__ = ["Transcript"]
 
 
 class Transcript:
-    """Messages so far; ``apply`` is O(1) per event (plus one turn's release)."""
+    """Messages so far; ``apply`` is O(1) per event (plus one turn's release).
 
-    __slots__ = ("_messages", "_turn", "_outcomes")
+    ``opening``: how many messages the run started with (its system prompt and task);
+    ``origins``: the seq of the event each message came from; ``summary``: the latest
+    summary's text and how many messages after the opening ones it stands for.
+    """
+
+    __slots__ = ("_messages", "_turn", "_outcomes", "_seq", "origins", "opening", "summary")
 
     def __init__(self, events: Iterable[Event] = ()) -> None:
         self._messages: list[Message] = []
         self._turn: tuple[ToolCall, ...] = ()  # the calls of the open turn
         self._outcomes: dict[str, str] = {}
+        self._seq = -1  # the seq of the event being applied: events come in log order
+        self.origins: list[int] = []
+        self.opening = 0
+        self.summary: tuple[str, int] | None = None
         for event in events:
             self.apply(event)
 
@@ -45,9 +55,12 @@ class Transcript:
         return self._messages
 
     def apply(self, event: Event) -> None:
+        self._seq += 1
         handler = _HANDLERS.get(type(event))
         if handler is not None:
             handler(self, event)
+            if len(self.origins) < len(self._messages):
+                self.origins += [self._seq] * (len(self._messages) - len(self.origins))
 
     def _responded(self, event: ModelResponded) -> None:
         self._messages.append(
@@ -92,6 +105,10 @@ class Transcript:
 
     def _started(self, event: RunStarted) -> None:
         self._messages.extend(event.messages)
+        self.opening = len(event.messages)
+
+    def _summarized(self, event: ContextSummarized) -> None:
+        self.summary = (event.text, event.replaced)
 
     def _settle(self, call_id: str, content: str) -> None:
         turn = self._turn
@@ -118,6 +135,7 @@ class Transcript:
 # Events not listed never change what the model sees.
 _HANDLERS: dict[type[Event], Callable[[Transcript, Any], None]] = {
     RunStarted: Transcript._started,
+    ContextSummarized: Transcript._summarized,
     ModelResponded: Transcript._responded,
     ToolSucceeded: Transcript._succeeded,
     ToolFailed: Transcript._failed,

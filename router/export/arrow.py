@@ -8,14 +8,14 @@ Schema version 1, one row per event, in the order events were appended:
     kind        string     the event kind (run_started, model_responded, ...)
     at          timestamp  microseconds, UTC, from the run's injected clock
     tool        string     the tool of a tool event, else null
-    model       string     the model of run_started and model_responded, else null
+    model       string     the model of run_started, model_responded and context_summarized
     agent       string     the run's agent (the engine's name), null if it has none
     principal   string     the run's principal id
-    tokens_in   int64      model_responded only
-    tokens_out  int64      model_responded only
-    cost_nusd   int64      model_responded only, billionths of a US dollar
-    latency_us  int64      model_responded, tool_succeeded, tool_failed
-    outcome     string     what happened: tool_calls, answer, succeeded, failed, timed_out,
+    tokens_in   int64      model_responded and context_summarized only
+    tokens_out  int64      model_responded and context_summarized only
+    cost_nusd   int64      the same, billionths of a US dollar
+    latency_us  int64      model_responded, context_summarized, tool_succeeded, tool_failed
+    outcome     string     what happened: tool_calls, answer, summary, succeeded, failed, timed_out,
                            a rejection code, denied, a limit's name, a failure code
     prev_hash   binary     32 bytes
     hash        binary     32 bytes
@@ -42,6 +42,7 @@ import msgspec
 
 from ..core.chain import GENESIS, link
 from ..core.events import (
+    ContextSummarized,
     Event,
     LimitExceeded,
     ModelResponded,
@@ -149,6 +150,15 @@ def _typed(event: Event, who: tuple[str, str]) -> dict[str, Any]:
             cost_nusd=event.cost_nusd,
             latency_us=event.latency_us,
             outcome="tool_calls" if event.tool_calls else "answer",
+        )
+    elif isinstance(event, ContextSummarized):
+        row.update(
+            model=event.model,
+            tokens_in=event.usage.input_tokens,
+            tokens_out=event.usage.output_tokens,
+            cost_nusd=event.cost_nusd,
+            latency_us=event.latency_us,
+            outcome="summary",
         )
     elif isinstance(event, RunStarted):
         row.update(model=event.model)

@@ -196,6 +196,11 @@ class Window:
             return None
         return self._first(cut) - self.pinned
 
+    def needed(self) -> int:
+        """The tokens of the smallest request the policy can make: the pinned messages, a
+        summary if any, and the newest groups."""
+        return self._now(max(self._cut, len(self._starts) - self.policy.keep_recent))
+
     def request(self, messages: Sequence[Message]) -> Request | None:
         """The next call's messages, or None when not even the pinned messages and the
         newest groups fit."""

@@ -16,6 +16,7 @@ from ..core.limits import Budget, Meter
 from ..core.tokens import Tokenizer, message_tokens
 from ..core.tools import Tool, ToolContext, ToolOutput, Tools, encode_result
 from ..core.transcript import Transcript
+from ..memory.context import Window
 from .attempt import attempt, deadline_passed, time_left
 from .log import RunLog
 
@@ -26,7 +27,17 @@ __all__ = ["AgentRun", "Calls"]
 class AgentRun:
     """One run being advanced: its folded state, transcript and log writer."""
 
-    __slots__ = ("run_id", "state", "transcript", "log", "pending", "args", "_counted", "_tokens")
+    __slots__ = (
+        "run_id",
+        "state",
+        "transcript",
+        "log",
+        "pending",
+        "args",
+        "window",
+        "_counted",
+        "_tokens",
+    )
 
     def __init__(self, log: RunLog, state: RunState, transcript: Transcript) -> None:
         self.run_id = log.run_id
@@ -35,6 +46,7 @@ class AgentRun:
         self.state = state
         self.transcript = transcript
         self.args: dict[str, Any] = {}  # decoded arguments of calls decided in this process
+        self.window: Window | None = None  # what of the transcript is sent, under a policy
         self._counted = 0  # messages whose tokens are in _tokens
         self._tokens = 0
 

@@ -33,6 +33,7 @@ from ..core.events import (
     RunFailed,
     RunMigrated,
     RunStarted,
+    Sent,
     Usage,
     spent,
 )
@@ -52,8 +53,10 @@ from ..core.tokens import ByteBound, Tokenizer, tools_tokens
 from ..core.tools import Retry, Tools, record_calls
 from ..core.transcript import Transcript
 from ..errors import ConfigError, DefinitionChanged, ModelError
+from ..memory.context import ContextPolicy, Request
 from .attempt import Attempted, attempt_again, deadline_passed, time_left
 from .calls import AgentRun, Calls
+from .context import Fitting
 from .log import RunLog, open_log, plaintext_of, status_of
 from .runtime import Runtime, bind
 
@@ -64,6 +67,7 @@ _CANNOT_CAP = (
     "under {why}; add a keyword max_tokens: int | None = None to it"
 )
 _BEFORE_CALL = "before the model call: its worst case (the input, one output token) would pass it"
+Prepared = tuple[Sequence[Message], Callable[..., Awaitable[ModelTurn]], "Sent | None"]
 
 
 class RunResult(msgspec.Struct, frozen=True):
@@ -124,6 +128,8 @@ class Engine:
         review: ReviewRules | None = None,
         output_check: Callable[[str], str | None] | None = None,
         tokenizer: Tokenizer | None = None,
+        context: ContextPolicy | None = None,
+        summarizer: Model | None = None,
     ) -> None:
         self.model = model
         self.tools = tools
@@ -149,6 +155,19 @@ class Engine:
         self._caps_output = accepts_max_tokens(model)
         if self._reserve is not None and not self._caps_output:
             raise ConfigError(_CANNOT_CAP.format(model=model.name, why="an output reserve"))
+        self.fitting = None
+        if context is not None:
+            window, reserve = self.prices.window(self._answering)
+            self.fitting = Fitting(
+                context,
+                budget=None if window is None else window - (reserve or 0),
+                tokenizer=self.tokenizer,
+                summarizer=summarizer,
+                prices=self.prices,
+                retry=self.model_retry,
+            )
+        elif summarizer is not None:
+            raise ConfigError("a summariser works for a context policy: pass context= too")
         self._check_ceilings(self.limits)
 
     def _check_ceilings(self, limits: Limits) -> None:
@@ -156,6 +175,8 @@ class Engine:
         and a token or cost ceiling over a model whose output cannot be capped."""
         if limits.max_cost_usd is not None:
             self.prices.require(self._answering)
+            if self.fitting is not None:
+                self.prices.require(self.fitting.summarizers)
         capped = (limits.max_cost_usd, limits.max_total_tokens, limits.max_output_tokens)
         if not self._caps_output and any(c is not None for c in capped):
             raise ConfigError(_CANNOT_CAP.format(model=self.model.name, why="a ceiling"))
@@ -351,17 +372,11 @@ class Engine:
         for again."""
         clock = self.runtime.clock
         begin = clock.now_us()
-        messages, schemas = run.transcript.messages, self.tools.schemas
-        respond: Callable[..., Awaitable[ModelTurn]] = self.model.respond
-        cap = self._reserve
-        if run.state.budgeted:
-            tokens = run.transcript_tokens(self.tokenizer) + self._tools_tokens
-            verdict = cap_call(run.state, tokens, self._rates, cap)
-            if isinstance(verdict, LimitExceeded):
-                return msgspec.structs.replace(verdict, at=begin, detail=_BEFORE_CALL)
-            cap = verdict
-        if cap is not None:
-            respond = partial(respond, max_tokens=cap)
+        schemas = self.tools.schemas
+        prepared = await self._prepare(run, begin)
+        if not isinstance(prepared, tuple):
+            return prepared
+        messages, respond, sent = prepared
         try:
             turn = await respond(messages, schemas)
         except Exception as first:  # an adapter's ModelError has spent its own retries
@@ -378,10 +393,46 @@ class Engine:
             answered = next((a.model for a in turn.route if a.outcome == "answered"), "")
             self._routed(run, answered, turn.route)
         try:
-            return self._responded(run.state, turn, begin)
+            return self._responded(run.state, turn, begin, sent)
         except Exception as exc:  # a strict price table without this model, a check that raised
             code = "config_error" if isinstance(exc, ConfigError) else "output_check_failed"
             return RunFailed(at=clock.now_us(), code=code, reason=f"{type(exc).__name__}: {exc}")
+
+    async def _prepare(self, run: AgentRun, begin: int) -> Prepared | Event:
+        """The next call's messages (fitted by the context policy, if any), the model's
+        respond with the answer's cap bound to it, and what was sent; or the event that
+        ends the run instead (a ceiling the call would pass, a context that cannot fit)."""
+        messages: Sequence[Message] = run.transcript.messages
+        request = None
+        if self.fitting is not None:
+            fitted = await self.fitting.fit(run, self._tools_tokens, self.runtime.clock)
+            if not isinstance(fitted, Request):
+                return fitted
+            request, messages = fitted, fitted.messages
+        respond: Callable[..., Awaitable[ModelTurn]] = self.model.respond
+        cap = self._reserve
+        if run.state.budgeted or request is not None:
+            tokens = self._tools_tokens + (
+                request.tokens if request is not None else run.transcript_tokens(self.tokenizer)
+            )
+            if run.state.budgeted:
+                verdict = cap_call(run.state, tokens, self._rates, cap)
+                if isinstance(verdict, LimitExceeded):
+                    return msgspec.structs.replace(verdict, at=begin, detail=_BEFORE_CALL)
+                cap = verdict
+            sent = Sent(tokens=tokens, messages=len(messages), max_tokens=cap or 0)
+            if request is not None:
+                sent = msgspec.structs.replace(
+                    sent,
+                    shortened=request.shortened,
+                    left_out=request.left_out,
+                    summarized=request.summarized,
+                )
+        else:
+            sent = None
+        if cap is not None:
+            respond = partial(respond, max_tokens=cap)
+        return messages, respond, sent
 
     def _model_failed(self, run: AgentRun, outcome: Attempted) -> RunFailed:
         last = outcome.exception
@@ -401,7 +452,9 @@ class Engine:
             )
         )
 
-    def _responded(self, state: RunState, turn: ModelTurn, begin: int) -> ModelResponded:
+    def _responded(
+        self, state: RunState, turn: ModelTurn, begin: int, sent: Sent | None
+    ) -> ModelResponded:
         now = self.runtime.clock.now_us()
         model = turn.model or self.model.name
         step = state.steps + 1
@@ -419,4 +472,5 @@ class Engine:
             latency_us=now - begin,
             held=held,
             served_model=turn.served_model if turn.served_model != model else "",
+            sent=sent,
         )
