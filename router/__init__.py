@@ -17,7 +17,6 @@ from .core.limits import Budget, Price, PriceTable
 from .core.protocols import Model, ModelTurn, ProposedCall, Store
 from .core.redaction import Redaction
 from .core.tokens import ByteBound, Tokenizer
-from .memory import ContextPolicy
 from .core.tools import Retry, Tool, ToolContext, ToolOutput, Tools, tool
 from .errors import (
     ChainBroken,
@@ -33,6 +32,7 @@ from .errors import (
     StoreError,
 )
 from .graph import END, Graph, GraphEngine, GraphResult
+from .memory import ContextPolicy
 from .models.scripted import ScriptedModel
 from .run.decisions import resolve_call, review_graph_run, review_run
 from .run.engine import Engine, RunResult
