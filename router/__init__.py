@@ -14,7 +14,15 @@ from .core.clock import ManualClock, SequentialIds
 from .core.events import Limits, Message, Principal, ReviewRules, Usage
 from .core.fsm import Phase, RunState
 from .core.limits import Budget, Price, PriceTable
-from .core.protocols import Model, ModelTurn, ProposedCall, Store
+from .core.protocols import (
+    Embedder,
+    Memory,
+    Model,
+    ModelTurn,
+    ProposedCall,
+    RankWeights,
+    Store,
+)
 from .core.redaction import Redaction
 from .core.tokens import ByteBound, Tokenizer
 from .core.tools import Retry, Tool, ToolContext, ToolOutput, Tools, tool
@@ -33,17 +41,20 @@ from .errors import (
 )
 from .graph import END, Graph, GraphEngine, GraphResult
 from .memory import ContextPolicy
+from .memory.embedding import HashedEmbedder
 from .models.scripted import ScriptedModel
 from .run.decisions import resolve_call, review_graph_run, review_run
 from .run.engine import Engine, RunResult
 from .run.fork import fork_run
 from .run.log import load_run
+from .run.memories import Recall, Remembering
 from .run.runtime import Runtime, SystemClock
 from .run.worker import Worker
 from .store.memory import MemoryStore
 from .store.open import open_store
 from .store.postgres import PostgresStore
 from .store.sqlite import Durability, SqliteStore
+from .store.sqlite_memory import SqliteMemory
 
 __version__ = "0.1.0"
 
@@ -57,14 +68,17 @@ __all__ = [
     "DecisionError",
     "DefinitionChanged",
     "Durability",
+    "Embedder",
     "Engine",
     "Graph",
     "GraphEngine",
     "GraphResult",
+    "HashedEmbedder",
     "LeaseHeld",
     "LeaseLost",
     "Limits",
     "ManualClock",
+    "Memory",
     "MemoryStore",
     "Message",
     "Model",
@@ -76,7 +90,10 @@ __all__ = [
     "PriceTable",
     "Principal",
     "ProposedCall",
+    "RankWeights",
+    "Recall",
     "Redaction",
+    "Remembering",
     "Retry",
     "ReviewRules",
     "RouterError",
@@ -88,6 +105,7 @@ __all__ = [
     "ScriptedModel",
     "SeqConflict",
     "SequentialIds",
+    "SqliteMemory",
     "SqliteStore",
     "Store",
     "StoreError",

@@ -26,6 +26,7 @@ from router.core.events import (
     Kind,
     LimitExceeded,
     Limits,
+    MemoryRecalled,
     Message,
     ModelResponded,
     ModelRouted,
@@ -115,6 +116,7 @@ SAMPLES: dict[Kind, Event] = {
     Kind.CONTEXT_SUMMARIZED: ContextSummarized(
         at=5, step=1, replaced=4, text="so far", first_seq=1, last_seq=6
     ),
+    Kind.MEMORY_RECALLED: MemoryRecalled(at=5, step=1, namespace="u", query="q"),
     Kind.TOOL_CALL_REJECTED: ToolCallRejected(
         at=5, call_id="c2", tool="t", code="invalid_arguments", reason="r"
     ),

@@ -38,6 +38,7 @@ from router.core.events import (
     Kind,
     LimitExceeded,
     Limits,
+    MemoryRecalled,
     Message,
     ModelResponded,
     ModelRouted,
@@ -149,6 +150,7 @@ AGENT_SAMPLES: dict[Kind, Event] = {
     Kind.CONTEXT_SUMMARIZED: ContextSummarized(
         at=5, step=1, replaced=4, text="so far", first_seq=1, last_seq=6
     ),
+    Kind.MEMORY_RECALLED: MemoryRecalled(at=5, step=1, namespace="u", query="q"),
     Kind.TOOL_CALL_REJECTED: ToolCallRejected(
         at=5, call_id="c1", tool="t", code="unknown_tool", reason="r"
     ),

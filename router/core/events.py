@@ -28,6 +28,7 @@ __all__ = [
     "Kind",
     "LimitExceeded",
     "Limits",
+    "MemoryRecalled",
     "Message",
     "ModelResponded",
     "ModelRouted",
@@ -251,6 +252,18 @@ class ContextSummarized(Event, frozen=True, tag="context_summarized"):
     latency_us: int = 0
 
 
+class MemoryRecalled(Event, frozen=True, tag="memory_recalled"):
+    """What long-term memory gave the next model turn, in rank order: recorded before the
+    call, so a resume or a replay needs neither the embedder nor the memory."""
+
+    step: int
+    namespace: str
+    query: str
+    ids: tuple[str, ...] = ()
+    texts: tuple[str, ...] = ()
+    scores: tuple[float, ...] = ()
+
+
 class RouteAttempt(Data, frozen=True):
     """One candidate a routing policy considered for a model call, and what came of it."""
 
@@ -468,6 +481,7 @@ AnyEvent: TypeAlias = (
     | ModelRouted
     | ModelResponded
     | ContextSummarized
+    | MemoryRecalled
     | ToolCallRejected
     | ToolCallDenied
     | ToolStarted
@@ -500,6 +514,7 @@ class Kind(enum.StrEnum):
     MODEL_ROUTED = "model_routed"
     MODEL_RESPONDED = "model_responded"
     CONTEXT_SUMMARIZED = "context_summarized"
+    MEMORY_RECALLED = "memory_recalled"
     TOOL_CALL_REJECTED = "tool_call_rejected"
     TOOL_CALL_DENIED = "tool_call_denied"
     TOOL_STARTED = "tool_started"

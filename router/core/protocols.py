@@ -14,12 +14,17 @@ from .events import Event, Message, RouteAttempt, StoredEvent, Usage
 __all__ = [
     "RUN_STATUSES",
     "Cipher",
+    "Embedder",
     "Fence",
     "Lease",
+    "Memory",
+    "MemoryItem",
     "Model",
     "ModelTurn",
     "Observer",
     "ProposedCall",
+    "RankWeights",
+    "Recalled",
     "RunSummary",
     "Store",
     "StreamDelta",
@@ -203,6 +208,93 @@ class Store(Protocol):
         ...
 
     async def aclose(self) -> None: ...
+
+
+class MemoryItem(msgspec.Struct, frozen=True):
+    """One thing a long-term memory holds, in one namespace (a tenant's, derived from a
+    run's principal). ``vector``: the text's embedding, float32, unit length, computed
+    once when the item is written. Times are microseconds since the Unix epoch;
+    ``expires_at`` 0 never expires, and a read of the item pushes it ``ttl_us`` later."""
+
+    id: str
+    namespace: str
+    text: str
+    vector: bytes
+    importance: float = 0.5  # 0 to 1
+    created_at: int = 0
+    last_used_at: int = 0
+    expires_at: int = 0
+    ttl_us: int = 0
+
+
+class Recalled(msgspec.Struct, frozen=True):
+    """An item a search returned, with its score and what the score is made of."""
+
+    id: str
+    text: str
+    score: float
+    similarity: float
+    importance: float
+    last_used_at: int
+
+
+class Embedder(Protocol):
+    """Turns texts into vectors of ``dimensions`` floats (router normalises them)."""
+
+    name: str
+    dimensions: int
+
+    async def embed(self, texts: Sequence[str]) -> list[list[float]]: ...
+
+
+class Memory(Protocol):
+    """A long-term memory: items in namespaces, searched by a query's vector and ranked by
+    similarity, recency and importance (router.memory.ranking). Every method takes the
+    namespace: a caller can only ever touch one namespace at a time, and the engine derives
+    it from the run's principal, never from what a model or a tool says."""
+
+    async def put(self, items: Sequence[MemoryItem], *, max_items: int | None = None) -> int:
+        """Write (or replace, by id) items of one namespace; then, with ``max_items``, evict
+        the lowest-ranked items over that count. Returns how many were evicted."""
+        ...
+
+    async def search(
+        self,
+        namespace: str,
+        vector: bytes,
+        *,
+        limit: int,
+        now_us: int,
+        weights: RankWeights,
+        exact: bool = False,
+    ) -> list[Recalled]:
+        """The ``limit`` best items by score, ties broken by id; expired items never.
+        ``exact`` scores every item (the reference); otherwise a quantised first pass
+        picks the candidates that are scored exactly. Found items are marked used now."""
+        ...
+
+    async def forget(self, namespace: str, ids: Sequence[str]) -> int:
+        """Delete these items; returns how many there were."""
+        ...
+
+    async def evict(self, namespace: str, *, now_us: int) -> int:
+        """Delete the namespace's expired items; returns how many."""
+        ...
+
+    async def count(self, namespace: str) -> int: ...
+
+    async def aclose(self) -> None: ...
+
+
+class RankWeights(msgspec.Struct, frozen=True):
+    """How a memory search ranks: ``similarity`` times the cosine of the query and the item,
+    plus ``recency`` times 0.5 ** (days since last used / ``half_life_days``), plus
+    ``importance`` times the item's importance (CrewAI's weights by default)."""
+
+    similarity: float = 0.5
+    recency: float = 0.3
+    importance: float = 0.2
+    half_life_days: float = 30.0
 
 
 class Observer(Protocol):

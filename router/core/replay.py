@@ -28,6 +28,7 @@ from .events import (
     ContextSummarized,
     Event,
     LimitExceeded,
+    MemoryRecalled,
     ModelResponded,
     ModelRouted,
     ReviewDecided,
@@ -68,7 +69,14 @@ class ReplayReport(msgspec.Struct, frozen=True):
 
 # Outcomes that come from outside router's decisions, accepted as recorded when the
 # current effect allows them.
-_MODEL_OUTCOMES = (ModelRouted, ModelResponded, ContextSummarized, RunFailed, LimitExceeded)
+_MODEL_OUTCOMES = (
+    ModelRouted,
+    ModelResponded,
+    ContextSummarized,
+    MemoryRecalled,
+    RunFailed,
+    LimitExceeded,
+)
 _TOOL_OUTCOMES = (ToolSucceeded, ToolFailed, LimitExceeded)
 _ANYTIME = (RunResumed, RunParked, RunMigrated, RunForked, RunCancelled)
 

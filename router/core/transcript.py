@@ -13,6 +13,7 @@ from typing import Any
 from .events import (
     ContextSummarized,
     Event,
+    MemoryRecalled,
     Message,
     ModelResponded,
     ReviewDecided,
@@ -36,7 +37,16 @@ class Transcript:
     summary's text and how many messages after the opening ones it stands for.
     """
 
-    __slots__ = ("_messages", "_turn", "_outcomes", "_seq", "origins", "opening", "summary")
+    __slots__ = (
+        "_messages",
+        "_turn",
+        "_outcomes",
+        "_seq",
+        "origins",
+        "opening",
+        "summary",
+        "recalled",
+    )
 
     def __init__(self, events: Iterable[Event] = ()) -> None:
         self._messages: list[Message] = []
@@ -46,6 +56,7 @@ class Transcript:
         self.origins: list[int] = []
         self.opening = 0
         self.summary: tuple[str, int] | None = None
+        self.recalled: MemoryRecalled | None = None  # the latest recall, for its step only
         for event in events:
             self.apply(event)
 
@@ -110,6 +121,9 @@ class Transcript:
     def _summarized(self, event: ContextSummarized) -> None:
         self.summary = (event.text, event.replaced)
 
+    def _recalled(self, event: MemoryRecalled) -> None:
+        self.recalled = event
+
     def _settle(self, call_id: str, content: str) -> None:
         turn = self._turn
         if len(turn) == 1 and turn[0].id == call_id:  # a turn of one call: released at once
@@ -136,6 +150,7 @@ class Transcript:
 _HANDLERS: dict[type[Event], Callable[[Transcript, Any], None]] = {
     RunStarted: Transcript._started,
     ContextSummarized: Transcript._summarized,
+    MemoryRecalled: Transcript._recalled,
     ModelResponded: Transcript._responded,
     ToolSucceeded: Transcript._succeeded,
     ToolFailed: Transcript._failed,

@@ -22,6 +22,7 @@ from ..core.events import (
     Event,
     LimitExceeded,
     Limits,
+    MemoryRecalled,
     Message,
     ModelResponded,
     ModelRouted,
@@ -49,7 +50,7 @@ from ..core.protocols import (
 )
 from ..core.redaction import Redaction
 from ..core.replay import ReplayReport, replay_events
-from ..core.tokens import ByteBound, Tokenizer, tools_tokens
+from ..core.tokens import ByteBound, Tokenizer, message_tokens, tools_tokens
 from ..core.tools import Retry, Tools, record_calls
 from ..core.transcript import Transcript
 from ..errors import ConfigError, DefinitionChanged, ModelError
@@ -58,6 +59,7 @@ from .attempt import Attempted, attempt_again, deadline_passed, time_left
 from .calls import AgentRun, Calls
 from .context import Fitting
 from .log import RunLog, open_log, plaintext_of, status_of
+from .memories import Remembering, recall_message
 from .runtime import Runtime, bind
 
 __all__ = ["Engine", "RunResult"]
@@ -130,6 +132,7 @@ class Engine:
         tokenizer: Tokenizer | None = None,
         context: ContextPolicy | None = None,
         summarizer: Model | None = None,
+        memory: Remembering | None = None,
     ) -> None:
         self.model = model
         self.tools = tools
@@ -155,6 +158,9 @@ class Engine:
         self._caps_output = accepts_max_tokens(model)
         if self._reserve is not None and not self._caps_output:
             raise ConfigError(_CANNOT_CAP.format(model=model.name, why="an output reserve"))
+        self.memory = memory
+        recall = memory.recall if memory is not None else None
+        self._recall_tokens = recall.budget_tokens if recall is not None else 0
         self.fitting = None
         if context is not None:
             window, reserve = self.prices.window(self._answering)
@@ -405,14 +411,26 @@ class Engine:
         messages: Sequence[Message] = run.transcript.messages
         request = None
         if self.fitting is not None:
-            fitted = await self.fitting.fit(run, self._tools_tokens, self.runtime.clock)
+            reserved = self._tools_tokens + self._recall_tokens
+            fitted = await self.fitting.fit(run, reserved, self.runtime.clock)
             if not isinstance(fitted, Request):
                 return fitted
             request, messages = fitted, fitted.messages
+        recalled = 0
+        if self._recall_tokens:
+            memory = await self._recall(run)
+            if not isinstance(memory, MemoryRecalled):
+                return memory
+            if memory.texts:
+                opening = run.transcript.opening
+                note = recall_message(memory)
+                messages = [*messages[:opening], note, *messages[opening:]]
+                recalled = message_tokens(self.tokenizer, note)
         respond: Callable[..., Awaitable[ModelTurn]] = self.model.respond
         cap = self._reserve
         if run.state.budgeted or request is not None:
-            tokens = self._tools_tokens + (
+            tokens = self._tools_tokens + recalled
+            tokens += (
                 request.tokens if request is not None else run.transcript_tokens(self.tokenizer)
             )
             if run.state.budgeted:
@@ -433,6 +451,21 @@ class Engine:
         if cap is not None:
             respond = partial(respond, max_tokens=cap)
         return messages, respond, sent
+
+    async def _recall(self, run: AgentRun) -> MemoryRecalled | RunFailed:
+        """The recall for the run's next turn: the one its log holds (a resume), else a
+        new one, recorded."""
+        assert self.memory is not None
+        recalled = run.transcript.recalled
+        if recalled is not None and recalled.step == run.state.steps + 1:
+            return recalled
+        try:
+            recalled = await self.memory.recall_for(run, self.runtime.clock, self.tokenizer)
+        except Exception as exc:  # the embedder or the memory failed: the run says so
+            reason = f"long-term memory failed: {type(exc).__name__}: {exc}"
+            return RunFailed(at=self.runtime.clock.now_us(), code="memory_error", reason=reason)
+        run.add(recalled)
+        return recalled
 
     def _model_failed(self, run: AgentRun, outcome: Attempted) -> RunFailed:
         last = outcome.exception
