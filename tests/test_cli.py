@@ -130,3 +130,15 @@ def test_unlease_breaks_a_dead_owners_lease(
     assert main(["unlease", "r", "--db", db]) == 0
     assert "broken" in capsys.readouterr().out
     anyio.run(take)
+
+
+def test_the_memory_demo_fits_a_long_run_and_recalls_a_note_in_the_next(tmp_path: Path) -> None:
+    out = router("demo", "memory", cwd=tmp_path).stdout
+    first, second = out.split("\nrun ")[0], out.split("\nrun ")[1]
+    assert "summarised    for step" in first and "results cut" in first
+    assert "answer capped at 500" in first and "remember [" in first
+    assert "recalled      for step 1 from principal:agent-7" in second
+    assert "From our notes: Customer 42 (Grace Hopper) was charged 1,200.00 twice" in second
+    shown = router("show", re.findall(r"^run (run_\w+)", out, re.M)[0], cwd=tmp_path).stdout
+    assert "summarised" in shown and "sent " in shown
+    assert "2 run(s)" in router("verify", cwd=tmp_path).stdout  # the memory's tables aside

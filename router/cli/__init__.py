@@ -114,6 +114,8 @@ def _demo_model(args: argparse.Namespace) -> Any:
 
 
 async def _demo(args: argparse.Namespace) -> int:
+    if args.part == "memory":
+        return await _memory_demo(args)
     model = _demo_model(args)
     try:
         async with SqliteStore.open(args.db, args.durability) as store:
@@ -387,6 +389,28 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+async def _memory_demo(args: argparse.Namespace) -> int:
+    """Two runs: a long one through a small context window that ends by remembering what it
+    found, and a follow-up that recalls it."""
+    from ..store.sqlite_memory import SqliteMemory
+    from . import memory_demo
+
+    async with (
+        SqliteStore.open(args.db, args.durability) as store,
+        SqliteMemory.open(args.db) as memory,
+    ):
+        runtime, remembering = _runtime(store), memory_demo.demo_memory(memory)
+        ids = []
+        for follow_up, question in ((False, memory_demo.TASK), (True, memory_demo.FOLLOW_UP)):
+            engine = memory_demo.memory_engine(runtime, remembering, follow_up=follow_up)
+            result = await engine.start(question, principal=memory_demo.PRINCIPAL)
+            events, state, _ = await load_run(store, result.run_id, runtime.cipher)
+            print(render(result.run_id, events, state), end="\n\n")
+            ids.append(result.run_id)
+    print(f"log and memory: {args.db}   (router show {ids[0]} --db {args.db})")
+    return 0
+
+
 def _add(sub: _Commands, name: str, fn: _Command, help: str) -> argparse.ArgumentParser:
     """A subcommand that runs ``fn``; every one that reads or writes a log takes --db."""
     p = sub.add_parser(name, help=help, description=help)
@@ -402,6 +426,14 @@ def _add(sub: _Commands, name: str, fn: _Command, help: str) -> argparse.Argumen
 
 def _add_demo(sub: _Commands) -> None:
     p = _add(sub, "demo", _demo, "run the demo agent on a SQLite log and print its timeline")
+    p.add_argument(
+        "part",
+        nargs="?",
+        choices=["support", "memory"],
+        default="support",
+        help="support: the support agent (default); memory: a long run through a small "
+        "context window, and a note recalled in the next run",
+    )
     p.add_argument("--durability", choices=[d.value for d in Durability], default="commit")
     p.add_argument("--resume", metavar="RUN", help="resume a demo run instead of starting one")
     p.add_argument(

@@ -10,6 +10,7 @@ from .events import (
     Event,
     GraphStarted,
     LimitExceeded,
+    MemoryRecalled,
     ModelResponded,
     ModelRouted,
     NodeFailed,
@@ -147,6 +148,14 @@ def _context_summarized(event: ContextSummarized) -> tuple[str, str]:
     )
 
 
+def _memory_recalled(event: MemoryRecalled) -> tuple[str, str]:
+    found = "; ".join(
+        f"{_clip(text, 40)!r} ({score:.2f})"
+        for text, score in zip(event.texts, event.scores, strict=False)
+    )
+    return "recalled", f"for step {event.step} from {event.namespace}: {found or 'nothing'}"
+
+
 def _model_routed(event: ModelRouted) -> tuple[str, str]:
     tried = "; ".join(
         f"{a.model} {a.outcome}" + (f" ({_clip(a.detail, 40)})" if a.detail else "")
@@ -250,6 +259,7 @@ _DESCRIBERS: dict[type, Callable[[Any], tuple[str, str]]] = {
     ModelResponded: _model_responded,
     ModelRouted: _model_routed,
     ContextSummarized: _context_summarized,
+    MemoryRecalled: _memory_recalled,
     ToolCallRejected: _tool_call_rejected,
     ToolCallDenied: _tool_call_denied,
     ToolStarted: _tool_started,

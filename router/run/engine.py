@@ -454,7 +454,7 @@ class Engine:
 
     async def _recall(self, run: AgentRun) -> MemoryRecalled | RunFailed:
         """The recall for the run's next turn: the one its log holds (a resume), else a
-        new one, recorded."""
+        new one, recorded unless it found nothing."""
         assert self.memory is not None
         recalled = run.transcript.recalled
         if recalled is not None and recalled.step == run.state.steps + 1:
@@ -464,7 +464,8 @@ class Engine:
         except Exception as exc:  # the embedder or the memory failed: the run says so
             reason = f"long-term memory failed: {type(exc).__name__}: {exc}"
             return RunFailed(at=self.runtime.clock.now_us(), code="memory_error", reason=reason)
-        run.add(recalled)
+        if recalled.ids:
+            run.add(recalled)
         return recalled
 
     def _model_failed(self, run: AgentRun, outcome: Attempted) -> RunFailed:
