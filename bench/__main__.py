@@ -23,12 +23,14 @@ import msgspec
 from . import (
     cold_start,
     concurrent_runs,
+    context,
     export,
     failover,
     fanout,
     floors,
     json_schema,
     long_run,
+    memory_recall,
     parallel_tools,
     react_loop,
     resume,
@@ -54,6 +56,8 @@ WORKLOADS: dict[str, Workload] = {
     "json_schema": json_schema.run,
     "cold_start": cold_start.run,
     "export": export.run,
+    "context": context.run,
+    "memory_recall": memory_recall.run,
 }
 
 

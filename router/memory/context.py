@@ -122,6 +122,7 @@ class Window:
         self.summary: Message | None = None
         self._summary_tokens = 0
         self.summarized = 0  # messages after the pinned ones that the summary stands for
+        self._notes: dict[int, int] = {}  # the tokens of the note for n messages left out
 
     def follow(self, messages: Sequence[Message]) -> None:
         """Take in the messages the transcript gained since the last call."""
@@ -167,7 +168,7 @@ class Window:
         recent = max(cut, groups - self.policy.keep_recent)
         older = self._short if self._shortening() else self._full
         left_out = self._first(cut) - self.pinned - covered
-        note = message_tokens(self.tokenizer, _note(left_out)) if left_out > 0 else 0
+        note = self._note_tokens(left_out) if left_out > 0 else 0
         return (
             self._pinned_tokens
             + summary_tokens
@@ -175,6 +176,12 @@ class Window:
             + (older[recent] - older[cut])
             + (self._full[groups] - self._full[recent])
         )
+
+    def _note_tokens(self, left_out: int) -> int:
+        tokens = self._notes.get(left_out)
+        if tokens is None:
+            tokens = self._notes[left_out] = message_tokens(self.tokenizer, _note(left_out))
+        return tokens
 
     def _now(self, cut: int) -> int:
         return self._tokens(cut, self._summary_tokens, self.summarized)

@@ -17,14 +17,14 @@ import math
 from array import array
 from collections.abc import Iterable, Sequence
 from operator import mul
-from typing import Any
+from typing import Any, final
 
 from ..core.protocols import RankWeights, Recalled
 from ..errors import ConfigError
 
 __all__ = [
+    "FirstPass",
     "Scored",
-    "candidates",
     "code_bytes",
     "code_of",
     "cosine",
@@ -56,9 +56,9 @@ def unpack(blob: bytes) -> array[float]:
 
 
 def cosine(a: array[float], b: array[float]) -> float:
-    """The cosine of two unit vectors (their dot product), rounded to 6 places so that the
-    order of float additions never changes a ranking."""
-    return round(math.fsum(map(mul, a, b)), 6)
+    """The cosine of two unit vectors (their dot product, summed in dimension order),
+    rounded to 6 places."""
+    return round(sum(map(mul, a, b)), 6)
 
 
 def sign_code(blob: bytes) -> tuple[int, int]:
@@ -113,18 +113,59 @@ def rank(
     return heapq.nsmallest(limit, scored, key=lambda r: (-r.score, r.id))
 
 
-def candidates(codes: Iterable[tuple[str, tuple[int, int]]], query: bytes, count: int) -> list[str]:
-    """The ids of the ``count`` items whose signs agree most with the query's (dimensions
-    of the same sign less those of opposite signs), ties by id: a search's first pass."""
-    qa, qb = sign_code(query)
+@final
+class FirstPass:
+    """A namespace's items as a search's first pass reads them: sign codes, importance and
+    last use. It ranks every live item by an approximate score, the same formula with the
+    cosine replaced by the agreement of signs (dimensions of the same sign less those of
+    opposite signs, over the square roots of both vectors' non-zero dimensions), and keeps
+    the best ``count`` for exact scoring. Recency is kept as 2 ** (last use / half life)
+    relative to the newest use, so a query multiplies rather than raises a power per item.
+    """
 
-    def disagreement(code: tuple[int, int]) -> int:
-        a, b = code
-        return (
-            (qa & b).bit_count()
-            + (qb & a).bit_count()
-            - (qa & a).bit_count()
-            - (qb & b).bit_count()
-        )
+    def __init__(
+        self,
+        rows: Iterable[tuple[str, bytes, float, int, int]] | Iterable[Any],
+        half_life_days: float,
+    ) -> None:
+        self._half_life_us = half_life_days * _DAY_US
+        rows = list(rows)  # (id, stored code, importance, last_used_at, expires_at)
+        self._ref = max((r[3] for r in rows), default=0)
+        self._index = {r[0]: n for n, r in enumerate(rows)}
+        self._items: list[list[Any]] = []
+        for item_id, stored, importance, last_used, expires in rows:
+            above, below = code_of(stored)
+            nonzero = (above | below).bit_count()
+            scale = 1 / math.sqrt(nonzero) if nonzero else 0.0
+            self._items.append(
+                [item_id, above, below, scale, importance, self._lift(last_used), expires]
+            )
 
-    return [i for _, i in heapq.nsmallest(count, ((disagreement(c), i) for i, c in codes))]
+    def _lift(self, last_used_at: int) -> float:
+        return float(2.0 ** ((last_used_at - self._ref) / self._half_life_us))
+
+    def used(self, ids: Iterable[str], now_us: int) -> None:
+        """The search just marked these items used (other processes' marks show up when
+        the namespace next changes)."""
+        for item_id in ids:
+            n = self._index.get(item_id)
+            if n is not None:
+                self._items[n][5] = self._lift(now_us)
+
+    def candidates(
+        self, query: bytes, *, now_us: int, weights: RankWeights, count: int
+    ) -> list[str]:
+        qa, qb = sign_code(query)
+        nonzero = (qa | qb).bit_count()
+        w_sim = weights.similarity / math.sqrt(nonzero) if nonzero else 0.0
+        w_rec = weights.recency * 2.0 ** (-(now_us - self._ref) / self._half_life_us)
+        w_imp = weights.importance
+
+        def score(item: list[Any]) -> float:
+            _, a, b, scale, importance, lift, _ = item
+            agree = (qa & a).bit_count() + (qb & b).bit_count()
+            agree -= (qa & b).bit_count() + (qb & a).bit_count()
+            return float(w_sim * scale * agree + w_rec * lift + w_imp * importance)
+
+        live = (i for i in self._items if i[6] == 0 or i[6] > now_us)
+        return [i[0] for i in heapq.nlargest(count, live, key=score)]

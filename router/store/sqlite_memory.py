@@ -11,7 +11,6 @@ without a query (recency and importance) or least recently used first.
 
 from __future__ import annotations
 
-import heapq
 from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
@@ -22,7 +21,7 @@ import anyio
 
 from ..core.protocols import MemoryItem, RankWeights, Recalled
 from ..errors import ConfigError
-from ..memory.ranking import candidates, code_bytes, code_of, rank, recency
+from ..memory.ranking import FirstPass, code_bytes, rank, recency
 
 __all__ = ["SqliteMemory"]
 
@@ -50,7 +49,6 @@ _BUMP = (
     "ON CONFLICT (namespace) DO UPDATE SET version = version + 1"
 )
 _LIVE = "namespace = ? AND (expires_at = 0 OR expires_at > ?)"
-Coded = tuple[str, tuple[int, int], float, int, int]  # id, sign code, importance, used, expires
 
 
 def one_namespace(items: Sequence[MemoryItem]) -> str:
@@ -62,10 +60,9 @@ def one_namespace(items: Sequence[MemoryItem]) -> str:
 
 
 def first_pass_size(limit: int) -> int:
-    """How many items the first pass keeps by their signs (and half as many again by their
-    recency and importance alone) for ``limit`` results: measured, with the hashed
-    embedder, to find about 95% of what exact search finds."""
-    return max(32 * limit, 320)
+    """How many items the first pass keeps for exact scoring, for ``limit`` results
+    (measured with the hashed embedder in the bench: see memory_recall)."""
+    return max(30 * limit, 300)
 
 
 @final
@@ -75,8 +72,8 @@ class SqliteMemory:
     def __init__(self, db: aiosqlite.Connection) -> None:
         self._db = db
         self._lock = anyio.Lock()  # one connection: its transactions one at a time
-        # namespace -> (version, [(id, sign code, importance, last_used_at, expires_at)])
-        self._codes: dict[str, tuple[int, list[Coded]]] = {}
+        # namespace -> (version, half life, its first pass)
+        self._passes: dict[str, tuple[int, float, FirstPass]] = {}
 
     @classmethod
     def open(cls, path: str | Path) -> _Opening:
@@ -223,42 +220,38 @@ class SqliteMemory:
                     await cursor.fetchall(), vector, now_us=now_us, weights=weights, limit=limit
                 )
         if found:
-            await self._touch(namespace, [r.id for r in found], now_us)
+            used = [r.id for r in found]
+            await self._touch(namespace, used, now_us)
+            cached = self._passes.get(namespace)
+            if cached is not None:
+                cached[2].used(used, now_us)
         return found
 
     async def _candidates(
         self, namespace: str, vector: bytes, limit: int, now_us: int, weights: RankWeights
     ) -> list[str]:
-        """The first pass: the nearest sign codes, and the items whose recency and
-        importance alone rank highest (a far item can still win on those)."""
-        live = [c for c in await self._codes_of(namespace) if c[4] == 0 or c[4] > now_us]
-        near = candidates(((c[0], c[1]) for c in live), vector, first_pass_size(limit))
-        half_life = weights.half_life_days
+        first = await self._first_pass(namespace, weights.half_life_days)
+        return first.candidates(
+            vector, now_us=now_us, weights=weights, count=first_pass_size(limit)
+        )
 
-        def worth(c: Coded) -> tuple[float, str]:
-            rest = weights.recency * recency(c[3], now_us, half_life) + weights.importance * c[2]
-            return (-rest, c[0])
-
-        rest = heapq.nsmallest(first_pass_size(limit) // 2, live, key=worth)
-        return list(dict.fromkeys([*near, *(c[0] for c in rest)]))
-
-    async def _codes_of(self, namespace: str) -> list[Coded]:
+    async def _first_pass(self, namespace: str, half_life_days: float) -> FirstPass:
         async with self._db.execute(
             "SELECT version FROM router_memory_versions WHERE namespace = ?", (namespace,)
         ) as cursor:
             row = await cursor.fetchone()
         version = row[0] if row else 0
-        cached = self._codes.get(namespace)
-        if cached is not None and cached[0] == version:
-            return cached[1]
+        cached = self._passes.get(namespace)
+        if cached is not None and cached[:2] == (version, half_life_days):
+            return cached[2]
         async with self._db.execute(
             "SELECT id, code, importance, last_used_at, expires_at FROM router_memory "
             "WHERE namespace = ?",
             (namespace,),
         ) as cursor:
-            codes = [(r[0], code_of(r[1]), r[2], r[3], r[4]) for r in await cursor.fetchall()]
-        self._codes[namespace] = (version, codes)
-        return codes
+            first = FirstPass(await cursor.fetchall(), half_life_days)
+        self._passes[namespace] = (version, half_life_days, first)
+        return first
 
     async def _touch(self, namespace: str, ids: list[str], now_us: int) -> None:
         marks = ",".join("?" * len(ids))
