@@ -58,7 +58,7 @@ def unpack(blob: bytes) -> array[float]:
 def cosine(a: array[float], b: array[float]) -> float:
     """The cosine of two unit vectors (their dot product, summed in dimension order),
     rounded to 6 places."""
-    return round(sum(map(mul, a, b)), 6)
+    return round(float(sum(map(mul, a, b))), 6)
 
 
 def sign_code(blob: bytes) -> tuple[int, int]:
