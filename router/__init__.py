@@ -53,6 +53,7 @@ from .run.worker import Worker
 from .store.memory import MemoryStore
 from .store.open import open_store
 from .store.postgres import PostgresStore
+from .store.postgres_memory import PostgresMemory
 from .store.sqlite import Durability, SqliteStore
 from .store.sqlite_memory import SqliteMemory
 
@@ -85,6 +86,7 @@ __all__ = [
     "ModelTurn",
     "Phase",
     "Policy",
+    "PostgresMemory",
     "PostgresStore",
     "Price",
     "PriceTable",

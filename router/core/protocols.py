@@ -5,7 +5,7 @@ from __future__ import annotations
 import inspect
 from collections.abc import Sequence
 from contextvars import ContextVar
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, runtime_checkable
 
 import msgspec
 
@@ -253,9 +253,17 @@ class Memory(Protocol):
     namespace: a caller can only ever touch one namespace at a time, and the engine derives
     it from the run's principal, never from what a model or a tool says."""
 
-    async def put(self, items: Sequence[MemoryItem], *, max_items: int | None = None) -> int:
+    async def put(
+        self,
+        items: Sequence[MemoryItem],
+        *,
+        max_items: int | None = None,
+        evict_by: Literal["score", "lru"] = "score",
+        weights: RankWeights | None = None,
+    ) -> int:
         """Write (or replace, by id) items of one namespace; then, with ``max_items``, evict
-        the lowest-ranked items over that count. Returns how many were evicted."""
+        the items over that count: the lowest score without a query (recency and
+        importance, by ``weights``), or the least recently used. Returns how many went."""
         ...
 
     async def search(

@@ -19,7 +19,7 @@ from collections.abc import Iterable, Sequence
 from operator import mul
 from typing import Any, final
 
-from ..core.protocols import RankWeights, Recalled
+from ..core.protocols import MemoryItem, RankWeights, Recalled
 from ..errors import ConfigError
 
 __all__ = [
@@ -28,10 +28,13 @@ __all__ = [
     "code_bytes",
     "code_of",
     "cosine",
+    "evicted",
+    "first_pass_size",
     "pack",
     "rank",
     "recency",
     "sign_code",
+    "stored_rows",
     "unpack",
 ]
 
@@ -111,6 +114,60 @@ def rank(
         )
         scored.append(Recalled(item_id, text, score, similarity, importance, last_used_at))
     return heapq.nsmallest(limit, scored, key=lambda r: (-r.score, r.id))
+
+
+def first_pass_size(limit: int) -> int:
+    """How many items a search's first pass keeps for exact scoring, for ``limit`` results
+    (measured with the hashed embedder: see the memory_recall bench workload)."""
+    return max(30 * limit, 300)
+
+
+def stored_rows(items: Sequence[MemoryItem]) -> list[tuple[Any, ...]]:
+    """Items as both memories store them: namespace, id, text, vector, sign code,
+    importance, created, last used, expires, ttl. ConfigError unless they name exactly one
+    namespace."""
+    names = {i.namespace for i in items}
+    if len(names) != 1 or "" in names:
+        raise ConfigError(f"a memory write names exactly one namespace, not {sorted(names)}")
+    return [
+        (
+            i.namespace,
+            i.id,
+            i.text,
+            i.vector,
+            code_bytes(i.vector),
+            i.importance,
+            i.created_at,
+            i.last_used_at or i.created_at,
+            i.expires_at,
+            i.ttl_us,
+        )
+        for i in items
+    ]
+
+
+def evicted(
+    rows: Sequence[tuple[str, float, int]],
+    keep: int,
+    *,
+    by: str,
+    weights: RankWeights,
+    now_us: int,
+) -> list[str]:
+    """Which of a namespace's items (id, importance, last used) go for it to keep ``keep``:
+    the lowest score without a query (recency and importance), or (``by="lru"``) the least
+    recently used; ties by id."""
+    if by not in ("score", "lru"):
+        raise ConfigError(f"evict by score or lru, not {by!r}")
+
+    def worth(row: tuple[str, float, int]) -> tuple[float, str]:
+        item_id, importance, last_used = row
+        if by == "lru":
+            return (float(last_used), item_id)
+        rest = weights.recency * recency(last_used, now_us, weights.half_life_days)
+        return (rest + weights.importance * importance, item_id)
+
+    return [row[0] for row in sorted(rows, key=worth)[: max(0, len(rows) - keep)]]
 
 
 @final

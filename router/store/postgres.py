@@ -15,14 +15,16 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
 from types import TracebackType
-from typing import Any, final
+from typing import Any, Generic, TypeVar, final
 
 from ..core.events import StoredEvent
 from ..core.protocols import Fence, Lease, RunSummary
 from ..errors import LeaseHeld, LeaseLost, SeqConflict, StoreError
 from . import batch_run
 
-__all__ = ["PostgresStore"]
+__all__ = ["PoolOpening", "PostgresStore"]
+
+T = TypeVar("T")
 
 _SCHEMA = r"""
 CREATE TABLE IF NOT EXISTS router_events (
@@ -171,8 +173,8 @@ class PostgresStore:
         self._pool = pool
 
     @classmethod
-    def open(cls, dsn: str, *, min_size: int = 1, max_size: int = 10) -> _Opening:
-        return _Opening(dsn, min_size, max_size)
+    def open(cls, dsn: str, *, min_size: int = 1, max_size: int = 10) -> PoolOpening[PostgresStore]:
+        return PoolOpening(dsn, min_size, max_size, _SCHEMA, cls)
 
     async def append(self, events: Sequence[StoredEvent], *, fence: Fence | None = None) -> int:
         run_id = batch_run(events, fence)
@@ -334,20 +336,27 @@ async def _session_is_clean(_conn: Any) -> None:
 
 
 @final
-class _Opening:
-    def __init__(self, dsn: str, min_size: int, max_size: int) -> None:
+class PoolOpening(Generic[T]):
+    """``await`` or ``async with`` it: a pool on ``dsn``, the ``schema`` set up (one process
+    at a time, under an advisory lock), and what ``build`` makes of the pool. Raises
+    StoreError without asyncpg or a server."""
+
+    def __init__(
+        self, dsn: str, min_size: int, max_size: int, schema: str, build: Callable[[Any], T]
+    ) -> None:
         self._dsn, self._min, self._max = dsn, min_size, max_size
-        self._store: PostgresStore | None = None
+        self._schema, self._build = schema, build
+        self._made: T | None = None
 
     def __await__(self) -> Any:
         return self._open().__await__()
 
-    async def _open(self) -> PostgresStore:
+    async def _open(self) -> T:
         try:
             import asyncpg
         except ImportError as exc:
             raise StoreError(
-                'the PostgreSQL store needs asyncpg: pip install "router[postgres]"'
+                'router on PostgreSQL needs asyncpg: pip install "router[postgres]"'
             ) from exc
         try:
             pool = await asyncpg.create_pool(
@@ -356,19 +365,24 @@ class _Opening:
             async with pool.acquire() as conn:
                 await conn.execute("SELECT pg_advisory_lock(7294001)")  # one schema setup at a time
                 try:
-                    await conn.execute(_SCHEMA)
+                    await conn.execute(self._schema)
                 finally:
                     await conn.execute("SELECT pg_advisory_unlock(7294001)")
         except (OSError, asyncpg.PostgresError) as exc:
-            raise StoreError(f"cannot open the PostgreSQL store: {exc}") from exc
-        self._store = PostgresStore(pool)
-        return self._store
+            raise StoreError(f"cannot open PostgreSQL at {_where(self._dsn)}: {exc}") from exc
+        self._made = self._build(pool)
+        return self._made
 
-    async def __aenter__(self) -> PostgresStore:
+    async def __aenter__(self) -> T:
         return await self._open()
 
     async def __aexit__(
         self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        if self._store is not None:
-            await self._store.aclose()
+        if self._made is not None:
+            await self._made.aclose()  # type: ignore[attr-defined]
+
+
+def _where(dsn: str) -> str:
+    """The server and database of a URL, without its password."""
+    return dsn.rsplit("@", 1)[-1]

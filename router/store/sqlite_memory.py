@@ -20,8 +20,7 @@ import aiosqlite
 import anyio
 
 from ..core.protocols import MemoryItem, RankWeights, Recalled
-from ..errors import ConfigError
-from ..memory.ranking import FirstPass, code_bytes, rank, recency
+from ..memory.ranking import FirstPass, evicted, first_pass_size, rank, stored_rows
 
 __all__ = ["SqliteMemory"]
 
@@ -49,20 +48,6 @@ _BUMP = (
     "ON CONFLICT (namespace) DO UPDATE SET version = version + 1"
 )
 _LIVE = "namespace = ? AND (expires_at = 0 OR expires_at > ?)"
-
-
-def one_namespace(items: Sequence[MemoryItem]) -> str:
-    """The one namespace of a write; ConfigError if the items span several."""
-    names = {i.namespace for i in items}
-    if len(names) != 1 or "" in names:
-        raise ConfigError(f"a memory write names exactly one namespace, not {sorted(names)}")
-    return names.pop()
-
-
-def first_pass_size(limit: int) -> int:
-    """How many items the first pass keeps for exact scoring, for ``limit`` results
-    (measured with the hashed embedder in the bench: see memory_recall)."""
-    return max(30 * limit, 300)
 
 
 @final
@@ -99,37 +84,38 @@ class SqliteMemory:
         evict_by: str,
         weights: RankWeights | None,
     ) -> int:
-        namespace = one_namespace(items)
-        rows = [
-            (
-                i.namespace,
-                i.id,
-                i.text,
-                i.vector,
-                code_bytes(i.vector),
-                i.importance,
-                i.created_at,
-                i.last_used_at or i.created_at,
-                i.expires_at,
-                i.ttl_us,
-            )
-            for i in items
-        ]
-        evicted = 0
+        rows = stored_rows(items)
+        namespace = rows[0][0]
+        gone = 0
         await self._db.execute("BEGIN IMMEDIATE")
         try:
             await self._db.executemany(
                 "INSERT OR REPLACE INTO router_memory VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows
             )
             if max_items is not None:
-                now = max(i.last_used_at or i.created_at for i in items)
-                evicted = await self._cap(namespace, max_items, evict_by, weights, now)
+                async with self._db.execute(
+                    "SELECT id, importance, last_used_at FROM router_memory WHERE namespace = ?",
+                    (namespace,),
+                ) as cursor:
+                    present = [(r[0], r[1], r[2]) for r in await cursor.fetchall()]
+                doomed = evicted(
+                    present,
+                    max_items,
+                    by=evict_by,
+                    weights=weights or RankWeights(),
+                    now_us=max(row[7] for row in rows),
+                )
+                await self._db.executemany(
+                    "DELETE FROM router_memory WHERE namespace = ? AND id = ?",
+                    [(namespace, d) for d in doomed],
+                )
+                gone = len(doomed)
             await self._db.execute(_BUMP, (namespace,))
             await self._db.execute("COMMIT")
         except BaseException:
             await self._db.execute("ROLLBACK")
             raise
-        return evicted
+        return gone
 
     async def _delete(self, namespace: str, where: str, args: Sequence[Any]) -> int:
         """Delete the namespace's items ``where`` says, and bump its version, atomically."""
@@ -148,36 +134,6 @@ class SqliteMemory:
             await self._db.execute("ROLLBACK")
             raise
         return cursor.rowcount
-
-    async def _cap(
-        self,
-        namespace: str,
-        max_items: int,
-        evict_by: str,
-        weights: RankWeights | None,
-        now_us: int,
-    ) -> int:
-        async with self._db.execute(
-            "SELECT id, importance, last_used_at FROM router_memory WHERE namespace = ?",
-            (namespace,),
-        ) as cursor:
-            rows = list(await cursor.fetchall())
-        over = len(rows) - max_items
-        if over <= 0:
-            return 0
-        w = weights or RankWeights()
-
-        def keep(row: Any) -> tuple[float, str]:
-            if evict_by == "lru":
-                return (float(row[2]), row[0])
-            worth = w.recency * recency(row[2], now_us, w.half_life_days) + w.importance * row[1]
-            return (worth, row[0])
-
-        doomed = [(namespace, row[0]) for row in sorted(rows, key=keep)[:over]]
-        await self._db.executemany(
-            "DELETE FROM router_memory WHERE namespace = ? AND id = ?", doomed
-        )
-        return over
 
     async def search(
         self,
