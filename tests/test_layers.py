@@ -46,6 +46,7 @@ EXTRAS = {
     "models.http": {"httpx"},
     "models.openai": {"httpx"},
     "models.anthropic": {"httpx"},
+    "models.embeddings": {"httpx"},
     "mcp.http": {"httpx"},
     "store.postgres": {"asyncpg"},
     "store.postgres_memory": {"asyncpg"},

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -11,7 +12,7 @@ from typing import Any
 
 import anyio
 import pytest
-from provider_server import ProviderServer, Reply, cut_stream, recorded
+from provider_server import RECORDINGS, ProviderServer, Reply, cut_stream, recorded
 
 from router import Engine, MemoryStore, Phase, Principal, Tools, tool
 from router.core.events import Message
@@ -457,3 +458,25 @@ async def test_a_runs_cap_on_the_answer_goes_in_the_request(server: ProviderServ
     await anthropic(server).respond(USER, [], max_tokens=70)
     await anthropic(server, max_tokens=50).respond(USER, [], max_tokens=70)
     assert [r["json"]["max_tokens"] for r in server.requests[2:]] == [70, 50]
+
+
+async def test_embeddings_come_back_in_input_order_and_are_checked(server: ProviderServer) -> None:
+    from router.models.embeddings import OpenAIEmbedder
+
+    embedder = OpenAIEmbedder(base_url=server.url, api_key="sk-test", dimensions=8, retry=FAST)
+    server.clients.append(embedder)
+    server.queue(recorded("openai_embeddings.json"))
+    vectors = await embedder.embed(["refund the charge", "weather in Oslo"])
+    answer = json.loads((RECORDINGS / "openai_embeddings.json").read_text())["data"]
+    by_index = {d["index"]: d["embedding"] for d in answer}
+    assert vectors == [by_index[0], by_index[1]]  # the response listed them out of order
+    sent = server.requests[0]["json"]
+    assert sent["input"] == ["refund the charge", "weather in Oslo"] and sent["dimensions"] == 8
+    server.queue(recorded("openai_embeddings.json"))
+    with pytest.raises(ModelResponseInvalid, match="asked for 3 embeddings"):
+        await embedder.embed(["a", "b", "c"])
+    wide = OpenAIEmbedder(base_url=server.url, api_key="k", dimensions=16, retry=FAST)
+    server.clients.append(wide)
+    server.queue(recorded("openai_embeddings.json"))
+    with pytest.raises(ModelResponseInvalid, match="8 dimensions, not 16"):
+        await wide.embed(["a", "b"])
