@@ -181,3 +181,30 @@ def test_arguments_nested_beyond_the_decoders_depth_are_rejected_not_raised() ->
         isinstance(event, ToolCallRejected)
         and event.reason == "the arguments nest too deeply to be checked"
     )
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"permissions": "crm:read"}, "not the string 'crm:read'"),
+        ({"permissions": ["crm:read", ""]}, "non-empty string"),
+        ({"timeout_s": 0}, "timeout_s must be a positive number"),
+        ({"timeout_s": -1}, "timeout_s must be a positive number"),
+        ({"timeout_s": float("inf")}, "timeout_s must be a positive number"),
+        ({"timeout_s": True}, "timeout_s must be a positive number"),
+        ({"retry": 3}, "retry must be a Retry"),
+        ({"max_argument_bytes": 0}, "max_argument_bytes must be a positive integer"),
+    ],
+)
+def test_a_declaration_that_would_misbehave_is_refused_at_registration(
+    options: dict[str, Any], message: str
+) -> None:
+    def lookup(customer_id: int) -> int:
+        """Look a customer up."""
+        return customer_id
+
+    with pytest.raises(ConfigError, match=message):
+        tool(**options)(lookup)
+    with pytest.raises(ConfigError, match="attempts"):
+        Retry(attempts=0)
+    assert tool(permissions=(p for p in ["crm:read"]))(lookup).permissions == {"crm:read"}

@@ -135,6 +135,9 @@ class Tool:
         self.name = name or fn.__name__
         if not _NAME.match(self.name):
             raise ConfigError(f"tool name {self.name!r} must match {_NAME.pattern}")
+        if not isinstance(permissions, str | bytes):
+            permissions = tuple(permissions)  # a generator is read once, here
+        _check_declaration(self.name, permissions, timeout_s, retry, max_argument_bytes)
         self.description = description or inspect.cleandoc(fn.__doc__ or "").split("\n\n")[0]
         self.is_async = inspect.iscoroutinefunction(fn)
         self.inline = inline
@@ -257,6 +260,39 @@ def tool(
         )
 
     return declare if fn is None else declare(fn)
+
+
+def _check_declaration(
+    name: str,
+    permissions: Iterable[str],
+    timeout_s: float | None,
+    retry: Retry | None,
+    max_argument_bytes: int,
+) -> None:
+    """Refuse at registration what would misbehave at call time."""
+    if isinstance(permissions, str | bytes):
+        raise ConfigError(
+            f"tool {name!r}: permissions is a collection of names, not the string "
+            f"{permissions!r} (write permissions={{{permissions!r}}})"
+        )
+    if not all(isinstance(p, str) and p for p in permissions):
+        raise ConfigError(f"tool {name!r}: every permission is a non-empty string")
+    if timeout_s is not None and (
+        isinstance(timeout_s, bool)
+        or not isinstance(timeout_s, int | float)
+        or not 0 < timeout_s < float("inf")
+    ):
+        raise ConfigError(
+            f"tool {name!r}: timeout_s must be a positive number of seconds, not {timeout_s!r}"
+        )
+    if retry is not None and not isinstance(retry, Retry):
+        raise ConfigError(f"tool {name!r}: retry must be a Retry, not {type(retry).__name__}")
+    if (
+        isinstance(max_argument_bytes, bool)
+        or not isinstance(max_argument_bytes, int)
+        or max_argument_bytes < 1
+    ):
+        raise ConfigError(f"tool {name!r}: max_argument_bytes must be a positive integer")
 
 
 def _args_type(fn: Callable[..., Any], name: str) -> tuple[type[msgspec.Struct], bool, str]:
