@@ -145,9 +145,7 @@ class Tool:
         self.permissions = frozenset(permissions)
         self.timeout_s = timeout_s
         self.retry = retry or Retry()
-        self.inline_once = (
-            inline and not self.is_async and self.retry.attempts == 1
-        )  # runs on the loop, one attempt
+        self.inline_once = inline and not self.is_async and self.retry.attempts == 1
         self.max_argument_bytes = max_argument_bytes
         self.decoder: msgspec.json.Decoder[Any] | CompiledSchema
         self.args_type: type[Any]
