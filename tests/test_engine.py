@@ -190,6 +190,19 @@ async def test_the_loop_detector_stops_identical_calls(store: Store) -> None:
     assert result.tool_calls == 2  # the third identical call never ran
 
 
+async def test_the_loop_detector_sees_the_same_call_written_another_way(store: Store) -> None:
+    spellings = ['{"a": 1, "b": 1}', '{ "b" : 1 , "a" : 1 }', '{"a":1,"b":1}', '{"b": 1, "a": 1}']
+
+    def respaced(messages: Sequence[Message]) -> ModelTurn:
+        return call("add", spellings[sum(1 for m in messages if m.role == "tool") % 4])
+
+    result = await engine(store, ScriptedModel(respaced)).start(
+        "go", principal=USER, limits=Limits(max_repeats=3)
+    )
+    assert result.phase is Phase.LIMIT_EXCEEDED and result.reason.startswith("loop_detected")
+    assert result.tool_calls == 2
+
+
 async def test_endless_invalid_calls_hit_the_rejection_bound(store: Store) -> None:
     def garbage(messages: Sequence[Message]) -> ModelTurn:
         return call("nope", f'{{"n": {len(messages)}}}')

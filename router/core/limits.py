@@ -121,8 +121,19 @@ def _least(values: Sequence[int | None]) -> int | None:
     return min(known) if known else None
 
 
+_ANY_JSON = msgspec.json.Decoder()
+_CANONICAL = msgspec.json.Encoder(order="sorted")
+
+
 def call_signature(call: ToolCall) -> str:
-    return f"{call.name}\x00{call.arguments}"
+    """What the loop detector compares: the tool and its arguments as canonical JSON (keys
+    sorted, no spacing), so the same call written another way is still the same call;
+    arguments that are not JSON compare as written."""
+    try:
+        arguments = _CANONICAL.encode(_ANY_JSON.decode(call.arguments)).decode()
+    except (msgspec.DecodeError, UnicodeDecodeError):
+        arguments = call.arguments
+    return f"{call.name}\x00{arguments}"
 
 
 class Spent(Protocol):
