@@ -365,13 +365,16 @@ class _Compiler:
             ) from exc
 
     def types(self, value: Any, at: str) -> tuple[str, ...]:
+        """The type names ``type`` allows; () for any value (an alias that means any)."""
         names = value if isinstance(value, list) else [value]
+        if not names or len(set(map(repr, names))) != len(names):
+            raise SchemaError(at, "type", "an array of types must be non-empty and unique")
         out: list[str] = []
         for name in names:
-            if not isinstance(name, str):
+            if not isinstance(name, str) or not name:
                 raise SchemaError(at, "type", f"{name!r} is not a type name")
             name = self.options.type_aliases.get(name, name)
-            if name == "":
+            if name == "":  # an alias for any value (BFCL's "any")
                 return ()
             if name not in _TYPES:
                 raise SchemaError(
