@@ -70,13 +70,12 @@ class Transcript:
         handler = _HANDLERS.get(type(event))
         if handler is not None:
             handler(self, event)
-            if len(self.origins) < len(self._messages):
-                self.origins += [self._seq] * (len(self._messages) - len(self.origins))
 
     def _responded(self, event: ModelResponded) -> None:
         self._messages.append(
             Message(role="assistant", content=event.text, tool_calls=event.tool_calls)
         )
+        self.origins.append(self._seq)
         self._turn = event.tool_calls
         if self._outcomes:  # a turn left unsettled (a reviewer's decision ended it)
             self._outcomes = {}
@@ -113,9 +112,11 @@ class Transcript:
             self._messages.append(
                 Message(role="user", content=f"A reviewer rejected that answer{note}")
             )
+            self.origins.append(self._seq)
 
     def _started(self, event: RunStarted) -> None:
         self._messages.extend(event.messages)
+        self.origins += [self._seq] * len(event.messages)
         self.opening = len(event.messages)
 
     def _summarized(self, event: ContextSummarized) -> None:
@@ -130,6 +131,7 @@ class Transcript:
             self._messages.append(
                 Message(role="tool", content=content, call_id=call_id, name=turn[0].name)
             )
+            self.origins.append(self._seq)
             self._turn = ()
             return
         outcomes = self._outcomes
@@ -143,6 +145,7 @@ class Transcript:
                 return
             released.append(Message(role="tool", content=text, call_id=call.id, name=call.name))
         self._messages.extend(released)
+        self.origins += [self._seq] * len(released)
         self._turn, self._outcomes = (), {}
 
 
