@@ -97,7 +97,7 @@ def test_any_transcript_fits_or_is_refused_and_the_live_window_agrees(
     window = Window(policy, budget, BOUND, len(PINNED))
     messages = list(PINNED)
     summary: tuple[str, int] | None = None
-    for group in [[], *turns]:
+    for step, group in enumerate([[], *turns]):
         messages += group
         window.follow(messages)
         wanted = window.wants_summary()
@@ -115,7 +115,7 @@ def test_any_transcript_fits_or_is_refused_and_the_live_window_agrees(
         )
         assert live == scratch
         if live is None:  # the newest groups alone pass the budget: a budget for them fits
-            newest = [m for g in turns[-policy.keep_recent :] for m in g]
+            newest = [m for g in turns[:step][-policy.keep_recent :] for m in g]
             room = sum(message_tokens(BOUND, m) for m in [*PINNED, *newest]) + 500
             assert room > budget
             roomy = fit(messages, policy=policy, budget=room, tokenizer=BOUND, pinned=2)

@@ -175,6 +175,7 @@ class Engine:
         elif summarizer is not None:
             raise ConfigError("a summariser works for a context policy: pass context= too")
         self._check_ceilings(self.limits)
+        self._plain = self.fitting is None and not self._recall_tokens and self._reserve is None
 
     def _check_ceilings(self, limits: Limits) -> None:
         """Refuse a cost ceiling over an unpriced model (it would cost $0 and never fire),
@@ -379,10 +380,16 @@ class Engine:
         clock = self.runtime.clock
         begin = clock.now_us()
         schemas = self.tools.schemas
-        prepared = await self._prepare(run, begin)
-        if not isinstance(prepared, tuple):
-            return prepared
-        messages, respond, sent = prepared
+        messages: Sequence[Message]
+        respond: Callable[..., Awaitable[ModelTurn]]
+        sent: Sent | None
+        if self._plain and not run.state.budgeted:  # nothing to fit, cap or recall
+            messages, respond, sent = run.transcript.messages, self.model.respond, None
+        else:
+            prepared = await self._prepare(run, begin)
+            if not isinstance(prepared, tuple):
+                return prepared
+            messages, respond, sent = prepared
         try:
             turn = await respond(messages, schemas)
         except Exception as first:  # an adapter's ModelError has spent its own retries
