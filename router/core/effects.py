@@ -290,8 +290,14 @@ def _check_proposals(state: RunState, fresh: Sequence[ToolCall]) -> LimitExceede
             detail=f"{len(fresh)} calls proposed with {state.tool_calls} already made",
         )
     window = state.recent_calls
-    for call in fresh:
-        repeats = window.count(call_signature(call))
+    # when every call of the turn is fresh, the fold appended their signatures last
+    fresh_signatures = (
+        window[len(window) - len(fresh) :]
+        if len(fresh) == len(state.calls) and len(fresh) <= len(window)
+        else tuple(map(call_signature, fresh))
+    )
+    for call, signature in zip(fresh, fresh_signatures, strict=True):
+        repeats = window.count(signature)
         if repeats >= limits.max_repeats:
             return LimitExceeded(
                 at=at,
