@@ -39,8 +39,16 @@ from router import (
     tool,
 )
 from router.core.chain import verify
-from router.core.events import ToolStarted, ToolSucceeded, decode_event, encode_event
+from router.core.events import (
+    RunInterrupted,
+    ToolFailed,
+    ToolStarted,
+    ToolSucceeded,
+    decode_event,
+    encode_event,
+)
 from router.core.protocols import Store
+from router.core.stored import decode_run
 from router.models.scripted import call, say
 
 pytestmark = pytest.mark.anyio
@@ -769,3 +777,58 @@ async def test_an_inline_call_run_again_after_a_crash_is_timed_from_the_new_run(
     assert (await engine(store, script, add, pay, clock=later).resume("r")).phase is Phase.DONE
     latency, since_started = _latencies(await store.read("r"))["sum"]
     assert latency == 10 and since_started > 7_000_000
+
+
+# --- results that cannot be recorded, and a process that stops -----------------------------
+
+
+async def test_a_result_that_contains_itself_or_is_too_large_is_a_failed_call(
+    store: Store,
+) -> None:
+    @tool(idempotent=True, inline=True)
+    def loops() -> dict[str, Any]:
+        """Return a value that contains itself."""
+        value: dict[str, Any] = {}
+        value["self"] = value
+        return value
+
+    @tool(idempotent=True, inline=True, max_result_bytes=100)
+    def huge() -> str:
+        """Return more than the cap."""
+        return "x" * 1_000
+
+    model = ScriptedModel([call("loops", "{}"), call("huge", "{}"), say("done")])
+    result = await engine(store, model, loops, huge).start("go", principal=USER)
+    assert result.phase is Phase.DONE
+    failed = [e for e in decode_run(await store.read(result.run_id)) if isinstance(e, ToolFailed)]
+    assert "cannot be encoded as JSON: it contains itself" in failed[0].error
+    assert "1,002 bytes, over the tool's cap of 100" in failed[1].error
+
+
+async def test_a_tool_that_stops_the_process_is_recorded_before_it_propagates(
+    store: Store,
+) -> None:
+    @tool
+    async def quit_now() -> str:
+        """Stop the process (not idempotent: its outcome is unknown)."""
+        raise SystemExit(3)
+
+    model = ScriptedModel([call("quit_now", "{}"), say("done")])
+    with pytest.raises(SystemExit):
+        await engine(store, model, quit_now).start("go", principal=USER, run_id="r")
+    events = decode_run(await store.read("r"))
+    assert isinstance(events[-1], RunInterrupted) and "SystemExit" in events[-1].reason
+    resumed = await engine(store, model, quit_now).resume("r")
+    assert resumed.phase is Phase.INTERRUPTED and resumed.interrupted == ("call_1_0",)
+
+
+async def test_a_model_text_over_the_cap_fails_the_run_and_says_why(store: Store) -> None:
+    result = await engine(store, forever(say("y" * 5_000)), max_text_bytes=1_000).start(
+        "go", principal=USER
+    )
+    assert result.phase is Phase.FAILED
+    assert "5,000 bytes, over the engine's cap of 1,000" in result.reason
+    from router import ConfigError
+
+    with pytest.raises(ConfigError, match="max_text_bytes"):
+        engine(store, forever(say("y")), max_text_bytes=0)

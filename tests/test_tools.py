@@ -193,7 +193,8 @@ def test_arguments_nested_beyond_the_decoders_depth_are_rejected_not_raised() ->
         ({"timeout_s": float("inf")}, "timeout_s must be a positive number"),
         ({"timeout_s": True}, "timeout_s must be a positive number"),
         ({"retry": 3}, "retry must be a Retry"),
-        ({"max_argument_bytes": 0}, "max_argument_bytes must be a positive integer"),
+        ({"max_argument_bytes": 0}, "a size cap must be a positive integer"),
+        ({"max_result_bytes": -1}, "a size cap must be a positive integer"),
     ],
 )
 def test_a_declaration_that_would_misbehave_is_refused_at_registration(

@@ -110,6 +110,7 @@ class Tool:
         "timeout_s",
         "retry",
         "max_argument_bytes",
+        "max_result_bytes",
         "decoder",
         "schema",
         "inline_once",
@@ -130,14 +131,13 @@ class Tool:
         max_argument_bytes: int = 65_536,
         parameters: dict[str, Any] | None = None,
         schema_options: SchemaOptions | None = None,
+        max_result_bytes: int = 1_048_576,
     ) -> None:
         self.fn = fn
         self.name = name or fn.__name__
-        if not _NAME.match(self.name):
-            raise ConfigError(f"tool name {self.name!r} must match {_NAME.pattern}")
-        if not isinstance(permissions, str | bytes):
-            permissions = tuple(permissions)  # a generator is read once, here
-        _check_declaration(self.name, permissions, timeout_s, retry, max_argument_bytes)
+        permissions = _checked(
+            self.name, permissions, timeout_s, retry, (max_argument_bytes, max_result_bytes)
+        )
         self.description = description or inspect.cleandoc(fn.__doc__ or "").split("\n\n")[0]
         self.is_async = inspect.iscoroutinefunction(fn)
         self.inline = inline
@@ -146,7 +146,7 @@ class Tool:
         self.timeout_s = timeout_s
         self.retry = retry or Retry()
         self.inline_once = inline and not self.is_async and self.retry.attempts == 1
-        self.max_argument_bytes = max_argument_bytes
+        self.max_argument_bytes, self.max_result_bytes = max_argument_bytes, max_result_bytes
         self.decoder: msgspec.json.Decoder[Any] | CompiledSchema
         self.args_type: type[Any]
         if parameters is not None:
@@ -211,6 +211,7 @@ def tool(
     max_argument_bytes: int = 65_536,
     parameters: dict[str, Any] | None = None,
     schema_options: SchemaOptions | None = None,
+    max_result_bytes: int = 1_048_576,
 ) -> Callable[[Callable[..., Any]], Tool]: ...
 
 
@@ -227,6 +228,7 @@ def tool(
     max_argument_bytes: int = 65_536,
     parameters: dict[str, Any] | None = None,
     schema_options: SchemaOptions | None = None,
+    max_result_bytes: int = 1_048_576,
 ) -> Tool | Callable[[Callable[..., Any]], Tool]:
     """Declare a tool, as ``@tool`` or ``@tool(...)``.
 
@@ -240,6 +242,8 @@ def tool(
         tool's ``inputSchema``), compiled once; the function takes the arguments as a dict.
         A keyword router does not support raises SchemaError here, not at call time.
     schema_options: how to read non-standard schemas (``router.schema.BFCL``).
+    max_argument_bytes, max_result_bytes: the largest arguments a call may bring and the
+        largest result (encoded) it may return; past them the call fails, and says why.
     """
 
     def declare(f: Callable[..., Any]) -> Tool:
@@ -255,24 +259,29 @@ def tool(
             max_argument_bytes=max_argument_bytes,
             parameters=parameters,
             schema_options=schema_options,
+            max_result_bytes=max_result_bytes,
         )
 
     return declare if fn is None else declare(fn)
 
 
-def _check_declaration(
+def _checked(
     name: str,
     permissions: Iterable[str],
     timeout_s: float | None,
     retry: Retry | None,
-    max_argument_bytes: int,
-) -> None:
-    """Refuse at registration what would misbehave at call time."""
+    caps: tuple[int, int],
+) -> tuple[str, ...]:
+    """Refuse at registration what would misbehave at call time; the permissions, read
+    once (a generator is read here)."""
+    if not _NAME.match(name):
+        raise ConfigError(f"tool name {name!r} must match {_NAME.pattern}")
     if isinstance(permissions, str | bytes):
         raise ConfigError(
             f"tool {name!r}: permissions is a collection of names, not the string "
             f"{permissions!r} (write permissions={{{permissions!r}}})"
         )
+    permissions = tuple(permissions)
     if not all(isinstance(p, str) and p for p in permissions):
         raise ConfigError(f"tool {name!r}: every permission is a non-empty string")
     if timeout_s is not None and (
@@ -285,12 +294,9 @@ def _check_declaration(
         )
     if retry is not None and not isinstance(retry, Retry):
         raise ConfigError(f"tool {name!r}: retry must be a Retry, not {type(retry).__name__}")
-    if (
-        isinstance(max_argument_bytes, bool)
-        or not isinstance(max_argument_bytes, int)
-        or max_argument_bytes < 1
-    ):
-        raise ConfigError(f"tool {name!r}: max_argument_bytes must be a positive integer")
+    if any(type(cap) is not int or cap < 1 for cap in caps):
+        raise ConfigError(f"tool {name!r}: a size cap must be a positive integer of bytes")
+    return permissions
 
 
 def _args_type(fn: Callable[..., Any], name: str) -> tuple[type[msgspec.Struct], bool, str]:

@@ -10,7 +10,7 @@ import anyio
 import msgspec
 
 from ..core.clock import Clock
-from ..core.events import Event, ToolFailed, ToolStarted, ToolSucceeded, spent
+from ..core.events import Event, RunInterrupted, ToolFailed, ToolStarted, ToolSucceeded, spent
 from ..core.fsm import RunState, apply
 from ..core.limits import Budget, Meter
 from ..core.tokens import Tokenizer, message_tokens
@@ -129,6 +129,20 @@ class Calls:
             return t
         return None
 
+    def stopped(self, run: AgentRun, exc: BaseException) -> None:
+        """Record that the process stopped (SystemExit, KeyboardInterrupt) while calls were
+        in flight, before it propagates: a call whose tool is not idempotent has an unknown
+        outcome, so the run is interrupted until someone decides (as a resume would find
+        it, with the reason); an idempotent call simply runs again on resume."""
+        unsure = tuple(
+            c.call.id
+            for c in run.state.calls
+            if c.status == "started" and c.started is not None and not c.started.idempotent
+        )
+        if unsure:
+            reason = f"the process stopped ({type(exc).__name__}) while the tool ran"
+            run.add(RunInterrupted(at=self.clock.now_us(), call_ids=unsure, reason=reason))
+
     def run_inline(self, run: AgentRun, t: Tool, started: ToolStarted) -> Event:
         """One attempt of an inline sync tool, on the loop."""
         try:
@@ -186,16 +200,16 @@ class Calls:
         output = value if isinstance(value, ToolOutput) else None
         try:
             result = encode_result(value if output is None else output.result)
-        except (TypeError, ValueError) as exc:
-            return self._failed(
-                t,
-                started,
-                f"the result is not JSON-encodable: {exc}",
-                begin,
-                attempts,
-                False,
-                context,
+        except (TypeError, ValueError, RecursionError) as exc:
+            problem = "it contains itself" if isinstance(exc, RecursionError) else str(exc)
+            error = f"the result cannot be encoded as JSON: {problem}"
+            return self._failed(t, started, error, begin, attempts, False, context)
+        if len(result) > t.max_result_bytes and len(result.encode()) > t.max_result_bytes:
+            error = (
+                f"the result is {len(result.encode()):,} bytes, over the tool's cap of "
+                f"{t.max_result_bytes:,} (max_result_bytes)"
             )
+            return self._failed(t, started, error, begin, attempts, False, context)
         meter = context.meter if context is not None else None
         if output is None and (meter is None or meter.empty):  # spent nothing, hands nothing on
             return ToolSucceeded(

@@ -133,6 +133,7 @@ class Engine:
         context: ContextPolicy | None = None,
         summarizer: Model | None = None,
         memory: Remembering | None = None,
+        max_text_bytes: int = 1_048_576,
     ) -> None:
         self.model = model
         self.tools = tools
@@ -151,10 +152,22 @@ class Engine:
         self._elsewhere: Engine | None = None  # this Engine on the runtime last asked for
         self.definition = hash_parts(self.parts)
         self.tokenizer = tokenizer or ByteBound()
-        self._tools_tokens = tools_tokens(self.tokenizer, tools.schemas)
+        if type(max_text_bytes) is not int or max_text_bytes < 1:
+            raise ConfigError(f"max_text_bytes must be a positive integer, not {max_text_bytes!r}")
+        self.max_text_bytes = max_text_bytes
+        self._spend(context, summarizer, memory)
+        self._check_ceilings(self.limits)
+
+    def _spend(
+        self, context: ContextPolicy | None, summarizer: Model | None, memory: Remembering | None
+    ) -> None:
+        """What bounds each model call: the answering models' prices, window and output
+        reserve, the context policy and the memory's recall."""
+        model = self.model
+        self._tools_tokens = tools_tokens(self.tokenizer, self.tools.schemas)
         self._answering = answering_models(model)
         self._rates = self.prices.worst_rates(self._answering)
-        self._reserve = self.prices.window(self._answering)[1]
+        window, self._reserve = self.prices.window(self._answering)
         self._caps_output = accepts_max_tokens(model)
         if self._reserve is not None and not self._caps_output:
             raise ConfigError(_CANNOT_CAP.format(model=model.name, why="an output reserve"))
@@ -163,10 +176,9 @@ class Engine:
         self._recall_tokens = recall.budget_tokens if recall is not None else 0
         self.fitting = None
         if context is not None:
-            window, reserve = self.prices.window(self._answering)
             self.fitting = Fitting(
                 context,
-                budget=None if window is None else window - (reserve or 0),
+                budget=None if window is None else window - (self._reserve or 0),
                 tokenizer=self.tokenizer,
                 summarizer=summarizer,
                 prices=self.prices,
@@ -174,7 +186,6 @@ class Engine:
             )
         elif summarizer is not None:
             raise ConfigError("a summariser works for a context policy: pass context= too")
-        self._check_ceilings(self.limits)
         self._plain = self.fitting is None and not self._recall_tokens and self._reserve is None
 
     def _check_ceilings(self, limits: Limits) -> None:
@@ -359,6 +370,11 @@ class Engine:
                     )
                 await log.close(run.state)
             raise
+        except (KeyboardInterrupt, SystemExit) as exc:  # the process is stopping: say so first
+            with anyio.CancelScope(shield=True):
+                self._calls.stopped(run, exc)
+                await log.close(run.state)
+            raise
 
     def _decide(self, run: AgentRun, effect: DecideCalls) -> None:
         principal, now = run.state.principal, self.runtime.clock.now_us()
@@ -402,6 +418,12 @@ class Engine:
         if type(turn) is not ModelTurn:
             reason = f"the model returned {type(turn).__name__}, not ModelTurn"
             return RunFailed(at=clock.now_us(), code="model_error", reason=reason)
+        if len(turn.text) > self.max_text_bytes and len(turn.text.encode()) > self.max_text_bytes:
+            reason = (
+                f"the model's text is {len(turn.text.encode()):,} bytes, over the engine's "
+                f"cap of {self.max_text_bytes:,} (max_text_bytes)"
+            )
+            return RunFailed(at=clock.now_us(), code="model_output_too_large", reason=reason)
         if turn.route:
             answered = next((a.model for a in turn.route if a.outcome == "answered"), "")
             self._routed(run, answered, turn.route)
