@@ -277,6 +277,18 @@ def check_limits(state: RunState, fresh: Sequence[ToolCall] = ()) -> LimitExceed
     return None
 
 
+def _looped(state: RunState, call: ToolCall, repeats: int) -> LimitExceeded:
+    limits = state.limits
+    return LimitExceeded(
+        at=state.last_at,
+        limit="loop_detected",
+        value=repeats,
+        ceiling=limits.max_repeats,
+        detail=f"tool {call.name!r} proposed with the same arguments {repeats} times "
+        f"in the last {limits.loop_window} calls",
+    )
+
+
 def _check_proposals(state: RunState, fresh: Sequence[ToolCall]) -> LimitExceeded | None:
     """Limits that a model turn's new calls cross before any of them runs."""
     limits, at = state.limits, state.last_at
@@ -290,21 +302,15 @@ def _check_proposals(state: RunState, fresh: Sequence[ToolCall]) -> LimitExceede
             detail=f"{len(fresh)} calls proposed with {state.tool_calls} already made",
         )
     window = state.recent_calls
-    # when every call of the turn is fresh, the fold appended their signatures last
-    fresh_signatures = (
-        window[len(window) - len(fresh) :]
-        if len(fresh) == len(state.calls) and len(fresh) <= len(window)
-        else tuple(map(call_signature, fresh))
-    )
-    for call, signature in zip(fresh, fresh_signatures, strict=True):
+    if len(fresh) == 1 and len(state.calls) == 1 and window:  # most turns: the fold's last
+        repeats = window.count(window[-1])
+        return _looped(state, fresh[0], repeats) if repeats >= limits.max_repeats else None
+    if len(fresh) == len(state.calls) and len(fresh) <= len(window):
+        signatures: Sequence[str] = window[len(window) - len(fresh) :]  # the turn's, last
+    else:
+        signatures = [call_signature(c) for c in fresh]
+    for call, signature in zip(fresh, signatures):  # noqa: B905 (equal lengths)
         repeats = window.count(signature)
         if repeats >= limits.max_repeats:
-            return LimitExceeded(
-                at=at,
-                limit="loop_detected",
-                value=repeats,
-                ceiling=limits.max_repeats,
-                detail=f"tool {call.name!r} proposed with the same arguments {repeats} times "
-                f"in the last {limits.loop_window} calls",
-            )
+            return _looped(state, call, repeats)
     return None

@@ -176,7 +176,15 @@ def _summarized(state: RunState, event: ContextSummarized, at: int) -> RunState:
 
 
 def _model_responded(state: RunState, event: ModelResponded, at: int) -> RunState:
-    usage = _plus(state.usage, event.usage)
+    used, add = state.usage, event.usage
+    usage = (
+        Usage(
+            input_tokens=used.input_tokens + add.input_tokens,
+            output_tokens=used.output_tokens + add.output_tokens,
+        )
+        if add.input_tokens or add.output_tokens
+        else used
+    )  # _plus, inlined: this runs on every step
     if not event.tool_calls:
         if event.held:
             return replace(
