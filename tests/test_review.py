@@ -31,7 +31,9 @@ from router import (
     review_run,
     tool,
 )
+from router.core.events import ReviewDecided
 from router.core.protocols import Store
+from router.core.stored import decode_run
 from router.core.transcript import Transcript
 from router.models.scripted import call, say
 
@@ -194,3 +196,32 @@ def test_router_approve_and_reject_from_the_command_line(tmp_path: Path) -> None
         "REVIEW        before_tool [call_1_0]" in shown.stdout
         and "reviewed      approve" in shown.stdout
     )
+
+
+async def test_an_edit_patches_named_arguments_and_an_invalid_one_is_refused_to_the_reviewer() -> (
+    None
+):
+    paid: list[tuple[int, str]] = []
+
+    @tool
+    async def pay(cents: int, currency: str) -> str:
+        paid.append((cents, currency))
+        return "paid"
+
+    store = MemoryStore()
+    rules = ReviewRules(before_tools=frozenset({"pay"}))
+    script = [call("pay", '{"cents": 500, "currency": "EUR"}'), say("ok")]
+    engine = make(store, script, [pay], review=rules)
+    await engine.start("pay", principal=USER, run_id="r")
+    with pytest.raises(DecisionError, match=r"refused: invalid_arguments at \$\.cents"):
+        await review_run(store, "r", "approve", edit={"cents": "lots"}, tools=engine.tools)
+    with pytest.raises(DecisionError, match="not both"):
+        await review_run(store, "r", "approve", edit={"cents": 1}, arguments={"cents": 1})
+    with pytest.raises(DecisionError, match="only an approval"):
+        await review_run(store, "r", "reject", edit={"cents": 1})
+    state = await review_run(store, "r", "approve", edit={"cents": 300}, tools=engine.tools)
+    decided = decode_run(await store.read("r"))[-1]
+    assert isinstance(decided, ReviewDecided) and decided.edited == ("cents",)
+    assert state.phase is Phase.RUNNING_TOOLS
+    assert (await engine.resume("r")).phase is Phase.DONE
+    assert paid == [(300, "EUR")]  # the currency kept as proposed

@@ -11,7 +11,7 @@
     router report [--html FILE]      tokens, cost, tool outcomes, latency per run, model and tool
     router fork RUN SEQ [--new ID]   a new run with the events before SEQ, to continue differently
     router decide RUN CALL retry|supply|fail [--result JSON] [--by NAME] [--note TEXT]
-    router approve RUN [--edit JSON] / router reject RUN [--note TEXT]   decide a pending review
+    router approve RUN [--edit JSON | --replace JSON] [--agent M:F] / router reject RUN
     router fsm [--graph]             print the loop's (or a graph run's) transition table (Mermaid)
     router conformance DIR           JSON Schema conformance: official suite, real tool schemas
 
@@ -322,25 +322,38 @@ async def _decide(args: argparse.Namespace) -> int:
     return 0
 
 
+def _json_option(args: argparse.Namespace, name: str) -> Any:
+    raw = getattr(args, name, None)
+    if raw is None:
+        return None
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise SystemExit(f"router {args.command}: --{name} is not JSON: {exc}") from exc
+
+
 async def _review(args: argparse.Namespace) -> int:
-    arguments: Any = None
-    if getattr(args, "edit", None) is not None:
-        try:
-            arguments = orjson.loads(args.edit)
-        except orjson.JSONDecodeError as exc:
-            raise SystemExit(f"router {args.command}: --edit is not JSON: {exc}") from exc
+    edit, arguments = _json_option(args, "edit"), _json_option(args, "replace")
     async with open_store(args.db) as store:
         first = await store.read(args.run, after=-1)
         if first and first[0].kind == "graph_started":
-            if arguments is not None:
+            if edit is not None or arguments is not None:
                 raise SystemExit(f"router {args.command}: a graph review has no arguments to edit")
             rule = await review_graph_run(
                 _runtime(store), args.run, args.command, by=args.by, note=args.note
             )
             print(f"recorded: {args.command} ({rule}); resume the graph run {args.run} to continue")
             return 0
+        agent = _agent(args.agent, store, args.db) if getattr(args, "agent", None) else None
         state = await review_run(
-            _runtime(store), args.run, args.command, by=args.by, note=args.note, arguments=arguments
+            _runtime(store),
+            args.run,
+            args.command,
+            by=args.by,
+            note=args.note,
+            edit=edit,
+            arguments=arguments,
+            tools=agent.tools if isinstance(agent, Engine) else None,
         )
     print(f"recorded: {args.command}; run {args.run} is now {state.phase} (resume it to continue)")
     return 0
@@ -513,7 +526,15 @@ def _add_run_changers(sub: _Commands) -> None:
             p.add_argument(
                 "--edit",
                 metavar="JSON",
-                help="approve the one held call with these arguments instead",
+                help="approve the one held call with these arguments changed (a JSON object)",
+            )
+            p.add_argument(
+                "--replace", metavar="JSON", help="approve it with these arguments instead"
+            )
+            p.add_argument(
+                "--agent",
+                metavar="MODULE:FUNCTION",
+                help="check the edited call with this agent's tools before recording it",
             )
 
 

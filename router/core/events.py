@@ -407,6 +407,7 @@ class ReviewDecided(Event, frozen=True, tag="review_decided"):
     by: str = ""
     note: str = ""
     arguments: str = ""  # approved with an edit: the new arguments of the one held call
+    edited: tuple[str, ...] = ()  # the arguments an edit patched, or ("*",): replaced whole
 
 
 class Task(Data, frozen=True):

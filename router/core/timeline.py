@@ -220,7 +220,9 @@ def _review_requested(event: ReviewRequested) -> tuple[str, str]:
 
 
 def _review_decided(event: ReviewDecided) -> tuple[str, str]:
-    edit = f" with arguments {_clip(event.arguments, 40)}" if event.arguments else ""
+    names = ", ".join(event.edited)
+    changed = "replaced" if event.edited == ("*",) else f"{names} edited" if names else "edited"
+    edit = f" with arguments {_clip(event.arguments, 40)} ({changed})" if event.arguments else ""
     return "reviewed", f"{event.decision}{edit} by {event.by or '?'} {event.note}".rstrip()
 
 
