@@ -251,7 +251,9 @@ async def test_the_deadline_cuts_a_model_that_never_answers(store: Store) -> Non
     assert result.phase is Phase.LIMIT_EXCEEDED and result.reason.startswith("deadline")
 
 
-async def test_a_tool_that_times_out_on_every_attempt_ends_the_run(store: Store) -> None:
+async def test_a_tool_that_times_out_on_every_attempt_is_a_failed_call_the_model_hears(
+    store: Store,
+) -> None:
     attempts: list[int] = []
 
     @tool(timeout_s=0.01, retry=Retry(attempts=2, base_delay_s=0), idempotent=True)
@@ -260,9 +262,20 @@ async def test_a_tool_that_times_out_on_every_attempt_ends_the_run(store: Store)
         await anyio.sleep_forever()
         return ""
 
-    result = await engine(store, [call("hang", "{}"), say("no")], hang).start("go", principal=USER)
-    assert result.phase is Phase.LIMIT_EXCEEDED and result.reason.startswith("tool_timeout")
-    assert len(attempts) == 2
+    seen: list[str] = []
+
+    def model(messages: Sequence[Message]) -> ModelTurn:
+        seen.append(messages[-1].content)
+        return call("hang", "{}") if len(seen) == 1 else say("it hung")
+
+    result = await engine(store, model, hang).start("go", principal=USER)
+    assert result.phase is Phase.DONE and len(attempts) == 2
+    assert "timed out" in seen[1] and "0.01 s" in seen[1]  # the timeout it was given
+    forever_failing = await engine(store, forever(call("hang", "{}")), hang).start(
+        "go", principal=USER, run_id="r2", limits=Limits(max_failures_in_a_row=3, max_repeats=100)
+    )
+    assert forever_failing.phase is Phase.LIMIT_EXCEEDED
+    assert forever_failing.reason.startswith("max_failures_in_a_row: 3")
 
 
 # --- tools: retries, failures, concurrency --------------------------------------------

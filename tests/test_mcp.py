@@ -137,7 +137,7 @@ async def test_a_principal_without_the_permission_is_denied_before_the_server_is
     ]
 
 
-async def test_server_errors_fail_the_call_and_a_stalled_server_hits_the_tool_timeout(
+async def test_server_errors_fail_the_call_and_a_stalled_server_times_out(
     stdio: McpClient,
 ) -> None:
     result, events = await run_script(
@@ -145,7 +145,7 @@ async def test_server_errors_fail_the_call_and_a_stalled_server_hits_the_tool_ti
         call("transfer", '{"source": "bob", "target": "alice", "cents": 99999}'),
         call("stall", "{}"),
     )
-    assert result.phase is Phase.LIMIT_EXCEEDED and result.reason.startswith("tool_timeout")
+    assert result.phase is Phase.DONE  # the stall is a failed call the model hears of
     failed = [e for e in events if isinstance(e, ToolFailed)]
     assert "bob has only 100 cents" in failed[0].error and not failed[0].timed_out
     assert failed[1].timed_out

@@ -254,13 +254,17 @@ def check_limits(state: RunState, fresh: Sequence[ToolCall] = ()) -> LimitExceed
         exceeded = check_spend(state, stepping)
         if exceeded is not None:
             return exceeded
-    if state.timed_out:
+    if (  # a person decides instead where the tool_failures review rule asks one to
+        stepping
+        and state.failures_in_a_row >= limits.max_failures_in_a_row
+        and state.review.tool_failures is None
+    ):
         return LimitExceeded(
             at=state.last_at,
-            limit="tool_timeout",
-            value=1,
-            ceiling=limits.tool_timeout_s or 0,
-            detail=f"call {state.timed_out} timed out on every attempt",
+            limit="max_failures_in_a_row",
+            value=state.failures_in_a_row,
+            ceiling=limits.max_failures_in_a_row,
+            detail="tool calls failed one after another (a timeout on every attempt included)",
         )
     if phase == "running_tools" and fresh:
         exceeded = _check_proposals(state, fresh)

@@ -137,6 +137,7 @@ class Limits(Data, frozen=True, omit_defaults=False):
     max_repeats: int = 3  # the same tool with the same arguments, within loop_window calls
     loop_window: int = 10
     max_rejected_calls: int = 5  # invalid, unknown or denied calls per run
+    max_failures_in_a_row: int = 5  # tool calls failed (timed out included) one after another
 
     def __post_init__(self) -> None:
         for name in self.__struct_fields__:

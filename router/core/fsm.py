@@ -123,7 +123,6 @@ class RunState(msgspec.Struct, frozen=True, gc=False):
     failures_in_a_row: int = 0
     cost_reviewed: bool = False
     after_review: tuple[str, ...] = ()  # succeeded calls whose results wait for a reviewer
-    timed_out: str = ""  # a call that timed out on every attempt
     fault: str = ""  # an event that was not allowed where it arrived
     budgeted: bool = (
         False  # the limits set a deadline, cost or token limit (derived from them once)
@@ -311,8 +310,6 @@ def _tool_ended(state: RunState, event: ToolSucceeded | ToolFailed, at: int) -> 
         failed: dict[str, Any] = (
             _spend(state, event) if event.cost_nusd or event.usage is not NO_USAGE else {}
         )
-        if event.timed_out:
-            failed["timed_out"] = event.call_id
         return _settle(state, i, done, at, failures_in_a_row=state.failures_in_a_row + 1, **failed)
     spent, after = event.usage, state.review.after_tools
     if not (spent.input_tokens or spent.output_tokens or event.cost_nusd or after or event.final):
