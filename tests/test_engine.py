@@ -845,3 +845,15 @@ async def test_a_model_text_over_the_cap_fails_the_run_and_says_why(store: Store
 
     with pytest.raises(ConfigError, match="max_text_bytes"):
         engine(store, forever(say("y")), max_text_bytes=0)
+
+
+async def test_a_run_that_never_waits_can_still_be_cancelled(store: Store) -> None:
+    # The scripted model and an inline tool never give the event loop a turn; the engine
+    # lets it run now and then, so a timeout around the run fires long before its end.
+    eng = engine(store, forever(call("add", '{"a": 1, "b": 1}')))
+    limits = Limits(max_steps=1_000_000, max_tool_calls=1_000_000, max_repeats=10**9)
+    with anyio.move_on_after(0.05) as scope:
+        await eng.start("go", principal=USER, run_id="busy", limits=limits)
+    assert scope.cancelled_caught
+    events = [e.kind for e in await store.read("busy")]
+    assert events[-1] == "run_cancelled" and len(events) < 1_000_000

@@ -35,6 +35,7 @@ class AgentRun:
         "pending",
         "args",
         "window",
+        "yielded_at",
         "_counted",
         "_tokens",
     )
@@ -47,6 +48,7 @@ class AgentRun:
         self.transcript = transcript
         self.args: dict[str, Any] = {}  # decoded arguments of calls decided in this process
         self.window: Window | None = None  # what of the transcript is sent, under a policy
+        self.yielded_at = 0.0  # when the engine last let the event loop run (perf_counter)
         self._counted = 0  # messages whose tokens are in _tokens
         self._tokens = 0
 

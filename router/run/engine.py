@@ -9,6 +9,8 @@ one store round trip, two when it runs a side-effecting tool.
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from functools import partial
 from typing import Any, final
@@ -63,6 +65,8 @@ from .memories import Remembering, recall_message
 from .runtime import Runtime, bind
 
 __all__ = ["Engine", "RunResult"]
+
+YIELD_EVERY_S = 0.001  # the longest a run advances without letting the event loop run
 
 _CANNOT_CAP = (
     "{model}'s respond() takes no max_tokens, so router cannot cap a call's output "
@@ -336,6 +340,10 @@ class Engine:
                 kind = type(effect)
                 if kind is CallModel:
                     await log.flush()
+                    now = time.perf_counter()
+                    if now - run.yielded_at > YIELD_EVERY_S:  # a run that never waits
+                        run.yielded_at = now  # still lets the loop cancel it and run timers
+                        await asyncio.sleep(0)
                     if run.state.limits.deadline_s is None:
                         run.add(await self._ask_model(run))
                     else:
