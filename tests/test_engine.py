@@ -857,3 +857,27 @@ async def test_a_run_that_never_waits_can_still_be_cancelled(store: Store) -> No
     assert scope.cancelled_caught
     events = [e.kind for e in await store.read("busy")]
     assert events[-1] == "run_cancelled" and len(events) < 1_000_000
+
+
+async def test_a_result_that_breaks_the_declared_return_type_is_a_failed_call(
+    store: Store,
+) -> None:
+    @tool(idempotent=True, inline=True)
+    def count() -> int:
+        """Count, but return the wrong thing."""
+        return {"n": 3}  # type: ignore[return-value]
+
+    @tool(
+        idempotent=True,
+        inline=True,
+        returns={"type": "object", "properties": {"n": {"type": "integer"}}, "required": ["n"]},
+    )
+    def tally() -> Any:
+        """Tally, with a declared result schema."""
+        return {"n": "three"}
+
+    model = ScriptedModel([call("count", "{}"), call("tally", "{}"), say("done")])
+    result = await engine(store, model, count, tally).start("go", principal=USER)
+    failed = [e for e in decode_run(await store.read(result.run_id)) if isinstance(e, ToolFailed)]
+    assert "declared return type: Expected `int`, got `dict`" in failed[0].error
+    assert "declared return type" in failed[1].error and "$.n" in failed[1].error

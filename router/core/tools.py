@@ -27,11 +27,11 @@ from .events import (
     ToolCallDenied,
     ToolCallRejected,
     ToolStarted,
-    Usage,
 )
 from .limits import Budget, Meter
 from .protocols import ProposedCall
 from .redaction import Redaction
+from .returns import ToolOutput, result_check, where_of
 
 __all__ = [
     "Retry",
@@ -60,17 +60,6 @@ class ToolContext(msgspec.Struct, frozen=True):
     meter: Meter | None = None  # takes what this call's child runs spent
     redaction: Redaction | None = None  # the run's policy, which its child runs inherit
     runtime: Any = None  # the run's Runtime (router.run.runtime), on which its child runs execute
-
-
-class ToolOutput(msgspec.Struct, frozen=True):
-    """A result that also reports what producing it cost (a child agent's tokens and cost
-    count against the parent run's budgets) and the child run that produced it."""
-
-    result: Any
-    usage: Usage = Usage()
-    cost_nusd: int = 0
-    child_run_id: str = ""
-    final: bool = False  # the result is the run's answer (a handoff): the run ends with it
 
 
 class Retry(msgspec.Struct, frozen=True):
@@ -111,6 +100,7 @@ class Tool:
         "retry",
         "max_argument_bytes",
         "max_result_bytes",
+        "check_result",
         "decoder",
         "schema",
         "inline_once",
@@ -132,6 +122,7 @@ class Tool:
         parameters: dict[str, Any] | None = None,
         schema_options: SchemaOptions | None = None,
         max_result_bytes: int = 1_048_576,
+        returns: dict[str, Any] | None = None,
     ) -> None:
         self.fn = fn
         self.name = name or fn.__name__
@@ -149,32 +140,23 @@ class Tool:
         self.max_argument_bytes, self.max_result_bytes = max_argument_bytes, max_result_bytes
         self.decoder: msgspec.json.Decoder[Any] | CompiledSchema
         self.args_type: type[Any]
+        options = schema_options or SchemaOptions()
         if parameters is not None:
-            self.args_type, self.takes_struct, self.context_param = (
-                dict,
-                True,
-                _context_param(fn, self.name),
-            )
-            self.decoder, parameters = _compile_parameters(
-                self.name, parameters, schema_options or SchemaOptions()
-            )
+            self.args_type, self.takes_struct = dict, True
+            self.context_param = _context_param(fn, self.name)
+            self.decoder, parameters = _compile_parameters(self.name, parameters, options)
         else:
             struct, self.takes_struct, self.context_param = _args_type(fn, self.name)
             self.args_type = struct
             self.decoder, parameters = _build_decoder(self.name, struct)
+        self.check_result = result_check(fn, self.name, returns, options)
         self.positional = (
             not self.takes_struct
             and not self.context_param
             and _takes_fields_in_order(fn, self.args_type)
         )
-        self.schema: dict[str, Any] = {
-            "type": "function",
-            "function": {
-                "name": self.name,
-                "description": self.description,
-                "parameters": parameters,
-            },
-        }
+        function = {"name": self.name, "description": self.description, "parameters": parameters}
+        self.schema: dict[str, Any] = {"type": "function", "function": function}
 
     def call(self, args: Any, context: ToolContext | None = None) -> Any:
         """Invoke the function with decoded arguments (awaitable if the tool is async)."""
@@ -212,6 +194,7 @@ def tool(
     parameters: dict[str, Any] | None = None,
     schema_options: SchemaOptions | None = None,
     max_result_bytes: int = 1_048_576,
+    returns: dict[str, Any] | None = None,
 ) -> Callable[[Callable[..., Any]], Tool]: ...
 
 
@@ -229,6 +212,7 @@ def tool(
     parameters: dict[str, Any] | None = None,
     schema_options: SchemaOptions | None = None,
     max_result_bytes: int = 1_048_576,
+    returns: dict[str, Any] | None = None,
 ) -> Tool | Callable[[Callable[..., Any]], Tool]:
     """Declare a tool, as ``@tool`` or ``@tool(...)``.
 
@@ -244,6 +228,9 @@ def tool(
     schema_options: how to read non-standard schemas (``router.schema.BFCL``).
     max_argument_bytes, max_result_bytes: the largest arguments a call may bring and the
         largest result (encoded) it may return; past them the call fails, and says why.
+    returns: a JSON Schema the result must match. Without it, the function's return
+        annotation is the contract; either is compiled here and checked on every result,
+        and a result that breaks it is a failed call naming the path.
     """
 
     def declare(f: Callable[..., Any]) -> Tool:
@@ -260,6 +247,7 @@ def tool(
             parameters=parameters,
             schema_options=schema_options,
             max_result_bytes=max_result_bytes,
+            returns=returns,
         )
 
     return declare if fn is None else declare(fn)
@@ -394,21 +382,6 @@ def _parameters_schema(args_type: type[msgspec.Struct]) -> dict[str, Any]:
     return top
 
 
-_AT = re.compile(r" - at `(\$[^`]*)`$")
-_FIELD = re.compile(r"(?:missing required|contains unknown) field `([^`]*)`")
-
-
-def _where(message: str) -> tuple[str, str]:
-    """Split a msgspec validation message into (path, reason)."""
-    match = _AT.search(message)
-    path = match.group(1) if match else "$"
-    reason = message[: match.start()] if match else message
-    field = _FIELD.search(reason)
-    if field:
-        path = f"{path}.{field.group(1)}"
-    return path, reason
-
-
 def record_calls(step: int, proposed: Sequence[ProposedCall]) -> tuple[ToolCall, ...]:
     """Turn a model's proposed calls into recordable ToolCalls.
 
@@ -510,7 +483,7 @@ class Tools:
         try:
             args = t.decoder.decode(text)
         except msgspec.ValidationError as exc:
-            path, reason = _where(str(exc))
+            path, reason = where_of(str(exc))
             return _rejected(t, call, at, "invalid_arguments", reason, path)
         except msgspec.DecodeError as exc:
             return _rejected(t, call, at, "malformed_json", f"the arguments are not JSON: {exc}")

@@ -26,23 +26,21 @@ from .events import (
     ToolSucceeded,
 )
 
-__all__ = ["Transcript"]
+__all__ = ["Transcript", "origins"]
 
 
 class Transcript:
     """Messages so far; ``apply`` is O(1) per event (plus one turn's release).
 
     ``opening``: how many messages the run started with (its system prompt and task);
-    ``origins``: the seq of the event each message came from; ``summary``: the latest
-    summary's text and how many messages after the opening ones it stands for.
+    ``summary``: the latest summary's text and how many messages after the opening ones it
+    stands for.
     """
 
     __slots__ = (
         "_messages",
         "_turn",
         "_outcomes",
-        "_seq",
-        "origins",
         "opening",
         "summary",
         "recalled",
@@ -52,8 +50,6 @@ class Transcript:
         self._messages: list[Message] = []
         self._turn: tuple[ToolCall, ...] = ()  # the calls of the open turn
         self._outcomes: dict[str, str] = {}
-        self._seq = -1  # the seq of the event being applied: events come in log order
-        self.origins: list[int] = []
         self.opening = 0
         self.summary: tuple[str, int] | None = None
         self.recalled: MemoryRecalled | None = None  # the latest recall, for its step only
@@ -66,7 +62,6 @@ class Transcript:
         return self._messages
 
     def apply(self, event: Event) -> None:
-        self._seq += 1
         handler = _HANDLERS.get(type(event))
         if handler is not None:
             handler(self, event)
@@ -75,7 +70,6 @@ class Transcript:
         self._messages.append(
             Message(role="assistant", content=event.text, tool_calls=event.tool_calls)
         )
-        self.origins.append(self._seq)
         self._turn = event.tool_calls
         if self._outcomes:  # a turn left unsettled (a reviewer's decision ended it)
             self._outcomes = {}
@@ -112,11 +106,9 @@ class Transcript:
             self._messages.append(
                 Message(role="user", content=f"A reviewer rejected that answer{note}")
             )
-            self.origins.append(self._seq)
 
     def _started(self, event: RunStarted) -> None:
         self._messages.extend(event.messages)
-        self.origins += [self._seq] * len(event.messages)
         self.opening = len(event.messages)
 
     def _summarized(self, event: ContextSummarized) -> None:
@@ -131,7 +123,6 @@ class Transcript:
             self._messages.append(
                 Message(role="tool", content=content, call_id=call_id, name=turn[0].name)
             )
-            self.origins.append(self._seq)
             self._turn = ()
             return
         outcomes = self._outcomes
@@ -145,8 +136,18 @@ class Transcript:
                 return
             released.append(Message(role="tool", content=text, call_id=call.id, name=call.name))
         self._messages.extend(released)
-        self.origins += [self._seq] * len(released)
         self._turn, self._outcomes = (), {}
+
+
+def origins(events: Iterable[Event]) -> list[int]:
+    """The seq of the event each message of the transcript of ``events`` came from (a
+    summary names the events it replaced; computed then, off every step's path)."""
+    transcript, seqs = Transcript(), []
+    for seq, event in enumerate(events):
+        before = len(transcript.messages)
+        transcript.apply(event)
+        seqs += [seq] * (len(transcript.messages) - before)
+    return seqs
 
 
 # Events not listed never change what the model sees.

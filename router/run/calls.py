@@ -4,6 +4,7 @@ as events in call order, with what the calls' child runs spent."""
 
 from __future__ import annotations
 
+import time
 from typing import Any, final
 
 import anyio
@@ -48,7 +49,7 @@ class AgentRun:
         self.transcript = transcript
         self.args: dict[str, Any] = {}  # decoded arguments of calls decided in this process
         self.window: Window | None = None  # what of the transcript is sent, under a policy
-        self.yielded_at = 0.0  # when the engine last let the event loop run (perf_counter)
+        self.yielded_at = time.perf_counter()  # when the engine last let the loop run
         self._counted = 0  # messages whose tokens are in _tokens
         self._tokens = 0
 
@@ -205,6 +206,10 @@ class Calls:
         except (TypeError, ValueError, RecursionError) as exc:
             problem = "it contains itself" if isinstance(exc, RecursionError) else str(exc)
             error = f"the result cannot be encoded as JSON: {problem}"
+            return self._failed(t, started, error, begin, attempts, False, context)
+        broken = t.check_result(value, result) if output is None else None
+        if broken is not None:
+            error = f"the result breaks the tool's declared return type: {broken}"
             return self._failed(t, started, error, begin, attempts, False, context)
         if len(result) > t.max_result_bytes and len(result.encode()) > t.max_result_bytes:
             error = (

@@ -12,8 +12,10 @@ from ..core.clock import Clock
 from ..core.events import ContextSummarized, Event, LimitExceeded, Message, RunFailed, spent
 from ..core.limits import PriceTable, cap_call
 from ..core.protocols import Model, ModelTurn, accepts_max_tokens, answering_models
+from ..core.stored import decode_run
 from ..core.tokens import REPLY_PRIMING, Tokenizer, message_tokens
 from ..core.tools import Retry
+from ..core.transcript import origins
 from ..errors import ConfigError, ModelError
 from ..memory.context import ContextPolicy, Request, Window
 from .attempt import attempt_again
@@ -124,19 +126,29 @@ class Fitting:
                 )
             turn = outcome.value
         model = turn.model or self.summarizer.name
+        seqs = await _origins(run)
         now = clock.now_us()
         return ContextSummarized(
             at=now,
             step=run.state.steps + 1,
             replaced=replaced,
             text=turn.text,
-            first_seq=transcript.origins[opening],
-            last_seq=transcript.origins[opening + replaced - 1],
+            first_seq=seqs[opening],
+            last_seq=seqs[opening + replaced - 1],
             usage=spent(turn.usage),
             cost_nusd=self.prices.cost_nusd(model, turn.usage),
             model=model,
             latency_us=now - begin,
         )
+
+
+async def _origins(run: AgentRun) -> list[int]:
+    """The seq of the event behind each message of the run's transcript: its stored events
+    and those not yet stored, folded again (only when a summary is made)."""
+    runtime = run.log.runtime
+    stored = await runtime.store.read(run.run_id)
+    events = decode_run(stored, runtime.cipher) if stored else []
+    return origins([*events, *run.pending])
 
 
 def _render(previous: str, messages: Sequence[Message]) -> str:

@@ -408,7 +408,9 @@ class Engine:
         respond: Callable[..., Awaitable[ModelTurn]]
         sent: Sent | None
         if self._plain and not run.state.budgeted:  # nothing to fit, cap or recall
-            messages, respond, sent = run.transcript.messages, self.model.respond, None
+            messages = run.transcript.messages
+            respond = self.model.respond
+            sent = None
         else:
             prepared = await self._prepare(run, begin)
             if not isinstance(prepared, tuple):
