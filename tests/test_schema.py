@@ -402,7 +402,20 @@ def test_patterns_match_as_ecma_262_reads_them() -> None:
     )  # Arabic-Indic digits are not \\d
     assert failure({"pattern": "^[\\d-]+$"}, "12-3") is None
     assert failure({"pattern": "^\\w+$"}, "caf\u00e9") is not None
-    for unsupported in ("^\\p{Letter}+$", "[^\\D]", "a[]b"):
+    # . stops at every line terminator; \s and \S are ECMA-262's white space
+    assert failure({"pattern": "^a.c$"}, "a\u2028c") is not None
+    assert failure({"pattern": "^a.c$"}, "a\rc") is not None
+    assert failure({"pattern": "^a.c$"}, "axc") is None
+    assert failure({"pattern": "^\\s$"}, "\x1c") is not None  # a separator Python calls space
+    assert failure({"pattern": "^\\s$"}, "\ufeff") is None  # a space Python does not
+    assert failure({"pattern": "^[\\s]+$"}, "\u3000 \t") is None
+    assert failure({"pattern": "^\\S+$"}, "\ufeff") is not None
+    # \b and \B by ASCII word characters: no boundary before an accented letter alone
+    assert failure({"pattern": "\\b\u00e9"}, "\u00e9") is not None
+    assert failure({"pattern": "x\\b"}, "x\u00e9") is None
+    assert failure({"pattern": "x\\B"}, "xy") is None
+    assert failure({"pattern": "^[\\b]$"}, "\b") is None  # a backspace in a class
+    for unsupported in ("^\\p{Letter}+$", "[^\\D]", "[\\S]", "a[]b"):
         with pytest.raises(SchemaError, match="ECMA-262"):
             compile_schema({"pattern": unsupported})
     tool_schema = {
