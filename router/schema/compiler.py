@@ -29,6 +29,7 @@ import msgspec
 from ..errors import SchemaError
 from .applicators import BUILDERS, ORDER, present
 from .assertions import Check, Failure, accept, check_all, json_type, nullable, refuse
+from .drafts import from_old_draft
 from .pattern import python_pattern
 from .structs import msgspec_type
 
@@ -106,10 +107,9 @@ ANNOTATIONS = frozenset(
         "format",
     }
 )
-# Earlier drafts are read as 2020-12: where they spell a keyword differently (an array in
-# `items`, `additionalItems`, `dependencies`, a boolean `exclusiveMinimum`, `id`) the schema
-# is refused, never misread. One difference is stricter instead: keywords beside a `$ref`,
-# which draft 7 and earlier ignore, are applied.
+# Earlier drafts are read as 2020-12, their old spellings of `items`, `additionalItems`,
+# `dependencies` and `$ref` siblings mapped exactly first (drafts.py); what has no exact
+# equivalent (a boolean `exclusiveMinimum`, `id`) is refused, never misread.
 _DIALECTS = {
     f"{scheme}://json-schema.org/{draft}/schema{hash_}"
     for scheme in ("http", "https")
@@ -220,7 +220,9 @@ class CompiledSchema:
 
 def compile_schema(schema: Any, options: SchemaOptions = _STANDARD) -> CompiledSchema:
     """Compile a JSON Schema. Raises SchemaError, naming the keyword and its location, for
-    a keyword that is not supported, a malformed value, or a ``$ref`` that cannot resolve."""
+    a keyword that is not supported, a malformed value, or a ``$ref`` that cannot resolve.
+    A schema that declares draft 7, 6 or 4 has its old spellings mapped first (drafts.py)."""
+    schema = from_old_draft(schema)
     check = _Compiler(schema, options).node(schema, "#")
     fast = msgspec_type(schema, options)
     return CompiledSchema(schema, check, fast)
