@@ -13,6 +13,7 @@ import pytest
 from router import (
     DecisionError,
     Engine,
+    Limits,
     ManualClock,
     MemoryStore,
     Message,
@@ -225,3 +226,58 @@ async def test_an_edit_patches_named_arguments_and_an_invalid_one_is_refused_to_
     assert state.phase is Phase.RUNNING_TOOLS
     assert (await engine.resume("r")).phase is Phase.DONE
     assert paid == [(300, "EUR")]  # the currency kept as proposed
+
+
+# --- time: a budget of active time, and an absolute expiry ------------------------------
+
+
+async def test_time_waiting_for_a_person_or_a_resume_does_not_count_against_the_deadline() -> None:
+    @tool
+    async def pay(cents: int) -> str:
+        return "paid"
+
+    clock = ManualClock(1_000_000, 10)
+    store = MemoryStore()
+
+    def engine() -> Engine:
+        return Engine(
+            Runtime(store, clock=clock, owner="t"),
+            ScriptedModel([call("pay", '{"cents": 5}'), say("ok")]),
+            Tools([pay]),
+            review=ReviewRules(before_tools=frozenset({"pay"})),
+        )
+
+    limits = Limits(deadline_s=30)
+    waiting = await engine().start("pay", principal=USER, run_id="r", limits=limits)
+    assert waiting.phase is Phase.AWAITING_REVIEW
+    clock.advance(3_600)  # the reviewer takes an hour
+    await review_run(Runtime(store, clock=clock, owner="ann"), "r", "approve", by="ann")
+    clock.advance(600)  # and the service resumes it ten minutes later
+    done = await engine().resume("r")
+    assert done.phase is Phase.DONE, done.reason
+    _, state, _ = await load_run(store, "r")
+    assert state.paused_us >= 4_200 * 1_000_000
+
+
+async def test_an_expiry_is_absolute_and_ends_a_run_resumed_after_it() -> None:
+    clock = ManualClock(1_000_000, 10)
+    store = MemoryStore()
+
+    @tool
+    async def pay(cents: int) -> str:
+        return "paid"
+
+    def engine() -> Engine:
+        return Engine(
+            Runtime(store, clock=clock, owner="t"),
+            ScriptedModel([call("pay", '{"cents": 5}'), say("ok")]),
+            Tools([pay]),
+            review=ReviewRules(before_tools=frozenset({"pay"})),
+        )
+
+    limits = Limits(expires_at=1 + 60)  # a minute after the run starts, on the run's clock
+    await engine().start("pay", principal=USER, run_id="r", limits=limits)
+    clock.advance(120)
+    await review_run(Runtime(store, clock=clock, owner="ann"), "r", "approve")
+    ended = await engine().resume("r")
+    assert ended.phase is Phase.LIMIT_EXCEEDED and ended.reason.startswith("expires_at")

@@ -132,12 +132,18 @@ class Limits(Data, frozen=True, omit_defaults=False):
     max_output_tokens: int | None = None
     max_total_tokens: int | None = None
     max_cost_usd: float | None = None
-    deadline_s: float | None = None
+    deadline_s: float | None = None  # active seconds: time parked waiting does not count
+    expires_at: float | None = None  # an absolute expiry, seconds since the Unix epoch
     tool_timeout_s: float | None = 30.0
     max_repeats: int = 3  # the same tool with the same arguments, within loop_window calls
     loop_window: int = 10
     max_rejected_calls: int = 5  # invalid, unknown or denied calls per run
     max_failures_in_a_row: int = 5  # tool calls failed (timed out included) one after another
+
+    @property
+    def timed(self) -> bool:
+        """Whether a deadline or an expiry bounds the run's waits."""
+        return self.deadline_s is not None or self.expires_at is not None
 
     def __post_init__(self) -> None:
         for name in self.__struct_fields__:
@@ -155,7 +161,7 @@ class Limits(Data, frozen=True, omit_defaults=False):
             raise ConfigError("Limits.max_repeats and Limits.loop_window must be at least 1")
 
 
-_SECONDS_OR_DOLLARS = frozenset({"max_cost_usd", "deadline_s", "tool_timeout_s"})
+_SECONDS_OR_DOLLARS = frozenset({"max_cost_usd", "deadline_s", "expires_at", "tool_timeout_s"})
 
 
 class ReviewRules(Data, frozen=True, omit_defaults=False):

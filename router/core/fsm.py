@@ -108,6 +108,7 @@ class RunState(msgspec.Struct, frozen=True, gc=False):
     definition: str = ""  # the hash of the definition the run is under
     started_at: int = 0
     last_at: int = 0
+    paused_us: int = 0  # time parked (waiting for a person, a decision or a resume): not active
     steps: int = 0
     tool_calls: int = 0
     rejected: int = 0
@@ -349,7 +350,20 @@ def _interrupted(state: RunState, event: RunInterrupted, at: int) -> RunState:
     return replace(state, phase=INTERRUPTED, calls=tuple(calls), last_at=at)
 
 
+def _after_a_wait(state: RunState, event: Event) -> RunState:
+    """The state with the time since its last event counted as parked, not active: the
+    event resumes a run that waited (for a person, a decision, or a driver after a crash)."""
+    if event.at <= state.last_at:
+        return state
+    return replace(state, paused_us=state.paused_us + event.at - state.last_at)
+
+
+def _resumed(state: RunState, event: Event, at: int) -> RunState:
+    return replace(_after_a_wait(state, event), last_at=at)
+
+
 def _resolved(state: RunState, event: ToolCallResolved, at: int) -> RunState:
+    state = _after_a_wait(state, event)
     i = _find(state, event.call_id, "interrupted")
     if i < 0:
         return _fault(state, event, f"no interrupted call {event.call_id!r}")
@@ -377,6 +391,7 @@ def _review_requested(state: RunState, event: ReviewRequested, at: int) -> RunSt
 
 
 def _review_decided(state: RunState, event: ReviewDecided, at: int) -> RunState:
+    state = _after_a_wait(state, event)
     rule, approve = state.pending_review, event.decision == "approve"
     note = f" ({event.note})" if event.note else ""
     who = event.by or "a reviewer"
@@ -470,7 +485,7 @@ TABLE: dict[tuple[Phase, Kind], Entry] = {
     ),
 }
 for _phase in LIVE:
-    TABLE[(_phase, Kind.RUN_RESUMED)] = (_noted, (_phase,))
+    TABLE[(_phase, Kind.RUN_RESUMED)] = (_resumed, (_phase,))
     TABLE[(_phase, Kind.RUN_PARKED)] = (_noted, (_phase,))
     TABLE[(_phase, Kind.RUN_MIGRATED)] = (_migrated, (_phase,))
     TABLE[(_phase, Kind.RUN_FORKED)] = (_noted, (_phase,))

@@ -89,6 +89,7 @@ class GraphState(msgspec.Struct, frozen=True):
     reason: str = ""
     started_at: int = 0
     last_at: int = 0
+    paused_us: int = 0  # time parked (waiting for a person or a resume): not active
     graph: str = ""
     definition: str = ""
     limits: Limits = Limits()
@@ -203,7 +204,17 @@ def _review_requested(s: GraphState, e: ReviewRequested, merge: Merge) -> GraphS
     return replace(s, phase=AWAITING_REVIEW, pending_review=e.rule, last_at=e.at)
 
 
+def _after_a_wait(s: GraphState, e: Event) -> GraphState:
+    """``s`` with the time since its last event counted as parked, not active."""
+    return replace(s, paused_us=s.paused_us + e.at - s.last_at) if e.at > s.last_at else s
+
+
+def _resumed(s: GraphState, e: Event, merge: Merge) -> GraphState:
+    return replace(_after_a_wait(s, e), last_at=max(e.at, s.last_at))
+
+
 def _review_decided(s: GraphState, e: ReviewDecided, merge: Merge) -> GraphState:
+    s = _after_a_wait(s, e)
     if e.decision == "reject":
         note = f" ({e.note})" if e.note else ""
         return replace(
@@ -252,7 +263,7 @@ GRAPH_TABLE: dict[tuple[GraphPhase, Kind], tuple[Handler, tuple[GraphPhase, ...]
     (AWAITING_REVIEW, Kind.REVIEW_DECIDED): (_review_decided, (RUNNING, FAILED)),
 }
 for _phase in LIVE:
-    GRAPH_TABLE[(_phase, Kind.RUN_RESUMED)] = (_noted, (_phase,))
+    GRAPH_TABLE[(_phase, Kind.RUN_RESUMED)] = (_resumed, (_phase,))
     GRAPH_TABLE[(_phase, Kind.RUN_PARKED)] = (_noted, (_phase,))
     GRAPH_TABLE[(_phase, Kind.RUN_FORKED)] = (_noted, (_phase,))
     GRAPH_TABLE[(_phase, Kind.RUN_MIGRATED)] = (_migrated, (_phase,))

@@ -23,6 +23,7 @@ __all__ = [
     "Price",
     "PriceTable",
     "Spent",
+    "active_s",
     "budgeted",
     "call_signature",
     "cap_call",
@@ -150,6 +151,8 @@ class Spent(Protocol):
     @property
     def started_at(self) -> int: ...
     @property
+    def paused_us(self) -> int: ...
+    @property
     def last_at(self) -> int: ...
     @property
     def budgeted(self) -> bool: ...
@@ -161,11 +164,18 @@ def check_spend(state: Spent, stepping: bool) -> LimitExceeded | None:
     limits = state.limits
     if state.budgeted:  # most runs set no deadline, cost or token limit
         if limits.deadline_s is not None:
-            elapsed = (state.last_at - state.started_at) / 1e6
+            elapsed = active_s(state)
             if elapsed > limits.deadline_s:
                 return LimitExceeded(
                     at=state.last_at, limit="deadline", value=elapsed, ceiling=limits.deadline_s
                 )
+        if limits.expires_at is not None and state.last_at / 1e6 > limits.expires_at:
+            return LimitExceeded(
+                at=state.last_at,
+                limit="expires_at",
+                value=state.last_at / 1e6,
+                ceiling=limits.expires_at,
+            )
         exceeded = _check_budgets(state)
         if exceeded is not None:
             return exceeded
@@ -231,10 +241,18 @@ def _exceeded_by_one_token(
     return LimitExceeded(at=state.last_at, limit=limit, value=value, ceiling=getattr(limits, limit))
 
 
+def active_s(state: Spent, now_us: int | None = None) -> float:
+    """Seconds the run has been active (advancing, not parked waiting for a person, a
+    decision or a resume) until ``now_us`` (its last event by default)."""
+    end = state.last_at if now_us is None else now_us
+    return (end - state.started_at - state.paused_us) / 1e6
+
+
 def budgeted(limits: Limits) -> bool:
-    """Whether the limits set a deadline, a cost ceiling or a token limit."""
+    """Whether the limits set a deadline, an expiry, a cost ceiling or a token limit."""
     return (
         limits.deadline_s is not None
+        or limits.expires_at is not None
         or limits.max_cost_usd is not None
         or (
             limits.max_total_tokens is not None
@@ -300,7 +318,7 @@ class Budget(msgspec.Struct, frozen=True, gc=False):
         cost = None if limits.max_cost_usd is None else round(limits.max_cost_usd * 1e9)
         deadline = None
         if limits.deadline_s is not None:
-            deadline = max(0.0, limits.deadline_s - (state.last_at - state.started_at) / 1e6)
+            deadline = max(0.0, limits.deadline_s - active_s(state))
         return cls(
             cost_nusd=_rest(cost, state.cost_nusd, share),
             input_tokens=_rest(limits.max_input_tokens, usage.input_tokens, share),

@@ -250,7 +250,7 @@ class GraphEngine:
                 return StepRouted(at=event.at, step=s.step, next=self._route(s))
             except Exception as exc:  # a route function that raises or picks an unknown node
                 return RunFailed(at=event.at, code="route_error", reason=str(exc))
-        if isinstance(event, LimitExceeded) and event.limit == "deadline":
+        if isinstance(event, LimitExceeded) and event.limit in ("deadline", "expires_at"):
             return None
         return f"(runs step {s.step}: {', '.join(t.node for t in s.tasks)})"
 

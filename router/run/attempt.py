@@ -12,7 +12,7 @@ import msgspec
 
 from ..core.clock import Clock
 from ..core.events import LimitExceeded
-from ..core.limits import Spent
+from ..core.limits import Spent, active_s
 from ..core.tools import Retry
 
 __all__ = ["Attempted", "attempt", "attempt_again", "deadline_passed", "time_left"]
@@ -89,21 +89,32 @@ async def attempt_again(
 
 
 def time_left(clock: Clock, state: Spent) -> float:
-    """Seconds until the run's deadline on ``clock`` (inf without one): what a wait for the
-    model, a turn's tools or a graph step may take."""
-    deadline = state.limits.deadline_s
-    if deadline is None:
-        return float("inf")
-    return deadline - (clock.now_us() - state.started_at) / 1e6
+    """Seconds until the run's deadline (its active time) or its expiry on ``clock``,
+    whichever comes first (inf without either): what a wait for the model, a turn's tools
+    or a graph step may take."""
+    limits = state.limits
+    left = float("inf")
+    if limits.deadline_s is not None or limits.expires_at is not None:
+        now = clock.now_us()
+        if limits.deadline_s is not None:
+            left = limits.deadline_s - active_s(state, now)
+        if limits.expires_at is not None:
+            left = min(left, limits.expires_at - now / 1e6)
+    return left
 
 
 def deadline_passed(clock: Clock, state: Spent) -> LimitExceeded:
-    """The event that records a deadline that passed while router waited."""
-    now = clock.now_us()
+    """The event that records a deadline (or an expiry) that passed while router waited."""
+    now, limits = clock.now_us(), state.limits
+    if limits.expires_at is not None and now / 1e6 >= limits.expires_at:
+        value, limit, ceiling = now / 1e6, "expires_at", limits.expires_at
+    else:
+        value, limit, ceiling = active_s(state, now), "deadline", limits.deadline_s or 0
     return LimitExceeded(
         at=now,
-        limit="deadline",
-        value=(now - state.started_at) / 1e6,
-        ceiling=state.limits.deadline_s or 0,
-        detail="the deadline passed while router waited",
+        limit=limit,
+        value=value,
+        ceiling=ceiling,
+        detail=("the run expired" if limit == "expires_at" else "the deadline passed")
+        + " while router waited",
     )

@@ -127,7 +127,7 @@ class Calls:
         if (
             t.inline_once
             and (calls[0].idempotent or not run.pending)
-            and run.state.limits.deadline_s is None
+            and not run.state.limits.timed
         ):
             return t
         return None

@@ -344,7 +344,7 @@ class Engine:
                     if now - run.yielded_at > YIELD_EVERY_S:  # a run that never waits
                         run.yielded_at = now  # still lets the loop cancel it and run timers
                         await asyncio.sleep(0)
-                    if run.state.limits.deadline_s is None:
+                    if not run.state.limits.timed:
                         run.add(await self._ask_model(run))
                     else:
                         run.add(await self._ask_model_within_deadline(run))
