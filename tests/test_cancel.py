@@ -25,8 +25,9 @@ from router import (
     load_run,
     tool,
 )
-from router.core.events import Event
+from router.core.events import Event, RunCancelled
 from router.core.protocols import ModelTurn, Store
+from router.core.stored import decode_run
 from router.models.scripted import call, say
 from router.store.testing import sealed_run
 
@@ -180,3 +181,29 @@ async def test_a_group_commit_that_fails_reaches_each_of_its_batches_even_a_canc
         tg.start_soon(cancel_follower)
     assert sorted(outcomes) == ["a", "b"]
     assert "the store is closed" in str(outcomes["b"])
+
+
+async def test_a_cancelled_run_names_the_calls_whose_outcome_it_cannot_know(
+    store: Store,
+) -> None:
+    import threading
+
+    started, release = threading.Event(), threading.Event()
+
+    @tool  # not idempotent, in a worker thread: a cancellation cannot stop it
+    def transfer(cents: int) -> str:
+        """Move money."""
+        started.set()
+        release.wait(5)
+        return "moved"
+
+    engine = Engine(
+        store, ScriptedModel([call("transfer", '{"cents": 5}'), say("ok")]), Tools([transfer])
+    )
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(lambda: engine.start("go", principal=USER, run_id="r"))
+        await anyio.to_thread.run_sync(started.wait, 5)
+        tg.cancel_scope.cancel()
+    release.set()
+    events = decode_run(await store.read("r"))
+    assert isinstance(events[-1], RunCancelled) and events[-1].unsure == ("call_1_0",)

@@ -482,6 +482,9 @@ class RunFailed(Event, frozen=True, tag="run_failed"):
 
 class RunCancelled(Event, frozen=True, tag="run_cancelled"):
     reason: str = ""
+    # calls still running when the run was cancelled whose tools are not idempotent: a tool
+    # in a worker thread cannot be stopped, so its side effect may still happen
+    unsure: tuple[str, ...] = ()
 
 
 AnyEvent: TypeAlias = (

@@ -100,7 +100,8 @@ def _run_failed(event: RunFailed) -> tuple[str, str]:
 
 
 def _run_cancelled(event: RunCancelled) -> tuple[str, str]:
-    return "cancelled", event.reason
+    unsure = f" (outcome unknown: {', '.join(event.unsure)})" if event.unsure else ""
+    return "cancelled", event.reason + unsure
 
 
 # --- the model ----------------------------------------------------------------------------

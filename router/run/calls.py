@@ -132,16 +132,21 @@ class Calls:
             return t
         return None
 
+    def unsure(self, run: AgentRun) -> tuple[str, ...]:
+        """The calls in flight whose tools are not idempotent: if the run stops now, their
+        outcome is unknown (a tool in a worker thread cannot be stopped and may finish)."""
+        return tuple(
+            c.call.id
+            for c in run.state.calls
+            if c.status == "started" and c.started is not None and not c.started.idempotent
+        )
+
     def stopped(self, run: AgentRun, exc: BaseException) -> None:
         """Record that the process stopped (SystemExit, KeyboardInterrupt) while calls were
         in flight, before it propagates: a call whose tool is not idempotent has an unknown
         outcome, so the run is interrupted until someone decides (as a resume would find
         it, with the reason); an idempotent call simply runs again on resume."""
-        unsure = tuple(
-            c.call.id
-            for c in run.state.calls
-            if c.status == "started" and c.started is not None and not c.started.idempotent
-        )
+        unsure = self.unsure(run)
         if unsure:
             reason = f"the process stopped ({type(exc).__name__}) while the tool ran"
             run.add(RunInterrupted(at=self.clock.now_us(), call_ids=unsure, reason=reason))

@@ -374,6 +374,7 @@ class Engine:
                         RunCancelled(
                             at=self.runtime.clock.now_us(),
                             reason="the task driving the run was cancelled",
+                            unsure=self._calls.unsure(run),
                         )
                     )
                 await log.close(run.state)
