@@ -281,3 +281,33 @@ async def test_an_expiry_is_absolute_and_ends_a_run_resumed_after_it() -> None:
     await review_run(Runtime(store, clock=clock, owner="ann"), "r", "approve")
     ended = await engine().resume("r")
     assert ended.phase is Phase.LIMIT_EXCEEDED and ended.reason.startswith("expires_at")
+
+
+async def test_a_run_resumed_long_after_a_crash_keeps_its_deadline_of_active_time() -> None:
+    class Crash(BaseException):
+        """Stands for kill -9 between steps."""
+
+    clock = ManualClock(1_000_000, 10)
+    store = MemoryStore()
+    crashes = [True]
+
+    @tool(idempotent=True)
+    async def lookup(customer_id: int) -> str:
+        """Read a customer."""
+        if crashes.pop() if crashes else False:
+            raise Crash
+        return "enterprise"
+
+    def engine() -> Engine:
+        return Engine(
+            Runtime(store, clock=clock, owner="t", lease_ttl_s=30),
+            ScriptedModel([call("lookup", '{"customer_id": 42}'), say("enterprise")]),
+            Tools([lookup]),
+        )
+
+    with pytest.raises(Crash):
+        await engine().start("plan?", principal=USER, run_id="r", limits=Limits(deadline_s=30))
+    await store.release_lease("r", "t")  # the lease lapses while the process is down
+    clock.advance(31)  # the README's case: resumed 30.7 s later once ended limit_exceeded
+    done = await engine().resume("r")
+    assert done.phase is Phase.DONE and done.output == "enterprise"
