@@ -5,9 +5,10 @@ score = w.similarity * cosine(query, item)
       + w.importance * item.importance
 
 Ties are broken by id, so equal inputs rank equally on SQLite and on PostgreSQL. Vectors
-are stored as unit-length float32; a search's first pass compares their sign bits (one bit a
-dimension, XOR and a popcount per item), and only the candidates it keeps are scored
-exactly.
+are stored as unit-length float32 with their signs as two bit sets (``FirstPass``): a
+search's first pass scores every item with the same formula, the cosine replaced by the
+agreement of signs (a few popcounts per item), and only the ``first_pass_size`` best are
+scored exactly.
 """
 
 from __future__ import annotations

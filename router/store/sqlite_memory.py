@@ -2,9 +2,9 @@
 log's file: the tables do not meet).
 
 One table holds every namespace's items, keyed by (namespace, id). A search's first pass
-runs in memory over the namespace's sign codes (router.memory.ranking), cached per process
-and refreshed when the namespace's version (bumped by every write, in the same
-transaction) has moved; the candidates are then read and scored exactly. Eviction: by
+(router.memory.ranking.FirstPass) runs in memory over the namespace's sign codes, cached per
+process and reloaded when the namespace's version (bumped by every write, in the same
+transaction) has moved; the candidates it keeps are then read and scored exactly. Eviction: by
 expiry (``evict``), and by a count cap on each write (``put(max_items=)``), lowest score
 without a query (recency and importance) or least recently used first.
 """
