@@ -69,11 +69,20 @@ async def _in_flight(engine: Engine, model: FakeModel, store: Any, runs: int) ->
     return Measured(begin, end, latencies, commits)
 
 
-def _record(store: str, latencies: list[float], steps_per_s: float, commits: float, note: str):  # type: ignore[no-untyped-def]
+def _record(
+    store: str,
+    latencies: list[float],
+    steps_per_s: float,
+    commits: float,
+    note: str,
+    *,
+    system: str = "router",
+    version: str = VERSION,
+) -> Record:
     return Record(
         workload="concurrent_runs",
-        system="router",
-        version=VERSION,
+        system=system,
+        version=version,
         store=store,
         p50_us_per_step=round(percentile(latencies, 50), 1),
         p99_us_per_step=round(percentile(latencies, 99), 1),
@@ -138,18 +147,15 @@ async def _processes(location: str, store: str, runs: int) -> Record:
 async def _peer(peer: Any, runs: int) -> Record:
     settle()
     got = await peer.concurrent_runs("postgres", runs=runs, steps=STEPS)
-    return Record(
-        workload="concurrent_runs",
+    note = f"{runs} runs in flight (ainvoke); AsyncPostgresSaver on a pool of 10 connections"
+    return _record(
+        "postgres",
+        got.latencies_us,
+        got.steps_per_s,
+        got.commits_per_step,
+        note,
         system=peer.system,
         version=peer.version,
-        store="postgres",
-        p50_us_per_step=round(percentile(got.latencies_us, 50), 1),
-        p99_us_per_step=round(percentile(got.latencies_us, 99), 1),
-        steps_per_s=round(got.steps_per_s),
-        peak_rss_mb=round(peak_rss_mb(), 1),
-        commits_per_step=round(got.commits_per_step, 3),
-        samples=len(got.latencies_us),
-        note=f"{runs} runs in flight (ainvoke); AsyncPostgresSaver on a pool of 10 connections",
     )
 
 

@@ -116,13 +116,7 @@ class Report:
         elif isinstance(event, ModelResponded):
             self._turn(run, event)
         elif isinstance(event, ContextSummarized):  # spent on the run, not a step
-            model = self.models.setdefault(event.model, _Model())
-            model.tokens_in += event.usage.input_tokens
-            model.tokens_out += event.usage.output_tokens
-            model.cost_nusd += event.cost_nusd
-            run.tokens_in += event.usage.input_tokens
-            run.tokens_out += event.usage.output_tokens
-            run.cost_nusd += event.cost_nusd
+            self._spent(run, event)
         elif isinstance(event, ModelRouted):
             for attempt in event.attempts:
                 route = self.routes.setdefault(attempt.model, _Route())
@@ -140,17 +134,22 @@ class Report:
         elif isinstance(event, RunCancelled):
             run.ended = "cancelled"
 
-    def _turn(self, run: _Run, event: ModelResponded) -> None:
+    def _spent(self, run: _Run, event: ModelResponded | ContextSummarized) -> _Model:
+        """A model call's tokens and cost, on its model and its run."""
         model = self.models.setdefault(event.model, _Model())
-        model.turns += 1
         model.tokens_in += event.usage.input_tokens
         model.tokens_out += event.usage.output_tokens
         model.cost_nusd += event.cost_nusd
-        model.latencies.append(event.latency_us)
-        run.steps += 1
         run.tokens_in += event.usage.input_tokens
         run.tokens_out += event.usage.output_tokens
         run.cost_nusd += event.cost_nusd
+        return model
+
+    def _turn(self, run: _Run, event: ModelResponded) -> None:
+        model = self._spent(run, event)
+        model.turns += 1
+        model.latencies.append(event.latency_us)
+        run.steps += 1
         run.step_us.append(event.at - (run.last_model_at or run.first_at))
         run.last_model_at = event.at
         if event.tool_calls:

@@ -142,23 +142,18 @@ def _typed(event: Event, who: tuple[str, str]) -> dict[str, Any]:
         "latency_us": None,
         "outcome": None,
     }
-    if isinstance(event, ModelResponded):
+    if isinstance(event, ModelResponded | ContextSummarized):
+        if isinstance(event, ContextSummarized):
+            outcome = "summary"
+        else:
+            outcome = "tool_calls" if event.tool_calls else "answer"
         row.update(
             model=event.model,
             tokens_in=event.usage.input_tokens,
             tokens_out=event.usage.output_tokens,
             cost_nusd=event.cost_nusd,
             latency_us=event.latency_us,
-            outcome="tool_calls" if event.tool_calls else "answer",
-        )
-    elif isinstance(event, ContextSummarized):
-        row.update(
-            model=event.model,
-            tokens_in=event.usage.input_tokens,
-            tokens_out=event.usage.output_tokens,
-            cost_nusd=event.cost_nusd,
-            latency_us=event.latency_us,
-            outcome="summary",
+            outcome=outcome,
         )
     elif isinstance(event, RunStarted):
         row.update(model=event.model)

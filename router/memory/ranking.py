@@ -25,6 +25,7 @@ from ..errors import ConfigError
 
 __all__ = [
     "FirstPass",
+    "FirstPasses",
     "Scored",
     "code_bytes",
     "code_of",
@@ -227,3 +228,30 @@ class FirstPass:
 
         live = (i for i in self._items if i[6] == 0 or i[6] > now_us)
         return [i[0] for i in heapq.nlargest(count, live, key=score)]
+
+
+@final
+class FirstPasses:
+    """A memory's first passes, one per namespace, kept per process: each is reloaded when
+    the namespace's version (bumped by every write) or the half life has moved, and learns
+    of the items a search in this process marked used."""
+
+    def __init__(self) -> None:
+        self._kept: dict[str, tuple[int, float, FirstPass]] = {}
+
+    def get(self, namespace: str, version: int, half_life_days: float) -> FirstPass | None:
+        kept = self._kept.get(namespace)
+        return kept[2] if kept is not None and kept[:2] == (version, half_life_days) else None
+
+    def load(
+        self, namespace: str, version: int, half_life_days: float, rows: Iterable[Any]
+    ) -> FirstPass:
+        """The first pass built from ``rows`` (id, code, importance, last used, expires)."""
+        first = FirstPass(rows, half_life_days)
+        self._kept[namespace] = (version, half_life_days, first)
+        return first
+
+    def used(self, namespace: str, ids: Iterable[str], now_us: int) -> None:
+        kept = self._kept.get(namespace)
+        if kept is not None:
+            kept[2].used(ids, now_us)

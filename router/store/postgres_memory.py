@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from typing import Any, Literal, final
 
 from ..core.protocols import MemoryItem, RankWeights, Recalled
-from ..memory.ranking import FirstPass, evicted, first_pass_size, rank, stored_rows
+from ..memory.ranking import FirstPass, FirstPasses, evicted, first_pass_size, rank, stored_rows
 from .postgres import PoolOpening
 
 __all__ = ["PostgresMemory"]
@@ -50,7 +50,7 @@ class PostgresMemory:
 
     def __init__(self, pool: Any) -> None:
         self._pool = pool
-        self._passes: dict[str, tuple[int, float, FirstPass]] = {}
+        self._passes = FirstPasses()
 
     @classmethod
     def open(
@@ -136,9 +136,7 @@ class PostgresMemory:
                 now_us,
                 used,
             )
-            cached = self._passes.get(namespace)
-            if cached is not None:
-                cached[2].used(used, now_us)
+            self._passes.used(namespace, used, now_us)
         return found
 
     async def _first_pass(self, namespace: str, half_life_days: float) -> FirstPass:
@@ -146,17 +144,15 @@ class PostgresMemory:
             "SELECT version FROM router_memory_versions WHERE namespace = $1", namespace
         )
         version = version or 0
-        cached = self._passes.get(namespace)
-        if cached is not None and cached[:2] == (version, half_life_days):
-            return cached[2]
+        first = self._passes.get(namespace, version, half_life_days)
+        if first is not None:
+            return first
         rows = await self._pool.fetch(
             "SELECT id, code, importance, last_used_at, expires_at FROM router_memory "
             "WHERE namespace = $1",
             namespace,
         )
-        first = FirstPass([tuple(r) for r in rows], half_life_days)
-        self._passes[namespace] = (version, half_life_days, first)
-        return first
+        return self._passes.load(namespace, version, half_life_days, [tuple(r) for r in rows])
 
     async def _delete(self, namespace: str, where: str, *args: Any) -> int:
         async with self._pool.acquire() as conn, conn.transaction():

@@ -20,7 +20,7 @@ import aiosqlite
 import anyio
 
 from ..core.protocols import MemoryItem, RankWeights, Recalled
-from ..memory.ranking import FirstPass, evicted, first_pass_size, rank, stored_rows
+from ..memory.ranking import FirstPass, FirstPasses, evicted, first_pass_size, rank, stored_rows
 
 __all__ = ["SqliteMemory"]
 
@@ -57,8 +57,7 @@ class SqliteMemory:
     def __init__(self, db: aiosqlite.Connection) -> None:
         self._db = db
         self._lock = anyio.Lock()  # one connection: its transactions one at a time
-        # namespace -> (version, half life, its first pass)
-        self._passes: dict[str, tuple[int, float, FirstPass]] = {}
+        self._passes = FirstPasses()
 
     @classmethod
     def open(cls, path: str | Path) -> _Opening:
@@ -166,7 +165,10 @@ class SqliteMemory:
                     await cursor.fetchall(), vector, now_us=now_us, weights=weights, limit=limit
                 )
         else:
-            ids = await self._candidates(namespace, vector, limit, now_us, weights)
+            first = await self._first_pass(namespace, weights.half_life_days)
+            ids = first.candidates(
+                vector, now_us=now_us, weights=weights, count=first_pass_size(limit)
+            )
             marks = ",".join("?" * len(ids))
             async with self._db.execute(
                 f"SELECT {columns} FROM router_memory WHERE {_LIVE} AND id IN ({marks})",
@@ -178,18 +180,8 @@ class SqliteMemory:
         if found:
             used = [r.id for r in found]
             await self._touch(namespace, used, now_us)
-            cached = self._passes.get(namespace)
-            if cached is not None:
-                cached[2].used(used, now_us)
+            self._passes.used(namespace, used, now_us)
         return found
-
-    async def _candidates(
-        self, namespace: str, vector: bytes, limit: int, now_us: int, weights: RankWeights
-    ) -> list[str]:
-        first = await self._first_pass(namespace, weights.half_life_days)
-        return first.candidates(
-            vector, now_us=now_us, weights=weights, count=first_pass_size(limit)
-        )
 
     async def _first_pass(self, namespace: str, half_life_days: float) -> FirstPass:
         async with self._db.execute(
@@ -197,17 +189,15 @@ class SqliteMemory:
         ) as cursor:
             row = await cursor.fetchone()
         version = row[0] if row else 0
-        cached = self._passes.get(namespace)
-        if cached is not None and cached[:2] == (version, half_life_days):
-            return cached[2]
+        first = self._passes.get(namespace, version, half_life_days)
+        if first is not None:
+            return first
         async with self._db.execute(
             "SELECT id, code, importance, last_used_at, expires_at FROM router_memory "
             "WHERE namespace = ?",
             (namespace,),
         ) as cursor:
-            first = FirstPass(await cursor.fetchall(), half_life_days)
-        self._passes[namespace] = (version, half_life_days, first)
-        return first
+            return self._passes.load(namespace, version, half_life_days, await cursor.fetchall())
 
     async def _touch(self, namespace: str, ids: list[str], now_us: int) -> None:
         marks = ",".join("?" * len(ids))
