@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from router import (
     ChainBroken,
+    ConfigError,
     DecisionError,
     Engine,
     LeaseHeld,
@@ -249,6 +250,74 @@ async def test_the_deadline_cuts_a_model_that_never_answers(store: Store) -> Non
     eng = Engine(Runtime(store, clock=SystemClock(), owner="t"), Hung(), Tools([add]))
     result = await eng.start("go", principal=USER, limits=Limits(deadline_s=0.05))
     assert result.phase is Phase.LIMIT_EXCEEDED and result.reason.startswith("deadline")
+
+
+class Hangs:
+    """A model that never answers its first ``hangs`` calls, then answers."""
+
+    name = "hangs"
+
+    def __init__(self, hangs: int) -> None:
+        self.hangs, self.calls = hangs, 0
+
+    async def respond(self, messages: Any, tools: Any) -> ModelTurn:
+        self.calls += 1
+        if self.calls <= self.hangs:
+            await anyio.sleep_forever()
+        return say("answered")
+
+
+def test_every_model_call_has_a_timeout_by_default() -> None:
+    assert Limits().model_timeout_s == 300.0
+    for bad in (0, -1, "5"):
+        with pytest.raises(ConfigError, match="model_timeout_s"):
+            Limits(model_timeout_s=bad)  # type: ignore[arg-type]
+
+
+async def test_a_model_that_never_answers_fails_the_run_naming_the_timeout(store: Store) -> None:
+    from router import SystemClock
+
+    model = Hangs(hangs=10**6)
+    runtime = Runtime(store, clock=SystemClock(), owner="t")
+    eng = Engine(runtime, model, Tools([add]), model_retry=Retry(attempts=2, base_delay_s=0))
+    result = await eng.start("go", principal=USER, limits=Limits(model_timeout_s=0.05))
+    assert result.phase is Phase.FAILED and model.calls == 2
+    assert "did not answer within 0.05 s (Limits.model_timeout_s)" in result.reason
+    ended = (await load_run(store, result.run_id))[0][-1]
+    assert ended.code == "model_timeout"  # type: ignore[union-attr]
+    assert runtime.watch.timeouts == 2
+
+
+async def test_a_model_call_that_times_out_is_retried_like_any_failed_call(store: Store) -> None:
+    from router import SystemClock
+
+    model = Hangs(hangs=1)
+    eng = Engine(
+        Runtime(store, clock=SystemClock(), owner="t"),
+        model,
+        Tools([add]),
+        model_retry=Retry(attempts=3, base_delay_s=0),
+    )
+    result = await eng.start("go", principal=USER, limits=Limits(model_timeout_s=0.05))
+    assert result.phase is Phase.DONE and result.output == "answered" and model.calls == 2
+
+
+async def test_cancelling_a_run_that_waits_on_its_model_is_a_cancellation_not_a_timeout(
+    store: Store,
+) -> None:
+    from router import SystemClock
+
+    model = Hangs(hangs=1)
+    eng = Engine(Runtime(store, clock=SystemClock(), owner="t"), model, Tools([add]))
+    with anyio.CancelScope() as scope:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(lambda: eng.start("go", principal=USER, run_id="r"))
+            while model.calls == 0:
+                await anyio.sleep(0)
+            scope.cancel()
+    events = (await load_run(store, "r"))[0]
+    assert type(events[-1]).__name__ == "RunCancelled" and model.calls == 1
+    assert eng.runtime.watch.timeouts == 0
 
 
 async def test_a_tool_that_times_out_on_every_attempt_is_a_failed_call_the_model_hears(

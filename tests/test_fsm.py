@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import msgspec
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -94,6 +95,10 @@ PREFIXES: dict[Phase, list[Event]] = {
         START,
         ModelResponded(at=1, step=1, tool_calls=calls("c1", "c2")),
         ReviewRequested(at=2, rule="before_tool", call_ids=("c1",), reason="needs approval"),
+    ],
+    Phase.FINAL_ANSWER: [
+        msgspec.structs.replace(START, limits=Limits(final_answer=True)),
+        LimitExceeded(at=1, limit="max_steps", value=49, ceiling=50),
     ],
     Phase.DONE: [START, ModelResponded(at=1, step=1, text="bye")],
     Phase.FAILED: [START, RunFailed(at=1, code="x", reason="y")],

@@ -25,6 +25,7 @@ from .events import (
 )
 from .fsm import (
     AWAITING_MODEL,
+    FINAL_ANSWER,
     INTERRUPTED,
     NEW,
     RUNNING_TOOLS,
@@ -43,6 +44,7 @@ __all__ = [
     "DecideCalls",
     "Effect",
     "Finish",
+    "ForceAnswer",
     "Idle",
     "Record",
     "RunTools",
@@ -67,6 +69,13 @@ class Idle(Effect, frozen=True):
 
 class CallModel(Effect, frozen=True):
     pass
+
+
+class ForceAnswer(CallModel, frozen=True):
+    """Ask the model for its last answer, offering no tools: the run reached ``limit``
+    (``Limits.final_answer``)."""
+
+    limit: str
 
 
 class DecideCalls(Effect, frozen=True):
@@ -112,6 +121,9 @@ def next_effect(state: RunState) -> Effect:
         return _IDLE
     if state.fault:
         return Record(RunFailed(at=state.last_at, code="invalid_transition", reason=state.fault))
+    if phase is FINAL_ANSWER:  # only a clock or a spent budget stops the last answer
+        exceeded = check_spend(state, stepping=True)
+        return ForceAnswer(state.forced) if exceeded is None else Record(exceeded)
     if phase is not RUNNING_TOOLS:
         exceeded = check_limits(state)
         if exceeded is not None:
@@ -250,8 +262,9 @@ def check_limits(state: RunState, fresh: Sequence[ToolCall] = ()) -> LimitExceed
     phase = state.phase
     limits = state.limits
     stepping = phase is AWAITING_MODEL
-    if state.budgeted or (stepping and state.steps >= limits.max_steps):  # else nothing to cross
-        exceeded = check_spend(state, stepping)
+    keep = 1 if limits.final_answer else 0  # the last step is the final answer's
+    if state.budgeted or (stepping and state.steps >= limits.max_steps - keep):  # else none
+        exceeded = check_spend(state, stepping, keep)
         if exceeded is not None:
             return exceeded
     if (  # a person decides instead where the tool_failures review rule asks one to

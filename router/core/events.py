@@ -16,7 +16,7 @@ from typing import Literal, TypeAlias
 
 import msgspec
 
-from ..errors import ConfigError
+from .terms import Data, Limits, Principal, RedactionPolicy, ReviewRules
 
 __all__ = [
     "EVENT_TYPES",
@@ -69,10 +69,6 @@ __all__ = [
 ]
 
 
-class Data(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True, gc=False):
-    """Base of the plain records that events carry."""
-
-
 class ToolCall(Data, frozen=True):
     """One tool call as the model proposed it, arguments still unparsed."""
 
@@ -110,85 +106,6 @@ class Message(Data, frozen=True):
     tool_calls: tuple[ToolCall, ...] = ()
     call_id: str = ""  # for role "tool": the call this message answers
     name: str = ""  # for role "tool": the tool's name
-
-
-class Principal(Data, frozen=True):
-    """Who a run acts for: an id and the roles it holds."""
-
-    id: str
-    roles: frozenset[str] = frozenset()
-
-
-class Limits(Data, frozen=True, omit_defaults=False):
-    """Hard limits of a run. ``None`` turns a limit off.
-
-    A step is one model turn. Limits gate the next effect: a run that crosses one ends
-    in ``limit_exceeded`` before router calls the model or a tool again.
-    """
-
-    max_steps: int = 50
-    max_tool_calls: int = 200
-    max_input_tokens: int | None = None
-    max_output_tokens: int | None = None
-    max_total_tokens: int | None = None
-    max_cost_usd: float | None = None
-    deadline_s: float | None = None  # active seconds: time parked waiting does not count
-    expires_at: float | None = None  # an absolute expiry, seconds since the Unix epoch
-    tool_timeout_s: float | None = 30.0
-    max_repeats: int = 3  # the same tool with the same arguments, within loop_window calls
-    loop_window: int = 10
-    max_rejected_calls: int = 5  # invalid, unknown or denied calls per run
-    max_failures_in_a_row: int = 5  # tool calls failed (timed out included) one after another
-
-    @property
-    def timed(self) -> bool:
-        """Whether a deadline or an expiry bounds the run's waits."""
-        return self.deadline_s is not None or self.expires_at is not None
-
-    def __post_init__(self) -> None:
-        for name in self.__struct_fields__:
-            value = getattr(self, name)
-            if value is not None and (
-                isinstance(value, bool) or not isinstance(value, int | float) or value < 0
-            ):
-                raise ConfigError(
-                    f"Limits.{name} must be a non-negative number or None, not {value!r}"
-                )
-            if name in _SECONDS_OR_DOLLARS and isinstance(value, int):
-                # 60 and 60.0 are the same limit: store one form, so equal limits encode equally
-                msgspec.structs.force_setattr(self, name, float(value))
-        if self.max_repeats < 1 or self.loop_window < 1:
-            raise ConfigError("Limits.max_repeats and Limits.loop_window must be at least 1")
-
-
-_SECONDS_OR_DOLLARS = frozenset({"max_cost_usd", "deadline_s", "expires_at", "tool_timeout_s"})
-
-
-class ReviewRules(Data, frozen=True, omit_defaults=False):
-    """When a run pauses for a person. The run waits in the log, costing nothing, until
-    someone approves or rejects (``review_run``, ``router approve`` / ``router reject``).
-
-    before_tools: calls to these tools wait for approval before they are validated and run
-        (the reviewer may edit the arguments).
-    after_tools: after these tools succeed, the run waits before the model sees the result.
-    cost_over_usd: the run waits once its cost passes this, before the next model call.
-    tool_failures: the run waits after this many tool calls in a row failed.
-    output_check: the name of the engine's answer check; an answer it objects to waits.
-    """
-
-    before_tools: frozenset[str] = frozenset()
-    after_tools: frozenset[str] = frozenset()
-    cost_over_usd: float | None = None
-    tool_failures: int | None = None
-    output_check: str = ""
-
-
-class RedactionPolicy(Data, frozen=True):
-    """A run's redaction policy as it records it (see ``router.core.redaction``), so that every
-    later writer of the run's log seals with it."""
-
-    patterns: dict[str, str] = {}
-    fields: tuple[str, ...] = ()
 
 
 class Event(
@@ -241,6 +158,7 @@ class ModelResponded(Event, frozen=True, tag="model_responded"):
     held: str = ""  # why the output check held this answer back for review
     served_model: str = ""  # the exact model the provider reports, when it names another
     sent: Sent | None = None  # what went into the call, where router bounded it
+    forced: str = ""  # the limit that forced this answer (asked with no tools), if one did
 
 
 class ContextSummarized(Event, frozen=True, tag="context_summarized"):

@@ -44,7 +44,7 @@ from .events import (
     kind_of,
     kind_of_type,
 )
-from .limits import budgeted, call_signature
+from .limits import budgeted, call_signature, forces_answer
 
 __all__ = [
     "INTERRUPTED",
@@ -65,6 +65,7 @@ class Phase(enum.StrEnum):
     RUNNING_TOOLS = "running_tools"
     INTERRUPTED = "interrupted"
     AWAITING_REVIEW = "awaiting_review"
+    FINAL_ANSWER = "final_answer"  # a limit was reached: the model is asked for a last answer
     DONE = "done"
     FAILED = "failed"
     LIMIT_EXCEEDED = "limit_exceeded"
@@ -79,6 +80,7 @@ AWAITING_MODEL = Phase.AWAITING_MODEL
 RUNNING_TOOLS = Phase.RUNNING_TOOLS
 INTERRUPTED = Phase.INTERRUPTED
 AWAITING_REVIEW = Phase.AWAITING_REVIEW
+FINAL_ANSWER = Phase.FINAL_ANSWER
 DONE = Phase.DONE
 FAILED = Phase.FAILED
 LIMIT_EXCEEDED = Phase.LIMIT_EXCEEDED
@@ -121,6 +123,7 @@ class RunState(msgspec.Struct, frozen=True, gc=False):
     review: ReviewRules = ReviewRules()
     pending_review: str = ""  # the rule the run waits on, in awaiting_review
     held_output: str = ""  # an answer held for review
+    forced: str = ""  # the limit that forced a final answer (Limits.final_answer)
     failures_in_a_row: int = 0
     cost_reviewed: bool = False
     after_review: tuple[str, ...] = ()  # succeeded calls whose results wait for a reviewer
@@ -416,12 +419,15 @@ def _review_decided(state: RunState, event: ReviewDecided, at: int) -> RunState:
         if approve:
             return replace(
                 state,
-                phase=DONE,
+                phase=LIMIT_EXCEEDED if state.forced else DONE,
                 output=state.held_output,
                 held_output="",
                 pending_review="",
                 last_at=at,
             )
+        if state.forced:  # the one last answer was rejected: none is left to ask for
+            state = replace(state, held_output="", pending_review="")
+            return _unanswered(state, f"{who} rejected it{note}", at)
         return replace(state, phase=AWAITING_MODEL, held_output="", pending_review="", last_at=at)
     if not approve:
         reason = f"review ({rule}) rejected by {who}{note}"
@@ -447,16 +453,53 @@ def _migrated(state: RunState, event: RunMigrated, at: int) -> RunState:
     return replace(state, definition=event.to_definition, last_at=at)
 
 
+def _reason(event: LimitExceeded | RunFailed | RunCancelled) -> str:
+    if isinstance(event, LimitExceeded):
+        reason = f"{event.limit}: {event.value:g} (limit {event.ceiling:g})"
+        return reason + (f" ({event.detail})" if event.detail else "")
+    return event.reason
+
+
 def _ended(phase: Phase) -> Handler:
     def end(state: RunState, event: LimitExceeded | RunFailed | RunCancelled, at: int) -> RunState:
-        if isinstance(event, LimitExceeded):
-            reason = f"{event.limit}: {event.value:g} (limit {event.ceiling:g})"
-            reason += f" ({event.detail})" if event.detail else ""
-        else:
-            reason = event.reason
+        reason = _reason(event)
+        if isinstance(event, LimitExceeded) and forces_answer(state.limits, event.limit):
+            return replace(state, phase=FINAL_ANSWER, reason=reason, forced=event.limit, last_at=at)
         return replace(state, phase=phase, reason=reason, last_at=at)
 
     return end
+
+
+def _final_answer(state: RunState, event: ModelResponded, at: int) -> RunState:
+    """The model's last answer, asked for at a limit: the run's output, the limit its end."""
+    state = replace(
+        state,
+        usage=_plus(state.usage, event.usage),
+        cost_nusd=state.cost_nusd + event.cost_nusd,
+        steps=state.steps + 1,
+        calls=(),
+        last_at=at,
+    )
+    if event.held:
+        return replace(
+            state, phase=AWAITING_REVIEW, pending_review="output_check", held_output=event.text
+        )
+    if not event.text.strip():
+        return _unanswered(state, "the model's answer was empty", at)
+    return replace(state, phase=LIMIT_EXCEEDED, output=event.text)
+
+
+def _unanswered(state: RunState, why: str, at: int) -> RunState:
+    """The run ends at its limit with no answer from the model: its output says so."""
+    reason = f"{state.reason}; no final answer: {why}"
+    output = f"No answer: the run stopped at a limit ({reason})."
+    return replace(state, phase=LIMIT_EXCEEDED, reason=reason, output=output, calls=(), last_at=at)
+
+
+def _final_answer_failed(state: RunState, event: LimitExceeded | RunFailed, at: int) -> RunState:
+    if state.fault:  # an event out of place: the log is wrong, the run failed
+        return replace(state, phase=FAILED, reason=_reason(event), last_at=at)
+    return _unanswered(state, _reason(event), at)
 
 
 Entry: TypeAlias = tuple[Handler, tuple[Phase, ...]]
@@ -481,7 +524,7 @@ TABLE: dict[tuple[Phase, Kind], Entry] = {
     (AWAITING_MODEL, Kind.REVIEW_REQUESTED): (_review_requested, (AWAITING_REVIEW,)),
     (AWAITING_REVIEW, Kind.REVIEW_DECIDED): (
         _review_decided,
-        (RUNNING_TOOLS, AWAITING_MODEL, DONE, FAILED),
+        (RUNNING_TOOLS, AWAITING_MODEL, DONE, FAILED, LIMIT_EXCEEDED),
     ),
 }
 for _phase in LIVE:
@@ -489,9 +532,23 @@ for _phase in LIVE:
     TABLE[(_phase, Kind.RUN_PARKED)] = (_noted, (_phase,))
     TABLE[(_phase, Kind.RUN_MIGRATED)] = (_migrated, (_phase,))
     TABLE[(_phase, Kind.RUN_FORKED)] = (_noted, (_phase,))
-    TABLE[(_phase, Kind.LIMIT_EXCEEDED)] = (_ended(LIMIT_EXCEEDED), (LIMIT_EXCEEDED,))
+    TABLE[(_phase, Kind.LIMIT_EXCEEDED)] = (_ended(LIMIT_EXCEEDED), (LIMIT_EXCEEDED, FINAL_ANSWER))
     TABLE[(_phase, Kind.RUN_FAILED)] = (_ended(FAILED), (FAILED,))
     TABLE[(_phase, Kind.RUN_CANCELLED)] = (_ended(CANCELLED), (CANCELLED,))
+# At a limit, with Limits.final_answer: the model's last answer, or the reason there is none.
+TABLE.update(
+    {
+        (FINAL_ANSWER, Kind.MODEL_ROUTED): (_noted, (FINAL_ANSWER,)),
+        (FINAL_ANSWER, Kind.CONTEXT_SUMMARIZED): (_summarized, (FINAL_ANSWER,)),
+        (FINAL_ANSWER, Kind.MEMORY_RECALLED): (_noted, (FINAL_ANSWER,)),
+        (FINAL_ANSWER, Kind.MODEL_RESPONDED): (
+            _final_answer,
+            (LIMIT_EXCEEDED, AWAITING_REVIEW),
+        ),
+        (FINAL_ANSWER, Kind.LIMIT_EXCEEDED): (_final_answer_failed, (LIMIT_EXCEEDED,)),
+        (FINAL_ANSWER, Kind.RUN_FAILED): (_final_answer_failed, (LIMIT_EXCEEDED, FAILED)),
+    }
+)
 
 # The same table by phase, then by event type, for the hot path: two lookups by one key
 # each cost less than one by a pair.

@@ -18,6 +18,7 @@ from ..errors import ConfigError
 from .events import NO_USAGE, LimitExceeded, Limits, ToolCall, Usage
 
 __all__ = [
+    "ANSWERABLE",
     "Budget",
     "Meter",
     "Price",
@@ -28,6 +29,7 @@ __all__ = [
     "call_signature",
     "cap_call",
     "check_spend",
+    "forces_answer",
 ]
 
 
@@ -158,9 +160,32 @@ class Spent(Protocol):
     def budgeted(self) -> bool: ...
 
 
-def check_spend(state: Spent, stepping: bool) -> LimitExceeded | None:
+# The limits at which a run with ``Limits.final_answer`` asks the model for a last answer:
+# all but the clocks (when time is up, no call may be made).
+ANSWERABLE = frozenset(
+    {
+        "max_steps",
+        "max_tool_calls",
+        "max_input_tokens",
+        "max_output_tokens",
+        "max_total_tokens",
+        "max_cost_usd",
+        "loop_detected",
+        "max_rejected_calls",
+        "max_failures_in_a_row",
+    }
+)
+
+
+def forces_answer(limits: Limits, limit: str) -> bool:
+    """Whether reaching ``limit`` makes the run ask the model for a final answer."""
+    return limits.final_answer and limit in ANSWERABLE
+
+
+def check_spend(state: Spent, stepping: bool, keep: int = 0) -> LimitExceeded | None:
     """The first of the run's deadline, cost ceiling and token limits it has crossed, and
-    its step limit when it is about to take a step (``stepping``); None if none."""
+    its step limit when it is about to take a step (``stepping``), ``keep`` steps short of
+    it (kept for a final answer); None if none."""
     limits = state.limits
     if state.budgeted:  # most runs set no deadline, cost or token limit
         if limits.deadline_s is not None:
@@ -179,9 +204,13 @@ def check_spend(state: Spent, stepping: bool) -> LimitExceeded | None:
         exceeded = _check_budgets(state)
         if exceeded is not None:
             return exceeded
-    if stepping and state.steps >= limits.max_steps:
+    if stepping and state.steps >= limits.max_steps - keep:
         return LimitExceeded(
-            at=state.last_at, limit="max_steps", value=state.steps, ceiling=limits.max_steps
+            at=state.last_at,
+            limit="max_steps",
+            value=state.steps,
+            ceiling=limits.max_steps,
+            detail="the last step is kept for the final answer" if keep else "",
         )
     return None
 

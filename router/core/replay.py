@@ -19,6 +19,7 @@ from .effects import (
     CallModel,
     DecideCalls,
     Finish,
+    ForceAnswer,
     Record,
     RunTools,
     next_effect,
@@ -155,6 +156,9 @@ def _check(
             cost = prices.cost_nusd(event.model, event.usage)
             if cost != event.cost_nusd:
                 return f"the price table now gives cost_nusd {cost}, not {event.cost_nusd}"
+        forced = effect.limit if isinstance(effect, ForceAnswer) else ""
+        if isinstance(event, ModelResponded) and event.forced != forced:
+            return f"the answer here is forced by {forced!r}, not {event.forced!r}"
         return None
     if isinstance(effect, RunTools):
         if not isinstance(event, _TOOL_OUTCOMES):

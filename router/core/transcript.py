@@ -13,6 +13,8 @@ from typing import Any
 from .events import (
     ContextSummarized,
     Event,
+    LimitExceeded,
+    Limits,
     MemoryRecalled,
     Message,
     ModelResponded,
@@ -25,8 +27,16 @@ from .events import (
     ToolFailed,
     ToolSucceeded,
 )
+from .limits import forces_answer
 
-__all__ = ["Transcript", "origins"]
+__all__ = ["FINAL_ANSWER_PROMPT", "Transcript", "origins"]
+
+# What the model is told when a limit asks it for its last answer (Limits.final_answer).
+FINAL_ANSWER_PROMPT = (
+    "This run has reached a limit ({limit}) and no tools are available any more. "
+    "Give your final answer now, as well as you can from what you have so far."
+)
+CUT_OFF = "error[cut_off]: the run reached a limit before this call had a result"
 
 
 class Transcript:
@@ -44,6 +54,8 @@ class Transcript:
         "opening",
         "summary",
         "recalled",
+        "limits",
+        "forced",
     )
 
     def __init__(self, events: Iterable[Event] = ()) -> None:
@@ -53,6 +65,8 @@ class Transcript:
         self.opening = 0
         self.summary: tuple[str, int] | None = None
         self.recalled: MemoryRecalled | None = None  # the latest recall, for its step only
+        self.limits = Limits()
+        self.forced = ""  # the limit that asked the model for a final answer
         for event in events:
             self.apply(event)
 
@@ -110,6 +124,20 @@ class Transcript:
     def _started(self, event: RunStarted) -> None:
         self._messages.extend(event.messages)
         self.opening = len(event.messages)
+        self.limits = event.limits
+
+    def _limited(self, event: LimitExceeded) -> None:
+        """At a limit that asks for a final answer: the open turn's calls that have no
+        result are cut off, and the model is told to answer."""
+        if self.forced or not forces_answer(self.limits, event.limit):
+            return
+        self.forced = event.limit
+        for call in self._turn:
+            if call.id not in self._outcomes:
+                self._settle(call.id, CUT_OFF)
+        self._messages.append(
+            Message(role="user", content=FINAL_ANSWER_PROMPT.format(limit=event.limit))
+        )
 
     def _summarized(self, event: ContextSummarized) -> None:
         self.summary = (event.text, event.replaced)
@@ -162,4 +190,5 @@ _HANDLERS: dict[type[Event], Callable[[Transcript, Any], None]] = {
     ToolCallDenied: Transcript._denied,
     ToolCallResolved: Transcript._resolved,
     ReviewDecided: Transcript._reviewed,
+    LimitExceeded: Transcript._limited,
 }

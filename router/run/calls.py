@@ -4,6 +4,7 @@ as events in call order, with what the calls' child runs spent."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any, final
 
@@ -37,6 +38,9 @@ class AgentRun:
         "args",
         "window",
         "yielded_at",
+        "task",
+        "asking_until",
+        "timed_out",
         "_counted",
         "_tokens",
     )
@@ -50,8 +54,15 @@ class AgentRun:
         self.args: dict[str, Any] = {}  # decoded arguments of calls decided in this process
         self.window: Window | None = None  # what of the transcript is sent, under a policy
         self.yielded_at = time.perf_counter()  # when the engine last let the loop run
+        self.task: asyncio.Task[Any] | None = None  # the task driving it, while watched
+        self.asking_until = 0.0  # when the model call under way must end (run.watch)
+        self.timed_out = False
         self._counted = 0  # messages whose tokens are in _tokens
         self._tokens = 0
+
+    @property
+    def model_timeout_s(self) -> float | None:
+        return self.state.limits.model_timeout_s
 
     def transcript_tokens(self, tokenizer: Tokenizer) -> int:
         """The tokens of the whole transcript in a request (each message counted once, when

@@ -20,6 +20,7 @@ from ..errors import ConfigError, ModelError
 from ..memory.context import ContextPolicy, Request, Window
 from .attempt import attempt_again
 from .calls import AgentRun
+from .watch import watched
 
 __all__ = ["Fitting"]
 
@@ -110,7 +111,7 @@ class Fitting:
                 return verdict
             cap = verdict
         ask: Callable[..., Awaitable[ModelTurn]] = self.summarizer.respond
-        respond = partial(ask, max_tokens=cap)
+        respond = partial(watched, run, partial(ask, max_tokens=cap))  # bounded (run.watch)
         try:
             turn = await respond(prompt, [])
         except Exception as first:  # an adapter's ModelError has spent its own retries

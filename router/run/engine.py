@@ -19,7 +19,15 @@ import anyio
 import msgspec
 
 from ..core.definition import changed_parts, definition_parts, hash_parts, recorded_parts
-from ..core.effects import CallModel, DecideCalls, Record, RunTools, next_effect, resume_events
+from ..core.effects import (
+    CallModel,
+    DecideCalls,
+    ForceAnswer,
+    Record,
+    RunTools,
+    next_effect,
+    resume_events,
+)
 from ..core.events import (
     Event,
     LimitExceeded,
@@ -63,6 +71,7 @@ from .context import Fitting
 from .log import RunLog, open_log, plaintext_of, status_of
 from .memories import Remembering, recall_message
 from .runtime import Runtime, bind
+from .watch import watched
 
 __all__ = ["Engine", "RunResult"]
 
@@ -89,6 +98,7 @@ class RunResult(msgspec.Struct, frozen=True):
     cost_usd: float
     interrupted: tuple[str, ...] = ()  # calls waiting for a reviewer's decision
     review: str = ""  # in awaiting_review: the rule the run waits on
+    forced: str = ""  # the limit that forced the output, a last answer (Limits.final_answer)
 
     @classmethod
     def of(cls, run_id: str, state: RunState) -> RunResult:
@@ -107,6 +117,7 @@ class RunResult(msgspec.Struct, frozen=True):
                 else ()
             ),
             review=state.pending_review,
+            forced=state.forced,
         )
 
 
@@ -326,9 +337,12 @@ class Engine:
     async def _drive(self, run: AgentRun) -> RunResult:
         """Advance the run until it stops, then release its lease, whatever happened."""
         token = current_run_id.set(run.run_id)  # model adapters tag their stream deltas with it
+        watch = self.runtime.watch
+        watch.watch(run)
         try:
             return await self._advance(run)
         finally:
+            watch.unwatch(run)
             current_run_id.reset(token)
             await run.log.release()
 
@@ -364,6 +378,13 @@ class Engine:
                         run.add(event)
                 elif kind is Record:
                     run.add(effect.event)  # type: ignore[attr-defined]
+                elif kind is ForceAnswer:  # a limit was reached: the model's last answer
+                    await log.flush()
+                    limit = effect.limit  # type: ignore[attr-defined]
+                    if not run.state.limits.timed:
+                        run.add(await self._ask_model(run, limit))
+                    else:
+                        run.add(await self._ask_model_within_deadline(run, limit))
                 else:  # Finish, AwaitDecision or Idle: the run stops here
                     await log.close(run.state)
                     return RunResult.of(run.run_id, run.state)
@@ -393,18 +414,18 @@ class Engine:
                 run.args[call.id] = args
             run.add(event)
 
-    async def _ask_model_within_deadline(self, run: AgentRun) -> Event:
+    async def _ask_model_within_deadline(self, run: AgentRun, forced: str = "") -> Event:
         with anyio.move_on_after(time_left(self.runtime.clock, run.state)):
-            return await self._ask_model(run)
+            return await self._ask_model(run, forced)
         return deadline_passed(self.runtime.clock, run.state)
 
-    async def _ask_model(self, run: AgentRun) -> Event:
+    async def _ask_model(self, run: AgentRun, forced: str = "") -> Event:
         """One model turn: its first attempt here, any others in the attempt loop's retries;
         the turn is recorded outside them, so a turn that cannot be recorded is never asked
-        for again."""
+        for again. forced: the limit that asks for a last answer, offered no tools."""
         clock = self.runtime.clock
         begin = clock.now_us()
-        schemas = self.tools.schemas
+        schemas = self.tools.schemas if not forced else ()
         messages: Sequence[Message]
         respond: Callable[..., Awaitable[ModelTurn]]
         sent: Sent | None
@@ -413,15 +434,16 @@ class Engine:
             respond = self.model.respond
             sent = None
         else:
-            prepared = await self._prepare(run, begin)
+            prepared = await self._prepare(run, begin, 0 if forced else self._tools_tokens)
             if not isinstance(prepared, tuple):
                 return prepared
             messages, respond, sent = prepared
         try:
-            turn = await respond(messages, schemas)
+            turn = await watched(run, respond, messages, schemas)  # bounded (run.watch)
         except Exception as first:  # an adapter's ModelError has spent its own retries
+            again = partial(watched, run, respond)
             outcome = await attempt_again(
-                respond, self.model_retry, None, (messages, schemas), ModelError, first
+                again, self.model_retry, None, (messages, schemas), ModelError, first
             )
             if not outcome.ok:
                 return self._model_failed(run, outcome)
@@ -439,19 +461,19 @@ class Engine:
             answered = next((a.model for a in turn.route if a.outcome == "answered"), "")
             self._routed(run, answered, turn.route)
         try:
-            return self._responded(run.state, turn, begin, sent)
+            return self._responded(run.state, turn, begin, sent, forced)
         except Exception as exc:  # a strict price table without this model, a check that raised
             code = "config_error" if isinstance(exc, ConfigError) else "output_check_failed"
             return RunFailed(at=clock.now_us(), code=code, reason=f"{type(exc).__name__}: {exc}")
 
-    async def _prepare(self, run: AgentRun, begin: int) -> Prepared | Event:
+    async def _prepare(self, run: AgentRun, begin: int, tools_tokens: int) -> Prepared | Event:
         """The next call's messages (fitted by the context policy, if any), the model's
         respond with the answer's cap bound to it, and what was sent; or the event that
         ends the run instead (a ceiling the call would pass, a context that cannot fit)."""
         messages: Sequence[Message] = run.transcript.messages
         request = None
         if self.fitting is not None:
-            reserved = self._tools_tokens + self._recall_tokens
+            reserved = tools_tokens + self._recall_tokens
             fitted = await self.fitting.fit(run, reserved, self.runtime.clock)
             if not isinstance(fitted, Request):
                 return fitted
@@ -469,7 +491,7 @@ class Engine:
         respond: Callable[..., Awaitable[ModelTurn]] = self.model.respond
         cap = self._reserve
         if run.state.budgeted or request is not None:
-            tokens = self._tools_tokens + recalled
+            tokens = tools_tokens + recalled
             tokens += (
                 request.tokens if request is not None else run.transcript_tokens(self.tokenizer)
             )
@@ -514,7 +536,8 @@ class Engine:
             self._routed(run, "", last.route)  # type: ignore[arg-type]
         error = f"{type(last).__name__}: {last}" if last is not None else outcome.error
         reason = f"the model failed after {outcome.attempts} attempt(s) here; last error: {error}"
-        return RunFailed(at=self.runtime.clock.now_us(), code="model_error", reason=reason)
+        code = "model_timeout" if isinstance(last, TimeoutError) else "model_error"
+        return RunFailed(at=self.runtime.clock.now_us(), code=code, reason=reason)
 
     def _routed(self, run: AgentRun, chosen: str, route: tuple[RouteAttempt, ...]) -> None:
         run.add(
@@ -527,19 +550,20 @@ class Engine:
         )
 
     def _responded(
-        self, state: RunState, turn: ModelTurn, begin: int, sent: Sent | None
+        self, state: RunState, turn: ModelTurn, begin: int, sent: Sent | None, forced: str
     ) -> ModelResponded:
         now = self.runtime.clock.now_us()
         model = turn.model or self.model.name
         step = state.steps + 1
         held = ""
-        if not turn.tool_calls and self.output_check is not None:
+        proposed = turn.tool_calls if not forced else ()  # no tool was offered: none is taken
+        if not proposed and self.output_check is not None:
             held = self.output_check(turn.text) or ""
         return ModelResponded(
             at=now,
             step=step,
             text=turn.text,
-            tool_calls=record_calls(step, turn.tool_calls),
+            tool_calls=record_calls(step, proposed),
             usage=spent(turn.usage),
             cost_nusd=self.prices.cost_nusd(model, turn.usage),
             model=model,
@@ -547,4 +571,5 @@ class Engine:
             held=held,
             served_model=turn.served_model if turn.served_model != model else "",
             sent=sent,
+            forced=forced,
         )

@@ -14,6 +14,7 @@ from ..core.clock import Clock, IdSource
 from ..core.protocols import Cipher, Observer, Store
 from ..errors import ConfigError
 from .leases import LeaseKeeper
+from .watch import CallWatch
 
 __all__ = ["LEASE_TTL_S", "RandomIds", "Runtime", "SystemClock", "bind"]
 
@@ -44,7 +45,8 @@ class Runtime:
     how long a lease lasts unless renewed; the runtime's lease keeper renews the leases of
     the runs it advances every third of that, on the event loop's clock, so that another
     process takes a run over within about that long after this one dies.
-    cipher: seals payloads after redaction. observers: see what each batch stored."""
+    cipher: seals payloads after redaction. observers: see what each batch stored.
+    Its watch bounds every model call of the runs it advances (``Limits.model_timeout_s``)."""
 
     __slots__ = (
         "store",
@@ -54,6 +56,7 @@ class Runtime:
         "cipher",
         "observers",
         "keeper",
+        "watch",
         "_owner",
     )
 
@@ -77,6 +80,7 @@ class Runtime:
         self.cipher = cipher
         self.observers = tuple(observers)
         self.keeper = LeaseKeeper(store, lease_ttl_s)
+        self.watch = CallWatch()  # bounds the model calls of the runs advanced here
         self._owner = owner
 
     @property
