@@ -63,6 +63,10 @@ def agent_tool(
         else:
             async with limiter:
                 result = await run_child(worker, child_id, task, context)
+        if result.forced:  # its last answer, asked for at a limit: said to be one
+            note = f"[the {name} agent stopped at a limit ({result.forced}): its last answer]"
+            answer = f"{result.output}\n{note}"
+            return ToolOutput(result=answer, child_run_id=child_id)
         if result.phase is not Phase.DONE:
             raise RuntimeError(
                 f"the {name} agent ended {result.phase}: {result.reason or 'no answer'}"
@@ -102,7 +106,7 @@ def handoff_tool(
         )
         opening.append(Message(role="user", content=note))
         result = await run_child(target, child_id, opening, ctx)
-        if result.phase is not Phase.DONE:
+        if result.phase is not Phase.DONE:  # a forced last answer included: it is not the run's
             raise RuntimeError(
                 f"the {name} handoff ended {result.phase}: {result.reason or 'no answer'}"
             )
