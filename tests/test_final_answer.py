@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -28,6 +29,7 @@ from router import (
     ProposedCall,
     Runtime,
     ScriptedModel,
+    SqliteStore,
     Tools,
     Usage,
     load_run,
@@ -101,6 +103,24 @@ async def test_at_the_step_limit_the_last_step_is_an_answer_with_no_tools() -> N
     assert isinstance(last, ModelResponded) and last.forced == "max_steps"
     assert state.forced == "max_steps" and state.output == "best so far"
     assert (await eng.replay(result.run_id)).identical
+
+
+async def test_the_export_names_a_forced_answer(tmp_path: Path) -> None:
+    import pyarrow.parquet as pq
+
+    from router.export.arrow import export, verify_export
+
+    async with SqliteStore.open(tmp_path / "log.db") as store:
+        await Engine(store, Asked(), Tools([add])).start(
+            "go", principal=USER, limits=Limits(max_steps=2, final_answer=True)
+        )
+        await export(store, tmp_path / "runs.parquet")
+    rows = pq.read_table(tmp_path / "runs.parquet").to_pylist()
+    assert [r["outcome"] for r in rows if r["kind"] == "model_responded"] == [
+        "tool_calls",
+        "forced_answer",
+    ]
+    verify_export([tmp_path / "runs.parquet"])
 
 
 async def test_without_final_answer_a_limit_calls_nothing_more() -> None:

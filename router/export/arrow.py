@@ -15,8 +15,9 @@ Schema version 1, one row per event, in the order events were appended:
     tokens_out  int64      model_responded and context_summarized only
     cost_nusd   int64      the same, billionths of a US dollar
     latency_us  int64      model_responded, context_summarized, tool_succeeded, tool_failed
-    outcome     string     what happened: tool_calls, answer, summary, succeeded, failed, timed_out,
-                           a rejection code, denied, a limit's name, a failure code
+    outcome     string     what happened: tool_calls, answer, forced_answer (at a limit), summary,
+                           succeeded, failed, timed_out, a rejection code, denied, a limit's
+                           name, a failure code
     prev_hash   binary     32 bytes
     hash        binary     32 bytes
     payload     binary     the stored bytes the hash covers: the canonical event, or its
@@ -146,7 +147,9 @@ def _typed(event: Event, who: tuple[str, str]) -> dict[str, Any]:
         if isinstance(event, ContextSummarized):
             outcome = "summary"
         else:
-            outcome = "tool_calls" if event.tool_calls else "answer"
+            outcome = (
+                "forced_answer" if event.forced else "tool_calls" if event.tool_calls else "answer"
+            )
         row.update(
             model=event.model,
             tokens_in=event.usage.input_tokens,
