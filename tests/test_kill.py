@@ -196,3 +196,81 @@ def test_a_killed_agent_tree_resumes_whole_and_leaves_no_child_unfinished(tmp_pa
     got = anyio.run(tree, tmp_path / "killed.db")
     assert got == expected  # the same tree of runs, each finished, none started twice
     assert all(phase is Phase.DONE for phase, _ in got.values())
+
+
+README_CHILD = Path(__file__).with_name("readme_child.py")
+
+
+def readme_child(log: Path, ledger: Path, step: str, offset_s: float, kill_at: int = 0) -> str:
+    """Run the README's service process for one step; SIGKILL it once ``kill_at`` commits
+    are stored (0: let it end). Returns its result line, or "killed"."""
+    with subprocess.Popen(
+        [sys.executable, str(README_CHILD), str(log), str(ledger), step, str(offset_s)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        bufsize=1,
+    ) as proc:
+        assert proc.stdin is not None and proc.stdout is not None
+        commits = 0
+        try:
+            for line in proc.stdout:
+                if line.startswith("result "):
+                    proc.wait()
+                    return line.removeprefix("result ").strip()
+                commits += line.startswith("committed ")
+                if kill_at and commits == kill_at:
+                    os.kill(proc.pid, signal.SIGKILL)
+                    proc.wait()
+                    return "killed"
+                proc.stdin.write("go\n")
+                proc.stdin.flush()
+            raise AssertionError(f"the child ended without a result (exit {proc.wait()})")
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+
+
+def test_the_readme_agent_survives_a_kill_and_a_review_that_outlasts_its_deadline(
+    tmp_path: Path,
+) -> None:
+    from router.core.events import ReviewDecided, RunResumed, ToolSucceeded
+    from router.core.limits import active_s
+
+    log, ledger = tmp_path / "agents.db", tmp_path / "ledger.db"
+    # Killed between steps: the customer was read and stored, the next model call not made.
+    assert readme_child(log, ledger, "start", 0, kill_at=2) == "killed"
+    # Restarted 31 s later (the README's deadline is 30 s): the run goes on to the refund,
+    # which waits for a reviewer.
+    assert readme_child(log, ledger, "resume", 31) == "awaiting_review"
+    # The reviewer answers ten minutes later, lowering the amount; the run finishes.
+    assert readme_child(log, ledger, "approve", 31 + 600).startswith("done")
+
+    async def read() -> tuple[list[object], object]:
+        async with SqliteStore.open(log) as store:
+            verify(await store.read("readme-run"))
+            events, state, _ = await load_run(store, "readme-run")
+        return events, state
+
+    events, state = anyio.run(read)
+    assert state.phase is Phase.DONE and state.reason == ""  # type: ignore[attr-defined]
+    assert "refund is issued" in state.output  # type: ignore[attr-defined]
+    assert active_s(state) < 30 < state.paused_us / 1e6  # type: ignore[arg-type,attr-defined]
+    assert sum(isinstance(e, RunResumed) for e in events) == 2
+    (decided,) = [e for e in events if isinstance(e, ReviewDecided)]
+    assert decided.edited == ("amount",) and decided.by == "ann"
+    kinds = [type(e).__name__ for e in events]
+    first_resume = kinds.index("RunResumed")  # killed between steps: after the lookup's result
+    assert kinds[first_resume - 1 : first_resume + 2] == [
+        "ToolSucceeded",
+        "RunResumed",
+        "ModelResponded",
+    ]
+    assert [e.tool for e in events if isinstance(e, ToolSucceeded)] == [
+        "lookup_customer",
+        "issue_refund",
+    ]
+    with sqlite3.connect(ledger) as db:
+        assert db.execute("SELECT customer_id, amount FROM refunds").fetchall() == [(42, 900)]
+    db.close()
