@@ -39,6 +39,7 @@ class AgentRun:
         "window",
         "yielded_at",
         "task",
+        "model_timeout_s",
         "asking_until",
         "timed_out",
         "_counted",
@@ -55,14 +56,11 @@ class AgentRun:
         self.window: Window | None = None  # what of the transcript is sent, under a policy
         self.yielded_at = time.perf_counter()  # when the engine last let the loop run
         self.task: asyncio.Task[Any] | None = None  # the task driving it, while watched
+        self.model_timeout_s = 0.0  # its model timeout, while watched
         self.asking_until = 0.0  # when the model call under way must end (run.watch)
         self.timed_out = False
         self._counted = 0  # messages whose tokens are in _tokens
         self._tokens = 0
-
-    @property
-    def model_timeout_s(self) -> float | None:
-        return self.state.limits.model_timeout_s
 
     def transcript_tokens(self, tokenizer: Tokenizer) -> int:
         """The tokens of the whole transcript in a request (each message counted once, when

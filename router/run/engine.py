@@ -338,7 +338,7 @@ class Engine:
         """Advance the run until it stops, then release its lease, whatever happened."""
         token = current_run_id.set(run.run_id)  # model adapters tag their stream deltas with it
         watch = self.runtime.watch
-        watch.watch(run)
+        watch.watch(run, run.state.limits.model_timeout_s)
         try:
             return await self._advance(run)
         finally:

@@ -27,20 +27,18 @@ _MIN_TICK_S = 0.005
 class Watched(Protocol):
     """A run whose model calls are watched (the agent engine's ``AgentRun``)."""
 
-    task: asyncio.Task[Any] | None  # the task driving the run
+    task: asyncio.Task[Any] | None  # the task driving the run, while it is watched
+    model_timeout_s: float  # its Limits.model_timeout_s, while it is watched
     asking_until: float  # perf_counter time the current model call must end by; 0: none
     timed_out: bool  # the watch cancelled the current call
-
-    @property
-    def model_timeout_s(self) -> float | None: ...
 
 
 async def watched(run: Watched, call: Callable[..., Awaitable[T]], *args: Any) -> T:
     """``call(*args)``, a call to a model, ended with a ``TimeoutError`` once the run's
     model timeout has passed."""
-    timeout = run.model_timeout_s
-    if timeout is None or run.task is None:
+    if run.task is None:  # not watched: the run has no model timeout
         return await call(*args)
+    timeout = run.model_timeout_s
     run.asking_until = time.perf_counter() + timeout
     try:
         answer = await call(*args)
@@ -78,12 +76,12 @@ class CallWatch:
         self._nap: asyncio.Future[None] | None = None
         self.timeouts = 0  # calls the watch ended, for tests
 
-    def watch(self, run: Watched) -> None:
-        """Watch ``run``'s model calls while it is advanced by the current task."""
-        timeout = run.model_timeout_s
+    def watch(self, run: Watched, timeout: float | None) -> None:
+        """Watch ``run``'s model calls, each to end within ``timeout`` (None: no timeout),
+        while it is advanced by the current task."""
         if timeout is None:
             return
-        run.task = asyncio.current_task()
+        run.task, run.model_timeout_s = asyncio.current_task(), timeout
         self._runs[run] = None
         tick = max(_MIN_TICK_S, timeout / 8)
         if tick < self._tick:
@@ -123,9 +121,7 @@ class CallWatch:
                 run.timed_out = True
                 self.timeouts += 1
                 run.task.cancel("the model call timed out")
-            timeout = run.model_timeout_s
-            if timeout is not None:
-                tick = min(tick, max(_MIN_TICK_S, timeout / 8))
+            tick = min(tick, max(_MIN_TICK_S, run.model_timeout_s / 8))
         self._tick = tick
 
 
