@@ -4,10 +4,11 @@ never answers cannot hang a run.
 
 A timer per call would cost more than the rest of a step's orchestration, so the calls are
 watched instead: a call marks on its run when it must end (``watched``), and one patrol task
-per runtime looks at the runs it advances every eighth of the shortest timeout among them.
-A call past its end has its driving task cancelled; the call turns that cancellation back
-into a ``TimeoutError`` that names the timeout, an attempt that failed like any other. A call
-therefore ends between its timeout and an eighth more.
+per runtime looks at the runs it advances every eighth of the shortest timeout among them
+(it ends after a round with none, so a runtime that advances runs one after another keeps
+one patrol). A call past its end has its driving task cancelled; the call turns that
+cancellation back into a ``TimeoutError`` that names the timeout, an attempt that failed
+like any other. A call therefore ends between its timeout and an eighth more.
 """
 
 from __future__ import annotations
@@ -99,14 +100,16 @@ class CallWatch:
     async def _patrol(self) -> None:
         loop = asyncio.get_running_loop()
         try:
-            while self._runs:
-                self._look(time.perf_counter())
+            while True:  # a round, then a look; it ends after a round with no run watched
                 self._nap = nap = loop.create_future()
                 wake = loop.call_later(self._tick, _wake, nap)
                 try:
                     await nap
                 finally:
                     wake.cancel()
+                if not self._runs:
+                    break
+                self._look(time.perf_counter())
         except asyncio.CancelledError:  # the event loop is shutting down
             return
         finally:
