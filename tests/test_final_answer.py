@@ -233,8 +233,6 @@ async def test_the_last_answer_fits_what_the_budget_has_left() -> None:
 
 
 async def test_a_spent_budget_leaves_no_room_for_a_last_call() -> None:
-    model = ScriptedModel([say("x", usage=Usage(input_tokens=10, output_tokens=90))] * 3)
-
     def costly(messages: Sequence[Message]) -> ModelTurn:
         if messages[-1].role == "user" and "final answer" in messages[-1].content:
             raise AssertionError("asked with nothing left")

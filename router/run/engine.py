@@ -381,10 +381,7 @@ class Engine:
                 elif kind is ForceAnswer:  # a limit was reached: the model's last answer
                     await log.flush()
                     limit = effect.limit  # type: ignore[attr-defined]
-                    if not run.state.limits.timed:
-                        run.add(await self._ask_model(run, limit))
-                    else:
-                        run.add(await self._ask_model_within_deadline(run, limit))
+                    run.add(await self._ask_model_within_deadline(run, limit))  # rare: no fast path
                 else:  # Finish, AwaitDecision or Idle: the run stops here
                     await log.close(run.state)
                     return RunResult.of(run.run_id, run.state)
