@@ -33,11 +33,14 @@ from .errors import (
     DefinitionChanged,
     LeaseHeld,
     LeaseLost,
+    NotALog,
     RouterError,
     RunNotFound,
     SchemaError,
     SeqConflict,
+    StoreCorrupt,
     StoreError,
+    StoreLost,
 )
 from .graph import END, Graph, GraphEngine, GraphResult
 from .memory import ContextPolicy
@@ -84,6 +87,7 @@ __all__ = [
     "Message",
     "Model",
     "ModelTurn",
+    "NotALog",
     "Phase",
     "Policy",
     "PostgresMemory",
@@ -110,7 +114,9 @@ __all__ = [
     "SqliteMemory",
     "SqliteStore",
     "Store",
+    "StoreCorrupt",
     "StoreError",
+    "StoreLost",
     "SystemClock",
     "Tokenizer",
     "Tool",

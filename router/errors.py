@@ -21,7 +21,10 @@ operators: a wrong configuration, a store that refuses, a chain that does not ve
         ├── SeqConflict      an append does not continue the run's chain
         ├── LeaseHeld        another owner holds the run's lease
         ├── LeaseLost        our lease lapsed and another owner took the run
-        └── ChainBroken      a stored hash does not match its event
+        ├── ChainBroken      a stored hash does not match its event
+        ├── StoreCorrupt     the database file is damaged (SQLite reports a corrupt page)
+        ├── StoreLost        the database file was deleted or replaced while open
+        └── NotALog          the file or database is not a router log
 """
 
 from __future__ import annotations
@@ -40,11 +43,14 @@ __all__ = [
     "ModelRequestRejected",
     "ModelResponseInvalid",
     "ModelUnavailable",
+    "NotALog",
     "RouterError",
     "RunNotFound",
     "SchemaError",
     "SeqConflict",
+    "StoreCorrupt",
     "StoreError",
+    "StoreLost",
 ]
 
 
@@ -212,3 +218,34 @@ class ChainBroken(StoreError):
         self.seq = seq
         self.reason = reason
         super().__init__(f"run {run_id!r}: chain broken at seq {seq}: {reason}")
+
+
+class StoreCorrupt(StoreError):
+    code = "store_corrupt"
+
+    def __init__(self, path: str, reason: str) -> None:
+        self.path = path
+        self.reason = reason
+        super().__init__(
+            f"{path}: the database file is damaged ({reason}); restore it from a backup "
+            "(router backup) and check it against your anchors (router verify --anchors)"
+        )
+
+
+class StoreLost(StoreError):
+    code = "store_lost"
+
+    def __init__(self, path: str, reason: str) -> None:
+        self.path = path
+        super().__init__(
+            f"{path}: {reason} while the store had it open; nothing more is written, "
+            "and what this process appended since it went may be lost"
+        )
+
+
+class NotALog(StoreError):
+    code = "not_a_log"
+
+    def __init__(self, where: str, reason: str) -> None:
+        self.where = where
+        super().__init__(f"{where} is not a router log: {reason}")

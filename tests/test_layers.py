@@ -107,7 +107,7 @@ def test_imports_point_down(name: str, path: Path) -> None:
             if here in PURE:
                 assert package not in IMPURE, f"{name} is pure but imports {package}"
             if package == "aiosqlite":
-                assert name in ("store.sqlite", "store.sqlite_memory"), (
+                assert name in ("store.sqlite", "store.sqlite_file", "store.sqlite_memory"), (
                     f"{name} imports aiosqlite: only the SQLite stores may"
                 )
             continue

@@ -9,7 +9,7 @@ from pathlib import Path
 import anyio
 import pytest
 
-from router import Durability, LeaseHeld, MemoryStore, SqliteStore, StoreError
+from router import Durability, LeaseHeld, MemoryStore, NotALog, SqliteStore, StoreError
 from router.core.chain import verify
 from router.core.protocols import Fence, Store
 from router.store.testing import *  # noqa: F403
@@ -173,8 +173,9 @@ async def test_many_processes_share_one_file(tmp_path: Path) -> None:
 async def test_a_file_that_is_not_a_database_is_a_clear_error(tmp_path: Path) -> None:
     path = tmp_path / "garbage.db"
     path.write_bytes(b"this is not sqlite" * 100)
-    with pytest.raises(StoreError, match="cannot open the store"):
+    with pytest.raises(NotALog, match="not a SQLite database") as caught:
         await SqliteStore.open(path)
+    assert caught.value.code == "not_a_log"
 
 
 async def test_a_closed_store_refuses_work(tmp_path: Path) -> None:

@@ -21,7 +21,20 @@ before a side-effecting tool), so nothing a run acted on is ever lost to a proce
 Reads go through aiosqlite, off the event loop. Checkpoints, which fold the WAL back into
 the database file and fsync it, run on a worker thread too: the event loop never waits for
 one. The store's writes pause meanwhile (so the WAL restarts from its beginning once a
-checkpoint is done); a crash during a checkpoint loses nothing.
+checkpoint is done); a crash during a checkpoint loses nothing. A checkpoint is due once
+the WAL has grown by ``checkpoint_pages`` pages or ``checkpoint_s`` seconds have passed
+since the last one with commits in between: that bounds the history that lives only in
+the WAL, where SQLite drops every frame after a damaged one without an error.
+
+An inline commit never waits for a lock on the event loop: when another process holds the
+database's write lock, the commit is handed to a worker thread that waits there (up to
+5 s), and the store's other writes wait for it. Before each commit the store checks that
+its file is still the one it opened (not deleted, not replaced): otherwise the append
+fails with StoreLost instead of "committing" into a file nobody will open again.
+
+``read_only=True`` opens the file with ``mode=ro`` (no writer connection, nothing
+created, the file must be a router log); ``create=False`` opens an existing log for
+writing and refuses any other file.
 """
 
 from __future__ import annotations
@@ -42,9 +55,20 @@ from msgspec.structs import astuple
 
 from ..core.events import StoredEvent
 from ..core.protocols import Fence, Lease, RunSummary
-from ..errors import ConfigError, LeaseHeld, LeaseLost, SeqConflict, StoreError
+from ..errors import ConfigError, LeaseHeld, SeqConflict, StoreError, StoreLost
 from . import batch_run
-from .sqlite_schema import FROM_2, INSERT, SCHEMA, SCHEMA_VERSION
+from . import sqlite_leases as leases
+from .sqlite_file import (
+    BUSY_TIMEOUT_MS,
+    FileIdentity,
+    check_log,
+    connect_reader,
+    file_identity,
+    is_busy,
+    read_layout,
+    store_error,
+)
+from .sqlite_schema import FROM_2, INSERT, SCHEMA
 
 __all__ = ["Durability", "SqliteStore"]
 
@@ -70,13 +94,21 @@ class Durability(enum.StrEnum):
         return self in ("group", "group_fsync")
 
 
-# A checkpoint is due once the WAL has grown by about this many pages (40 MB of 4 KB
-# pages). SQLite's own automatic checkpoint, which runs inside a commit (on the event loop)
-# every 1,000 pages, is turned off: fewer, larger checkpoints rewrite the pages that every
-# commit touches (the tail of the log, its index) fewer times, and fsync less often.
-CHECKPOINT_PAGES = 10_000
+# A checkpoint is due once the WAL has grown by about this many pages (4 MB of 4 KB
+# pages), or this many seconds after the last one if anything was committed since. SQLite's
+# own automatic checkpoint, which runs inside a commit (on the event loop), is turned off
+# for ours, which runs on a worker thread. The bound matters beyond speed: SQLite drops the
+# WAL's frames from the first damaged one on, silently, so what lives only in the WAL is
+# the history a single flipped byte can erase.
+CHECKPOINT_PAGES = 1_000
+CHECKPOINT_S = 30.0
 _PAGES_PER_COMMIT = 3  # the table, index and run-list pages a commit rewrites at least
 _ROWS_PER_PAGE = 8  # events of a few hundred bytes, with their index entries
+
+
+class _Busy(Exception):
+    """An inline commit found the write lock held by another process: it is redone on a
+    worker thread, which may wait for the lock."""
 
 
 class _Waiter:
@@ -111,14 +143,21 @@ class SqliteStore:
         durability: Durability | str = Durability.COMMIT,
         *,
         checkpoint_pages: int = CHECKPOINT_PAGES,
+        checkpoint_s: float = CHECKPOINT_S,
+        read_only: bool = False,
+        create: bool = True,
     ) -> None:
         self.path = str(path)
         self.durability = Durability(durability)
         if checkpoint_pages < 1:
             raise ConfigError(f"checkpoint_pages must be at least 1, not {checkpoint_pages!r}")
-        self.checkpoint_pages = (
-            checkpoint_pages  # how far the WAL grows before a checkpoint folds it back
-        )
+        if not checkpoint_s > 0:
+            raise ConfigError(f"checkpoint_s must be more than 0, not {checkpoint_s!r}")
+        # How far the WAL grows, and how long it goes, before a checkpoint folds it back.
+        self.checkpoint_pages, self.checkpoint_s = checkpoint_pages, checkpoint_s
+        self.read_only, self.create = read_only, create
+        self._identity: FileIdentity | None = None  # the files opened (None: in memory)
+        self._last_checkpoint = time.monotonic()
         self._writer: sqlite3.Connection | None = None
         self._reader: aiosqlite.Connection | None = None
         self._limiter = anyio.CapacityLimiter(1)
@@ -130,7 +169,9 @@ class SqliteStore:
         self._wal_pages = (
             0  # an estimate of the pages the WAL has grown by since the last checkpoint
         )
-        self._checkpointing: anyio.Event | None = None  # set when the checkpoint under way is done
+        # Set while the writer connection is in use on a worker thread (a checkpoint, or a
+        # commit that waits out another process's lock): other writes wait for it.
+        self._off_loop: anyio.Event | None = None
         self.checkpoints = 0  # checkpoints completed
         self.checkpoint_error: StoreError | None = (
             None  # why the last checkpoint failed, until one succeeds
@@ -147,40 +188,60 @@ class SqliteStore:
         durability: Durability | str = Durability.COMMIT,
         *,
         checkpoint_pages: int = CHECKPOINT_PAGES,
+        checkpoint_s: float = CHECKPOINT_S,
+        read_only: bool = False,
+        create: bool = True,
     ) -> _Opening:
-        return _Opening(cls(path, durability, checkpoint_pages=checkpoint_pages))
+        """The store on ``path``. read_only: no writes, nothing created, the file must be a
+        router log. create: False to refuse a file that is not a router log already."""
+        return _Opening(
+            cls(
+                path,
+                durability,
+                checkpoint_pages=checkpoint_pages,
+                checkpoint_s=checkpoint_s,
+                read_only=read_only,
+                create=create,
+            )
+        )
 
     async def _connect(self) -> None:
         try:
-            self._writer = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-            self._writer.execute("PRAGMA busy_timeout = 5000")
-            mode = self._writer.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-            if mode != "wal" and self.path != ":memory:":
-                raise StoreError(f"{self.path}: cannot switch to WAL mode (got {mode!r})")
-            self._writer.execute(
-                f"PRAGMA synchronous = {'NORMAL' if self.durability.inline else 'FULL'}"
-            )
-            version = self._writer.execute("PRAGMA user_version").fetchone()[0]
-            if version == 2:
-                self._writer.executescript(f"BEGIN IMMEDIATE; {FROM_2} COMMIT;")
-            elif version not in (0, SCHEMA_VERSION):
-                raise StoreError(
-                    f"{self.path}: log schema version {version}; "
-                    f"this router reads version {SCHEMA_VERSION} "
-                    "(version 1 was a development layout with no migration: "
-                    "export it with the router that wrote it)"
-                )
-            self._writer.executescript(SCHEMA)
-            self._writer.execute("PRAGMA wal_autocheckpoint = 0")  # see _checkpoint
-            self._reader = await aiosqlite.connect(self.path)
-            await self._reader.execute("PRAGMA busy_timeout = 5000")
-        except sqlite3.DatabaseError as exc:
+            if not self.read_only:  # on a worker thread: it may wait for another's lock
+                await anyio.to_thread.run_sync(self._open_writer)
+            self._reader = await connect_reader(self.path, read_only=self.read_only)
+        except sqlite3.Error as exc:
             await self.aclose()
-            raise StoreError(f"{self.path}: cannot open the store: {exc}") from exc
+            raise store_error(self.path, "opening the store", exc) from exc
+        except BaseException:
+            await self.aclose()
+            raise
+
+    def _open_writer(self) -> None:
+        if not self.create and not Path(self.path).is_file():
+            raise StoreError(f"{self.path}: no such file")
+        self._writer = conn = sqlite3.connect(
+            self.path, isolation_level=None, check_same_thread=False
+        )
+        conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        tables, version = read_layout(conn)
+        check_log(self.path, tables, version, empty_ok=self.create)
+        mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        if mode != "wal" and self.path != ":memory:":
+            raise StoreError(f"{self.path}: cannot switch to WAL mode (got {mode!r})")
+        conn.execute(f"PRAGMA synchronous = {'NORMAL' if self.durability.inline else 'FULL'}")
+        if version == 2:
+            conn.executescript(f"BEGIN IMMEDIATE; {FROM_2} COMMIT;")
+        conn.executescript(SCHEMA)
+        conn.execute("PRAGMA wal_autocheckpoint = 0")  # see _checkpoint_if_due
+        if self.durability.inline:  # an inline commit never waits for a lock: see _write
+            conn.execute("PRAGMA busy_timeout = 0")
+        if self.path != ":memory:":
+            self._identity = file_identity(self.path)
 
     async def aclose(self) -> None:
-        if self._checkpointing is not None:
-            await self._checkpointing.wait()
+        while self._off_loop is not None:
+            await self._off_loop.wait()
         if self._reader is not None:
             reader, self._reader = self._reader, None
             await reader.close()
@@ -192,30 +253,55 @@ class SqliteStore:
 
     def _conn(self) -> sqlite3.Connection:
         if self._writer is None:
-            raise StoreError("the store is closed")
+            raise StoreError(
+                f"{self.path}: opened read-only" if self.read_only else "the store is closed"
+            )
         return self._writer
 
     async def _write(self, fn: Callable[..., T], *args: Any) -> T:
-        while self._checkpointing is not None:  # writes pause while a checkpoint runs
-            await self._checkpointing.wait()
+        while self._off_loop is not None:  # writes pause while the writer is on a thread
+            await self._off_loop.wait()
         if self.durability.inline:
-            return fn(*args)
+            try:
+                return fn(*args)
+            except _Busy:  # another process holds the write lock: wait for it off the loop
+                return await self._on_thread(self._patiently, fn, *args)
         return await anyio.to_thread.run_sync(fn, *args, limiter=self._limiter)
 
-    async def _checkpoint_if_due(self) -> None:
-        """Fold the WAL into the database file on a worker thread, once it has grown enough.
-        The writer that made it due waits for it, other writes wait in ``_write``; the event
-        loop goes on."""
-        if self._wal_pages < self.checkpoint_pages or self._checkpointing is not None:
-            return
-        self._wal_pages = 0
-        self._checkpointing = anyio.Event()
+    async def _on_thread(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run ``fn`` with the writer connection on a worker thread; the store's other
+        writes wait for it, the event loop goes on."""
+        self._off_loop = anyio.Event()
         try:
             with anyio.CancelScope(shield=True):  # the writer connection is in use until it ends
-                await anyio.to_thread.run_sync(self._fold_wal, limiter=self._limiter)
+                outcome = await anyio.to_thread.run_sync(fn, *args, limiter=self._limiter)
+            return outcome
         finally:
-            done, self._checkpointing = self._checkpointing, None
+            done, self._off_loop = self._off_loop, None
             done.set()
+
+    def _patiently(self, fn: Callable[..., T], *args: Any) -> T:
+        """``fn`` with the busy timeout on (on a worker thread)."""
+        conn = self._conn()
+        conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        try:
+            return fn(*args)
+        finally:
+            conn.execute("PRAGMA busy_timeout = 0")
+
+    async def _checkpoint_if_due(self) -> None:
+        """Fold the WAL into the database file on a worker thread, once it has grown enough
+        or aged enough. The writer that made it due waits for it, other writes wait in
+        ``_write``; the event loop goes on."""
+        if self._off_loop is not None or not self._wal_pages:
+            return
+        if (
+            self._wal_pages < self.checkpoint_pages
+            and time.monotonic() - self._last_checkpoint < self.checkpoint_s
+        ):
+            return
+        self._wal_pages = 0
+        await self._on_thread(self._fold_wal)
 
     def _fold_wal(self) -> None:
         try:
@@ -227,6 +313,7 @@ class SqliteStore:
             return
         self.checkpoint_error = None
         self.checkpoints += 1
+        self._last_checkpoint = time.monotonic()
 
     async def append(self, events: Sequence[StoredEvent], *, fence: Fence | None = None) -> int:
         run_id = batch_run(events, fence)
@@ -314,6 +401,13 @@ class SqliteStore:
         redone with a savepoint per waiter: that waiter alone is refused, the others commit."""
         conn = self._conn()
         try:
+            if self._identity is not None and file_identity(self.path) != self._identity:
+                raise StoreLost(self.path, "the database file was replaced")
+        except StoreLost as exc:
+            for w in group:
+                w.error = exc
+            return
+        try:
             try:
                 self._transaction(conn, lambda: self._apply_all(conn, group))
             except sqlite3.IntegrityError as exc:
@@ -324,7 +418,9 @@ class SqliteStore:
                 self._transaction(conn, lambda: self._apply_each(conn, group))
 
         except sqlite3.Error as exc:
-            error = StoreError(f"{self.path}: write failed: {exc}")
+            if is_busy(exc) and self.durability.inline and self._off_loop is None:
+                raise _Busy from exc  # nothing was written: _write redoes it on a thread
+            error = store_error(self.path, "write", exc)
             for w in group:
                 w.error = error
             return
@@ -336,13 +432,13 @@ class SqliteStore:
             if w.change is not None:
                 w.outcome = w.change(conn, now)
             else:
-                self._check_fence(conn, w, now)
+                w.error, w.token = leases.check_fence(conn, w.run_id, w.fence, now)
         conn.executemany(  # a StoredEvent's fields are the columns
             INSERT, map(astuple, chain.from_iterable([w.events for w in group if not w.error]))
         )
         for w in group:
             if w.error is None and w.fence is not None and w.events:
-                w.token = self._apply_fence(conn, w, w.fence)
+                w.token = leases.apply_fence(conn, w.run_id, w.fence, w.token)
 
     def _apply_each(self, conn: sqlite3.Connection, group: list[_Waiter]) -> None:
         now = time.time()
@@ -352,57 +448,16 @@ class SqliteStore:
                 if w.change is not None:
                     w.outcome = w.change(conn, now)
                 else:
-                    self._check_fence(conn, w, now)
+                    w.error, w.token = leases.check_fence(conn, w.run_id, w.fence, now)
                 if w.error is None and w.events:
                     conn.executemany(INSERT, map(astuple, w.events))
                     if w.fence is not None:
-                        w.token = self._apply_fence(conn, w, w.fence)
+                        w.token = leases.apply_fence(conn, w.run_id, w.fence, w.token)
             except sqlite3.IntegrityError as exc:
                 conn.execute("ROLLBACK TO waiter")
                 first = w.events[0] if w.events else None
                 w.error = SeqConflict(w.run_id, first.seq if first else -1, str(exc))
             conn.execute("RELEASE waiter")
-
-    @staticmethod
-    def _check_fence(conn: sqlite3.Connection, w: _Waiter, now: float) -> None:
-        """Whether the waiter's batch may be appended, as its error (None: it may). A writer
-        that holds the lease needs the run's token still; one that takes it takes it here
-        (if it is free: the transaction is undone if the batch then fails); one with no
-        fence needs nobody to hold it."""
-        fence, run_id = w.fence, w.run_id
-        if fence is not None and fence.token:
-            row = conn.execute("SELECT token FROM leases WHERE run_id = ?", (run_id,)).fetchone()
-            w.error = None if row and row[0] == fence.token else LeaseLost(run_id, fence.owner)
-            return
-        if fence is not None:
-            taken = conn.execute(
-                "INSERT INTO leases (run_id, owner, expires_at, token) VALUES (?, ?, ?, 1) "
-                "ON CONFLICT (run_id) DO UPDATE SET owner = excluded.owner, "
-                "expires_at = excluded.expires_at, token = leases.token + 1 "
-                "WHERE leases.owner IN ('', excluded.owner) OR leases.expires_at <= ? "
-                "RETURNING token",
-                (run_id, fence.owner, now + fence.ttl_s, now),
-            ).fetchone()
-            if taken is not None:
-                w.token = taken[0]
-                return
-        held = conn.execute(
-            "SELECT owner, expires_at FROM leases WHERE run_id = ? AND owner != '' "
-            "AND expires_at > ?",
-            (run_id, now),
-        ).fetchone()
-        w.error = LeaseHeld(run_id, held[0], held[1]) if held else None
-
-    @staticmethod
-    def _apply_fence(conn: sqlite3.Connection, w: _Waiter, fence: Fence) -> int:
-        """Release the lease if the (checked) fence says so; the token now held."""
-        if fence.release:
-            conn.execute(
-                "UPDATE leases SET owner = '', expires_at = 0, status = ? WHERE run_id = ?",
-                (fence.status, w.run_id),
-            )
-            return 0
-        return fence.token or w.token
 
     def _committed(self, rows_pages: int = 0) -> None:
         """Count a write transaction and the WAL pages it is likely to have written."""
@@ -425,94 +480,53 @@ class SqliteStore:
     async def _lease_write(self, change: Callable[[sqlite3.Connection, float], T]) -> T:
         """Apply ``change`` to the leases in the next write transaction (with a group's
         batches, when grouped); what it returns."""
-        if self._writer is None:
-            raise StoreError("the store is closed")
+        self._conn()  # raises if the store is closed or read-only
         waiter = _Waiter("", (), None, change)
         await self._submit(waiter)
         return waiter.outcome  # type: ignore[no-any-return]
 
     async def acquire_lease(self, run_id: str, owner: str, ttl_s: float) -> Lease:
-        def take(conn: sqlite3.Connection, now: float) -> Lease | LeaseHeld:
-            row = conn.execute(
-                "INSERT INTO leases (run_id, owner, expires_at, token) VALUES (?, ?, ?, 1) "
-                "ON CONFLICT (run_id) DO UPDATE SET owner = excluded.owner, "
-                "expires_at = excluded.expires_at, token = leases.token + 1 "
-                "WHERE leases.owner IN ('', excluded.owner) OR leases.expires_at <= ? "
-                "RETURNING token",
-                (run_id, owner, now + ttl_s, now),
-            ).fetchone()
-            if row is None:
-                held = conn.execute(
-                    "SELECT owner, expires_at FROM leases WHERE run_id = ?", (run_id,)
-                ).fetchone()
-                return LeaseHeld(run_id, held[0], held[1])
-            return Lease(run_id, owner, now + ttl_s, row[0])
-
-        outcome = await self._lease_write(take)
+        outcome = await self._lease_write(
+            lambda conn, now: leases.take_lease(conn, run_id, owner, ttl_s, now)
+        )
         if isinstance(outcome, LeaseHeld):
             raise outcome
         return outcome
 
-    async def renew_leases(self, leases: Sequence[Lease], ttl_s: float) -> list[Lease]:
-        def renew(conn: sqlite3.Connection, now: float) -> list[Lease]:
-            return [
-                lease
-                for lease in leases
-                if conn.execute(
-                    "UPDATE leases SET expires_at = ? WHERE run_id = ? AND owner = ? AND token = ?",
-                    (now + ttl_s, lease.run_id, lease.owner, lease.token),
-                ).rowcount
-                == 0
-            ]
-
-        return await self._lease_write(renew) if leases else []
+    async def renew_leases(self, held: Sequence[Lease], ttl_s: float) -> list[Lease]:
+        if not held:
+            return []
+        return await self._lease_write(lambda conn, now: leases.renew(conn, held, ttl_s, now))
 
     async def release_lease(
         self, run_id: str, owner: str, token: int = 0, status: str = ""
     ) -> None:
         if self._writer is None or not owner:
             return
-
-        def release(conn: sqlite3.Connection, now: float) -> None:
-            conn.execute(
-                "UPDATE leases SET owner = '', expires_at = 0, "
-                "status = CASE WHEN ? = '' THEN status ELSE ? END "
-                "WHERE run_id = ? AND owner = ? AND ? IN (0, token)",
-                (status, status, run_id, owner, token),
-            )
-
-        await self._lease_write(release)
+        await self._lease_write(
+            lambda conn, now: leases.release(conn, run_id, owner, token, status)
+        )
 
     async def break_lease(self, run_id: str) -> None:
-        def breaks(conn: sqlite3.Connection, now: float) -> None:
-            conn.execute(
-                "UPDATE leases SET owner = '', expires_at = 0, token = token + 1 WHERE run_id = ?",
-                (run_id,),
-            )
-
-        await self._lease_write(breaks)
+        await self._lease_write(lambda conn, now: leases.break_lease(conn, run_id))
 
     async def claim(self, owner: str, ttl_s: float, limit: int) -> list[Lease]:
-        def claim(conn: sqlite3.Connection, now: float) -> list[Lease]:
-            rows = conn.execute(
-                "UPDATE leases SET owner = ?, expires_at = ?, token = token + 1 "
-                "WHERE run_id IN (SELECT run_id FROM leases WHERE status = 'active' "
-                "AND expires_at <= ? ORDER BY expires_at LIMIT ?) RETURNING run_id, token",
-                (owner, now + ttl_s, now, limit),
-            ).fetchall()
-            return [Lease(run_id, owner, now + ttl_s, token) for run_id, token in rows]
-
-        return await self._lease_write(claim)
+        return await self._lease_write(
+            lambda conn, now: leases.claim(conn, owner, ttl_s, limit, now)
+        )
 
     # --- reads ------------------------------------------------------------------------
 
-    def _read_conn(self) -> aiosqlite.Connection:
+    async def _fetch(self, sql: str, params: Sequence[Any] = ()) -> Any:
         if self._reader is None:
             raise StoreError("the store is closed")
-        return self._reader
+        try:
+            return await self._reader.execute_fetchall(sql, params)
+        except sqlite3.Error as exc:
+            raise store_error(self.path, "reading the log", exc) from exc
 
     async def read(self, run_id: str, after: int = -1) -> list[StoredEvent]:
-        rows = await self._read_conn().execute_fetchall(
+        rows = await self._fetch(
             "SELECT seq, kind, payload, prev_hash, hash FROM events "
             "WHERE run_id = ? AND seq > ? ORDER BY seq",
             (run_id, after),
@@ -520,7 +534,7 @@ class SqliteStore:
         return [StoredEvent(run_id, *row) for row in rows]
 
     async def runs(self) -> list[RunSummary]:
-        rows = await self._read_conn().execute_fetchall(
+        rows = await self._fetch(
             "SELECT r.run_id, e.seq + 1, e.kind, coalesce(l.status, 'active') FROM runs r "
             "JOIN events e ON e.run_id = r.run_id "
             "AND e.seq = (SELECT MAX(seq) FROM events WHERE run_id = r.run_id) "
@@ -529,7 +543,7 @@ class SqliteStore:
         return [RunSummary(*row) for row in rows]
 
     async def scan(self, after: int = 0, limit: int = 10_000) -> list[tuple[int, StoredEvent]]:
-        rows = await self._read_conn().execute_fetchall(
+        rows = await self._fetch(
             "SELECT id, run_id, seq, kind, payload, prev_hash, hash FROM events "
             "WHERE id > ? ORDER BY id LIMIT ?",
             (after, limit),
