@@ -24,7 +24,8 @@ operators: a wrong configuration, a store that refuses, a chain that does not ve
         ├── ChainBroken      a stored hash does not match its event
         ├── StoreCorrupt     the database file is damaged (SQLite reports a corrupt page)
         ├── StoreLost        the database file was deleted or replaced while open
-        └── NotALog          the file or database is not a router log
+        ├── NotALog          the file or database is not a router log
+        └── LogNotIntact     an audit of the whole log found problems (router verify)
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ __all__ = [
     "KeyMissing",
     "LeaseHeld",
     "LeaseLost",
+    "LogNotIntact",
     "McpError",
     "ModelError",
     "ModelRateLimited",
@@ -249,3 +251,14 @@ class NotALog(StoreError):
     def __init__(self, where: str, reason: str) -> None:
         self.where = where
         super().__init__(f"{where} is not a router log: {reason}")
+
+
+class LogNotIntact(StoreError):
+    code = "log_not_intact"
+
+    def __init__(self, where: str, problems: int, lost: int = 0) -> None:
+        self.where = where
+        self.problems = problems
+        self.lost = lost  # anchored events the log no longer holds or proves
+        gone = f"; {lost} anchored event(s) lost" if lost else ""
+        super().__init__(f"{where}: {problems} problem(s) found{gone} (each printed above)")

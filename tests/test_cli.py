@@ -87,7 +87,7 @@ def test_verify_names_the_first_broken_link(tmp_path: Path) -> None:
     conn.close()
     result = router("verify", "--db", "log.db", cwd=tmp_path, check=False)
     assert result.returncode == 1
-    assert "chain_broken" in result.stderr and "seq 8" in result.stderr
+    assert "log_not_intact" in result.stderr and "seq 8" in result.stderr
 
 
 def test_fsm_prints_a_mermaid_diagram(tmp_path: Path) -> None:
@@ -100,7 +100,7 @@ def test_fsm_prints_a_mermaid_diagram(tmp_path: Path) -> None:
 
 def test_bad_input_gets_a_clear_error(tmp_path: Path) -> None:
     missing = router("runs", "--db", "nope.db", cwd=tmp_path, check=False)
-    assert missing.returncode == 2 and "no log at nope.db" in missing.stderr
+    assert missing.returncode == 2 and "router: store_error: no log at nope.db" in missing.stderr
     (tmp_path / "junk.db").write_bytes(b"junk" * 1000)
     junk = router("runs", "--db", "junk.db", cwd=tmp_path, check=False)
     assert junk.returncode == 1 and "not_a_log" in junk.stderr

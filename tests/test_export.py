@@ -208,7 +208,8 @@ def test_router_verify_names_the_first_broken_link_in_a_tampered_log(
         text=True,
     )
     assert result.returncode == 1
-    assert f"run 'run_0': chain broken at seq {seq}" in result.stderr, result.stderr
+    assert f"FAIL run 'run_0' at seq {seq}: " in result.stderr, result.stderr
+    assert "router: log_not_intact:" in result.stderr
 
 
 def test_the_cli_exports_and_verifies(tmp_path: Path) -> None:

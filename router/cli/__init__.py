@@ -2,21 +2,28 @@
 
     router demo [--db FILE] [--model openai|anthropic --base-url URL]
                                      run the demo agent, print its timeline
-    router runs [--db FILE]          list the runs in a log
-    router show RUN [--db FILE]      print one run's timeline
-    router verify [--db FILE]        check every run's hash chain
+    router runs [--status S] [--agent A] [--since WHEN] [--json]
+                                     the runs in a log: status, agent, principal, spend
+    router show RUN [--html FILE]    print one run's timeline (and draw it as a page)
+    router verify [--anchors FILE]   check every run's chain and columns (and the anchors)
     router verify --export FILE...   the same, from export files alone
-    router export --out FILE [--db FILE] [--after WATERMARK]   Parquet or Arrow IPC
+    router heads                     each run's last seq and hash, JSON, for an auditor
+    router export --out FILE [--after WATERMARK]   Parquet (.parquet) or Arrow IPC (.arrow)
     router replay RUN|all [--agent MODULE:FUNCTION]   re-drive runs, report the first divergence
     router report [--html FILE]      tokens, cost, tool outcomes, latency per run, model and tool
+    router resume RUN --agent MODULE:FUNCTION [--migration NAME]   continue a run
     router fork RUN SEQ [--new ID]   a new run with the events before SEQ, to continue differently
     router decide RUN CALL retry|supply|fail [--result JSON] [--by NAME] [--note TEXT]
     router approve RUN [--edit JSON | --replace JSON] [--agent M:F] / router reject RUN
+    router worker / backup / migrate / unlease   see ``router COMMAND --help``
     router fsm [--graph]             print the loop's (or a graph run's) transition table (Mermaid)
     router conformance DIR           JSON Schema conformance: official suite, real tool schemas
 
-An encrypted log needs its keys in ROUTER_KEYS ("id=hex,id=hex", the first seals new
-events); ``verify`` checks the chain of sealed events without them.
+Every command takes --db (a SQLite file, default router.db, or a postgresql:// URL). The
+commands that read open the log read-only; none writes a file over another without
+--force, or over a database ever. A failure prints ``router: CODE: message`` on stderr and
+exits non-zero. An encrypted log needs its keys in ROUTER_KEYS ("id=hex,id=hex", the first
+seals new events); ``verify`` checks the chain of sealed events without them.
 """
 
 from __future__ import annotations
@@ -32,24 +39,16 @@ import anyio
 import msgspec
 import orjson
 
+from .. import __version__
 from ..core import fsm
-from ..core.chain import verify
-from ..core.events import GraphStarted
-from ..core.graph_fsm import fold_graph, graph_mermaid
-from ..core.protocols import Cipher, Store
-from ..core.report import Report
-from ..core.stored import decode_stored
+from ..core.graph_fsm import graph_mermaid
 from ..core.timeline import render
 from ..errors import ConfigError, RouterError
-from ..graph.engine import GraphEngine
-from ..run.decisions import resolve_call, review_graph_run, review_run
-from ..run.engine import Engine
-from ..run.fork import fork_run
-from ..run.log import load_run, open_log
-from ..run.runtime import Runtime
-from ..store.open import is_postgres, open_store
+from ..run.log import load_run
+from ..store.open import is_postgres
 from ..store.sqlite import Durability, SqliteStore
-from . import demo, ops
+from . import changes, demo, logs, ops, reads
+from .outputs import claim_output, replacing
 
 __all__ = ["main"]
 
@@ -63,28 +62,8 @@ def run_async(fn: Callable[[], Awaitable[int]]) -> int:
     return anyio.run(fn, backend_options={"use_uvloop": True})
 
 
-def _cipher() -> Cipher | None:
-    """The keys in ROUTER_KEYS ("id=hex,id=hex", the first one active), if set."""
-    spec = os.environ.get("ROUTER_KEYS", "").strip()
-    if not spec:
-        return None
-    from ..crypto import AesGcmCipher
-
-    keys: dict[str, bytes] = {}
-    for item in spec.split(","):
-        key_id, _, hex_key = item.strip().partition("=")
-        try:
-            keys[key_id] = bytes.fromhex(hex_key)
-        except ValueError as exc:
-            raise ConfigError(f"ROUTER_KEYS: key {key_id!r} is not hex") from exc
-    return AesGcmCipher(keys, active=next(iter(keys)))
-
-
-def _runtime(store: Store) -> Runtime:
-    return Runtime(store, cipher=_cipher())
-
-
 _crm_path = demo.crm_path
+_runtime = logs.runtime
 
 
 def _demo_model(args: argparse.Namespace) -> Any:
@@ -133,229 +112,9 @@ async def _demo(args: argparse.Namespace) -> int:
         f"\nlog: {args.db}   "
         f"(router show {result.run_id} --db {args.db}; router verify --db {args.db})"
     )
-    return 0
-
-
-async def _runs(args: argparse.Namespace) -> int:
-    async with open_store(args.db) as store:
-        runs = await store.runs()
-        print(f"{'run':<24} {'events':>6}  last event")
-        for r in runs:
-            print(f"{r.run_id:<24} {r.events:>6}  {r.last_kind}")
-        print(f"{len(runs)} run(s) in {args.db}")
-    return 0
-
-
-async def _show(args: argparse.Namespace) -> int:
-    async with open_store(args.db) as store:
-        events, _ = await open_log(_runtime(store), args.run, lease=False)
-    graph = isinstance(events[0], GraphStarted)
-    print(render(args.run, events, fold_graph(None, events) if graph else fsm.fold(events)))
-    return 0
-
-
-async def _verify(args: argparse.Namespace) -> int:
-    if args.export:
-        from ..export.arrow import verify_export
-
-        summary = verify_export(args.export, cipher=_cipher())
-        sealed = (
-            f"; {summary.unreadable} sealed event(s) checked by hash only (no key)"
-            if summary.unreadable
-            else ""
-        )
-        print(
-            f"ok: {summary.runs} run(s), {summary.events} event(s) in the export, "
-            f"every hash chain verifies{sealed}"
-        )
-        return 0
-    cipher = _cipher()
-    async with open_store(args.db) as store:
-        total = unread = 0
-        runs = await store.runs()
-        for r in runs:
-            stored = await store.read(r.run_id)
-            total += verify(stored)
-            for s in stored:  # every payload must also be an event this router knows
-                if s.payload[:1] == b"{" or cipher is not None:
-                    decode_stored(s, cipher)
-                else:
-                    unread += 1
-    sealed = f"; {unread} sealed event(s) checked by hash only (no key)" if unread else ""
-    print(f"ok: {len(runs)} run(s), {total} event(s), every hash chain verifies{sealed}")
-    return 0
-
-
-def _agent(spec: str, store: Store, db: str) -> Engine | GraphEngine:
-    """The engine named by --agent MODULE:FUNCTION, called with the store (or the demo's):
-    an Engine for agent runs or a GraphEngine for graph runs."""
-    if spec == "demo":
-        return demo.demo_engine(_runtime(store), _crm_path(db))
-    engine = ops.load_factory("--agent", spec)(store)
-    if not isinstance(engine, Engine | GraphEngine):
-        raise ConfigError(
-            f"--agent {spec!r} returned {type(engine).__name__}, not an Engine or a GraphEngine"
-        )
-    return engine
-
-
-async def _replay_one(
-    engine: Engine | GraphEngine, store: Store, run_id: str, spec: str
-) -> str | None:
-    """Replay one run; None if it is identical, else what to print. A run of another kind
-    than the engine (a graph run and an agent, another graph) is refused by name, never
-    reported as a divergence."""
-    first = (await store.read(run_id, after=-1))[:1]
-    graph = first[0].kind == "graph_started" if first else False
-    if graph and not (isinstance(engine, GraphEngine)):
-        return (
-            f"{run_id}: not replayed: it is a graph run; --agent {spec} gives an agent. "
-            "Name a MODULE:FUNCTION that returns the GraphEngine of its graph"
-        )
-    if first and not graph and isinstance(engine, GraphEngine):
-        return f"{run_id}: not replayed: it is an agent run; --agent {spec} gives a graph engine"
-    if graph and isinstance(engine, GraphEngine):
-        events, _ = await open_log(engine.runtime, run_id, lease=False)
-        name = events[0].graph if isinstance(events[0], GraphStarted) else ""
-        if name != engine.graph.name:
-            return (
-                f"{run_id}: not replayed: it is a run of graph {name!r}; "
-                f"--agent {spec} gives {engine.graph.name!r}"
-            )
-    report = await engine.replay(run_id)
-    if report.divergence is None:
-        print(f"{run_id}: identical ({report.events} events)")
-        return None
-    d = report.divergence
-    return f"{run_id}: DIVERGES at seq {d.seq}\n  expected: {d.expected}\n  got:      {d.got}"
-
-
-async def _replay(args: argparse.Namespace) -> int:
-    async with open_store(args.db) as store:
-        run_ids = [args.run] if args.run != "all" else [r.run_id for r in await store.runs()]
-        engine = _agent(args.agent, store, args.db)
-        failed = 0
-        for run_id in run_ids:
-            problem = await _replay_one(engine, store, run_id, args.agent)
-            if problem is not None:
-                failed += 1
-                print(problem)
-    return 1 if failed else 0
-
-
-async def _report(args: argparse.Namespace) -> int:
-    report = Report()
-    async with open_store(args.db) as store:
-        after = 0
-        cipher = _cipher()
-        while page := await store.scan(after=after, limit=10_000):
-            report.add_all((stored.run_id, decode_stored(stored, cipher)) for _, stored in page)
-            after = page[-1][0]
-    print(report.text())
-    if args.html:
-        Path(args.html).write_text(report.html())
-        print(f"wrote {args.html}")
-    return 0
-
-
-async def _fork(args: argparse.Namespace) -> int:
-    async with open_store(args.db) as store:
-        new_run_id = args.new or f"{args.run}-fork-{args.seq}"
-        state = await fork_run(
-            _runtime(store), args.run, args.seq, new_run_id=new_run_id, note=args.note
-        )
-    print(f"forked {args.run} at seq {args.seq} into {new_run_id}, now {state.phase}")
-    return 0
-
-
-async def _unlease(args: argparse.Namespace) -> int:
-    async with open_store(args.db) as store:
-        await store.break_lease(args.run)
-    print(f"the lease on run {args.run} is broken; any process may resume it now")
-    return 0
-
-
-async def _export(args: argparse.Namespace) -> int:
-    from ..export.arrow import export
-
-    def progress(count: int) -> None:
-        print(f"\r{count} events", end="", file=sys.stderr, flush=True)
-
-    async with open_store(args.db) as store:
-        summary = await export(
-            store,
-            args.out,
-            format=args.format,
-            after=args.after,
-            progress=progress if args.progress else None,
-            cipher=_cipher(),
-        )
-    if args.progress:
-        print(file=sys.stderr)
-    print(
-        f"exported {summary.events} event(s) of {summary.runs} run(s) to {args.out}; "
-        f"watermark {summary.watermark} (next time: --after {summary.watermark})"
-    )
-    return 0
-
-
-async def _decide(args: argparse.Namespace) -> int:
-    result: Any = None
-    if args.decision == "supply":
-        if args.result is None:
-            raise SystemExit("router decide: supply needs --result JSON")
-        try:
-            result = orjson.loads(args.result)
-        except orjson.JSONDecodeError as exc:
-            raise SystemExit(f"router decide: --result is not JSON: {exc}") from exc
-    async with open_store(args.db) as store:
-        state = await resolve_call(
-            _runtime(store),
-            args.run,
-            args.call,
-            args.decision,
-            result=result,
-            by=args.by,
-            note=args.note,
-        )
-    print(f"recorded: {args.call} -> {args.decision}; run {args.run} is now {state.phase}")
-    return 0
-
-
-def _json_option(args: argparse.Namespace, name: str) -> Any:
-    raw = getattr(args, name, None)
-    if raw is None:
-        return None
-    try:
-        return orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise SystemExit(f"router {args.command}: --{name} is not JSON: {exc}") from exc
-
-
-async def _review(args: argparse.Namespace) -> int:
-    edit, arguments = _json_option(args, "edit"), _json_option(args, "replace")
-    async with open_store(args.db) as store:
-        first = await store.read(args.run, after=-1)
-        if first and first[0].kind == "graph_started":
-            if edit is not None or arguments is not None:
-                raise SystemExit(f"router {args.command}: a graph review has no arguments to edit")
-            rule = await review_graph_run(
-                _runtime(store), args.run, args.command, by=args.by, note=args.note
-            )
-            print(f"recorded: {args.command} ({rule}); resume the graph run {args.run} to continue")
-            return 0
-        agent = _agent(args.agent, store, args.db) if getattr(args, "agent", None) else None
-        state = await review_run(
-            _runtime(store),
-            args.run,
-            args.command,
-            by=args.by,
-            note=args.note,
-            edit=edit,
-            arguments=arguments,
-            tools=agent.tools if isinstance(agent, Engine) else None,
-        )
-    print(f"recorded: {args.command}; run {args.run} is now {state.phase} (resume it to continue)")
+    if result.phase != "done":
+        print(f"router: the demo run ended {result.phase}: {result.reason}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -363,19 +122,18 @@ async def _conformance(args: argparse.Namespace) -> int:
     from . import conformance
 
     folder = Path(args.folder)
-    for part in ("json-schema-test-suite/draft2020-12", "tool-schemas/bfcl"):
-        if not (folder / part).is_dir():
-            print(f"router: {folder / part} is not a folder", file=sys.stderr)
+    for sub in ("json-schema-test-suite/draft2020-12", "tool-schemas/bfcl"):
+        if not (folder / sub).is_dir():
+            print(f"router: {folder / sub} is not a folder", file=sys.stderr)
             return 2
+    out = claim_output(args.json, ("json",), force=args.force) if args.json else None
     suite = conformance.check_suite(folder / "json-schema-test-suite" / "draft2020-12")
     tool_schemas = conformance.check_tool_schemas(folder / "tool-schemas" / "bfcl")
     print(conformance.render(suite, tool_schemas))
-    if args.json:
-        Path(args.json).write_bytes(
-            orjson.dumps(
-                {"suite": suite, "tool_schemas": tool_schemas}, default=msgspec.to_builtins
-            )
-        )
+    if out is not None:
+        figures = {"suite": suite, "tool_schemas": tool_schemas}
+        with replacing(out[0]) as part:
+            part.write_bytes(orjson.dumps(figures, default=msgspec.to_builtins))
     return 0 if conformance.conforms(suite, tool_schemas) else 1
 
 
@@ -393,10 +151,11 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="router", description="A deterministic LLM orchestration router."
     )
+    parser.add_argument("--version", action="version", version=f"router {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     _add_demo(sub)
-    _add_log_readers(sub)
-    _add_run_changers(sub)
+    reads.add_commands(sub, _add)
+    changes.add_commands(sub, _add)
     _add_offline(sub)
     ops.add_commands(sub, _add)
     return parser
@@ -465,79 +224,6 @@ def _add_demo(sub: _Commands) -> None:
     p.add_argument("--stream", action="store_true", help="stream the model's text as it arrives")
 
 
-def _add_log_readers(sub: _Commands) -> None:
-    """The commands that read a log (or export files) and leave it as it is."""
-    _add(sub, "runs", _runs, "list the runs in a log")
-    _add(sub, "show", _show, "print a run's timeline").add_argument("run")
-    _add(
-        sub, "verify", _verify, "check every run's hash chain, in the log or in export files"
-    ).add_argument(
-        "--export",
-        nargs="+",
-        metavar="FILE",
-        help="verify these export files (in order) instead of the log",
-    )
-    p = _add(sub, "export", _export, "export the log to Parquet or an Arrow IPC file")
-    p.add_argument(
-        "--out", required=True, help="the file to write (.parquet, or .arrow for Arrow IPC)"
-    )
-    p.add_argument("--format", choices=["parquet", "arrow"], help="default: from the file's suffix")
-    p.add_argument(
-        "--after", type=int, default=0, metavar="WATERMARK", help="only events after this watermark"
-    )
-    p.add_argument("--progress", action="store_true", help="print progress on stderr")
-    p = _add(
-        sub, "replay", _replay, "replay runs from the log and report the first divergent event"
-    )
-    p.add_argument("run", help="a run id, or 'all'")
-    p.add_argument(
-        "--agent",
-        default="demo",
-        metavar="MODULE:FUNCTION",
-        help="a function that takes the store and returns the Engine (default: the demo agent)",
-    )
-    _add(
-        sub, "report", _report, "tokens, cost, tool outcomes and latency, from the log"
-    ).add_argument("--html", metavar="FILE", help="also write an HTML page with charts")
-
-
-def _add_run_changers(sub: _Commands) -> None:
-    """The commands that append to a run: fork it, or decide what it waits on."""
-    p = _add(sub, "fork", _fork, "fork a run at a seq into a new run that shares its prefix")
-    p.add_argument("run")
-    p.add_argument("seq", type=int, help="the new run copies the events before this seq")
-    p.add_argument("--new", help="the new run's id (default: RUN-fork-SEQ)")
-    p.add_argument("--note", default="")
-    p = _add(sub, "unlease", _unlease, "break a run's lease whoever holds it (its owner is dead)")
-    p.add_argument("run")
-    p = _add(sub, "decide", _decide, "decide an interrupted tool call")
-    p.add_argument("run")
-    p.add_argument("call")
-    p.add_argument("decision", choices=["retry", "supply", "fail"])
-    p.add_argument("--result", help="the call's result as JSON (for supply)")
-    p.add_argument("--by", default="cli", help="who decides")
-    p.add_argument("--note", default="")
-    for verb in ("approve", "reject"):
-        p = _add(sub, verb, _review, f"{verb} what a run awaiting review waits on")
-        p.add_argument("run")
-        p.add_argument("--by", default="cli", help="who decides")
-        p.add_argument("--note", default="")
-        if verb == "approve":
-            p.add_argument(
-                "--edit",
-                metavar="JSON",
-                help="approve the one held call with these arguments changed (a JSON object)",
-            )
-            p.add_argument(
-                "--replace", metavar="JSON", help="approve it with these arguments instead"
-            )
-            p.add_argument(
-                "--agent",
-                metavar="MODULE:FUNCTION",
-                help="check the edited call with this agent's tools before recording it",
-            )
-
-
 def _add_offline(sub: _Commands) -> None:
     """The commands that need no log."""
     _add(
@@ -551,22 +237,37 @@ def _add_offline(sub: _Commands) -> None:
         "and real tool schemas; exits 1 on any failure",
     )
     p.add_argument("folder", help="holds json-schema-test-suite/draft2020-12 and tool-schemas/bfcl")
-    p.add_argument("--json", metavar="FILE", help="also write the figures as JSON")
+    p.add_argument("--json", metavar="FILE", help="also write the figures as JSON (.json)")
+    p.add_argument("--force", action="store_true", help="replace an existing JSON file")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; its exit status. A failure is ``router: CODE: message`` on stderr
+    with a non-zero status, never a traceback."""
     args = _parser().parse_args(argv)
-    if (
-        getattr(args, "db", None)
-        and args.command != "demo"
-        and not getattr(args, "export", None)
-        and not is_postgres(args.db)
-        and not Path(args.db).exists()
-    ):
-        print(f"router: no log at {args.db}", file=sys.stderr)
-        return 2
+    db = getattr(args, "db", None)
+    if db and args.command != "demo" and not is_postgres(db) and not Path(db).exists():
+        if not (args.command == "verify" and args.export):
+            print(f"router: store_error: no log at {db}", file=sys.stderr)
+            return 2
     try:
         return run_async(lambda: args.fn(args))
     except RouterError as exc:
         print(f"router: {exc.code}: {exc}", file=sys.stderr)
         return 1
+    except BrokenPipeError:  # the reader went away (router report | head): not a failure
+        _silence_stdout()
+        return 0
+    except KeyboardInterrupt:
+        print("router: interrupted", file=sys.stderr)
+        return 130
+    except OSError as exc:  # a file the command was given cannot be read or written
+        print(f"router: os_error: {exc}", file=sys.stderr)
+        return 1
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null, so that flushing it at exit does not raise again."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)

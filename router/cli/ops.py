@@ -42,7 +42,7 @@ def _definitions(spec: str, runtime: Runtime, db: str) -> Iterable[Any]:
 
 
 async def _worker(args: argparse.Namespace) -> int:
-    async with open_store(args.db) as store:
+    async with open_store(args.db, create=False) as store:
         runtime = Runtime(store, lease_ttl_s=args.lease_ttl)
         worker = Worker(
             runtime,
@@ -88,7 +88,10 @@ async def _migrate(args: argparse.Namespace) -> int:
             print(f"{done}/{total} runs, {copied} events copied", end=end, file=sys.stderr)
             sys.stderr.flush()
 
-    async with open_store(args.source) as source, open_store(args.target) as target:
+    async with (
+        open_store(args.source, read_only=True) as source,
+        open_store(args.target) as target,
+    ):
         done = await migrate(source, target, progress=progress)
     print(
         f"migrated {done.runs} run(s), {done.events} event(s) ({done.copied} copied now); "

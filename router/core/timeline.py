@@ -37,7 +37,7 @@ from .events import (
 from .fsm import RunState
 from .graph_fsm import GraphState
 
-__all__ = ["render"]
+__all__ = ["describe", "render"]
 
 
 def _clip(text: str, width: int = 72) -> str:
@@ -45,12 +45,14 @@ def _clip(text: str, width: int = 72) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
-def _describe(event: Event) -> tuple[str, str]:
-    """The event's label and text: from the describer of its class (or of a base class)."""
+def describe(event: Event) -> tuple[str, str]:
+    """The event's label and text, as the timeline prints them: from the describer of its
+    class (or of a base class). A label in capitals marks what went wrong or waits; the
+    text may hold more than one line."""
     for cls in type(event).__mro__:
-        describe = _DESCRIBERS.get(cls)
-        if describe is not None:
-            return describe(event)
+        describer = _DESCRIBERS.get(cls)
+        if describer is not None:
+            return describer(event)
     return type(event).__name__, ""
 
 
@@ -318,6 +320,6 @@ def render(run_id: str, events: Sequence[Event], state: RunState | GraphState) -
 def _lines(events: Sequence[Event], start: int) -> list[str]:
     out = []
     for seq, event in enumerate(events):
-        label, text = _describe(event)
+        label, text = describe(event)
         out.append(f"{seq:4} {(event.at - start) / 1000:9.1f}ms  {label:<13} {text}")
     return out

@@ -205,7 +205,7 @@ async def export(
     cipher: opens sealed payloads to fill the typed and plaintext columns.
     """
     path = Path(path)
-    fmt = format or ("arrow" if path.suffix in (".arrow", ".feather", ".ipc") else "parquet")
+    fmt = format or _format_of(path)
     if fmt not in ("parquet", "arrow"):
         raise ConfigError(f"unknown export format {fmt!r}: use parquet or arrow")
     writer = _writer(path, fmt)
@@ -287,6 +287,14 @@ _NULL_TYPED: dict[str, Any] = {
 }
 
 
+def _format_of(path: Path) -> Format:
+    if path.suffix in (".arrow", ".feather", ".ipc"):
+        return "arrow"
+    if path.suffix == ".parquet":
+        return "parquet"
+    raise ConfigError(f"{path}: name the format with the extension (.parquet or .arrow) or format=")
+
+
 class _Writer:
     def __init__(self, write: Callable[[pa.RecordBatch], None], close: Callable[[], None]) -> None:
         self.write_batch, self.close = write, close
@@ -310,7 +318,17 @@ def _writer(path: Path, fmt: Format) -> _Writer:
 
 
 def _read_batches(path: Path) -> Iterator[pa.RecordBatch]:
-    """The export's record batches, with ``at`` as integer microseconds."""
+    """The export's record batches, with ``at`` as integer microseconds. Raises ConfigError
+    for a file that cannot be read whole (truncated, damaged)."""
+    import pyarrow as pa
+
+    try:
+        yield from _batches(path)
+    except (pa.ArrowException, OSError) as exc:
+        raise ConfigError(f"{path}: cannot read the export (truncated or damaged?): {exc}") from exc
+
+
+def _batches(path: Path) -> Iterator[pa.RecordBatch]:
     import pyarrow as pa
     import pyarrow.parquet as pq
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Callable
 from pathlib import Path
+from urllib.parse import quote
 
 import anyio.to_thread
 import msgspec
@@ -18,6 +19,7 @@ import msgspec
 from ..core.chain import verify
 from ..core.protocols import Fence, Store
 from ..errors import ChainBroken, StoreError
+from .sqlite_file import store_error
 
 __all__ = ["Copied", "backup_sqlite", "migrate"]
 
@@ -78,8 +80,13 @@ async def backup_sqlite(source: str | Path, out: str | Path) -> Copied:
     if out.exists():
         raise StoreError(f"{out} exists; a backup is written to a new file")
 
+    if not Path(source).is_file():
+        raise StoreError(f"{source}: no such file")
+    if not out.parent.is_dir():
+        raise StoreError(f"{out}: the folder {out.parent} does not exist")
+
     def copy() -> None:
-        src = sqlite3.connect(source)
+        src = sqlite3.connect(f"file:{quote(str(source))}?mode=ro", uri=True)
         try:
             dst = sqlite3.connect(out)
             try:
@@ -89,7 +96,11 @@ async def backup_sqlite(source: str | Path, out: str | Path) -> Copied:
         finally:
             src.close()
 
-    await anyio.to_thread.run_sync(copy)
+    try:
+        await anyio.to_thread.run_sync(copy)
+    except sqlite3.Error as exc:
+        out.unlink(missing_ok=True)
+        raise store_error(str(source), "the backup", exc) from exc
     async with SqliteStore.open(out) as copied:
         runs = await copied.runs()
         events = 0

@@ -19,7 +19,7 @@ from typing import Any, Generic, TypeVar, final
 
 from ..core.events import StoredEvent
 from ..core.protocols import Fence, Lease, RunSummary
-from ..errors import LeaseHeld, LeaseLost, SeqConflict, StoreError
+from ..errors import LeaseHeld, LeaseLost, NotALog, SeqConflict, StoreError
 from . import batch_run
 
 __all__ = ["PoolOpening", "PostgresStore"]
@@ -173,8 +173,19 @@ class PostgresStore:
         self._pool = pool
 
     @classmethod
-    def open(cls, dsn: str, *, min_size: int = 1, max_size: int = 10) -> PoolOpening[PostgresStore]:
-        return PoolOpening(dsn, min_size, max_size, _SCHEMA, cls)
+    def open(
+        cls,
+        dsn: str,
+        *,
+        min_size: int = 1,
+        max_size: int = 10,
+        read_only: bool = False,
+        create: bool = True,
+    ) -> PoolOpening[PostgresStore]:
+        """The store on ``dsn``. read_only: every session is read-only and nothing is
+        created; create: False to refuse a database that holds no router log yet."""
+        schema = _SCHEMA if create and not read_only else None
+        return PoolOpening(dsn, min_size, max_size, schema, cls, read_only=read_only)
 
     async def append(self, events: Sequence[StoredEvent], *, fence: Fence | None = None) -> int:
         run_id = batch_run(events, fence)
@@ -342,10 +353,17 @@ class PoolOpening(Generic[T]):
     StoreError without asyncpg or a server."""
 
     def __init__(
-        self, dsn: str, min_size: int, max_size: int, schema: str, build: Callable[[Any], T]
+        self,
+        dsn: str,
+        min_size: int,
+        max_size: int,
+        schema: str | None,
+        build: Callable[[Any], T],
+        *,
+        read_only: bool = False,
     ) -> None:
         self._dsn, self._min, self._max = dsn, min_size, max_size
-        self._schema, self._build = schema, build
+        self._schema, self._build, self._read_only = schema, build, read_only
         self._made: T | None = None
 
     def __await__(self) -> Any:
@@ -359,15 +377,25 @@ class PoolOpening(Generic[T]):
                 'router on PostgreSQL needs asyncpg: pip install "router[postgres]"'
             ) from exc
         try:
+            settings = {"default_transaction_read_only": "on"} if self._read_only else None
             pool = await asyncpg.create_pool(
-                self._dsn, min_size=self._min, max_size=self._max, reset=_session_is_clean
+                self._dsn,
+                min_size=self._min,
+                max_size=self._max,
+                reset=_session_is_clean,
+                server_settings=settings,
             )
             async with pool.acquire() as conn:
-                await conn.execute("SELECT pg_advisory_lock(7294001)")  # one schema setup at a time
-                try:
-                    await conn.execute(self._schema)
-                finally:
-                    await conn.execute("SELECT pg_advisory_unlock(7294001)")
+                if self._schema is None:  # nothing created: there must be a log already
+                    if await conn.fetchval("SELECT to_regclass('router_events')") is None:
+                        await pool.close()
+                        raise NotALog(_where(self._dsn), "it has no router_events table")
+                else:
+                    await conn.execute("SELECT pg_advisory_lock(7294001)")  # one setup at a time
+                    try:
+                        await conn.execute(self._schema)
+                    finally:
+                        await conn.execute("SELECT pg_advisory_unlock(7294001)")
         except (OSError, asyncpg.PostgresError) as exc:
             raise StoreError(f"cannot open PostgreSQL at {_where(self._dsn)}: {exc}") from exc
         self._made = self._build(pool)

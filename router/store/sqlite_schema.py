@@ -48,6 +48,13 @@ WHEN NEW.prev_hash IS NOT (CASE WHEN NEW.seq = 0 THEN zeroblob(32)
     ELSE (SELECT hash FROM events WHERE run_id = NEW.run_id AND seq = NEW.seq - 1) END)
   OR EXISTS (SELECT 1 FROM events WHERE run_id = NEW.run_id AND seq = NEW.seq)
 BEGIN SELECT RAISE(ABORT, 'router: seq or prev_hash does not continue the chain'); END;
+-- A lease row changes hands, but is never deleted, and its fencing token never goes back:
+-- a writer fenced out stays fenced out whoever edits the table.
+CREATE TRIGGER IF NOT EXISTS leases_refuse_delete BEFORE DELETE ON leases
+BEGIN SELECT RAISE(ABORT, 'router: a lease is never deleted; DELETE is refused'); END;
+CREATE TRIGGER IF NOT EXISTS leases_token_only_grows BEFORE UPDATE ON leases
+WHEN NEW.token < OLD.token OR NEW.run_id IS NOT OLD.run_id
+BEGIN SELECT RAISE(ABORT, 'router: a lease token only grows; the UPDATE is refused'); END;
 CREATE TRIGGER IF NOT EXISTS events_list_run AFTER INSERT ON events WHEN NEW.seq = 0
 BEGIN INSERT INTO runs (run_id) VALUES (NEW.run_id); END;
 PRAGMA user_version = {SCHEMA_VERSION};
