@@ -90,7 +90,7 @@ async def _runs(args: argparse.Namespace) -> int:
             ):
                 rows.append(row)
     if args.json:
-        sys.stdout.buffer.write(msgspec.json.format(msgspec.json.encode(rows), indent=2) + b"\n")
+        print(msgspec.json.format(msgspec.json.encode(rows), indent=2).decode())
         return 0
     print(
         f"{'run':<24} {'status':<16} {'agent':<16} {'principal':<12} {'started':<25} "
@@ -187,7 +187,7 @@ async def _heads(args: argparse.Namespace) -> int:
         raise LogNotIntact(args.db, len(audit.problems), audit.lost)
     about = {"log": args.db if is_postgres(args.db) else str(Path(args.db).resolve())}
     about["taken_at"] = datetime.now(UTC).isoformat(timespec="seconds")
-    sys.stdout.buffer.write(anchors_to_json(audit.heads(), **about) + b"\n")
+    print(anchors_to_json(audit.heads(), **about).decode())
     return 0
 
 

@@ -60,7 +60,7 @@ from ..core.events import (
 )
 from ..core.protocols import Cipher, Store
 from ..core.stored import is_sealed
-from ..errors import ChainBroken, ConfigError
+from ..errors import ChainBroken, ConfigError, StoreError
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -252,12 +252,24 @@ async def _build_rows(
             rows.append(row | _NULL_TYPED)
             continue
         plaintext = cipher.open(stored.payload) if sealed and cipher is not None else stored.payload
-        event = decode_event(plaintext)
+        event = _decode(stored, plaintext)
         if stored.run_id not in principals:
             principals[stored.run_id] = await _principal(store, stored.run_id, event, cipher)
         row["plaintext"] = plaintext if sealed else None
         rows.append(row | _typed(event, principals[stored.run_id]))
     return rows
+
+
+def _decode(stored: StoredEvent, plaintext: bytes) -> Event:
+    """The event a payload holds. Raises StoreError naming it if it is not one (a damaged
+    log: the export stops rather than write a row it cannot type)."""
+    try:
+        return decode_event(plaintext)
+    except msgspec.DecodeError as exc:
+        raise StoreError(
+            f"run {stored.run_id!r}: event {stored.seq} is not an event this router knows "
+            f"(router verify finds what else is damaged): {exc}"
+        ) from exc
 
 
 async def _principal(
@@ -269,7 +281,9 @@ async def _principal(
     first = await store.read(run_id, after=-1)
     if not first or (is_sealed(first[0].payload) and cipher is None):
         return "", ""
-    start = decode_event(cipher.open(first[0].payload) if cipher is not None else first[0].payload)
+    start = _decode(
+        first[0], cipher.open(first[0].payload) if cipher is not None else first[0].payload
+    )
     return (start.agent, start.principal.id) if isinstance(start, RunStarted) else ("", "")
 
 
