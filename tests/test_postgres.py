@@ -134,3 +134,51 @@ async def test_the_documented_grants_are_enough_for_an_application_role(server: 
             await conn.close()
     finally:
         await store.aclose()
+
+
+async def test_leases_cannot_be_deleted_or_wound_back(server: Server) -> None:
+    from router.core.protocols import Fence
+    from router.store.postgres import PostgresStore
+
+    dsn = server.new_database("router_test")
+    async with PostgresStore.open(dsn) as store:
+        await store.append(sealed_run("r1", 2), fence=Fence("me", 0, 60.0))
+    conn = await asyncpg.connect(dsn)
+    try:
+        for sql in (
+            "DELETE FROM router_leases",
+            "TRUNCATE router_leases",
+            "UPDATE router_leases SET token = 0",
+        ):
+            with pytest.raises(asyncpg.PostgresError, match="router: a lease"):
+                await conn.execute(sql)
+        await conn.execute("UPDATE router_leases SET owner = '', token = token + 1")  # allowed
+    finally:
+        await conn.close()
+
+
+async def test_a_read_only_store_reads_and_refuses_writes_and_creates_nothing(
+    server: Server,
+) -> None:
+    from router import NotALog, StoreError
+    from router.store.postgres import PostgresStore
+
+    empty = server.new_database("router_test")
+    for options in ({"read_only": True}, {"create": False}):
+        with pytest.raises(NotALog, match="router_events"):
+            await PostgresStore.open(empty, **options)  # type: ignore[arg-type]
+    conn = await asyncpg.connect(empty)
+    try:  # nothing was created in a database that holds no log
+        assert (
+            await conn.fetchval("SELECT count(*) FROM pg_tables WHERE tablename LIKE 'router%'")
+            == 0
+        )
+    finally:
+        await conn.close()
+    dsn = server.new_database("router_test")
+    async with PostgresStore.open(dsn) as store:
+        await store.append(sealed_run("r1", 3))
+    async with PostgresStore.open(dsn, read_only=True) as reader:
+        assert verify(await reader.read("r1")) == 3
+        with pytest.raises(StoreError, match="read-only"):
+            await reader.append(sealed_run("r2", 1))

@@ -58,6 +58,21 @@ CREATE OR REPLACE TRIGGER router_events_refuse_change BEFORE UPDATE OR DELETE ON
 CREATE OR REPLACE TRIGGER router_events_refuse_truncate BEFORE TRUNCATE ON router_events
     FOR EACH STATEMENT EXECUTE FUNCTION router_refuse_change();
 
+-- A lease changes hands but is never deleted, and its fencing token never goes back: a
+-- writer fenced out stays fenced out whoever edits the table.
+CREATE OR REPLACE FUNCTION router_guard_lease() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF TG_OP <> 'UPDATE' OR NEW.token < OLD.token OR NEW.run_id <> OLD.run_id THEN
+        RAISE EXCEPTION 'router: a lease is never deleted and its token only grows; % is refused',
+            TG_OP USING ERRCODE = 'RT010';
+    END IF;
+    RETURN NEW;
+END $$;
+CREATE OR REPLACE TRIGGER router_leases_guard BEFORE UPDATE OR DELETE ON router_leases
+    FOR EACH ROW EXECUTE FUNCTION router_guard_lease();
+CREATE OR REPLACE TRIGGER router_leases_refuse_truncate BEFORE TRUNCATE ON router_leases
+    FOR EACH STATEMENT EXECUTE FUNCTION router_guard_lease();
+
 CREATE OR REPLACE FUNCTION router_continue_chain() RETURNS trigger LANGUAGE plpgsql AS $$
 DECLARE previous BYTEA;
 BEGIN
@@ -387,17 +402,19 @@ class PoolOpening(Generic[T]):
             )
             async with pool.acquire() as conn:
                 if self._schema is None:  # nothing created: there must be a log already
-                    if await conn.fetchval("SELECT to_regclass('router_events')") is None:
-                        await pool.close()
-                        raise NotALog(_where(self._dsn), "it has no router_events table")
+                    found = await conn.fetchval("SELECT to_regclass('router_events')")
                 else:
                     await conn.execute("SELECT pg_advisory_lock(7294001)")  # one setup at a time
                     try:
                         await conn.execute(self._schema)
                     finally:
                         await conn.execute("SELECT pg_advisory_unlock(7294001)")
+                    found = "router_events"
         except (OSError, asyncpg.PostgresError) as exc:
             raise StoreError(f"cannot open PostgreSQL at {_where(self._dsn)}: {exc}") from exc
+        if found is None:
+            await pool.close()
+            raise NotALog(_where(self._dsn), "it has no router_events table")
         self._made = self._build(pool)
         return self._made
 
