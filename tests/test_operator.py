@@ -534,3 +534,38 @@ def test_show_and_report_pages_from_the_command_line_render_in_chromium(
         report = browser.open(cwd / "report.html")
         assert run_id in report.evaluate("document.body.innerText")
         assert browser.problems == []
+
+
+def test_a_read_only_copy_in_a_read_only_folder_is_read(
+    demo: tuple[Path, str], tmp_path: Path
+) -> None:
+    cwd, run_id = a_copy(demo, tmp_path)
+    prefix: list[str] = []
+    if os.geteuid() == 0:  # root reads and writes anything: give that power up first
+        setpriv = shutil.which("setpriv")
+        if setpriv is None:
+            pytest.skip("as root this needs setpriv (util-linux) to give up overriding modes")
+        prefix = [setpriv, "--bounding-set", "-dac_override,-dac_read_search"]
+    folder = tmp_path / "readonly"
+    folder.mkdir()
+    shutil.copyfile(cwd / "router.db", folder / "router.db")
+    (folder / "router.db").chmod(0o444)
+
+    def read(*argv: str) -> subprocess.CompletedProcess[str]:
+        command = [*prefix, sys.executable, "-m", "router", *argv, "--db", "readonly/router.db"]
+        return subprocess.run(command, capture_output=True, text=True, cwd=tmp_path)
+
+    folder.chmod(0o555)
+    try:
+        for argv in (("verify",), ("runs",), ("show", run_id), ("heads",), ("report",)):
+            result = read(*argv)
+            assert result.returncode == 0, (argv, result.stderr)
+        assert sorted(p.name for p in folder.iterdir()) == ["router.db"]
+        folder.chmod(0o755)
+        (folder / "router.db-wal").write_bytes(b"")  # a WAL it cannot take part in
+        folder.chmod(0o555)
+        result = read("verify")
+        assert result.returncode == 1 and "router backup" in result.stderr, result.stderr
+        assert "Traceback" not in result.stderr
+    finally:
+        folder.chmod(0o755)

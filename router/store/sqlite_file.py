@@ -108,14 +108,39 @@ def read_layout(conn: sqlite3.Connection) -> tuple[set[str], int]:
 async def connect_reader(path: str, *, read_only: bool) -> aiosqlite.Connection:
     """A reading connection (aiosqlite: off the event loop). Read-only opens the file with
     ``mode=ro``: it never writes, never waits for a writer (WAL readers do not), and works on
-    a file the process may not write; it must be a router log of the current version."""
+    a file the process may not write; it must be a router log of the current version.
+
+    A copy of a log in a folder the process cannot write, with no WAL beside it, is opened
+    as immutable: SQLite cannot make the shared-memory file a WAL reader needs there, and
+    with no WAL nobody is writing to it. With a WAL beside it that cannot be read, the
+    error says to copy the log whole (or check it where it lives)."""
     if not read_only:
         reader = await aiosqlite.connect(path)
         await reader.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
         return reader
     if not Path(path).is_file():
         raise StoreError(f"{path}: no such file")
-    reader = await aiosqlite.connect(f"file:{quote(path)}?mode=ro", uri=True)
+    try:
+        return await _open_read_only(path, "mode=ro")
+    except sqlite3.Error as exc:
+        code = getattr(exc, "sqlite_errorcode", 0) & 0xFF
+        if code not in (sqlite3.SQLITE_READONLY, sqlite3.SQLITE_CANTOPEN):
+            raise store_error(path, "opening the log read-only", exc) from exc
+        if Path(path + "-wal").exists():
+            raise StoreError(
+                f"{path}: its WAL cannot be read from here (no shared-memory file, and the "
+                "folder is read-only): copy the log after a checkpoint (router backup), or "
+                "read it where it lives"
+            ) from exc
+    try:
+        return await _open_read_only(path, "mode=ro&immutable=1")
+    except sqlite3.Error as exc:
+        raise store_error(path, "opening the log read-only", exc) from exc
+
+
+async def _open_read_only(path: str, options: str) -> aiosqlite.Connection:
+    """A read-only connection to a router log (checked). Raises sqlite3.Error, NotALog."""
+    reader = await aiosqlite.connect(f"file:{quote(path)}?{options}", uri=True)
     try:
         await reader.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
         tables = {row[0] for row in await reader.execute_fetchall(_TABLES)}
@@ -127,9 +152,6 @@ async def connect_reader(path: str, *, read_only: bool) -> aiosqlite.Connection:
                 "router command that appends, or SqliteStore.open) to bring it to version "
                 f"{SCHEMA_VERSION}"
             )
-    except sqlite3.Error as exc:
-        await reader.close()
-        raise store_error(path, "opening the log read-only", exc) from exc
     except BaseException:
         await reader.close()
         raise
