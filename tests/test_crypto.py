@@ -151,3 +151,8 @@ def test_the_cli_reads_keys_from_the_environment(tmp_path: Path) -> None:
     assert (
         subprocess.run([*run, "report"], cwd=tmp_path, env=env, capture_output=True).returncode == 0
     )
+    listed = subprocess.run([*run, "runs"], cwd=tmp_path, env=bare, capture_output=True, text=True)
+    assert listed.returncode == 0 and "0 run(s)" in listed.stdout
+    assert "1 sealed run(s) not shown: set ROUTER_KEYS" in listed.stdout
+    listed = subprocess.run([*run, "runs"], cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert "1 run(s)" in listed.stdout and "support-demo" in listed.stdout

@@ -75,13 +75,14 @@ def _since(text: str | None) -> int:
 
 async def _runs(args: argparse.Namespace) -> int:
     since = _since(args.since)
-    rows = []
+    rows, sealed = [], 0
     async with logs.reading(args.db) as store:
         for summary in await store.runs():
             try:
                 events, state = await _read_run(store, summary.run_id)
             except KeyMissing:
-                continue  # sealed: set ROUTER_KEYS to list it
+                sealed += 1  # its events are encrypted, and ROUTER_KEYS lacks the key
+                continue
             row = _row(summary.run_id, events, state)
             if (
                 (args.status is None or row["status"] == args.status)
@@ -91,6 +92,8 @@ async def _runs(args: argparse.Namespace) -> int:
                 rows.append(row)
     if args.json:
         print(msgspec.json.format(msgspec.json.encode(rows), indent=2).decode())
+        if sealed:  # stdout holds the JSON alone
+            print(f"router: {sealed} sealed run(s) not shown: set ROUTER_KEYS", file=sys.stderr)
         return 0
     print(
         f"{'run':<24} {'status':<16} {'agent':<16} {'principal':<12} {'started':<25} "
@@ -101,7 +104,8 @@ async def _runs(args: argparse.Namespace) -> int:
             f"{r['run']:<24} {r['status']:<16} {r['agent']:<16} {r['principal']:<12} "
             f"{r['started']:<25} {r['steps']:>5} {r['cost_usd']:>10.6f}  {r['last_event']}"
         )
-    print(f"{len(rows)} run(s) in {args.db}")
+    unread = f"; {sealed} sealed run(s) not shown: set ROUTER_KEYS to read them" if sealed else ""
+    print(f"{len(rows)} run(s) in {args.db}{unread}")
     return 0
 
 
