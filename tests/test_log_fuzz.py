@@ -202,3 +202,41 @@ def test_random_bytes_over_a_page_of_the_database_are_a_coded_error_or_reported(
     data[start : start + 64] = rng.randbytes(64)
     db.write_bytes(bytes(data))
     check_every_read_command(db, tmp_path, anchors, capsys)
+
+
+@pytest.mark.parametrize("damage", ["page", "wal"])
+def test_the_command_line_itself_prints_a_code_and_no_traceback_on_a_damaged_log(
+    image: tuple[Path, dict[str, dict[str, str]]], tmp_path: Path, damage: str
+) -> None:
+    import subprocess
+    import sys
+
+    source, _ = image
+    db = copy_image(source, tmp_path)
+    if damage == "page":  # a page of the events table (past the schema's) written over
+        conn = sqlite3.connect(db)
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        conn.close()
+        data = bytearray(db.read_bytes())
+        data[3 * PAGE : 4 * PAGE] = random.Random(7).randbytes(PAGE)
+        db.write_bytes(bytes(data))
+    else:
+        wal = Path(f"{db}-wal")
+        data = bytearray(wal.read_bytes())
+        data[len(data) // 3] ^= 0x10
+        wal.write_bytes(bytes(data))
+    (tmp_path / "OUT").mkdir()
+    codes = set()
+    for argv in [*READ_COMMANDS, ("verify", "--anchors", str(source / "anchors.json"))]:
+        args = [a.replace("OUT", str(tmp_path / "OUT")) for a in argv]
+        result = subprocess.run(
+            [sys.executable, "-m", "router", *args, "--db", str(db)],
+            capture_output=True,
+            text=True,
+            cwd=tmp_path,
+        )
+        assert "Traceback" not in result.stderr, (argv, result.stderr)
+        if result.returncode:
+            assert CODED.search(result.stderr), (argv, result.stderr)
+        codes.add(result.returncode)
+    assert 1 in codes, codes  # the damage was seen, by the anchors at least
