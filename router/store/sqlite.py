@@ -247,7 +247,9 @@ class SqliteStore:
             await reader.close()
         if self._writer is not None:
             writer, self._writer = self._writer, None
-            writer.close()
+            # On a worker thread: the last connection to close folds the WAL into the file.
+            with anyio.CancelScope(shield=True):
+                await anyio.to_thread.run_sync(writer.close, limiter=self._limiter)
 
     # --- writes -----------------------------------------------------------------------
 
