@@ -473,6 +473,10 @@ def test_resume_with_the_agent_and_a_migration_and_replay_needs_the_definition(
     assert code == 0 and "r1: identical" in out
     code, _, err = cli(capsys, "resume", "r1", "--agent", "graph_factory:refund_engine", "--db", db)
     assert code == 1 and "agent run" in err
+    code, _, err = cli(
+        capsys, "resume", "ghost", "--agent", "graph_factory:refund_engine", "--db", db
+    )
+    assert code == 1 and "run_not_found" in err
 
 
 def test_version_and_help_name_the_product(tmp_path: Path) -> None:

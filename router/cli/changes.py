@@ -12,7 +12,7 @@ import orjson
 from ..core.events import GraphStarted
 from ..core.stored import decode_stored
 from ..core.timeline import render
-from ..errors import ConfigError
+from ..errors import ConfigError, RunNotFound
 from ..graph.engine import GraphEngine
 from ..run.decisions import resolve_call, review_graph_run, review_run
 from ..run.engine import Engine
@@ -41,7 +41,9 @@ async def _resume(args: argparse.Namespace) -> int:
     async with logs.writing(args.db) as store:
         engine = logs.definition(args.agent, store, args.db)
         first = (await store.read(args.run, after=-1))[:1]
-        graph = bool(first) and isinstance(decode_stored(first[0], logs.cipher()), GraphStarted)
+        if not first:
+            raise RunNotFound(args.run)
+        graph = isinstance(decode_stored(first[0], logs.cipher()), GraphStarted)
         if graph != isinstance(engine, GraphEngine):
             kind = "a graph run" if graph else "an agent run"
             raise ConfigError(f"run {args.run!r} is {kind}; --agent {args.agent} gives another")
