@@ -95,6 +95,25 @@ def copy_image(source: Path, folder: Path) -> Path:
     return folder / "crash.db"
 
 
+def fold_wal(db: Path) -> None:
+    """Checkpoint the WAL into the database file, whole."""
+    conn = sqlite3.connect(db)
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    conn.close()
+
+
+def write_over(path: Path, start: int, data: bytes) -> None:
+    damaged = bytearray(path.read_bytes())
+    damaged[start : start + len(data)] = data
+    path.write_bytes(bytes(damaged))
+
+
+def flip(path: Path, offset: int, bit: int) -> None:
+    damaged = bytearray(path.read_bytes())
+    damaged[offset] ^= 1 << bit
+    path.write_bytes(bytes(damaged))
+
+
 def present(db: Path) -> dict[tuple[str, int], bytes] | None:
     """Every event SQLite still gives, read independently (None if it cannot read them)."""
     try:
@@ -163,11 +182,9 @@ def test_a_flipped_byte_in_the_wal_loses_nothing_the_anchors_do_not_report(
     source, anchors = image
     db = copy_image(source, tmp_path)
     wal = Path(f"{db}-wal")
-    data = bytearray(wal.read_bytes())
     rng = random.Random(seed)
-    offset = rng.randrange(32 + 24, len(data))  # past the WAL's header: a frame's bytes
-    data[offset] ^= 1 << rng.randrange(8)
-    wal.write_bytes(bytes(data))
+    offset = rng.randrange(32 + 24, wal.stat().st_size)  # past the WAL's header: a frame's
+    flip(wal, offset, rng.randrange(8))
     found = present(db)
     assert found is not None  # SQLite reads on, without a word: the damage is silent
     lost = anchored_lost(anchors, found)
@@ -192,15 +209,11 @@ def test_random_bytes_over_a_page_of_the_database_are_a_coded_error_or_reported(
 ) -> None:
     source, anchors = image
     db = copy_image(source, tmp_path)
-    conn = sqlite3.connect(db)
-    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # everything in the database file
-    conn.close()
-    data = bytearray(db.read_bytes())
+    fold_wal(db)  # everything in the database file
     rng = random.Random(seed)
-    page = rng.randrange(len(data) // PAGE)
+    page = rng.randrange(db.stat().st_size // PAGE)
     start = page * PAGE + rng.randrange(PAGE - 64)
-    data[start : start + 64] = rng.randbytes(64)
-    db.write_bytes(bytes(data))
+    write_over(db, start, rng.randbytes(64))
     check_every_read_command(db, tmp_path, anchors, capsys)
 
 
@@ -214,17 +227,11 @@ def test_the_command_line_itself_prints_a_code_and_no_traceback_on_a_damaged_log
     source, _ = image
     db = copy_image(source, tmp_path)
     if damage == "page":  # a page of the events table (past the schema's) written over
-        conn = sqlite3.connect(db)
-        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-        conn.close()
-        data = bytearray(db.read_bytes())
-        data[3 * PAGE : 4 * PAGE] = random.Random(7).randbytes(PAGE)
-        db.write_bytes(bytes(data))
+        fold_wal(db)
+        write_over(db, 3 * PAGE, random.Random(7).randbytes(PAGE))
     else:
         wal = Path(f"{db}-wal")
-        data = bytearray(wal.read_bytes())
-        data[len(data) // 3] ^= 0x10
-        wal.write_bytes(bytes(data))
+        flip(wal, wal.stat().st_size // 3, 4)
     (tmp_path / "OUT").mkdir()
     codes = set()
     for argv in [*READ_COMMANDS, ("verify", "--anchors", str(source / "anchors.json"))]:

@@ -188,15 +188,19 @@ def test_read_commands_leave_the_log_byte_identical_while_another_process_writes
     assert digest(cwd / "router.db") == before
 
 
+def another_applications_database(path: Path) -> Path:
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE TABLE orders (id INTEGER PRIMARY KEY)")
+    conn.commit()
+    conn.close()
+    return path
+
+
 @pytest.mark.parametrize("argv", READERS[:6], ids=[" ".join(a) for a in READERS[:6]])
 def test_read_commands_refuse_another_applications_database_and_leave_it_alone(
     tmp_path: Path, argv: tuple[str, ...], capsys: pytest.CaptureFixture[str]
 ) -> None:
-    other = tmp_path / "other.sqlite"
-    conn = sqlite3.connect(other)
-    conn.execute("CREATE TABLE orders (id INTEGER PRIMARY KEY)")
-    conn.commit()
-    conn.close()
+    other = another_applications_database(tmp_path / "other.sqlite")
     before = files(tmp_path)
     code, _, err = cli(capsys, *[a.replace("RUN", "r") for a in argv], "--db", str(other))
     assert code == 1 and "not_a_log" in err and "orders" in err
@@ -206,11 +210,7 @@ def test_read_commands_refuse_another_applications_database_and_leave_it_alone(
 def test_commands_that_append_refuse_a_database_that_is_not_a_log(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    other = tmp_path / "other.sqlite"
-    conn = sqlite3.connect(other)
-    conn.execute("CREATE TABLE orders (id INTEGER PRIMARY KEY)")
-    conn.commit()
-    conn.close()
+    other = another_applications_database(tmp_path / "other.sqlite")
     before = files(tmp_path)
     for argv in (
         ("unlease", "r"),

@@ -17,7 +17,7 @@ from ..graph.engine import GraphEngine
 from ..run.decisions import resolve_call, review_graph_run, review_run
 from ..run.engine import Engine
 from ..run.fork import fork_run
-from ..run.log import fold_run, load_run
+from ..run.log import load_any_run
 from . import logs
 
 __all__ = ["add_commands"]
@@ -48,8 +48,8 @@ async def _resume(args: argparse.Namespace) -> int:
             kind = "a graph run" if graph else "an agent run"
             raise ConfigError(f"run {args.run!r} is {kind}; --agent {args.agent} gives another")
         result = await engine.resume(args.run, migration=args.migration)
-        events, _, _ = await load_run(store, args.run, logs.cipher())
-    print(render(args.run, events, fold_run(events)))
+        events, state = await load_any_run(store, args.run, logs.cipher())
+    print(render(args.run, events, state))
     phase = str(result.phase)
     print(f"\nrun {args.run} is now {phase}")
     return 0 if phase in _SETTLED else 1

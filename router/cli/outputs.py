@@ -10,12 +10,13 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from ..errors import ConfigError
+from ..export.arrow import SUFFIXES as EXPORT_SUFFIXES
 
 __all__ = ["SUFFIXES", "claim_output", "replacing", "sniff"]
 
-SUFFIXES = {
-    "parquet": (".parquet",),
-    "arrow": (".arrow", ".feather", ".ipc"),
+# The file names each format is written to: the export's own, and the pages and figures.
+SUFFIXES: dict[str, tuple[str, ...]] = {
+    **{str(fmt): suffixes for fmt, suffixes in EXPORT_SUFFIXES.items()},
     "html": (".html", ".htm"),
     "json": (".json",),
 }

@@ -23,7 +23,7 @@ from ..core.timeline import render
 from ..errors import ConfigError, KeyMissing, LogNotIntact
 from ..graph.engine import GraphEngine
 from ..run.engine import Engine
-from ..run.log import fold_run, load_run, status_of
+from ..run.log import load_any_run, status_of
 from ..store.open import is_postgres
 from . import logs
 from .outputs import claim_output, replacing
@@ -36,11 +36,6 @@ DEMO_AGENT = "support-demo"  # the demo's runs replay without --agent
 
 def _when(at_us: int) -> str:
     return datetime.fromtimestamp(at_us / 1e6, UTC).isoformat(timespec="seconds") if at_us else ""
-
-
-async def _read_run(store: Store, run_id: str) -> tuple[list[Any], RunState | GraphState]:
-    events, _, _ = await load_run(store, run_id, logs.cipher())
-    return events, fold_run(events)
 
 
 def _row(run_id: str, events: list[Any], state: RunState | GraphState) -> dict[str, Any]:
@@ -79,7 +74,7 @@ async def _runs(args: argparse.Namespace) -> int:
     async with logs.reading(args.db) as store:
         for summary in await store.runs():
             try:
-                events, state = await _read_run(store, summary.run_id)
+                events, state = await load_any_run(store, summary.run_id, logs.cipher())
             except KeyMissing:
                 sealed += 1  # its events are encrypted, and ROUTER_KEYS lacks the key
                 continue
@@ -112,7 +107,7 @@ async def _runs(args: argparse.Namespace) -> int:
 async def _show(args: argparse.Namespace) -> int:
     out = claim_output(args.html, ("html",), force=args.force) if args.html else None
     async with logs.reading(args.db) as store:
-        events, state = await _read_run(store, args.run)
+        events, state = await load_any_run(store, args.run, logs.cipher())
     print(render(args.run, events, state))
     if out is not None:
         from ..core.run_page import render_page
@@ -125,13 +120,14 @@ async def _show(args: argparse.Namespace) -> int:
 
 async def _audit(args: argparse.Namespace) -> LogAudit:
     """The whole log audited, with the anchors of ``--anchors`` if given."""
-    audit = LogAudit(logs.cipher())
+    anchors = None
     if getattr(args, "anchors", None):
         try:
             data = Path(args.anchors).read_bytes()
         except OSError as exc:
             raise ConfigError(f"--anchors {args.anchors}: cannot read it: {exc}") from exc
-        audit.expect(anchors_from_json(data, args.anchors))
+        anchors = anchors_from_json(data, args.anchors)
+    audit = LogAudit(logs.cipher(), anchors)
     async with logs.reading(args.db) as store:
         after = 0
         while page := await store.scan(after=after, limit=10_000):
@@ -151,7 +147,7 @@ async def _check_statuses(store: Store, audit: LogAudit, statuses: dict[str, str
         if recorded == "active" or run_id in broken:
             continue
         try:
-            _, state = await _read_run(store, run_id)
+            _, state = await load_any_run(store, run_id, logs.cipher())
         except KeyMissing:
             continue
         if status_of(state) == "active":

@@ -56,20 +56,19 @@ class _Head:
 
 class LogAudit:
     """Feed it ``(id, stored event)`` pairs in id order (a store's ``scan``), then call
-    ``finish`` with the run list and the anchors; read ``problems`` and ``heads``."""
+    ``finish`` with the run list; read ``problems`` and ``heads``. ``anchors``: the heads
+    an auditor kept, each checked at ``finish``."""
 
-    def __init__(self, cipher: Cipher | None = None) -> None:
+    def __init__(
+        self, cipher: Cipher | None = None, anchors: Mapping[str, Anchor] | None = None
+    ) -> None:
         self.cipher = cipher
         self.runs: dict[str, _Head] = {}
         self.problems: list[Problem] = []
         self.events = 0
         self.sealed = 0  # sealed events whose kind could not be checked (no key)
-        self._anchored: dict[str, Anchor] = {}
+        self._anchored = dict(anchors or {})  # the heads an auditor kept, to check
         self._anchor_hashes: dict[str, bytes] = {}  # the hash found at each anchor's seq
-
-    def expect(self, anchors: Mapping[str, Anchor]) -> None:
-        """The anchors to check (before the events are added)."""
-        self._anchored = dict(anchors)
 
     def add(self, pairs: Iterable[tuple[int, StoredEvent]]) -> None:
         """Audit the next events of the log, in the order they were appended (id order: a

@@ -13,7 +13,7 @@ from ..errors import KeyMissing, StoreError
 from .events import StoredEvent, decode_event, decode_events
 from .protocols import Cipher
 
-__all__ = ["decode_run", "decode_stored", "is_sealed", "key_id_of"]
+__all__ = ["decode_plaintext", "decode_run", "decode_stored", "is_sealed", "key_id_of"]
 
 SEALED = b"\x01"  # a sealed payload: 0x01 | len(key id) | key id | the cipher's bytes
 
@@ -35,8 +35,14 @@ def decode_stored(stored: StoredEvent, cipher: Cipher | None = None) -> Any:
         if cipher is None:
             raise KeyMissing(key_id_of(payload))
         payload = cipher.open(payload)
+    return decode_plaintext(stored, payload)
+
+
+def decode_plaintext(stored: StoredEvent, plaintext: bytes) -> Any:
+    """The event a stored event's plaintext (its payload, opened if it was sealed) holds.
+    Raises StoreError naming the event if it is not one this router knows."""
     try:
-        return decode_event(payload)
+        return decode_event(plaintext)
     except msgspec.DecodeError as exc:
         raise StoreError(
             f"run {stored.run_id!r}: event {stored.seq} is not an event this router knows: {exc}"

@@ -59,8 +59,8 @@ from ..core.events import (
     kind_of,
 )
 from ..core.protocols import Cipher, Store
-from ..core.stored import is_sealed
-from ..errors import ChainBroken, ConfigError, StoreError
+from ..core.stored import decode_plaintext, is_sealed
+from ..errors import ChainBroken, ConfigError
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -69,6 +69,10 @@ __all__ = ["EXPORT_VERSION", "ExportSummary", "export", "export_schema", "verify
 
 EXPORT_VERSION = "1"
 Format = Literal["parquet", "arrow"]
+SUFFIXES: dict[Format, tuple[str, ...]] = {  # the file names each format is written to
+    "parquet": (".parquet",),
+    "arrow": (".arrow", ".feather", ".ipc"),
+}
 COLUMNS = (
     "id",
     "run_id",
@@ -252,24 +256,12 @@ async def _build_rows(
             rows.append(row | _NULL_TYPED)
             continue
         plaintext = cipher.open(stored.payload) if sealed and cipher is not None else stored.payload
-        event = _decode(stored, plaintext)
+        event = decode_plaintext(stored, plaintext)
         if stored.run_id not in principals:
             principals[stored.run_id] = await _principal(store, stored.run_id, event, cipher)
         row["plaintext"] = plaintext if sealed else None
         rows.append(row | _typed(event, principals[stored.run_id]))
     return rows
-
-
-def _decode(stored: StoredEvent, plaintext: bytes) -> Event:
-    """The event a payload holds. Raises StoreError naming it if it is not one (a damaged
-    log: the export stops rather than write a row it cannot type)."""
-    try:
-        return decode_event(plaintext)
-    except msgspec.DecodeError as exc:
-        raise StoreError(
-            f"run {stored.run_id!r}: event {stored.seq} is not an event this router knows "
-            f"(router verify finds what else is damaged): {exc}"
-        ) from exc
 
 
 async def _principal(
@@ -281,7 +273,7 @@ async def _principal(
     first = await store.read(run_id, after=-1)
     if not first or (is_sealed(first[0].payload) and cipher is None):
         return "", ""
-    start = _decode(
+    start = decode_plaintext(
         first[0], cipher.open(first[0].payload) if cipher is not None else first[0].payload
     )
     return (start.agent, start.principal.id) if isinstance(start, RunStarted) else ("", "")
@@ -302,10 +294,9 @@ _NULL_TYPED: dict[str, Any] = {
 
 
 def _format_of(path: Path) -> Format:
-    if path.suffix in (".arrow", ".feather", ".ipc"):
-        return "arrow"
-    if path.suffix == ".parquet":
-        return "parquet"
+    for fmt, suffixes in SUFFIXES.items():
+        if path.suffix in suffixes:
+            return fmt
     raise ConfigError(f"{path}: name the format with the extension (.parquet or .arrow) or format=")
 
 

@@ -33,6 +33,7 @@ __all__ = [
     "RunLog",
     "end_run",
     "fold_run",
+    "load_any_run",
     "load_run",
     "open_log",
     "plaintext_of",
@@ -260,6 +261,15 @@ async def load_run(
     Raises RunNotFound, ChainBroken, KeyMissing."""
     events, chain = await _read(store, run_id, cipher)
     return events, fold(events), chain
+
+
+async def load_any_run(
+    store: Store, run_id: str, cipher: Cipher | None = None
+) -> tuple[list[Any], RunState | GraphState]:
+    """Read, verify and fold a run of either kind (see ``fold_run``): its events and
+    state. Reads only. Raises RunNotFound, ChainBroken, KeyMissing."""
+    events, _ = await _read(store, run_id, cipher)
+    return events, fold_run(events)
 
 
 def fold_run(events: Sequence[Any]) -> RunState | GraphState:

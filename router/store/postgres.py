@@ -402,17 +402,17 @@ class PoolOpening(Generic[T]):
             )
             async with pool.acquire() as conn:
                 if self._schema is None:  # nothing created: there must be a log already
-                    found = await conn.fetchval("SELECT to_regclass('router_events')")
+                    has_log = await conn.fetchval("SELECT to_regclass('router_events')") is not None
                 else:
                     await conn.execute("SELECT pg_advisory_lock(7294001)")  # one setup at a time
                     try:
                         await conn.execute(self._schema)
                     finally:
                         await conn.execute("SELECT pg_advisory_unlock(7294001)")
-                    found = "router_events"
+                    has_log = True
         except (OSError, asyncpg.PostgresError) as exc:
             raise StoreError(f"cannot open PostgreSQL at {_where(self._dsn)}: {exc}") from exc
-        if found is None:
+        if not has_log:  # after the connection is back: closing waits for every one
             await pool.close()
             raise NotALog(_where(self._dsn), "it has no router_events table")
         self._made = self._build(pool)
